@@ -1,0 +1,6 @@
+"""The `joint_attention` op, its exact reference and the runtimes it dispatches to."""
+
+from .op import BACKWARD_OP_NAME, OP_NAME, joint_attention
+from .registry import AUTO_ORDER, RUNTIME_NAMES, get_runtime, select_runtime
+
+__all__ = ["OP_NAME", "BACKWARD_OP_NAME", "joint_attention", "RUNTIME_NAMES", "AUTO_ORDER", "get_runtime", "select_runtime"]

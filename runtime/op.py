@@ -1,0 +1,180 @@
+"""`jointattn::joint_attention`: the op every lowering of joint attention goes through.
+
+Entry point: `joint_attention(q, k, v, joint_q, joint_k, joint_v, *, joint_strategy, scale, logical_n,
+logical_l, runtime)`, the interface of ttnn's `joint_scaled_dot_product_attention`. It computes the same
+function as `cat` on the sequence dim -> `scaled_dot_product_attention` -> slice, with keys at or past a valid
+length treated as absent, and returns (out, joint_out, lse).
+
+Internals: two `torch.library.custom_op`s, the forward and its backward, each with a fake kernel so that
+Dynamo, AOTAutograd, inductor and `torch.export` trace through them; the backward is registered as the
+forward's autograd formula. Both allocate their outputs and hand them to a runtime (see `registry.py`).
+
+Outputs are laid out [b, N, nh, dh] in memory (viewed as [b, nh, N, dh]), the layout flash attention
+returns, so the `transpose(1, 2).reshape(b, N, nh * dh)` that model code applies next is a free view.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .registry import RUNTIME_NAMES, JointCall, select_runtime
+from .validation import (
+    JointShape,
+    assert_lengths_async,
+    check_length_arg,
+    check_options,
+    check_tensors,
+)
+
+OP_NAME = "jointattn::joint_attention"
+BACKWARD_OP_NAME = "jointattn::joint_attention_backward"
+
+
+def _check_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime):
+    shape = check_tensors(q, k, v, joint_q, joint_k, joint_v)
+    check_options(joint_strategy, scale, runtime, RUNTIME_NAMES)
+    check_length_arg("logical_n", logical_n, shape, q.device)
+    check_length_arg("logical_l", logical_l, shape, q.device)
+    return shape
+
+
+def _make_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime):
+    shape = _check_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime)
+    assert_lengths_async("logical_n", logical_n, shape.n)
+    assert_lengths_async("logical_l", logical_l, shape.l)
+    resolved = float(scale) if scale is not None else shape.dh**-0.5
+    return JointCall(q, k, v, joint_q, joint_k, joint_v, resolved, logical_n, logical_l)
+
+
+def _empty_outputs(q: Tensor, shape: JointShape):
+    """Outputs in [b, S, nh, dh] memory order, viewed as [b, nh, S, dh]; lse [b, nh, N+L] float32."""
+    b, nh, n, l, dh = shape.b, shape.nh, shape.n, shape.l, shape.dh  # noqa: E741
+    out = q.new_empty((b, n, nh, dh)).transpose(1, 2)
+    joint_out = q.new_empty((b, l, nh, dh)).transpose(1, 2)
+    lse = q.new_empty((b, nh, n + l), dtype=torch.float32)
+    return out, joint_out, lse
+
+
+@torch.library.custom_op(OP_NAME, mutates_args=())
+def _joint_attention_op(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    joint_q: Tensor,
+    joint_k: Tensor,
+    joint_v: Tensor,
+    joint_strategy: str = "rear",
+    scale: float | None = None,
+    logical_n: Tensor | None = None,
+    logical_l: Tensor | None = None,
+    runtime: str = "auto",
+) -> tuple[Tensor, Tensor, Tensor]:
+    call = _make_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime)
+    out, joint_out, lse = _empty_outputs(q, call.shape)
+    select_runtime(runtime, call).forward(call, out, joint_out, lse)
+    return out, joint_out, lse
+
+
+@_joint_attention_op.register_fake
+def _(q, k, v, joint_q, joint_k, joint_v, joint_strategy="rear", scale=None, logical_n=None, logical_l=None, runtime="auto"):
+    shape = _check_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime)
+    return _empty_outputs(q, shape)
+
+
+@torch.library.custom_op(BACKWARD_OP_NAME, mutates_args=())
+def _joint_attention_backward_op(
+    grad_out: Tensor,
+    grad_joint_out: Tensor,
+    grad_lse: Tensor | None,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    joint_q: Tensor,
+    joint_k: Tensor,
+    joint_v: Tensor,
+    out: Tensor,
+    joint_out: Tensor,
+    lse: Tensor,
+    scale: float | None,
+    logical_n: Tensor | None,
+    logical_l: Tensor | None,
+    runtime: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    call = _make_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, logical_n, logical_l, runtime)
+    grads = select_runtime(runtime, call).backward(call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse)
+    # Fresh tensors laid out like the inputs: the fake kernel promises exactly this.
+    return tuple(torch.empty_like(t).copy_(g) for t, g in zip(call.tensors, grads))
+
+
+@_joint_attention_backward_op.register_fake
+def _(grad_out, grad_joint_out, grad_lse, q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale, logical_n, logical_l, runtime):
+    return tuple(torch.empty_like(t) for t in (q, k, v, joint_q, joint_k, joint_v))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, joint_q, joint_k, joint_v, _strategy, scale, logical_n, logical_l, runtime = inputs
+    out, joint_out, lse = output
+    ctx.save_for_backward(q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, logical_n, logical_l)
+    ctx.scale = scale
+    ctx.runtime = runtime
+
+
+def _backward(ctx, grad_out, grad_joint_out, grad_lse):
+    q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, logical_n, logical_l = ctx.saved_tensors
+    grad_out = grad_out if grad_out is not None else torch.zeros_like(out)
+    grad_joint_out = grad_joint_out if grad_joint_out is not None else torch.zeros_like(joint_out)
+    grads = _joint_attention_backward_op(
+        grad_out, grad_joint_out, grad_lse, q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse,
+        ctx.scale, logical_n, logical_l, ctx.runtime,
+    )
+    return (*grads, None, None, None, None, None)
+
+
+_joint_attention_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _length_tensor(value, b: int, full: int, device) -> Tensor | None:
+    """An int becomes a [b] tensor; an int meaning 'all valid' becomes None so no runtime masks at all."""
+    if value is None or isinstance(value, Tensor):
+        return value
+    if value == full:
+        return None
+    return torch.full((b,), value, dtype=torch.int32, device=device)
+
+
+def joint_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    joint_q: Tensor,
+    joint_k: Tensor,
+    joint_v: Tensor,
+    *,
+    joint_strategy: str = "rear",
+    scale: float | None = None,
+    logical_n: int | Tensor | None = None,
+    logical_l: int | Tensor | None = None,
+    runtime: str = "auto",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Joint attention of two token sets without concatenating them.
+
+    Args:
+        q, k, v: spatial tokens, [b, nh, N, dh], any strides.
+        joint_q, joint_k, joint_v: joint (text) tokens, [b, nh, L, dh], same dtype and device.
+        joint_strategy: where the joint tokens sit in the virtual concatenation; "rear" (ttnn's only one).
+        scale: softmax scale; None means 1/sqrt(dh), as in SDPA.
+        logical_n, logical_l: valid lengths: None (all valid), an int, or an int tensor [b]. Keys at or
+            past a valid length do not exist; query rows there are still computed.
+        runtime: "auto" (fastest that supports the inputs, else the exact reference), "reference",
+            "triton" or "ttnn".
+
+    Returns:
+        out [b, nh, N, dh], joint_out [b, nh, L, dh] and lse [b, nh, N+L] (float32, natural log).
+    """
+    shape = _check_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime)
+    logical_n = _length_tensor(logical_n, shape.b, shape.n, q.device)
+    logical_l = _length_tensor(logical_l, shape.b, shape.l, q.device)
+    return torch.ops.jointattn.joint_attention(
+        q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
+    )
