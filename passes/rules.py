@@ -11,11 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# Additive mask entries at or below this are "this key does not exist" (covers -inf and finfo(bf16/fp16/fp32).min):
-# exp(score + bias) is exactly 0 in float32 for any finite score of attention-sized magnitude.
-ABSENT_KEY_BIAS = -1.0e30
-
-
 def refuse_sdpa_flags(*, dropout_p, is_causal, enable_gqa, has_scale_node: bool = False) -> str | None:
     """SDPA options under which the call is not the op's function."""
     if not isinstance(dropout_p, (int, float)) or isinstance(dropout_p, bool):

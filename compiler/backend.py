@@ -1,0 +1,65 @@
+"""The `jointattn` torch.compile backend: `torch.compile(model, backend="jointattn")`.
+
+Entry point: `jointattn_backend(gm, example_inputs, options=...)`, registered through the
+`torch_dynamo_backends` entry point (pyproject.toml), so the name works without importing jointattn first.
+It runs the FX fusion pass on Dynamo's graph, then hands the graph to inductor (or runs it eagerly, for
+bisecting). Options (`torch.compile(..., options={...})`):
+- "runtime": the op's runtime for every fused attention: "auto" (default), "reference", "triton", "ttnn";
+- "inner": "inductor" (default) or "eager".
+Dynamic shapes: the pass reads symbolic sizes and never specializes them beyond the guards it needs to
+prove a slice lines up with the concat boundary, so a recompile for a new shape is correct.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+
+from ..passes.fx import FusionReport, fuse_joint_attention
+from ..runtime.registry import RUNTIME_NAMES
+
+INNER_COMPILERS = ("inductor", "eager")
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    runtime: str = "auto"
+    inner: str = "inductor"
+
+    @classmethod
+    def parse(cls, options: dict | None) -> BackendOptions:
+        options = dict(options or {})
+        unknown = set(options) - {"runtime", "inner"}
+        if unknown:
+            raise ValueError(f"jointattn backend: unknown option(s) {sorted(unknown)}; known: 'runtime', 'inner'")
+        parsed = cls(**options)
+        if parsed.runtime not in RUNTIME_NAMES:
+            raise ValueError(f"jointattn backend: options['runtime'] must be one of {RUNTIME_NAMES}; got {parsed.runtime!r}")
+        if parsed.inner not in INNER_COMPILERS:
+            raise ValueError(f"jointattn backend: options['inner'] must be one of {INNER_COMPILERS}; got {parsed.inner!r}")
+        return parsed
+
+
+# The reports of the graphs compiled so far, newest last (read by tests and `jointattn.explain`).
+REPORTS: list[FusionReport] = []
+
+
+def jointattn_backend(gm: fx.GraphModule, example_inputs, *, options: dict | None = None, mode=None) -> Callable:
+    opts = BackendOptions.parse(options)
+    REPORTS.append(fuse_joint_attention(gm, runtime=opts.runtime))
+    if opts.inner == "eager":
+        return gm.forward
+    from torch._inductor.compile_fx import compile_fx
+
+    return compile_fx(gm, example_inputs)
+
+
+def eager_backend(gm: fx.GraphModule, example_inputs, **kwargs) -> Callable:
+    """The pass without inductor: `torch.compile(model, backend=jointattn.compiler.eager_backend)`."""
+    return jointattn_backend(gm, example_inputs, options={**(kwargs.get("options") or {}), "inner": "eager"})
+
+
+__all__ = ["jointattn_backend", "eager_backend", "BackendOptions", "REPORTS"]

@@ -1,0 +1,239 @@
+"""The FX fusion pass: cat -> scaled_dot_product_attention -> split  ==>  jointattn::joint_attention.
+
+Entry point: `fuse_joint_attention(gm, runtime="auto") -> FusionReport`. It sees Dynamo's torch-level graph
+(inside the `jointattn` torch.compile backend, before AOTAutograd, so the op's own autograd formula is used
+for training) and equally ATen graphs such as `torch.export`'s; `nodes.op_name` hides the difference.
+
+For each SDPA:
+1. the SDPA flags and shapes are checked against the shared rules (`passes/rules.py`);
+2. q, k and v are resolved into their two token sets (`parts.PartResolver`: through RoPE, casts, views);
+3. a mask, if any, must be a key-padding mask; per token set it becomes nothing, proven valid lengths, or
+   a run-time-checked mask (`masks.py`);
+4. the output's consumers are followed to the slices/splits that take the token sets back out; a range that
+   crosses the boundary refuses the fusion (`parts.plan_outputs`);
+5. the op is inserted, each consumer gets its part directly, and whatever still wants the whole sequence gets
+   a concat of the two outputs. Nodes this leaves dead are removed; nothing else in the graph is touched.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+
+from ..rules import refuse_key_mask_shape, refuse_part_lengths, refuse_sdpa_flags, refuse_shapes, spatial_part
+from .axes import TUPLE_PRODUCERS, handler_for
+from .masks import KeyPadding, classify
+from .nodes import GraphBuilder, arg, fake_mode_of, op_name, same, shape, tensor_val, val
+from .parts import CAT_NAMES, OutputPlan, Parts, PartResolver, fold_concat, plan_outputs
+from .ranges import SPLITS
+from .report import Decision, FusionReport
+from .unpad import drop_unbacked_asserts, find_unpad_loops, rewrite_unpad_loop
+
+SEQ = 2  # the sequence dim of SDPA's [b, nh, S, dh] inputs
+
+
+@dataclass(frozen=True)
+class SdpaCall:
+    query: fx.Node
+    key: fx.Node
+    value: fx.Node
+    attn_mask: object
+    dropout_p: object
+    is_causal: object
+    scale: object
+    enable_gqa: object
+
+
+def sdpa_call(node: fx.Node) -> SdpaCall:
+    """SDPA's arguments, positional or keyword, at either IR level (same parameter order)."""
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+    defaults = (None, None, None, None, 0.0, False, None, False)
+    return SdpaCall(*(arg(node, i, n, d) for i, (n, d) in enumerate(zip(names, defaults))))
+
+
+class _Refused(Exception):
+    pass
+
+
+def fuse_joint_attention(gm: fx.GraphModule, *, runtime: str = "auto") -> FusionReport:
+    """Replaces every joint attention in `gm` with `jointattn::joint_attention`; returns what it decided."""
+    graph = gm.graph
+    build = GraphBuilder(graph, fake_mode_of(graph))
+    resolver = PartResolver(build)
+    report = FusionReport()
+    unpadded = {}
+    for loop in find_unpad_loops(graph):
+        sdpa, rejoined = rewrite_unpad_loop(build, loop)
+        unpadded[sdpa] = rejoined
+        _prune(graph, [loop.batch_cat, *drop_unbacked_asserts(graph, loop)])
+    for node in list(graph.nodes):
+        if op_name(node) == "scaled_dot_product_attention":
+            try:
+                decision = _fuse(node, resolver, runtime)
+            except _Refused as e:
+                decision = Decision(node.name, False, str(e))
+            if node in unpadded:
+                decision = Decision(decision.node, decision.fused, f"per-sample nonzero/pad loop read as key padding; {decision.reason}")
+            report.decisions.append(decision)
+    for rejoined in unpadded.values():
+        _prune(graph, fold_concat(rejoined, SEQ, resolver))
+    _prune(graph, build.created)
+    graph.lint()
+    gm.recompile()
+    return report
+
+
+def _check(reason: str | None, prefix: str = "") -> None:
+    if reason is not None:
+        raise _Refused(prefix + reason)
+
+
+def _fuse(node: fx.Node, resolver: PartResolver, runtime: str) -> Decision:
+    build = resolver.build
+    call = sdpa_call(node)
+    _check(
+        refuse_sdpa_flags(
+            dropout_p=val(call.dropout_p),
+            is_causal=val(call.is_causal),
+            enable_gqa=val(call.enable_gqa),
+            has_scale_node=isinstance(call.scale, fx.Node),
+        )
+    )
+    q_shape, k_shape, v_shape = shape(call.query), shape(call.key), shape(call.value)
+    _check(refuse_shapes(q_shape, k_shape, v_shape))
+    sets = {}
+    for name, x in (("q", call.query), ("k", call.key), ("v", call.value)):
+        resolved = resolver.resolve(x, SEQ)
+        _check(resolved if isinstance(resolved, str) else None, f"{name} is not a concat of token sets: ")
+        sets[name] = resolved
+    _check(refuse_part_lengths(sets["q"].lengths, sets["k"].lengths, sets["v"].lengths))
+    lengths = sets["q"].lengths
+    padding = _key_padding(node, call.attn_mask, sets["k"], q_shape, resolver)
+    plan = plan_outputs(node, SEQ, lengths)
+    _check(plan if isinstance(plan, str) else None, "outputs: ")
+
+    spatial = spatial_part(lengths)
+    joint = 1 - spatial
+    with build.graph.inserting_before(node):
+        op = _insert_op(build, sets, spatial, joint, padding, call.scale, runtime, lengths, q_shape[0])
+        parts = [None, None]
+        parts[spatial] = build.call(operator.getitem, (op, 0))
+        parts[joint] = build.call(operator.getitem, (op, 1))
+        whole = build.call(torch.cat, ([parts[0], parts[1]],), {"dim": SEQ})
+    node.replace_all_uses_with(whole)
+    bypassed = fold_concat(whole, SEQ, resolver)
+    _prune(build.graph, [*bypassed, node])  # consumers handed their part; the SDPA and what only fed it
+    rejoined = len(whole.users)
+    _prune(build.graph, [whole])
+    return Decision(node.name, True, _describe(lengths, spatial, padding, plan, rejoined))
+
+
+def _key_padding(sdpa: fx.Node, mask, key_sets: Parts, q_shape, resolver: PartResolver) -> list[KeyPadding] | None:
+    """Per token set: how its keys' padding reaches the op; None without a mask."""
+    if mask is None:
+        return None
+    if not isinstance(mask, fx.Node) or tensor_val(mask) is None:
+        raise _Refused("attn_mask is not a tensor")
+    mask_shape = shape(mask)
+    _check(refuse_key_mask_shape(mask_shape, q_shape))
+    if same(mask_shape[-1], 1):
+        raise _Refused("attn_mask does not vary over keys")
+    axis = len(mask_shape) - 1
+    resolved = resolver.resolve(mask, axis)
+    lengths = key_sets.lengths
+    if not isinstance(resolved, Parts) or len(resolved.lengths) != len(lengths) or not all(
+        same(a, b) for a, b in zip(resolved.lengths, lengths)
+    ):
+        # Not assembled from per-set pieces: a position-dependent operand like any other, sliced per set.
+        resolved = resolver.slice_like(mask, axis, key_sets, SEQ, before=sdpa)
+    return [_classify(p, n) for p, n in zip(resolved.nodes, lengths)]
+
+
+def _classify(part: fx.Node, size) -> KeyPadding:
+    found = classify(part, size)
+    if found.kind == "lengths" and not _is_integer(found.lengths):
+        return KeyPadding("check", part)
+    return found
+
+
+def _is_integer(node) -> bool:
+    t = tensor_val(node)
+    return t is not None and not t.dtype.is_floating_point and not t.dtype.is_complex and t.dtype != torch.bool
+
+
+def _insert_op(build, sets, spatial, joint, padding, scale, runtime, lengths, batch):
+    q, k, v = sets["q"].nodes, sets["k"].nodes, sets["v"].nodes
+    tensors = (q[spatial], k[spatial], v[spatial], q[joint], k[joint], v[joint])
+    try:
+        if padding is not None and any(p.kind == "check" for p in padding):
+            masks = (padding[spatial].source, padding[joint].source)
+            return build.call(torch.ops.jointattn.masked_joint_attention.default, (*tensors, *masks, scale, runtime))
+        valid = [None, None]
+        if padding is not None:
+            for i, p in enumerate(padding):
+                if p.kind == "lengths":
+                    valid[i] = _valid_lengths(build, p.lengths, lengths[i], batch)
+        return build.call(
+            torch.ops.jointattn.joint_attention.default,
+            (*tensors, "rear", scale, valid[spatial], valid[joint], runtime),
+        )
+    except (ValueError, TypeError) as e:
+        raise _Refused(f"the op rejects these inputs: {e}") from e
+
+
+def _valid_lengths(build: GraphBuilder, lengths: fx.Node, size, batch) -> fx.Node:
+    """`arange(S) < lengths` admits min(max(lengths, 0), S) keys: clamp, and broadcast a batch of one."""
+    clamped = build.call(torch.clamp, (lengths,), {"min": 0, "max": size})
+    if not same(shape(clamped)[0], batch):
+        clamped = build.call("expand", (clamped, batch), method=True)
+    return clamped
+
+
+def _describe(lengths, spatial, padding, plan: OutputPlan, rejoined: int) -> str:
+    order = "spatial-first" if spatial == 0 else "text-first"
+    if padding is None or all(p.kind == "all" for p in padding):
+        pad = "no padding"
+    elif any(p.kind == "check" for p in padding):
+        pad = "key-padding mask checked at run time (exact path if it is not a prefix)"
+    else:
+        pad = "padding as valid lengths proven from the mask"
+    used = sorted(plan.parts_used)
+    outs = "both outputs used" if len(used) == 2 else ("only the first token set used" if used == [0] else (
+        "only the second token set used" if used == [1] else "no per-set output"))
+    if rejoined:
+        outs += f"; re-joined for {rejoined} whole-sequence consumer(s)"
+    return f"token sets {list(lengths)} ({order}), {pad}, {outs}"
+
+
+def _removable(node: fx.Node) -> bool:
+    name = op_name(node)
+    if node.op not in ("call_function", "call_method") or name is None or name.endswith("_"):
+        return False
+    return (
+        name in CAT_NAMES
+        or name in SPLITS
+        or name in TUPLE_PRODUCERS
+        or name in ("getitem", "sym_size", "sym_sum", "slice", "clamp", "expand", "pad", "nonzero",
+                    "scaled_dot_product_attention")
+        or handler_for(node) is not None
+    )
+
+
+def _prune(graph: fx.Graph, seeds) -> None:
+    """Erases nodes among `seeds` (and their inputs, transitively) that are dead and known to be pure."""
+    work = [n for n in seeds if isinstance(n, fx.Node)]
+    while work:
+        node = work.pop()
+        if node.graph is not graph or node.users or not _removable(node) or _erased(node):
+            continue
+        inputs = [a for a in node.all_input_nodes]
+        graph.erase_node(node)
+        node.meta["_jointattn_erased"] = True
+        work.extend(inputs)
+
+
+def _erased(node: fx.Node) -> bool:
+    return node.meta.get("_jointattn_erased", False)

@@ -1,0 +1,104 @@
+"""Key-padding masks as valid lengths, proven from the graph where possible.
+
+Per token set, a mask part is one of:
+- "all": every key exists (`torch.ones`, `ones_like`, `full(..., True)`; zeros for an additive mask);
+- "lengths": a prefix provably, `arange(S) < lengths[:, None]` (or `lengths[:, None] > arange(S)`), possibly
+  behind broadcasting views or `where(valid, 0, -inf)`; the `lengths` node becomes the op's valid length;
+- "check": anything else; the pass then emits `jointattn::masked_joint_attention`, which checks at run time
+  that the mask is a prefix padding mask and otherwise takes the exact path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch.fx as fx
+
+from .nodes import arg, op_name, same, shape, val
+
+# View-like ops that change how a validity vector broadcasts, never its values along the key axis.
+_TRANSPARENT = ("unsqueeze", "view", "reshape", "expand", "expand_as", "contiguous", "bool", "to", "clone", "_to_copy")
+_ALL_VALID_FACTORIES = ("ones", "ones_like", "new_ones")
+
+
+@dataclass(frozen=True)
+class KeyPadding:
+    kind: str  # "all" | "lengths" | "check"
+    source: fx.Node  # the mask part itself (what "check" hands to the masked op)
+    lengths: fx.Node | None = None  # the per-batch lengths node (kind "lengths")
+
+
+def _peel(node):
+    """Strips broadcasting views and plain basic indexing (`x[:, None, None, :]`)."""
+    while isinstance(node, fx.Node):
+        name = op_name(node)
+        if name in _TRANSPARENT or (name == "getitem" and _is_plain_index(node)):
+            node = node.args[0]
+        else:
+            break
+    return node
+
+
+def _is_plain_index(node: fx.Node) -> bool:
+    index = node.args[1]
+    comps = index if isinstance(index, tuple) else (index,)
+    return all(c is None or c is Ellipsis or c == slice(None) for c in comps)
+
+
+def _is_arange_of(node, size) -> bool:
+    """`arange(size)` or `arange(0, size[, 1])`."""
+    node = _peel(node)
+    if not isinstance(node, fx.Node) or op_name(node) != "arange":
+        return False
+    args = node.args
+    if len(args) == 1:
+        end = args[0]
+    elif len(args) in (2, 3) and args[0] == 0 and (len(args) == 2 or args[2] == 1):
+        end = args[1]
+    else:
+        return False
+    return same(val(end), size)
+
+
+def _as_number(x):
+    x = val(x)
+    return x if isinstance(x, (int, float, bool)) else None
+
+
+def classify(mask_part: fx.Node, size) -> KeyPadding:
+    """How the pass can hand this mask part (key axis last, `size` keys) to the op."""
+    node = _peel(mask_part)
+    if not isinstance(node, fx.Node):
+        return KeyPadding("check", mask_part)
+    name = op_name(node)
+    if name in _ALL_VALID_FACTORIES and _is_bool_or_ones(node):
+        return KeyPadding("all", mask_part)
+    if name in ("zeros", "zeros_like", "new_zeros") and not _is_bool(node):
+        return KeyPadding("all", mask_part)
+    if name == "full" and _as_number(arg(node, 1, "fill_value")) in (True, 1) and _is_bool(node):
+        return KeyPadding("all", mask_part)
+    if name in ("lt", "gt"):
+        left, right = node.args[0], node.args[1]
+        arange_side, lengths_side = (left, right) if name == "lt" else (right, left)
+        if _is_arange_of(arange_side, size):
+            lengths = _peel(lengths_side)
+            if isinstance(lengths, fx.Node) and len(shape(lengths)) == 1:
+                return KeyPadding("lengths", mask_part, lengths)
+    if name == "where" and len(node.args) == 3:
+        zero, absent = _as_number(node.args[1]), _as_number(node.args[2])
+        if zero == 0 and absent is not None and (absent == -math.inf or absent <= -1.0e30):
+            inner = classify(node.args[0], size)
+            if inner.kind != "check":
+                return KeyPadding(inner.kind, mask_part, inner.lengths)
+    return KeyPadding("check", mask_part)
+
+
+def _is_bool(node) -> bool:
+    v = val(node)
+    return getattr(v, "dtype", None) is not None and str(v.dtype) == "torch.bool"
+
+
+def _is_bool_or_ones(node) -> bool:
+    # ones of a float dtype would be an additive bias of +1 everywhere: not "all valid" in general.
+    return _is_bool(node)

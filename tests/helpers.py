@@ -1,0 +1,61 @@
+"""Shared test helpers: an independent float64 ground truth, input factories and op-call counting."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+
+def joint_inputs(b, nh, n, l, dh, *, dtype=torch.float32, device="cpu", seed=0, requires_grad=False):  # noqa: E741
+    """Fresh random q, k, v [b,nh,n,dh] and joint_q, joint_k, joint_v [b,nh,l,dh]."""
+    g = torch.Generator().manual_seed(seed)
+    make = lambda s: torch.randn(b, nh, s, dh, generator=g).to(device=device, dtype=dtype).requires_grad_(requires_grad)
+    return make(n), make(n), make(n), make(l), make(l), make(l)
+
+
+def valid_mask(lengths, size, b):
+    """[b, size] bool: position < length (None: all valid)."""
+    if lengths is None:
+        return torch.ones(b, size, dtype=torch.bool)
+    if isinstance(lengths, int):
+        lengths = torch.full((b,), lengths)
+    return torch.arange(size)[None, :] < lengths.cpu().reshape(b, 1)
+
+
+def unfused_float64(q, k, v, joint_q, joint_k, joint_v, *, scale=None, logical_n=None, logical_l=None):
+    """The unfused graph in float64: cat -> masked attention -> slice, plus lse. Rows with no valid key: 0, -inf."""
+    b, n, l = q.shape[0], q.shape[2], joint_q.shape[2]  # noqa: E741
+    qq, kk, vv = (torch.cat([a, c], 2).double() for a, c in ((q, joint_q), (k, joint_k), (v, joint_v)))
+    scale = scale if scale is not None else q.shape[-1] ** -0.5
+    valid = torch.cat([valid_mask(logical_n, n, b), valid_mask(logical_l, l, b)], 1).to(qq.device)
+    s = (qq @ kk.transpose(-1, -2)) * scale
+    s = s.masked_fill(~valid[:, None, None, :], float("-inf"))
+    lse = torch.logsumexp(s, -1)
+    p = torch.softmax(s, -1).nan_to_num(0.0)
+    o = p @ vv
+    return o[:, :, :n], o[:, :, n:], lse
+
+
+def rel_err(a, b) -> float:
+    a, b = a.double(), b.double()
+    finite = torch.isfinite(b)
+    if not torch.equal(finite, torch.isfinite(a)):
+        return float("inf")
+    return ((a[finite] - b[finite]).norm() / b[finite].norm().clamp_min(1e-30)).item()
+
+
+def count_op_calls(fn, *args, op="jointattn::joint_attention", **kwargs):
+    """Runs fn once under the profiler; returns (output, number of `op` calls).
+
+    Call a compiled fn once before: compiling evaluates the op on fake tensors, which the profiler sees too.
+
+    With grad mode on, one call shows up twice (its autograd kernel wraps its CPU kernel): count only the
+    outermost event of each call."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = fn(*args, **kwargs)
+    return out, sum(1 for e in prof.events() if e.name == op and (e.cpu_parent is None or e.cpu_parent.name != op))
+
+
+def sdpa(q, k, v, **kwargs):
+    return F.scaled_dot_product_attention(q, k, v, **kwargs)
