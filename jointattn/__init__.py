@@ -20,6 +20,10 @@ def __getattr__(name):
         from .compiler.explain import explain
 
         return explain
+    if name == "export":
+        from .compiler.export import export
+
+        return export
     if name == "fuse_joint_attention":
         from .passes.fx import fuse_joint_attention
 
@@ -27,4 +31,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'jointattn' has no attribute {name!r}")
 
 
-__all__ = ["joint_attention", "explain", "fuse_joint_attention", "__version__"]
+__all__ = ["joint_attention", "explain", "export", "fuse_joint_attention", "__version__"]

@@ -27,7 +27,7 @@ from ..rules import refuse_key_mask_shape, refuse_part_lengths, refuse_sdpa_flag
 from .axes import TUPLE_PRODUCERS, handler_for
 from .masks import KeyPadding, classify
 from .nodes import GraphBuilder, arg, fake_mode_of, op_name, same, shape, tensor_val, val
-from .parts import CAT_NAMES, OutputPlan, Parts, PartResolver, fold_concat, plan_outputs
+from .parts import CAT_NAMES, OutputPlan, Parts, PartResolver, fold_concat, is_metadata_assert, plan_outputs
 from .ranges import SPLITS
 from .report import Decision, FusionReport
 from .unpad import drop_unbacked_asserts, find_unpad_loops, rewrite_unpad_loop
@@ -227,8 +227,12 @@ def _prune(graph: fx.Graph, seeds) -> None:
     work = [n for n in seeds if isinstance(n, fx.Node)]
     while work:
         node = work.pop()
-        if node.graph is not graph or node.users or not _removable(node) or _erased(node):
+        if node.graph is not graph or _erased(node) or not _removable(node):
             continue
+        if any(not is_metadata_assert(u) for u in node.users):
+            continue
+        for check in list(node.users):  # a dtype/device assert on a value nobody computes any more
+            graph.erase_node(check)
         inputs = [a for a in node.all_input_nodes]
         graph.erase_node(node)
         node.meta["_jointattn_erased"] = True

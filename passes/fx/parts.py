@@ -167,9 +167,16 @@ def plan_outputs(node: fx.Node, axis: int, lengths) -> OutputPlan | str:
     return reason if reason is not None else plan
 
 
+def is_metadata_assert(node: fx.Node) -> bool:
+    """`aten._assert_tensor_metadata` (torch.export): checks dtype/device of a value, consumes nothing."""
+    return node.target is torch.ops.aten._assert_tensor_metadata.default
+
+
 def _visit(node, axis, lengths, plan) -> str | None:
     found = []
     for user in list(node.users):
+        if is_metadata_assert(user):
+            continue
         items = _range_users(user, node, axis)
         if items is not None:
             for item, r in items:

@@ -72,11 +72,19 @@ def _match(batch_cat: fx.Node) -> UnpadLoop | None:
     return UnpadLoop(batch_cat, first, tuple(nonzeros))
 
 
+def _zero_pad(item: fx.Node):
+    """`F.pad(x, pad)` / `aten.pad` with zeros, or `aten.constant_pad_nd(x, pad, 0)`: the pad list, else None."""
+    name = op_name(item)
+    if name == "pad" and arg(item, 2, "mode", "constant") == "constant" and arg(item, 3, "value", None) in (None, 0, 0.0):
+        return arg(item, 1, "pad")
+    if name == "constant_pad_nd" and arg(item, 2, "value", 0) in (0, 0.0):
+        return arg(item, 1, "pad")
+    return None
+
+
 def _match_sample(item: fx.Node, i: int):
     """Sample i: pad(sdpa(cat(Q[i:i+1], JQ[i:i+1, :, idx_i]), ...), (0, 0, 0, rest)) with idx_i = nonzero(mask[i])."""
-    if op_name(item) != "pad" or arg(item, 2, "mode", "constant") != "constant" or arg(item, 3, "value", None) not in (None, 0, 0.0):
-        return None
-    pad = arg(item, 1, "pad")
+    pad = _zero_pad(item)
     if not isinstance(pad, (list, tuple)) or len(pad) != 4 or any(p != 0 for p in pad[:3]):
         return None
     sdpa = item.args[0]
@@ -116,7 +124,16 @@ def _split(x: fx.Node, i: int):
 
 
 def _gathered(node: fx.Node, i: int):
-    """JX[i:i+1, :, idx, :] -> (JX, idx)."""
+    """JX[i:i+1, :, idx, :] -> (JX, idx); at ATen level `index(slice(JX, 0, i, i+1), [None, None, idx])`."""
+    if op_name(node) == "index" and isinstance(node.args[1], (list, tuple)):
+        r = range_of(node.args[0]) if isinstance(node.args[0], fx.Node) else None
+        indices = list(node.args[1])
+        if r is None or r.axis != 0 or r.start != i or r.end != i + 1 or len(indices) not in (3, 4):
+            return None
+        idx = indices[2]
+        if indices[:2] != [None, None] or any(x is not None for x in indices[3:]) or not isinstance(idx, fx.Node):
+            return None
+        return r.source, idx
     if op_name(node) != "getitem" or not isinstance(val(node.args[0]), torch.Tensor):
         return None
     index = node.args[1]

@@ -1,0 +1,27 @@
+"""`jointattn.export(model, args, kwargs)`: torch.export with joint attention fused.
+
+Exports the model (ATen IR, SDPA kept whole), runs the same fusion pass on that graph, and exports the result
+again, so the returned `ExportedProgram` calls `jointattn::joint_attention` and can be saved, loaded, run or
+handed to other tools like any exported program.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..passes.fx import FusionReport, fuse_joint_attention
+
+
+@dataclass
+class FusedExport:
+    program: torch.export.ExportedProgram
+    report: FusionReport
+
+
+def export(model: torch.nn.Module, args: tuple = (), kwargs: dict | None = None, *, runtime: str = "auto") -> FusedExport:
+    kwargs = kwargs or {}
+    module = torch.export.export(model, args, kwargs).module()
+    report = fuse_joint_attention(module, runtime=runtime)
+    return FusedExport(torch.export.export(module, args, kwargs), report)
