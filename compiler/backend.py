@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 import torch.fx as fx
 
 from ..passes.fx import FusionReport, fuse_joint_attention
@@ -34,12 +33,18 @@ class BackendOptions:
         options = dict(options or {})
         unknown = set(options) - {"runtime", "inner"}
         if unknown:
-            raise ValueError(f"jointattn backend: unknown option(s) {sorted(unknown)}; known: 'runtime', 'inner'")
+            raise ValueError(
+                f"jointattn backend: unknown option(s) {sorted(unknown)}; known: 'runtime', 'inner'"
+            )
         parsed = cls(**options)
         if parsed.runtime not in RUNTIME_NAMES:
-            raise ValueError(f"jointattn backend: options['runtime'] must be one of {RUNTIME_NAMES}; got {parsed.runtime!r}")
+            raise ValueError(
+                f"jointattn backend: options['runtime'] must be one of {RUNTIME_NAMES}; got {parsed.runtime!r}"
+            )
         if parsed.inner not in INNER_COMPILERS:
-            raise ValueError(f"jointattn backend: options['inner'] must be one of {INNER_COMPILERS}; got {parsed.inner!r}")
+            raise ValueError(
+                f"jointattn backend: options['inner'] must be one of {INNER_COMPILERS}; got {parsed.inner!r}"
+            )
         return parsed
 
 
@@ -47,7 +52,9 @@ class BackendOptions:
 REPORTS: list[FusionReport] = []
 
 
-def jointattn_backend(gm: fx.GraphModule, example_inputs, *, options: dict | None = None, mode=None) -> Callable:
+def jointattn_backend(
+    gm: fx.GraphModule, example_inputs, *, options: dict | None = None, mode=None
+) -> Callable:
     opts = BackendOptions.parse(options)
     REPORTS.append(fuse_joint_attention(gm, runtime=opts.runtime))
     if opts.inner == "eager":

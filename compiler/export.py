@@ -20,7 +20,9 @@ class FusedExport:
     report: FusionReport
 
 
-def export(model: torch.nn.Module, args: tuple = (), kwargs: dict | None = None, *, runtime: str = "auto") -> FusedExport:
+def export(
+    model: torch.nn.Module, args: tuple = (), kwargs: dict | None = None, *, runtime: str = "auto"
+) -> FusedExport:
     kwargs = kwargs or {}
     module = torch.export.export(model, args, kwargs).module()
     report = fuse_joint_attention(module, runtime=runtime)

@@ -37,12 +37,17 @@ def _time(fn, device: torch.device, repeats: int) -> float:
 def _count_fused(fn) -> int:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
-    return sum(1 for e in prof.events() if e.name == "jointattn::joint_attention"
-               and (e.cpu_parent is None or e.cpu_parent.name != e.name))
+    return sum(
+        1
+        for e in prof.events()
+        if e.name == "jointattn::joint_attention" and (e.cpu_parent is None or e.cpu_parent.name != e.name)
+    )
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", choices=model_zoo.MODELS, default="sd3")
     parser.add_argument("--size", choices=model_zoo.SIZES, default="tiny")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -65,11 +70,22 @@ def main(argv=None) -> dict:
         eager_ms = _time(lambda: model(**inputs), device, args.repeats)
         compiled_ms = _time(lambda: compiled(**inputs), device, args.repeats)
     diff = (compiled_out.float() - eager_out.float()).abs().max().item()
-    result = dict(model=args.model, size=args.size, device=str(device), dtype=args.dtype, fused=fused,
-                  joint_layers=case.joint_layers, max_abs_diff=diff, eager_ms=eager_ms, compiled_ms=compiled_ms)
+    result = dict(
+        model=args.model,
+        size=args.size,
+        device=str(device),
+        dtype=args.dtype,
+        fused=fused,
+        joint_layers=case.joint_layers,
+        max_abs_diff=diff,
+        eager_ms=eager_ms,
+        compiled_ms=compiled_ms,
+    )
     print(f"model: {args.model} ({args.size}, {args.dtype}, {device}), unmodified diffusers code")
-    print(f"joint attentions fused: {fused} of {case.joint_layers} joint-attention layers "
-          f"(jointattn::joint_attention calls per forward)")
+    print(
+        f"joint attentions fused: {fused} of {case.joint_layers} joint-attention layers "
+        f"(jointattn::joint_attention calls per forward)"
+    )
     print(f"max |compiled - eager|: {diff:.3g}")
     print(f"eager {eager_ms:.1f} ms, compiled (jointattn) {compiled_ms:.1f} ms, median of {args.repeats}")
     return result

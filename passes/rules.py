@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+
 def refuse_sdpa_flags(*, dropout_p, is_causal, enable_gqa, has_scale_node: bool = False) -> str | None:
     """SDPA options under which the call is not the op's function."""
     if not isinstance(dropout_p, (int, float)) or isinstance(dropout_p, bool):
@@ -31,7 +32,9 @@ def refuse_shapes(q_shape: Sequence, k_shape: Sequence, v_shape: Sequence) -> st
     if len(q_shape) != 4 or len(k_shape) != 4 or len(v_shape) != 4:
         return f"rank {len(q_shape)} inputs (the op takes [b, nh, S, dh])"
     if q_shape[1] != k_shape[1] or k_shape[1] != v_shape[1]:
-        return f"heads differ: q {q_shape[1]}, k {k_shape[1]}, v {v_shape[1]} (GQA/MQA is not joint attention)"
+        return (
+            f"heads differ: q {q_shape[1]}, k {k_shape[1]}, v {v_shape[1]} (GQA/MQA is not joint attention)"
+        )
     if q_shape[3] != k_shape[3] or k_shape[3] != v_shape[3]:
         return f"head dims differ: q {q_shape[3]}, k {k_shape[3]}, v {v_shape[3]}"
     if q_shape[0] != k_shape[0]:
@@ -46,7 +49,9 @@ def refuse_part_lengths(q_parts: Sequence, k_parts: Sequence, v_parts: Sequence)
     if len(q_parts) != 2:
         return f"a concat of {len(q_parts)} token sets (the op joins exactly two)"
     if list(q_parts) != list(k_parts) or list(k_parts) != list(v_parts):
-        return f"q, k, v token sets differ in length or order: {list(q_parts)}, {list(k_parts)}, {list(v_parts)}"
+        return (
+            f"q, k, v token sets differ in length or order: {list(q_parts)}, {list(k_parts)}, {list(v_parts)}"
+        )
     return None
 
 

@@ -30,10 +30,19 @@ ABSENT_KEY_BIAS = -1.0e30
 def _per_key(mask: Tensor, b: int, size: int, name: str) -> Tensor:
     """A mask broadcastable to [b, 1, 1, size] as [b, size]."""
     if mask.dim() > 4:
-        raise ValueError(f"masked_joint_attention: {name} must broadcast to [b={b}, 1, 1, {size}]; got {tuple(mask.shape)}")
+        raise ValueError(
+            f"masked_joint_attention: {name} must broadcast to [b={b}, 1, 1, {size}]; got {tuple(mask.shape)}"
+        )
     padded = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))
-    if padded.shape[1] != 1 or padded.shape[2] != 1 or padded.shape[0] not in (1, b) or padded.shape[3] not in (1, size):
-        raise ValueError(f"masked_joint_attention: {name} must broadcast to [b={b}, 1, 1, {size}]; got {tuple(mask.shape)}")
+    if (
+        padded.shape[1] != 1
+        or padded.shape[2] != 1
+        or padded.shape[0] not in (1, b)
+        or padded.shape[3] not in (1, size)
+    ):
+        raise ValueError(
+            f"masked_joint_attention: {name} must broadcast to [b={b}, 1, 1, {size}]; got {tuple(mask.shape)}"
+        )
     return padded.expand(b, 1, 1, size).reshape(b, size)
 
 
@@ -76,9 +85,13 @@ def masked_joint_attention(
     shape = _check_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, None, None, runtime)
     use_lengths, len_n, len_l, bias = _analyse(q, joint_q, key_mask, joint_key_mask)
     if use_lengths:
-        return torch.ops.jointattn.joint_attention(q, k, v, joint_q, joint_k, joint_v, "rear", scale, len_n, len_l, runtime)
+        return torch.ops.jointattn.joint_attention(
+            q, k, v, joint_q, joint_k, joint_v, "rear", scale, len_n, len_l, runtime
+        )
     out, joint_out, lse = _empty_outputs(q, shape)
-    o, jo, m = reference_forward(q, k, v, joint_q, joint_k, joint_v, scale if scale is not None else shape.dh**-0.5, bias)
+    o, jo, m = reference_forward(
+        q, k, v, joint_q, joint_k, joint_v, scale if scale is not None else shape.dh**-0.5, bias
+    )
     out.copy_(o)
     joint_out.copy_(jo)
     lse.copy_(m)
@@ -88,7 +101,9 @@ def masked_joint_attention(
 @masked_joint_attention.register_fake
 def _(q, k, v, joint_q, joint_k, joint_v, key_mask, joint_key_mask, scale=None, runtime="auto"):
     check_options("rear", scale, runtime, RUNTIME_NAMES)
-    return _empty_outputs(q, _check_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, None, None, runtime))
+    return _empty_outputs(
+        q, _check_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, None, None, runtime)
+    )
 
 
 def _setup_context(ctx, inputs, output):
@@ -104,12 +119,28 @@ def _backward(ctx, grad_out, grad_joint_out, grad_lse):
     use_lengths, len_n, len_l, bias = _analyse(q, joint_q, key_mask, joint_key_mask)
     if use_lengths:
         grads = torch.ops.jointattn.joint_attention_backward(
-            grad_out, grad_joint_out, grad_lse, q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse,
-            ctx.scale, len_n, len_l, ctx.runtime,
+            grad_out,
+            grad_joint_out,
+            grad_lse,
+            q,
+            k,
+            v,
+            joint_q,
+            joint_k,
+            joint_v,
+            out,
+            joint_out,
+            lse,
+            ctx.scale,
+            len_n,
+            len_l,
+            ctx.runtime,
         )
     else:
         scale = ctx.scale if ctx.scale is not None else q.shape[-1] ** -0.5
-        grads = reference_backward(grad_out, grad_joint_out, grad_lse, q, k, v, joint_q, joint_k, joint_v, scale, bias)
+        grads = reference_backward(
+            grad_out, grad_joint_out, grad_lse, q, k, v, joint_q, joint_k, joint_v, scale, bias
+        )
         grads = tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v, joint_q, joint_k, joint_v)))
     return (*grads, None, None, None, None)
 

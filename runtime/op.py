@@ -40,7 +40,9 @@ def _check_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logic
 
 
 def _make_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime):
-    shape = _check_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime)
+    shape = _check_call(
+        q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
+    )
     assert_lengths_async("logical_n", logical_n, shape.n)
     assert_lengths_async("logical_l", logical_l, shape.l)
     resolved = float(scale) if scale is not None else shape.dh**-0.5
@@ -70,15 +72,31 @@ def _joint_attention_op(
     logical_l: Tensor | None = None,
     runtime: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor]:
-    call = _make_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime)
+    call = _make_call(
+        q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
+    )
     out, joint_out, lse = _empty_outputs(q, call.shape)
     select_runtime(runtime, call).forward(call, out, joint_out, lse)
     return out, joint_out, lse
 
 
 @_joint_attention_op.register_fake
-def _(q, k, v, joint_q, joint_k, joint_v, joint_strategy="rear", scale=None, logical_n=None, logical_l=None, runtime="auto"):
-    shape = _check_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime)
+def _(
+    q,
+    k,
+    v,
+    joint_q,
+    joint_k,
+    joint_v,
+    joint_strategy="rear",
+    scale=None,
+    logical_n=None,
+    logical_l=None,
+    runtime="auto",
+):
+    shape = _check_call(
+        q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
+    )
     return _empty_outputs(q, shape)
 
 
@@ -102,13 +120,32 @@ def _joint_attention_backward_op(
     runtime: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     call = _make_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, logical_n, logical_l, runtime)
-    grads = select_runtime(runtime, call).backward(call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse)
+    grads = select_runtime(runtime, call).backward(
+        call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse
+    )
     # Fresh tensors laid out like the inputs: the fake kernel promises exactly this.
     return tuple(torch.empty_like(t).copy_(g) for t, g in zip(call.tensors, grads))
 
 
 @_joint_attention_backward_op.register_fake
-def _(grad_out, grad_joint_out, grad_lse, q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale, logical_n, logical_l, runtime):
+def _(
+    grad_out,
+    grad_joint_out,
+    grad_lse,
+    q,
+    k,
+    v,
+    joint_q,
+    joint_k,
+    joint_v,
+    out,
+    joint_out,
+    lse,
+    scale,
+    logical_n,
+    logical_l,
+    runtime,
+):
     return tuple(torch.empty_like(t) for t in (q, k, v, joint_q, joint_k, joint_v))
 
 
@@ -125,8 +162,22 @@ def _backward(ctx, grad_out, grad_joint_out, grad_lse):
     grad_out = grad_out if grad_out is not None else torch.zeros_like(out)
     grad_joint_out = grad_joint_out if grad_joint_out is not None else torch.zeros_like(joint_out)
     grads = _joint_attention_backward_op(
-        grad_out, grad_joint_out, grad_lse, q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse,
-        ctx.scale, logical_n, logical_l, ctx.runtime,
+        grad_out,
+        grad_joint_out,
+        grad_lse,
+        q,
+        k,
+        v,
+        joint_q,
+        joint_k,
+        joint_v,
+        out,
+        joint_out,
+        lse,
+        ctx.scale,
+        logical_n,
+        logical_l,
+        ctx.runtime,
     )
     return (*grads, None, None, None, None, None)
 
@@ -172,7 +223,9 @@ def joint_attention(
     Returns:
         out [b, nh, N, dh], joint_out [b, nh, L, dh] and lse [b, nh, N+L] (float32, natural log).
     """
-    shape = _check_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime)
+    shape = _check_call(
+        q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
+    )
     logical_n = _length_tensor(logical_n, shape.b, shape.n, q.device)
     logical_l = _length_tensor(logical_l, shape.b, shape.l, q.device)
     return torch.ops.jointattn.joint_attention(

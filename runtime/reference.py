@@ -76,7 +76,9 @@ def reference_forward(q, k, v, joint_q, joint_k, joint_v, scale: float, key_bias
     return out[:, :, :n], out[:, :, n:], lse
 
 
-def reference_backward(grad_out, grad_joint_out, grad_lse, q, k, v, joint_q, joint_k, joint_v, scale, key_bias=None):
+def reference_backward(
+    grad_out, grad_joint_out, grad_lse, q, k, v, joint_q, joint_k, joint_v, scale, key_bias=None
+):
     """Exact gradients of (out, joint_out, lse) w.r.t. the six inputs, recomputing the forward.
 
     dS = P * (dP - D + dlse), D = rowsum(dO * O): the lse output is differentiable, which is what lets

@@ -18,5 +18,7 @@ class ReferenceRuntime:
         lse.copy_(m)
 
     def backward(self, call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse):
-        grads = reference_backward(grad_out, grad_joint_out, grad_lse, *call.tensors, call.scale, call.key_bias())
+        grads = reference_backward(
+            grad_out, grad_joint_out, grad_lse, *call.tensors, call.scale, call.key_bias()
+        )
         return tuple(g.to(t.dtype) for g, t in zip(grads, call.tensors))

@@ -19,7 +19,9 @@ if not HAS_CUDA:
 def pytest_collection_modifyitems(config, items):
     if HAS_CUDA:
         return
-    skip_gpu = pytest.mark.skip(reason="needs a CUDA device: run on the GPU machine (see README, 'GPU tests')")
+    skip_gpu = pytest.mark.skip(
+        reason="needs a CUDA device: run on the GPU machine (see README, 'GPU tests')"
+    )
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)

@@ -10,7 +10,9 @@ from torch.profiler import ProfilerActivity, profile
 def joint_inputs(b, nh, n, l, dh, *, dtype=torch.float32, device="cpu", seed=0, requires_grad=False):  # noqa: E741
     """Fresh random q, k, v [b,nh,n,dh] and joint_q, joint_k, joint_v [b,nh,l,dh]."""
     g = torch.Generator().manual_seed(seed)
-    make = lambda s: torch.randn(b, nh, s, dh, generator=g).to(device=device, dtype=dtype).requires_grad_(requires_grad)
+    make = lambda s: (
+        torch.randn(b, nh, s, dh, generator=g).to(device=device, dtype=dtype).requires_grad_(requires_grad)
+    )
     return make(n), make(n), make(n), make(l), make(l), make(l)
 
 
@@ -54,7 +56,9 @@ def count_op_calls(fn, *args, op="jointattn::joint_attention", **kwargs):
     outermost event of each call."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         out = fn(*args, **kwargs)
-    return out, sum(1 for e in prof.events() if e.name == op and (e.cpu_parent is None or e.cpu_parent.name != op))
+    return out, sum(
+        1 for e in prof.events() if e.name == op and (e.cpu_parent is None or e.cpu_parent.name != op)
+    )
 
 
 def sdpa(q, k, v, **kwargs):

@@ -3,9 +3,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import count_op_calls
 
 import jointattn
-from helpers import count_op_calls
 
 
 class JointBlock(torch.nn.Module):
@@ -24,7 +24,9 @@ class JointBlock(torch.nn.Module):
         split = lambda x: x.view(b, -1, self.heads, dim // self.heads).transpose(1, 2)
         q, k, v = (split(t) for t in self.qkv(image).chunk(3, dim=-1))
         tq, tk, tv = (split(t) for t in self.text_qkv(text).chunk(3, dim=-1))
-        o = F.scaled_dot_product_attention(torch.cat([q, tq], 2), torch.cat([k, tk], 2), torch.cat([v, tv], 2))
+        o = F.scaled_dot_product_attention(
+            torch.cat([q, tq], 2), torch.cat([k, tk], 2), torch.cat([v, tv], 2)
+        )
         o = o.transpose(1, 2).reshape(b, -1, dim)
         return self.out(o[:, :n]), self.text_out(o[:, n:])
 
@@ -85,9 +87,15 @@ def test_runtime_option_reaches_the_op():
     assert calls == 1
 
 
-@pytest.mark.parametrize("options,message", [({"runtime": "gpu"}, "options\\['runtime'\\] must be one of"),
-                                             ({"inner": "aot"}, "options\\['inner'\\] must be one of"),
-                                             ({"speed": 1}, "unknown option")], ids=["runtime", "inner", "unknown"])
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"runtime": "gpu"}, "options\\['runtime'\\] must be one of"),
+        ({"inner": "aot"}, "options\\['inner'\\] must be one of"),
+        ({"speed": 1}, "unknown option"),
+    ],
+    ids=["runtime", "inner", "unknown"],
+)
 def test_bad_options_are_named(options, message):
     compiled = torch.compile(JointBlock(), backend="jointattn", options=options)
     with pytest.raises(Exception, match=message):

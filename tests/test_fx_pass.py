@@ -9,7 +9,6 @@ and compares with eager on fresh random inputs.
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import count_op_calls
 
 B, H, N, L, D = 2, 3, 13, 5, 8  # N, L: no tile multiples
@@ -31,7 +30,9 @@ def run_case(module, inputs, *, fused, op="jointattn::joint_attention", dynamic=
     compiled(*inputs)  # compile outside the profiler
     got, calls = count_op_calls(compiled, *inputs, op=op)
     assert calls == fused, f"{calls} {op} calls, expected {fused}\n{REPORTS[-1]}"
-    for e, g in zip(expected if isinstance(expected, tuple) else (expected,), got if isinstance(got, tuple) else (got,)):
+    for e, g in zip(
+        expected if isinstance(expected, tuple) else (expected,), got if isinstance(got, tuple) else (got,)
+    ):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
     return REPORTS[-1]
 
@@ -44,8 +45,13 @@ class CatBHSDSlice(torch.nn.Module):
 
     def forward(self, q, k, v, eq, ek, ev):
         n = q.shape[2]
-        o = F.scaled_dot_product_attention(torch.cat([q, eq], dim=2), torch.cat([k, ek], dim=2), torch.cat([v, ev], dim=2),
-                                           dropout_p=0.0, is_causal=False)
+        o = F.scaled_dot_product_attention(
+            torch.cat([q, eq], dim=2),
+            torch.cat([k, ek], dim=2),
+            torch.cat([v, ev], dim=2),
+            dropout_p=0.0,
+            is_causal=False,
+        )
         o = o.transpose(1, 2).reshape(q.shape[0], -1, H * D).to(q.dtype)
         return o[:, :n], o[:, n:]
 
@@ -54,7 +60,15 @@ class TextFirstNegativeDimSplit(torch.nn.Module):
     """Text first, negative cat dim, positional SDPA with scale, `split_with_sizes` after flatten."""
 
     def forward(self, q, k, v, eq, ek, ev):
-        out = F.scaled_dot_product_attention(torch.cat([eq, q], -2), torch.cat([ek, k], -2), torch.cat([ev, v], -2), None, 0.0, False, scale=0.25)
+        out = F.scaled_dot_product_attention(
+            torch.cat([eq, q], -2),
+            torch.cat([ek, k], -2),
+            torch.cat([ev, v], -2),
+            None,
+            0.0,
+            False,
+            scale=0.25,
+        )
         text, image = out.permute(0, 2, 1, 3).flatten(2, 3).split_with_sizes([eq.shape[2], q.shape[2]], dim=1)
         return image, text
 
@@ -64,7 +78,9 @@ class CatBSHDTransposeNarrow(torch.nn.Module):
 
     def forward(self, q, k, v, eq, ek, ev):
         qq, kk, vv = (torch.cat(p, dim=1).transpose(1, 2) for p in ((q, eq), (k, ek), (v, ev)))
-        o = F.scaled_dot_product_attention(query=qq, key=kk, value=vv, attn_mask=None, dropout_p=0.0, scale=None)
+        o = F.scaled_dot_product_attention(
+            query=qq, key=kk, value=vv, attn_mask=None, dropout_p=0.0, scale=None
+        )
         o = o.transpose(1, 2)
         first, second = o.split(N, dim=1)
         return o.narrow(1, 0, N) * 2, second
@@ -74,7 +90,9 @@ class EqualSetsChunk(torch.nn.Module):
     """Equal-length sets split back with `chunk`."""
 
     def forward(self, q, k, v, eq, ek, ev):
-        o = F.scaled_dot_product_attention(torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2))
+        o = F.scaled_dot_product_attention(
+            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2)
+        )
         a, b = o.chunk(2, dim=2)
         return a, b
 
@@ -94,7 +112,9 @@ class FluxRope(torch.nn.Module):
         qq = rope(torch.cat([eq, q], dim=1), cos, sin)
         kk = rope(torch.cat([ek, k], dim=1), cos, sin)
         vv = torch.cat([ev, v], dim=1)
-        o = F.scaled_dot_product_attention(*(x.permute(0, 2, 1, 3) for x in (qq, kk, vv)), attn_mask=None, dropout_p=0.0, is_causal=False)
+        o = F.scaled_dot_product_attention(
+            *(x.permute(0, 2, 1, 3) for x in (qq, kk, vv)), attn_mask=None, dropout_p=0.0, is_causal=False
+        )
         o = o.permute(0, 2, 1, 3).flatten(2, 3).to(q.dtype)
         text, image = o.split_with_sizes([eq.shape[1], o.shape[1] - eq.shape[1]], dim=1)
         return image, text
@@ -113,14 +133,16 @@ class CatAlsoReturned(torch.nn.Module):
     def forward(self, q, k, v, eq, ek, ev):
         qq = torch.cat([q, eq], 2)
         o = F.scaled_dot_product_attention(qq, torch.cat([k, ek], 2), torch.cat([v, ev], 2))
-        return o[:, :, : q.shape[2]], o[:, :, q.shape[2]:], qq.sum()
+        return o[:, :, : q.shape[2]], o[:, :, q.shape[2] :], qq.sum()
 
 
 class WholeOutputUsed(torch.nn.Module):
     """No split: the whole output is consumed; it is re-joined from the two outputs."""
 
     def forward(self, q, k, v, eq, ek, ev):
-        return F.scaled_dot_product_attention(torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2)).sum(1)
+        return F.scaled_dot_product_attention(
+            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2)
+        ).sum(1)
 
 
 class PositionDependentOperand(torch.nn.Module):
@@ -140,17 +162,40 @@ CAT_INPUTS = lambda: (bhsd(N, 1), bhsd(N, 2), bhsd(N, 3), bhsd(L, 4), bhsd(L, 5)
     [
         (CatBHSDSlice(), CAT_INPUTS),
         (TextFirstNegativeDimSplit(), CAT_INPUTS),
-        (CatBSHDTransposeNarrow(), lambda: (bshd(N, 1), bshd(N, 2), bshd(N, 3), bshd(L, 4), bshd(L, 5), bshd(L, 6))),
+        (
+            CatBSHDTransposeNarrow(),
+            lambda: (bshd(N, 1), bshd(N, 2), bshd(N, 3), bshd(L, 4), bshd(L, 5), bshd(L, 6)),
+        ),
         (EqualSetsChunk(), lambda: (bhsd(N, 1), bhsd(N, 2), bhsd(N, 3), bhsd(N, 4), bhsd(N, 5), bhsd(N, 6))),
-        (FluxRope(), lambda: (bshd(N, 1), bshd(N, 2), bshd(N, 3), bshd(L, 4), bshd(L, 5), bshd(L, 6),
-                              torch.randn(N + L, D), torch.randn(N + L, D))),
+        (
+            FluxRope(),
+            lambda: (
+                bshd(N, 1),
+                bshd(N, 2),
+                bshd(N, 3),
+                bshd(L, 4),
+                bshd(L, 5),
+                bshd(L, 6),
+                torch.randn(N + L, D),
+                torch.randn(N + L, D),
+            ),
+        ),
         (OnlyImageUsed(), CAT_INPUTS),
         (CatAlsoReturned(), CAT_INPUTS),
         (WholeOutputUsed(), CAT_INPUTS),
         (PositionDependentOperand(), CAT_INPUTS),
     ],
-    ids=["sd3-slice", "text-first-split", "bshd-narrow", "chunk", "flux-rope", "one-part", "cat-reused", "whole",
-         "sliced-operand"],
+    ids=[
+        "sd3-slice",
+        "text-first-split",
+        "bshd-narrow",
+        "chunk",
+        "flux-rope",
+        "one-part",
+        "cat-reused",
+        "whole",
+        "sliced-operand",
+    ],
 )
 def test_fused(module, inputs):
     report = run_case(module, inputs(), fused=1)
@@ -168,7 +213,16 @@ def test_flux_rope_leaves_no_concat_and_no_whole_sequence_rope():
         graphs.append(gm)
         return gm.forward
 
-    inputs = (bshd(N, 1), bshd(N, 2), bshd(N, 3), bshd(L, 4), bshd(L, 5), bshd(L, 6), torch.randn(N + L, D), torch.randn(N + L, D))
+    inputs = (
+        bshd(N, 1),
+        bshd(N, 2),
+        bshd(N, 3),
+        bshd(L, 4),
+        bshd(L, 5),
+        bshd(L, 6),
+        torch.randn(N + L, D),
+        torch.randn(N + L, D),
+    )
     torch.compile(FluxRope(), backend=backend)(*inputs)
     targets = [str(n.target) for n in graphs[0].graph.nodes]
     assert not any(t.endswith("cat") for t in targets), targets
@@ -190,16 +244,20 @@ class ProvenPrefixMask(torch.nn.Module):
         text_valid = torch.arange(eq.shape[2])[None, :] < text_lengths[:, None]
         image_valid = torch.ones(q.shape[0], q.shape[2], dtype=torch.bool)
         mask = torch.cat([image_valid, text_valid], dim=1)[:, None, None, :]
-        o = F.scaled_dot_product_attention(torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), attn_mask=mask)
-        return o[:, :, : q.shape[2]], o[:, :, q.shape[2]:]
+        o = F.scaled_dot_product_attention(
+            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), attn_mask=mask
+        )
+        return o[:, :, : q.shape[2]], o[:, :, q.shape[2] :]
 
 
 class MaskInput(torch.nn.Module):
     """A mask that arrives as an input (bool or additive [b,1,1,S]): checked at run time."""
 
     def forward(self, q, k, v, eq, ek, ev, mask):
-        o = F.scaled_dot_product_attention(torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), attn_mask=mask)
-        return o[:, :, : q.shape[2]], o[:, :, q.shape[2]:]
+        o = F.scaled_dot_product_attention(
+            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), attn_mask=mask
+        )
+        return o[:, :, : q.shape[2]], o[:, :, q.shape[2] :]
 
 
 def test_proven_prefix_mask_becomes_valid_lengths():
@@ -208,8 +266,13 @@ def test_proven_prefix_mask_becomes_valid_lengths():
 
 
 def _padding_mask(image_lengths, text_lengths, additive, prefix=True):
-    valid = torch.cat([torch.arange(N)[None] < torch.tensor(image_lengths)[:, None],
-                       torch.arange(L)[None] < torch.tensor(text_lengths)[:, None]], 1)
+    valid = torch.cat(
+        [
+            torch.arange(N)[None] < torch.tensor(image_lengths)[:, None],
+            torch.arange(L)[None] < torch.tensor(text_lengths)[:, None],
+        ],
+        1,
+    )
     if not prefix:
         valid[:, N + 1] = False  # a hole inside the text tokens
         valid[:, N] = True
@@ -242,7 +305,9 @@ def test_non_prefix_mask_takes_the_exact_path():
 def _sdpa_module(**sdpa_kwargs):
     class Block(torch.nn.Module):
         def forward(self, q, k, v, eq, ek, ev):
-            o = F.scaled_dot_product_attention(torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), **sdpa_kwargs)
+            o = F.scaled_dot_product_attention(
+                torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), **sdpa_kwargs
+            )
             return o[:, :, :N], o[:, :, N:]
 
     return Block()
@@ -250,13 +315,17 @@ def _sdpa_module(**sdpa_kwargs):
 
 class MisalignedSlice(torch.nn.Module):
     def forward(self, q, k, v, eq, ek, ev):
-        o = F.scaled_dot_product_attention(torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2))
-        return o[:, :, : N - 1], o[:, :, N - 1:]
+        o = F.scaled_dot_product_attention(
+            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2)
+        )
+        return o[:, :, : N - 1], o[:, :, N - 1 :]
 
 
 class ThreeSets(torch.nn.Module):
     def forward(self, q, k, v, eq, ek, ev):
-        o = F.scaled_dot_product_attention(torch.cat([q, eq, eq], 2), torch.cat([k, ek, ek], 2), torch.cat([v, ev, ev], 2))
+        o = F.scaled_dot_product_attention(
+            torch.cat([q, eq, eq], 2), torch.cat([k, ek, ek], 2), torch.cat([v, ev, ev], 2)
+        )
         return o[:, :, :N]
 
 
@@ -264,20 +333,25 @@ class KeyNotConcat(torch.nn.Module):
     """k mixes positions (flip): not position-wise, so not seen as two token sets."""
 
     def forward(self, q, k, v, eq, ek, ev):
-        o = F.scaled_dot_product_attention(torch.cat([q, eq], 2), torch.cat([k, ek], 2).flip(2), torch.cat([v, ev], 2))
+        o = F.scaled_dot_product_attention(
+            torch.cat([q, eq], 2), torch.cat([k, ek], 2).flip(2), torch.cat([v, ev], 2)
+        )
         return o[:, :, :N]
-
 
 
 class Gqa(torch.nn.Module):
     def forward(self, q, k, v, eq, ek, ev):
-        o = F.scaled_dot_product_attention(torch.cat([q, eq], 2), torch.cat([k, ek], 2)[:, :1], torch.cat([v, ev], 2)[:, :1], enable_gqa=True)
+        o = F.scaled_dot_product_attention(
+            torch.cat([q, eq], 2), torch.cat([k, ek], 2)[:, :1], torch.cat([v, ev], 2)[:, :1], enable_gqa=True
+        )
         return o[:, :, :N]
 
 
 class QueryVaryingMask(torch.nn.Module):
     def forward(self, q, k, v, eq, ek, ev, mask):
-        o = F.scaled_dot_product_attention(torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), attn_mask=mask)
+        o = F.scaled_dot_product_attention(
+            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), attn_mask=mask
+        )
         return o[:, :, :N]
 
 
@@ -305,5 +379,7 @@ def test_not_fused(module, extra, reason):
     assert reason in str(REPORTS[-1]), str(REPORTS[-1])
     if "dropout" not in reason:  # dropout draws random numbers: nothing to compare
         want = module(*inputs)
-        for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        for g, w in zip(
+            got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)
+        ):
             torch.testing.assert_close(g, w)

@@ -8,11 +8,11 @@ and the outputs equal eager's and a float64 run's. The same through `torch.expor
 
 import pytest
 import torch
+from helpers import count_op_calls, rel_err
+from jointattn.compiler.backend import REPORTS
 
 import jointattn
 from jointattn import model_zoo
-from jointattn.compiler.backend import REPORTS
-from helpers import count_op_calls, rel_err
 
 MODELS = ["sd3", "flux", "mochi"]
 
@@ -56,7 +56,9 @@ def test_mochi_non_prefix_text_mask_still_matches_the_stock_code():
     compiled = torch.compile(case.model, backend="jointattn")
     with torch.no_grad():
         compiled(**case.inputs)
-        torch.testing.assert_close(_sample(compiled(**inputs)), _sample(case.model(**inputs)), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            _sample(compiled(**inputs)), _sample(case.model(**inputs)), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_mochi_runs_the_length_based_op_for_tokenizer_style_padding():
@@ -78,8 +80,12 @@ def test_export_carries_the_fused_op(name):
     calls = sum(n.target in ops for n in fused.program.graph.nodes)
     assert calls == case.joint_layers
     with torch.no_grad():
-        torch.testing.assert_close(_sample(fused.program.module()(**case.inputs)), _sample(case.model(**case.inputs)),
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            _sample(fused.program.module()(**case.inputs)),
+            _sample(case.model(**case.inputs)),
+            rtol=1e-4,
+            atol=1e-5,
+        )
 
 
 def test_fine_tuning_through_the_compiled_model():

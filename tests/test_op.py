@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from helpers import joint_inputs, rel_err, unfused_float64
 
 import jointattn
-from helpers import joint_inputs, rel_err, unfused_float64
 
 # (b, nh, N, L, dh): N and L not multiples of 8/32/64, L = 1, N = 1.
 SHAPES = [
@@ -41,8 +41,11 @@ def run_forward(shape, dtype, pad_n, pad_l, seed):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=["f64", "f32", "bf16"])
-@pytest.mark.parametrize("pad_n,pad_l", [("none", "none"), ("int", "tensor"), ("tensor", "tensor"), ("tensor", "none")],
-                         ids=["nopad", "int-tensor", "both", "n-only"])
+@pytest.mark.parametrize(
+    "pad_n,pad_l",
+    [("none", "none"), ("int", "tensor"), ("tensor", "tensor"), ("tensor", "none")],
+    ids=["nopad", "int-tensor", "both", "n-only"],
+)
 def test_forward_matches_float64(shape, dtype, pad_n, pad_l):
     run_forward(shape, dtype, pad_n, pad_l, seed=hash((shape, str(dtype), pad_n, pad_l)) % 1000)
 
@@ -75,7 +78,9 @@ def test_backward_matches_float64_autograd(pad):
     out, joint_out, lse = jointattn.joint_attention(*inputs, logical_n=ln, logical_l=ll)
     g = torch.Generator().manual_seed(4)
     weights = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in (out, joint_out, lse)]
-    loss = sum((t * w).nan_to_num(0.0, 0.0, 0.0).sum() for t, w in zip((out, joint_out, lse.double()), weights))
+    loss = sum(
+        (t * w).nan_to_num(0.0, 0.0, 0.0).sum() for t, w in zip((out, joint_out, lse.double()), weights)
+    )
     grads = torch.autograd.grad(loss, inputs)
     ref_inputs = [t.detach().clone().requires_grad_() for t in inputs]
     ro, rj, rl = unfused_float64(*ref_inputs, logical_n=ln, logical_l=ll)
@@ -85,17 +90,24 @@ def test_backward_matches_float64_autograd(pad):
         assert rel_err(got, want) < 1e-6, name
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"logical_n": torch.tensor([5, 13]), "logical_l": torch.tensor([0, 4]), "scale": 0.3}],
-                         ids=["plain", "padded"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"logical_n": torch.tensor([5, 13]), "logical_l": torch.tensor([0, 4]), "scale": 0.3}],
+    ids=["plain", "padded"],
+)
 def test_opcheck(kwargs):
     inputs = joint_inputs(2, 3, 13, 4, 8, requires_grad=True)
-    torch.library.opcheck(torch.ops.jointattn.joint_attention.default, inputs, {**kwargs, "runtime": "reference"})
+    torch.library.opcheck(
+        torch.ops.jointattn.joint_attention.default, inputs, {**kwargs, "runtime": "reference"}
+    )
 
 
 def test_compile_fullgraph_and_export_trace_through_the_op():
     inputs = joint_inputs(2, 2, 7, 3, 8)
     eager = jointattn.joint_attention(*inputs, logical_l=2)
-    compiled = torch.compile(lambda *a: jointattn.joint_attention(*a, logical_l=2), fullgraph=True, backend="eager")(*inputs)
+    compiled = torch.compile(
+        lambda *a: jointattn.joint_attention(*a, logical_l=2), fullgraph=True, backend="eager"
+    )(*inputs)
     for a, c in zip(eager, compiled):
         torch.testing.assert_close(a, c)
 
@@ -123,22 +135,57 @@ def _bad(**changes):
     [
         (_bad(q=torch.randn(2, 5, 8)), ValueError, r"q must be a 4-D tensor \[b, nh, N, dh\]"),
         (_bad(k=torch.randn(2, 3, 6, 8)), ValueError, r"k must have shape \[b=2, nh=3, N=5, dh=8\]"),
-        (_bad(joint_v=torch.randn(2, 3, 4, 16)), ValueError, r"joint_v must have shape \[b=2, nh=3, L=4, dh=8\]"),
+        (
+            _bad(joint_v=torch.randn(2, 3, 4, 16)),
+            ValueError,
+            r"joint_v must have shape \[b=2, nh=3, L=4, dh=8\]",
+        ),
         (_bad(joint_k=torch.randn(2, 2, 4, 8)), ValueError, r"joint_k must have shape"),
-        (_bad(v=torch.randn(2, 3, 5, 8, dtype=torch.float64)), TypeError, r"v must have dtype torch.float32 like q"),
-        (_bad(joint_q=torch.randn(2, 3, 4, 8, device="meta")), ValueError, r"joint_q must be on device cpu like q"),
+        (
+            _bad(v=torch.randn(2, 3, 5, 8, dtype=torch.float64)),
+            TypeError,
+            r"v must have dtype torch.float32 like q",
+        ),
+        (
+            _bad(joint_q=torch.randn(2, 3, 4, 8, device="meta")),
+            ValueError,
+            r"joint_q must be on device cpu like q",
+        ),
         (_bad(q=torch.randint(0, 3, (2, 3, 5, 8))), TypeError, r"q must have a floating dtype"),
         (_bad(k="k"), TypeError, r"k must be a torch.Tensor"),
         (_bad(logical_n=6), ValueError, r"logical_n must be None, an int in \[0, N=5\]"),
-        (_bad(logical_l=torch.tensor([1, 5])), ValueError, r"every entry of logical_l must lie in \[0, L=4\]"),
+        (
+            _bad(logical_l=torch.tensor([1, 5])),
+            ValueError,
+            r"every entry of logical_l must lie in \[0, L=4\]",
+        ),
         (_bad(logical_l=torch.tensor([1, 2, 3])), ValueError, r"logical_l must be .* shape \[b=2\]"),
         (_bad(logical_n=torch.tensor([1.0, 2.0])), TypeError, r"logical_n must be .*got dtype torch.float32"),
         (_bad(joint_strategy="front"), ValueError, r"joint_strategy must be one of \('rear',\)"),
-        (_bad(runtime="cuda"), ValueError, r"runtime must be one of \('auto', 'reference', 'triton', 'ttnn'\)"),
+        (
+            _bad(runtime="cuda"),
+            ValueError,
+            r"runtime must be one of \('auto', 'reference', 'triton', 'ttnn'\)",
+        ),
         (_bad(scale="x"), TypeError, r"scale must be a float or None"),
     ],
-    ids=["rank", "k-len", "jv-dh", "jk-heads", "dtype", "device", "int-dtype", "not-tensor", "ln-range",
-         "ll-range", "ll-shape", "ln-float", "strategy", "runtime", "scale"],
+    ids=[
+        "rank",
+        "k-len",
+        "jv-dh",
+        "jk-heads",
+        "dtype",
+        "device",
+        "int-dtype",
+        "not-tensor",
+        "ln-range",
+        "ll-range",
+        "ll-shape",
+        "ln-float",
+        "strategy",
+        "runtime",
+        "scale",
+    ],
 )
 def test_bad_input_is_named(call, error, message):
     with pytest.raises(error, match=message):

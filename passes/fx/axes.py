@@ -168,7 +168,9 @@ class Reshape(Handler):
         if not isinstance(data, fx.Node):
             return None
         a = reshape_input_axis(shape(data), shape(node), out_axis)
-        if a is None or (op_name(node) == "unflatten" and normalize_dim(arg(node, 1, "dim"), len(shape(data))) == a):
+        if a is None or (
+            op_name(node) == "unflatten" and normalize_dim(arg(node, 1, "dim"), len(shape(data))) == a
+        ):
             return None
         return {data: a}
 
@@ -198,8 +200,10 @@ def _is_full_slice(s, size) -> bool:
         return False
     start_ok = s.start is None or (isinstance(s.start, int) and s.start == 0)
     stop = val(s.stop)
-    stop_ok = s.stop is None or (isinstance(stop, int) and isinstance(size, int) and stop >= size) or (
-        isinstance(stop, int) and stop >= 2**62
+    stop_ok = (
+        s.stop is None
+        or (isinstance(stop, int) and isinstance(size, int) and stop >= size)
+        or (isinstance(stop, int) and stop >= 2**62)
     )
     return start_ok and stop_ok
 
@@ -269,7 +273,9 @@ class DimOp(Handler):
         if dim is None:
             return None, True
         dims = [dim] if isinstance(dim, int) else list(dim)
-        keep = name in ("softmax", "log_softmax", "narrow", "slice", "normalize") or bool(arg(node, 2, "keepdim", False))
+        keep = name in ("softmax", "log_softmax", "narrow", "slice", "normalize") or bool(
+            arg(node, 2, "keepdim", False)
+        )
         if name in ("select",):
             keep = False
         return [normalize_dim(d, rank) for d in dims], keep
@@ -346,14 +352,45 @@ def _is_pointwise_name(name: str) -> bool:
 
 
 _HANDLER_TABLE: tuple[tuple[tuple[str, ...], Handler], ...] = (
-    (("to", "float", "half", "bfloat16", "double", "type", "type_as", "contiguous", "clone", "detach",
-      "_to_copy", "alias"), Cast()),
+    (
+        (
+            "to",
+            "float",
+            "half",
+            "bfloat16",
+            "double",
+            "type",
+            "type_as",
+            "contiguous",
+            "clone",
+            "detach",
+            "_to_copy",
+            "alias",
+        ),
+        Cast(),
+    ),
     (("transpose", "swapaxes", "swapdims", "t", "permute", "movedim"), Permute()),
     (("view", "reshape", "_unsafe_view", "flatten", "unflatten", "unsqueeze", "squeeze"), Reshape()),
     # Only ops whose signature is (input, dim, keepdim, ...) or a trailing-dims norm: `norm`/`var`/`std`
     # put other arguments first and are left out rather than misread.
-    (("select", "narrow", "slice", "softmax", "log_softmax", "sum", "mean", "amax", "amin", "logsumexp",
-      "rms_norm", "layer_norm", "normalize"), DimOp()),
+    (
+        (
+            "select",
+            "narrow",
+            "slice",
+            "softmax",
+            "log_softmax",
+            "sum",
+            "mean",
+            "amax",
+            "amin",
+            "logsumexp",
+            "rms_norm",
+            "layer_norm",
+            "normalize",
+        ),
+        DimOp(),
+    ),
     (("stack", "cat"), StackCat()),
 )
 _HANDLERS = {name: handler for names, handler in _HANDLER_TABLE for name in names}

@@ -27,7 +27,7 @@ from ..rules import refuse_key_mask_shape, refuse_part_lengths, refuse_sdpa_flag
 from .axes import TUPLE_PRODUCERS, handler_for
 from .masks import KeyPadding, classify
 from .nodes import GraphBuilder, arg, fake_mode_of, op_name, same, shape, tensor_val, val
-from .parts import CAT_NAMES, OutputPlan, Parts, PartResolver, fold_concat, is_metadata_assert, plan_outputs
+from .parts import CAT_NAMES, OutputPlan, PartResolver, Parts, fold_concat, is_metadata_assert, plan_outputs
 from .ranges import SPLITS
 from .report import Decision, FusionReport
 from .unpad import drop_unbacked_asserts, find_unpad_loops, rewrite_unpad_loop
@@ -76,7 +76,11 @@ def fuse_joint_attention(gm: fx.GraphModule, *, runtime: str = "auto") -> Fusion
             except _Refused as e:
                 decision = Decision(node.name, False, str(e))
             if node in unpadded:
-                decision = Decision(decision.node, decision.fused, f"per-sample nonzero/pad loop read as key padding; {decision.reason}")
+                decision = Decision(
+                    decision.node,
+                    decision.fused,
+                    f"per-sample nonzero/pad loop read as key padding; {decision.reason}",
+                )
             report.decisions.append(decision)
     for rejoined in unpadded.values():
         _prune(graph, fold_concat(rejoined, SEQ, resolver))
@@ -131,7 +135,9 @@ def _fuse(node: fx.Node, resolver: PartResolver, runtime: str) -> Decision:
     return Decision(node.name, True, _describe(lengths, spatial, padding, plan, rejoined))
 
 
-def _key_padding(sdpa: fx.Node, mask, key_sets: Parts, q_shape, resolver: PartResolver) -> list[KeyPadding] | None:
+def _key_padding(
+    sdpa: fx.Node, mask, key_sets: Parts, q_shape, resolver: PartResolver
+) -> list[KeyPadding] | None:
     """Per token set: how its keys' padding reaches the op; None without a mask."""
     if mask is None:
         return None
@@ -144,8 +150,10 @@ def _key_padding(sdpa: fx.Node, mask, key_sets: Parts, q_shape, resolver: PartRe
     axis = len(mask_shape) - 1
     resolved = resolver.resolve(mask, axis)
     lengths = key_sets.lengths
-    if not isinstance(resolved, Parts) or len(resolved.lengths) != len(lengths) or not all(
-        same(a, b) for a, b in zip(resolved.lengths, lengths)
+    if (
+        not isinstance(resolved, Parts)
+        or len(resolved.lengths) != len(lengths)
+        or not all(same(a, b) for a, b in zip(resolved.lengths, lengths))
     ):
         # Not assembled from per-set pieces: a position-dependent operand like any other, sliced per set.
         resolved = resolver.slice_like(mask, axis, key_sets, SEQ, before=sdpa)
@@ -161,7 +169,9 @@ def _classify(part: fx.Node, size) -> KeyPadding:
 
 def _is_integer(node) -> bool:
     t = tensor_val(node)
-    return t is not None and not t.dtype.is_floating_point and not t.dtype.is_complex and t.dtype != torch.bool
+    return (
+        t is not None and not t.dtype.is_floating_point and not t.dtype.is_complex and t.dtype != torch.bool
+    )
 
 
 def _insert_op(build, sets, spatial, joint, padding, scale, runtime, lengths, batch):
@@ -170,7 +180,9 @@ def _insert_op(build, sets, spatial, joint, padding, scale, runtime, lengths, ba
     try:
         if padding is not None and any(p.kind == "check" for p in padding):
             masks = (padding[spatial].source, padding[joint].source)
-            return build.call(torch.ops.jointattn.masked_joint_attention.default, (*tensors, *masks, scale, runtime))
+            return build.call(
+                torch.ops.jointattn.masked_joint_attention.default, (*tensors, *masks, scale, runtime)
+            )
         valid = [None, None]
         if padding is not None:
             for i, p in enumerate(padding):
@@ -201,8 +213,15 @@ def _describe(lengths, spatial, padding, plan: OutputPlan, rejoined: int) -> str
     else:
         pad = "padding as valid lengths proven from the mask"
     used = sorted(plan.parts_used)
-    outs = "both outputs used" if len(used) == 2 else ("only the first token set used" if used == [0] else (
-        "only the second token set used" if used == [1] else "no per-set output"))
+    outs = (
+        "both outputs used"
+        if len(used) == 2
+        else (
+            "only the first token set used"
+            if used == [0]
+            else ("only the second token set used" if used == [1] else "no per-set output")
+        )
+    )
     if rejoined:
         outs += f"; re-joined for {rejoined} whole-sequence consumer(s)"
     return f"token sets {list(lengths)} ({order}), {pad}, {outs}"
@@ -216,8 +235,18 @@ def _removable(node: fx.Node) -> bool:
         name in CAT_NAMES
         or name in SPLITS
         or name in TUPLE_PRODUCERS
-        or name in ("getitem", "sym_size", "sym_sum", "slice", "clamp", "expand", "pad", "nonzero",
-                    "scaled_dot_product_attention")
+        or name
+        in (
+            "getitem",
+            "sym_size",
+            "sym_sum",
+            "slice",
+            "clamp",
+            "expand",
+            "pad",
+            "nonzero",
+            "scaled_dot_product_attention",
+        )
         or handler_for(node) is not None
     )
 

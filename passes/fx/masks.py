@@ -18,7 +18,18 @@ import torch.fx as fx
 from .nodes import arg, op_name, same, shape, val
 
 # View-like ops that change how a validity vector broadcasts, never its values along the key axis.
-_TRANSPARENT = ("unsqueeze", "view", "reshape", "expand", "expand_as", "contiguous", "bool", "to", "clone", "_to_copy")
+_TRANSPARENT = (
+    "unsqueeze",
+    "view",
+    "reshape",
+    "expand",
+    "expand_as",
+    "contiguous",
+    "bool",
+    "to",
+    "clone",
+    "_to_copy",
+)
 _ALL_VALID_FACTORIES = ("ones", "ones_like", "new_ones")
 
 

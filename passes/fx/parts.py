@@ -102,7 +102,9 @@ class PartResolver:
         before `before` (a point where `t` and the reference parts all exist)."""
         carried = {reference.nodes[0]: (reference, ref_axis)}
         with self.graph.inserting_before(before):
-            nodes = [self._slice(t, axis, p, reference.lengths, carried) for p in range(len(reference.lengths))]
+            nodes = [
+                self._slice(t, axis, p, reference.lengths, carried) for p in range(len(reference.lengths))
+            ]
         return Parts(nodes, reference.lengths)
 
     def _offsets(self, p: int, lengths, carried) -> tuple:
@@ -222,7 +224,9 @@ def _range_users(user, source, axis) -> list[tuple[fx.Node, Range]] | None:
     return None
 
 
-def apply_outputs(plan: OutputPlan, node: fx.Node, axis: int, part_nodes, resolver: PartResolver) -> list[fx.Node]:
+def apply_outputs(
+    plan: OutputPlan, node: fx.Node, axis: int, part_nodes, resolver: PartResolver
+) -> list[fx.Node]:
     """Rewires every range consumer in `plan` below `node` to the part it takes (or a slice of it).
 
     Returns the consumers it bypassed (now dead unless something else uses them)."""

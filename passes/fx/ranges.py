@@ -92,7 +92,9 @@ def range_of(node: fx.Node) -> Range | None:
         if arg(node, 4, "step", 1) != 1:
             return None
         size = shape(source)[axis]
-        return Range(source, axis, _start(val(arg(node, 2, "start")), size), _clamp_end(val(arg(node, 3, "end")), size))
+        return Range(
+            source, axis, _start(val(arg(node, 2, "start")), size), _clamp_end(val(arg(node, 3, "end")), size)
+        )
     return None
 
 

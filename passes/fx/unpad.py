@@ -75,7 +75,11 @@ def _match(batch_cat: fx.Node) -> UnpadLoop | None:
 def _zero_pad(item: fx.Node):
     """`F.pad(x, pad)` / `aten.pad` with zeros, or `aten.constant_pad_nd(x, pad, 0)`: the pad list, else None."""
     name = op_name(item)
-    if name == "pad" and arg(item, 2, "mode", "constant") == "constant" and arg(item, 3, "value", None) in (None, 0, 0.0):
+    if (
+        name == "pad"
+        and arg(item, 2, "mode", "constant") == "constant"
+        and arg(item, 3, "value", None) in (None, 0, 0.0)
+    ):
         return arg(item, 1, "pad")
     if name == "constant_pad_nd" and arg(item, 2, "value", 0) in (0, 0.0):
         return arg(item, 1, "pad")
@@ -93,7 +97,12 @@ def _match_sample(item: fx.Node, i: int):
     from .fuse import sdpa_call  # the SDPA argument reader lives with the fusion
 
     call = sdpa_call(sdpa)
-    if call.attn_mask is not None or val(call.dropout_p) != 0.0 or val(call.is_causal) or val(call.enable_gqa):
+    if (
+        call.attn_mask is not None
+        or val(call.dropout_p) != 0.0
+        or val(call.is_causal)
+        or val(call.enable_gqa)
+    ):
         return None
     if isinstance(call.scale, fx.Node):
         return None
@@ -131,7 +140,11 @@ def _gathered(node: fx.Node, i: int):
         if r is None or r.axis != 0 or r.start != i or r.end != i + 1 or len(indices) not in (3, 4):
             return None
         idx = indices[2]
-        if indices[:2] != [None, None] or any(x is not None for x in indices[3:]) or not isinstance(idx, fx.Node):
+        if (
+            indices[:2] != [None, None]
+            or any(x is not None for x in indices[3:])
+            or not isinstance(idx, fx.Node)
+        ):
             return None
         return r.source, idx
     if op_name(node) != "getitem" or not isinstance(val(node.args[0]), torch.Tensor):
@@ -160,8 +173,11 @@ def _mask_row(idx: fx.Node):
     if not isinstance(nz, fx.Node) or op_name(nz) != "nonzero" or arg(nz, 1, "as_tuple", False):
         return None
     row = _peel(nz.args[0])
-    while isinstance(row, fx.Node) and op_name(row) == "getitem" and isinstance(row.args[1], tuple) and all(
-        c is None or c == slice(None) for c in row.args[1]
+    while (
+        isinstance(row, fx.Node)
+        and op_name(row) == "getitem"
+        and isinstance(row.args[1], tuple)
+        and all(c is None or c == slice(None) for c in row.args[1])
     ):
         row = _peel(row.args[0])
     if not isinstance(row, fx.Node):
@@ -192,10 +208,16 @@ def rewrite_unpad_loop(build: GraphBuilder, loop: UnpadLoop) -> tuple[fx.Node, f
         o = build.call(F.scaled_dot_product_attention, (q, k, v), {"attn_mask": mask, "scale": s.scale})
         total = build.size(o, 2)
         if s.dense_first:
-            dense, text = build.call(torch.ops.aten.slice.Tensor, (o, 2, 0, n)), build.call(torch.ops.aten.slice.Tensor, (o, 2, n, total))
+            dense, text = (
+                build.call(torch.ops.aten.slice.Tensor, (o, 2, 0, n)),
+                build.call(torch.ops.aten.slice.Tensor, (o, 2, n, total)),
+            )
         else:
             text_len = build.size(s.mask, 1)
-            text, dense = build.call(torch.ops.aten.slice.Tensor, (o, 2, 0, text_len)), build.call(torch.ops.aten.slice.Tensor, (o, 2, text_len, total))
+            text, dense = (
+                build.call(torch.ops.aten.slice.Tensor, (o, 2, 0, text_len)),
+                build.call(torch.ops.aten.slice.Tensor, (o, 2, text_len, total)),
+            )
         text = build.call(compact_valid_rows, (text, text_valid))
         out = build.call(torch.cat, (order(dense, text),), {"dim": 2})
     loop.batch_cat.replace_all_uses_with(out)
@@ -207,7 +229,9 @@ def drop_unbacked_asserts(graph: fx.Graph, loop: UnpadLoop) -> list[fx.Node]:
     symbols nothing uses any more); returns their inputs, now possibly dead."""
     freed = []
     for node in list(graph.nodes):
-        if node.target is torch.ops.aten._assert_scalar.default and _depends_only_on(node, set(loop.nonzeros)):
+        if node.target is torch.ops.aten._assert_scalar.default and _depends_only_on(
+            node, set(loop.nonzeros)
+        ):
             freed += node.all_input_nodes
             graph.erase_node(node)
     return freed
@@ -223,7 +247,18 @@ def _depends_only_on(node: fx.Node, sources: set) -> bool:
         if n in sources:
             hit = True
             continue
-        if n.op != "call_function" or op_name(n) not in ("sym_size", "ge", "le", "gt", "lt", "eq", "and_", "sym_sum", "add", "sub"):
+        if n.op != "call_function" or op_name(n) not in (
+            "sym_size",
+            "ge",
+            "le",
+            "gt",
+            "lt",
+            "eq",
+            "and_",
+            "sym_sum",
+            "add",
+            "sub",
+        ):
             return False
         work.extend(n.all_input_nodes)
     return hit
