@@ -228,8 +228,11 @@ def _describe(lengths, spatial, padding, plan: OutputPlan, rejoined: int) -> str
 
 
 def _removable(node: fx.Node) -> bool:
+    """Pure ops of the kinds this pass creates or bypasses; never in-place, random or side-effecting ones."""
     name = op_name(node)
     if node.op not in ("call_function", "call_method") or name is None or name.endswith("_"):
+        return False
+    if node.op == "call_function" and node.is_impure():
         return False
     return (
         name in CAT_NAMES

@@ -1,0 +1,26 @@
+"""xDSL dialects of the MLIR path: a typed minimal `torch` (torch-mlir's syntax), `jointattn`, `ttnn` and
+`jointattn_triton`, and the context that parses them (`make_context`, `parse_module`)."""
+
+from .context import DIALECTS, TorchContext, load_dialects, make_context, parse_module
+from .jointattn import JointAttentionOp, JointAttn
+from .jointattn_triton import JointAttnTriton, LaunchConfigAttr, LaunchForwardOp
+from .torch_dialect import Torch
+from .ttnn import TTNN, ComputeKernelConfigAttr, JointSDPAOp, SDPAProgramConfigAttr
+
+__all__ = [
+    "DIALECTS",
+    "TorchContext",
+    "load_dialects",
+    "make_context",
+    "parse_module",
+    "JointAttentionOp",
+    "JointAttn",
+    "JointAttnTriton",
+    "LaunchConfigAttr",
+    "LaunchForwardOp",
+    "Torch",
+    "TTNN",
+    "ComputeKernelConfigAttr",
+    "JointSDPAOp",
+    "SDPAProgramConfigAttr",
+]
