@@ -123,8 +123,22 @@ def _joint_attention_backward_op(
     grads = select_runtime(runtime, call).backward(
         call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse
     )
-    # Fresh tensors laid out like the inputs: the fake kernel promises exactly this.
-    return tuple(torch.empty_like(t).copy_(g) for t, g in zip(call.tensors, grads))
+    return _laid_out_like_inputs(call.tensors, grads)
+
+
+def _laid_out_like_inputs(inputs, grads):
+    """Gradients as the fake kernel promises them: dtype and strides of the inputs, no two sharing memory.
+
+    A runtime that already returns such tensors (the Triton backward does) is passed through uncopied."""
+    result, storages = [], set()
+    for t, g in zip(inputs, grads):
+        storage = g.untyped_storage().data_ptr()
+        if g.dtype != t.dtype or g.stride() != t.stride() or g.shape != t.shape or storage in storages:
+            g = torch.empty_like(t).copy_(g)
+            storage = g.untyped_storage().data_ptr()
+        storages.add(storage)
+        result.append(g)
+    return tuple(result)
 
 
 @_joint_attention_backward_op.register_fake

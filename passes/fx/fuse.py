@@ -232,6 +232,8 @@ def _removable(node: fx.Node) -> bool:
     name = op_name(node)
     if node.op not in ("call_function", "call_method") or name is None or name.endswith("_"):
         return False
+    if name == "scaled_dot_product_attention":  # tagged random for its dropout; without dropout it is pure
+        return val(sdpa_call(node).dropout_p) == 0.0
     if node.op == "call_function" and node.is_impure():
         return False
     return (

@@ -1,0 +1,144 @@
+"""Launch configurations of the joint-attention kernels: the documented defaults and the autotune space.
+
+Entry points: `forward_launch_config(dh, dtype, n, l)` (the forward config used whenever autotuning is off,
+in interpret mode, and printed into IR by the MLIR lowering), `backward_launch_config(dh, dtype)`, and
+`forward_candidates(dh, dtype)`, the autotune space filtered by `keep()`.
+
+Internals: one table per kernel keyed by (head block, element size). The forward defaults are the winners of
+the H100 sweeps in `benchmarks/results/sweep-*.json` (see `benchmarks/NOTES-triton.md`); why each value:
+- dh 128: BLOCK_M 128, BLOCK_N 128, 8 warps, 3 stages (H100, Flux shape: 0.478-0.485 ms against 0.49-0.52 for
+  the next configs). Two warpgroups of 64 query rows each issue their own wgmma, so one warpgroup's softmax
+  overlaps the other's matrix products; 244 registers, no spills, 192 KB shared memory (Q + 3 K/V stages).
+- dh 64: BLOCK_M 128, BLOCK_N 64, 8 warps, 3 stages (SD3.5 shape: 0.855 ms; 124 registers, 48 KB shared, so two
+  programs share an SM). BLOCK_N 128 at dh 64 was 25% slower.
+- num_stages 3 everywhere: with 2 stages every config lost 15-35% (the TMA loads are issued one block ahead
+  only, too late to hide the load latency); 4 stages gained nothing.
+- TMA tensor descriptors beat strided pointer loads by 10-20% in every config (`launch_forward` uses them when
+  the layout allows).
+- dh <= 32 reuse dh 64's winner, dh 256 and float32 are sized to fit shared memory and registers without
+  spills (checked with `benchmarks/compile_report.py`); they are correct, not tuned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Tile sizes and scheduling of one kernel launch (Triton's BLOCK_M/BLOCK_N, num_warps, num_stages)."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+# Hopper shared memory per block (bytes), the budget `keep()` prunes against.
+SHARED_MEMORY_BYTES = 227 * 1024
+
+
+def head_block(dh: int) -> int:
+    """The padded head dimension a tile is built with: a power of two, at least 16 (the MMA's K step)."""
+    return max(16, 1 << (max(1, dh) - 1).bit_length())
+
+
+def _bucket(dh: int) -> int:
+    return head_block(dh)
+
+
+# (head block, element bytes) -> forward default. Element bytes 2 = fp16/bf16, 4 = fp32 (ieee dots).
+_FORWARD_DEFAULTS: dict[tuple[int, int], LaunchConfig] = {
+    (16, 2): LaunchConfig(128, 64, 8, 3),  # not swept: dh 64's winner
+    (32, 2): LaunchConfig(128, 64, 8, 3),  # not swept: dh 64's winner
+    (64, 2): LaunchConfig(128, 64, 8, 3),  # H100 sweep, SD3.5 shape
+    (128, 2): LaunchConfig(128, 128, 8, 3),  # H100 sweep, Flux shape
+    (256, 2): LaunchConfig(64, 64, 4, 2),  # correctness only: 254 registers, no spills, 128 KB shared
+    (16, 4): LaunchConfig(64, 64, 4, 2),
+    (32, 4): LaunchConfig(64, 64, 4, 2),
+    (64, 4): LaunchConfig(64, 32, 4, 2),
+    (128, 4): LaunchConfig(64, 32, 4, 2),
+    (256, 4): LaunchConfig(32, 32, 4, 1),
+}
+
+# (head block, element bytes) -> backward default, used for both the dk/dv and the dq kernel:
+# block_m is the query tile, block_n the key tile.
+_BACKWARD_DEFAULTS: dict[tuple[int, int], LaunchConfig] = {
+    (16, 2): LaunchConfig(64, 128, 8, 2),
+    (32, 2): LaunchConfig(64, 128, 8, 2),
+    (64, 2): LaunchConfig(64, 128, 8, 2),
+    (128, 2): LaunchConfig(64, 128, 8, 2),
+    (256, 2): LaunchConfig(32, 64, 8, 1),
+    (16, 4): LaunchConfig(32, 64, 4, 1),
+    (32, 4): LaunchConfig(32, 64, 4, 1),
+    (64, 4): LaunchConfig(32, 64, 4, 1),
+    (128, 4): LaunchConfig(32, 32, 4, 1),
+    (256, 4): LaunchConfig(16, 32, 4, 1),
+}
+
+
+def _element_bytes(dtype: torch.dtype) -> int:
+    return 4 if dtype == torch.float32 else 2
+
+
+def _fit_to_sequence(config: LaunchConfig, n: int, l: int) -> LaunchConfig:  # noqa: E741
+    """Shrinks tiles that are far larger than both token sets (short sequences waste a 128-row tile)."""
+    longest = max(n, l, 1)
+    block_m = max(16, min(config.block_m, head_block(longest)))
+    block_n = max(16, min(config.block_n, head_block(longest)))
+    if (block_m, block_n) == (config.block_m, config.block_n):
+        return config
+    warps = 4 if block_m * block_n < 128 * 128 else config.num_warps
+    return LaunchConfig(block_m, block_n, warps, config.num_stages)
+
+
+def forward_launch_config(dh: int, dtype: torch.dtype, n: int, l: int) -> LaunchConfig:  # noqa: E741
+    """The documented forward config for head size `dh`, element type `dtype` and token counts n, l."""
+    if dh > 256:
+        raise ValueError(f"joint_attention triton kernels support dh <= 256; got dh={dh}")
+    return _fit_to_sequence(_FORWARD_DEFAULTS[(_bucket(dh), _element_bytes(dtype))], n, l)
+
+
+def backward_launch_config(dh: int, dtype: torch.dtype, n: int = 1 << 30, l: int = 1 << 30) -> LaunchConfig:  # noqa: E741
+    """The documented backward config (query tile block_m, key tile block_n) for `dh` and `dtype`."""
+    if dh > 256:
+        raise ValueError(f"joint_attention triton kernels support dh <= 256; got dh={dh}")
+    return _fit_to_sequence(_BACKWARD_DEFAULTS[(_bucket(dh), _element_bytes(dtype))], n, l)
+
+
+def forward_shared_memory(config: LaunchConfig, dh: int, dtype: torch.dtype) -> int:
+    """Bytes of shared memory a forward config needs: Q once, K and V once per pipeline stage."""
+    d = head_block(dh) * _element_bytes(dtype)
+    return config.block_m * d + 2 * config.block_n * d * max(1, config.num_stages)
+
+
+def keep(config: LaunchConfig, dh: int, dtype: torch.dtype) -> bool:
+    """Autotune pruning: drops configs that cannot fit or are known slow on Hopper.
+
+    - shared memory over the per-block budget;
+    - 8 warps with BLOCK_M < 128: each of the two warpgroups needs 64 query rows (the wgmma M);
+    - BLOCK_N = 32 with BLOCK_M = 128 and 4 warps: the key loop's per-iteration bookkeeping dominates;
+    - a fp32 accumulator tile of more than 128 registers per thread (spills);
+    - BLOCK_N larger than the head block for dh >= 128 (score tile + accumulator spill).
+    """
+    if forward_shared_memory(config, dh, dtype) > SHARED_MEMORY_BYTES:
+        return False
+    if config.num_warps == 8 and config.block_m < 128:
+        return False
+    if config.block_n == 32 and config.block_m == 128 and config.num_warps == 4:
+        return False
+    threads = 32 * config.num_warps
+    accumulator_regs = (config.block_m * head_block(dh) + config.block_m * config.block_n) // threads
+    if accumulator_regs > 128 + 64:
+        return False
+    return True
+
+
+def forward_candidates(dh: int, dtype: torch.dtype) -> list[LaunchConfig]:
+    """The forward autotune space for (dh, dtype): block sizes, warps and stages that `keep()` allows."""
+    space = [
+        LaunchConfig(bm, bn, w, s) for bm in (64, 128) for bn in (32, 64, 128) for w in (4, 8) for s in (2, 3)
+    ]
+    return [c for c in space if keep(c, dh, dtype)]

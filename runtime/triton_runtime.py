@@ -1,0 +1,331 @@
+"""The "triton" runtime of `joint_attention`: host launchers of the Triton kernels in `jointattn.kernels`.
+
+Entry points:
+- `launch_forward(q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale, logical_n, logical_l,
+  config)`: one kernel launch that writes out [b,nh,N,dh], joint_out [b,nh,L,dh] and lse [b,nh,N+L] in place.
+  Any strides; nothing is concatenated, copied or made contiguous. The MLIR lowering calls it with a
+  `LaunchConfig` printed into the IR.
+- `launch_backward(...)`: three launches (preprocess, dk/dv, dq) returning the six input gradients.
+- `TritonRuntime`: the runtime protocol of `registry.py` on top of both.
+
+Internals: on Hopper (and newer) the forward reads q/k/v tiles through TMA tensor descriptors built on the
+host as 4-D [b, nh, S, dh] views of each tensor (strides kept as they are); when a tensor's layout rules TMA
+out (a stride that is not a multiple of 16 bytes, dh not a power of two, a tensor with no rows) it uses
+strided pointer loads instead. Configs come from `kernels.configs.forward_launch_config` unless
+`JOINTATTN_TRITON_AUTOTUNE=1` asks for a timed search over `forward_candidates`, cached per
+(dh, dtype, N, L, padding). CPU tensors run in Triton's interpreter when `TRITON_INTERPRET=1`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+from ..kernels.configs import (
+    LaunchConfig,
+    backward_launch_config,
+    forward_candidates,
+    forward_launch_config,
+    head_block,
+)
+
+try:
+    import triton
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    from ..kernels.joint_attention_bwd import (
+        joint_attention_bwd_dkdv_kernel,
+        joint_attention_bwd_dq_kernel,
+        joint_attention_bwd_preprocess_kernel,
+    )
+    from ..kernels.joint_attention_fwd import LOG2E, joint_attention_fwd_kernel
+
+    _IMPORT_ERROR: Exception | None = None
+except ImportError as error:  # pragma: no cover - exercised only where triton is absent
+    _IMPORT_ERROR = error
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+MAX_HEAD_DIM = 256
+AUTOTUNE_ENV = "JOINTATTN_TRITON_AUTOTUNE"
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+_INTERPRETER_BF16 = (
+    "Triton 3.6's interpreter multiplies bfloat16 matrices wrongly (tl.dot on the raw bits); "
+    "interpret mode takes float32 or float16"
+)
+
+
+def _check_interpretable(q: torch.Tensor) -> None:
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        raise TypeError(f"joint_attention triton kernels on CPU: {_INTERPRETER_BF16}")
+
+
+def _strides4(t: torch.Tensor) -> tuple[int, int, int, int]:
+    return tuple(t.stride())  # type: ignore[return-value]
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    # float32 inputs get exact float32 products (tf32 would cost ~1e-3 relative error, see GUIDE numerics).
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _length_arg(length, b: int, device) -> torch.Tensor | None:
+    if length is None or isinstance(length, torch.Tensor):
+        return length
+    return torch.full((b,), int(length), dtype=torch.int32, device=device)
+
+
+def _stand_in(t: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """A token set with no rows is never dereferenced (its loops run zero times); it passes the other set's
+    tensor as its pointer so that no null pointer reaches the launcher."""
+    return other if t.shape[2] == 0 else t
+
+
+@functools.cache
+@functools.cache
+def _device_capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def _tma_eligible(tensors: tuple[torch.Tensor, ...], dh: int) -> bool:
+    """TMA needs: CUDA sm90+, unit stride along dh, other strides and the base 16-byte aligned, dh a power of
+    two (the box is the head block) and rows in every tensor (a descriptor cannot describe an empty tensor)."""
+    first = tensors[0]
+    if _interpreting() or not first.is_cuda or _device_capability(first.device.index or 0)[0] < 9:
+        return False
+    if head_block(dh) != dh or first.dtype == torch.float32:
+        return False
+    for t in tensors:
+        if t.numel() == 0 or t.stride(-1) != 1 or t.data_ptr() % 16:
+            return False
+        if any((s * t.element_size()) % 16 for s in t.stride()[:-1]):
+            return False
+    return True
+
+
+def _descriptor(t: torch.Tensor, rows: int, block_d: int) -> TensorDescriptor:
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, block_d])
+
+
+def launch_forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    joint_q: torch.Tensor,
+    joint_k: torch.Tensor,
+    joint_v: torch.Tensor,
+    out: torch.Tensor,
+    joint_out: torch.Tensor,
+    lse: torch.Tensor,
+    scale: float,
+    logical_n: torch.Tensor | int | None = None,
+    logical_l: torch.Tensor | int | None = None,
+    config: LaunchConfig | None = None,
+    *,
+    use_tma: bool | None = None,
+    warp_specialize: bool = False,
+) -> None:
+    """Joint attention forward into preallocated `out`, `joint_out` (input dtype) and `lse` (float32).
+
+    Args:
+        q, k, v: [b, nh, N, dh]; joint_q, joint_k, joint_v: [b, nh, L, dh]; any strides, one dtype/device.
+        out, joint_out, lse: outputs, written completely (every row, padded or not); any strides.
+        scale: softmax scale (a float; may be zero or negative).
+        logical_n, logical_l: valid lengths, int tensors [b] (any integer dtype), ints, or None (all valid).
+        config: tiles/warps/stages; None takes `forward_launch_config` (or the autotuned one, see module doc).
+        use_tma: force TMA descriptors on/off (None: on where eligible); warp_specialize: Triton's automatic
+            warp specialization of the key loop. Both are tuning knobs for the benchmark.
+    """
+    b, nh, n, dh = q.shape
+    l = joint_q.shape[2]  # noqa: E741
+    if b * nh == 0:
+        return
+    if _interpreting():
+        _check_interpretable(q)
+    logical_n = _length_arg(logical_n, b, q.device)
+    logical_l = _length_arg(logical_l, b, q.device)
+    if config is None:
+        config = _forward_config(
+            q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale, logical_n, logical_l
+        )
+    block_d = head_block(dh)
+    q, joint_q = _stand_in(q, joint_q), _stand_in(joint_q, q)
+    k, joint_k = _stand_in(k, joint_k), _stand_in(joint_k, k)
+    v, joint_v = _stand_in(v, joint_v), _stand_in(joint_v, v)
+    out, joint_out = _stand_in(out, joint_out), _stand_in(joint_out, out)
+    tensors = (q, k, v, joint_q, joint_k, joint_v, out, joint_out)
+    if use_tma is None:
+        use_tma = _tma_eligible(tensors, dh) and n > 0 and l > 0
+    if use_tma:
+        bm, bn = config.block_m, config.block_n
+        descs = [
+            _descriptor(t, rows, block_d)
+            for t, rows in zip(tensors, (bm, bn, bn, bm, bn, bn, bm, bm), strict=True)
+        ]
+    else:
+        descs = [None] * 8
+    grid = (triton.cdiv(n, config.block_m) + triton.cdiv(l, config.block_m), b * nh)
+    joint_attention_fwd_kernel[grid](
+        q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse,
+        *descs,
+        logical_n, logical_l,
+        *_strides4(q), *_strides4(k), *_strides4(v),
+        *_strides4(joint_q), *_strides4(joint_k), *_strides4(joint_v),
+        *_strides4(out), *_strides4(joint_out),
+        *lse.stride(),
+        float(scale) * LOG2E,
+        n, l, nh,
+        HEAD_DIM=dh,
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        BLOCK_D=block_d,
+        HAS_N_LEN=logical_n is not None,
+        HAS_L_LEN=logical_l is not None,
+        POSITIVE_SCALE=float(scale) > 0,
+        DOT_PRECISION=_dot_precision(q.dtype),
+        USE_TMA=bool(use_tma),
+        WARP_SPECIALIZE=bool(warp_specialize),
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )  # fmt: skip
+
+
+_TUNED: dict[tuple, LaunchConfig] = {}
+
+
+def _forward_config(q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale, logical_n, logical_l):
+    """The documented default, or (JOINTATTN_TRITON_AUTOTUNE=1 on CUDA) the fastest kept candidate."""
+    b, nh, n, dh = q.shape
+    l = joint_q.shape[2]  # noqa: E741
+    default = forward_launch_config(dh, q.dtype, n, l)
+    if os.environ.get(AUTOTUNE_ENV, "0") != "1" or not q.is_cuda or _interpreting():
+        return default
+    key = (dh, q.dtype, n, l, logical_n is not None, logical_l is not None)
+    if key not in _TUNED:
+        from triton.testing import do_bench
+
+        timings = {}
+        for candidate in forward_candidates(dh, q.dtype):
+            run = functools.partial(
+                launch_forward, q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale,
+                logical_n, logical_l, candidate,
+            )  # fmt: skip
+            try:
+                timings[candidate] = do_bench(run, warmup=5, rep=20, return_mode="median")
+            except Exception:  # a candidate that does not compile or launch here is skipped, not fatal
+                continue
+        _TUNED[key] = min(timings, key=timings.get) if timings else default
+    return _TUNED[key]
+
+
+def launch_backward(
+    q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, grad_out, grad_joint_out, grad_lse,
+    scale: float, logical_n=None, logical_l=None, config: LaunchConfig | None = None,
+):  # fmt: skip
+    """Gradients (dq, dk, dv, djoint_q, djoint_k, djoint_v) of (out, joint_out, lse), in the input dtype.
+
+    `grad_lse` may be None (lse unused) or a float tensor [b, nh, N+L]: the gradient through lse is folded
+    into delta (dS = P * (dP - (rowsum(dO * O) - dlse))). Padded keys get zero gradients; every query row
+    gets its gradient.
+    """
+    b, nh, n, dh = q.shape
+    l = joint_q.shape[2]  # noqa: E741
+    grads = tuple(torch.empty_like(t) for t in (q, k, v, joint_q, joint_k, joint_v))
+    if b * nh == 0:
+        return grads
+    if _interpreting():
+        _check_interpretable(q)
+    logical_n = _length_arg(logical_n, b, q.device)
+    logical_l = _length_arg(logical_l, b, q.device)
+    config = config or backward_launch_config(dh, q.dtype, n, l)
+    block_d = head_block(dh)
+    dq, dk, dv, djq, djk, djv = grads
+    q, joint_q = _stand_in(q, joint_q), _stand_in(joint_q, q)
+    k, joint_k = _stand_in(k, joint_k), _stand_in(joint_k, k)
+    v, joint_v = _stand_in(v, joint_v), _stand_in(joint_v, v)
+    out, joint_out = _stand_in(out, joint_out), _stand_in(joint_out, out)
+    grad_out, grad_joint_out = _stand_in(grad_out, grad_joint_out), _stand_in(grad_joint_out, grad_out)
+    dq, djq = _stand_in(dq, djq), _stand_in(djq, dq)
+    dk, djk = _stand_in(dk, djk), _stand_in(djk, dk)
+    dv, djv = _stand_in(dv, djv), _stand_in(djv, dv)
+
+    stats = torch.empty((2, b, nh, n + l), dtype=torch.float32, device=q.device)
+    delta, m = stats[0], stats[1]
+    pre_block = 64
+    joint_attention_bwd_preprocess_kernel[(triton.cdiv(n, pre_block) + triton.cdiv(l, pre_block), b * nh)](
+        out, joint_out, grad_out, grad_joint_out, lse, grad_lse, delta, m,
+        *_strides4(out), *_strides4(joint_out), *_strides4(grad_out), *_strides4(grad_joint_out),
+        *lse.stride(), *(grad_lse.stride() if grad_lse is not None else (0, 0, 0)),
+        n, l, nh,
+        HEAD_DIM=dh, BLOCK_M=pre_block, BLOCK_D=block_d, HAS_DLSE=grad_lse is not None,
+    )  # fmt: skip
+    common = dict(
+        HEAD_DIM=dh,
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        BLOCK_D=block_d,
+        HAS_N_LEN=logical_n is not None,
+        HAS_L_LEN=logical_l is not None,
+        DOT_PRECISION=_dot_precision(q.dtype),
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    inputs = (*_strides4(q), *_strides4(k), *_strides4(v), *_strides4(joint_q), *_strides4(joint_k),
+              *_strides4(joint_v), *_strides4(grad_out), *_strides4(grad_joint_out))  # fmt: skip
+    scale = float(scale)
+    joint_attention_bwd_dkdv_kernel[(triton.cdiv(n, config.block_n) + triton.cdiv(l, config.block_n), b * nh)](
+        q, k, v, joint_q, joint_k, joint_v, grad_out, grad_joint_out, m, delta, dk, dv, djk, djv,
+        logical_n, logical_l, *inputs,
+        *_strides4(dk), *_strides4(dv), *_strides4(djk), *_strides4(djv),
+        scale, scale * LOG2E, n, l, nh, **common,
+    )  # fmt: skip
+    joint_attention_bwd_dq_kernel[(triton.cdiv(n, config.block_m) + triton.cdiv(l, config.block_m), b * nh)](
+        q, k, v, joint_q, joint_k, joint_v, grad_out, grad_joint_out, m, delta, dq, djq,
+        logical_n, logical_l, *inputs,
+        *_strides4(dq), *_strides4(djq),
+        scale, scale * LOG2E, n, l, nh, **common,
+    )  # fmt: skip
+    return grads
+
+
+class TritonRuntime:
+    """Runs joint attention with the Triton kernels: CUDA tensors, or CPU tensors under TRITON_INTERPRET=1."""
+
+    name = "triton"
+
+    def unsupported(self, call) -> str | None:
+        if _IMPORT_ERROR is not None:
+            return f"triton cannot be imported ({type(_IMPORT_ERROR).__name__}: {_IMPORT_ERROR})"
+        q = call.q
+        if q.dtype not in SUPPORTED_DTYPES:
+            return f"the Triton kernels take float16, bfloat16 or float32; got {q.dtype}"
+        dh = q.shape[-1]
+        if not 1 <= dh <= MAX_HEAD_DIM:
+            return f"the Triton kernels support 1 <= dh <= {MAX_HEAD_DIM}; got dh={dh}"
+        if q.device.type == "cuda":
+            capability = _device_capability(q.device.index or 0)
+            if capability < (8, 0):
+                return f"the Triton kernels need a CUDA GPU of compute capability 8.0+; got {capability}"
+        elif q.device.type == "cpu":
+            if not _interpreting():
+                return "CPU tensors run the Triton kernels only in its interpreter (set TRITON_INTERPRET=1)"
+            if q.dtype == torch.bfloat16:
+                return _INTERPRETER_BF16
+        else:
+            return f"the Triton kernels run on CUDA tensors (or CPU under TRITON_INTERPRET=1); got {q.device}"
+        return None
+
+    def forward(self, call, out, joint_out, lse) -> None:
+        launch_forward(*call.tensors, out, joint_out, lse, call.scale, call.logical_n, call.logical_l)
+
+    def backward(self, call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse):
+        return launch_backward(
+            *call.tensors, out, joint_out, lse, grad_out, grad_joint_out, grad_lse,
+            call.scale, call.logical_n, call.logical_l,
+        )  # fmt: skip
