@@ -3,12 +3,13 @@ eager vs torch.compile(backend="inductor") vs torch.compile(backend="jointattn")
 
     python benchmarks/models.py --model mochi            # one model per invocation (each takes minutes)
     python benchmarks/models.py --summarize              # results/models-*.json -> results/models.md
+    python benchmarks/models.py --model sd3 --size tiny --device cpu   # smoke run of this script
 
-Writes `results/models-<model>.json` (and a copy under $OUT when set): ms (median of --repeats after a
-warm-up), compile seconds, peak memory, ratio to inductor and eager, largest error vs eager, device and
-versions. Timing with CUDA events around the whole forward.
-Mochi is traced with `capture_dynamic_output_shape_ops` for jointattn (the README's one line); the inductor
-baseline runs with default Dynamo settings, as a user gets it, and also with that setting when --mochi-both.
+Writes `results/models-<model>.json`: ms (median of --repeats after a warm-up call), first-call seconds
+(compile), peak memory, ratio to inductor and eager, error vs eager, device and versions. CUDA events time
+the whole forward. Mochi runs the jointattn variant with `capture_dynamic_output_shape_ops` (the README's one
+line); the inductor baseline runs with default Dynamo settings, as a user gets it (--mochi-both adds inductor
+with that setting too).
 """
 
 from __future__ import annotations
@@ -28,31 +29,45 @@ HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 
-def _versions() -> dict:
+def _versions(device: torch.device) -> dict:
     import triton
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
-    ).stdout.strip()
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
+        ).stdout
+    except OSError:
+        commit = ""
     return dict(
-        device=torch.cuda.get_device_name(),
+        device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         torch=torch.__version__,
         triton=triton.__version__,
         cuda=torch.version.cuda,
         cudnn=torch.backends.cudnn.version(),
-        commit=commit or None,
+        commit=commit.strip() or None,
     )
 
 
-def _time_ms(fn, repeats: int) -> list[float]:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time_ms(fn, repeats: int, device: torch.device) -> list[float]:
+    """CUDA events around each call on a GPU; the host clock after a sync elsewhere."""
     times = []
     for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
     return times
 
 
@@ -60,40 +75,43 @@ def _first(out):
     return out[0] if isinstance(out, tuple) else out.sample
 
 
-def _measure(name, fn, repeats, reference=None) -> tuple[dict, torch.Tensor]:
-    torch.cuda.synchronize()
+def _measure(name, fn, repeats, device, reference=None):
+    _sync(device)
     t0 = time.perf_counter()
     with torch.no_grad():
         out = _first(fn())  # compiles, if compiled
-    torch.cuda.synchronize()
+    _sync(device)
     first_s = time.perf_counter() - t0
-    torch.cuda.reset_peak_memory_stats()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     with torch.no_grad():
-        times = _time_ms(fn, repeats)
+        times = _time_ms(fn, repeats, device)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     row = dict(
         variant=name,
         ms=round(statistics.median(times), 2),
         ms_all=[round(t, 2) for t in times],
         first_call_s=round(first_s, 1),
-        peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        peak_gib=round(peak, 2) if peak is not None else None,
     )
     if reference is not None:
         diff = out.float() - reference.float()
-        row["max_abs_err_vs_eager"] = round(diff.abs().max().item(), 4)
-        row["rel_err_vs_eager"] = round((diff.norm() / reference.float().norm()).item(), 5)
+        row["max_abs_err_vs_eager"] = float(f"{diff.abs().max().item():.3g}")
+        row["rel_err_vs_eager"] = float(f"{(diff.norm() / reference.float().norm()).item():.3g}")
     print(json.dumps(row), flush=True)
     return row, out
 
 
-def run(model_name: str, repeats: int, layers: int | None, mochi_both: bool) -> dict:
+def run(model_name, repeats, layers=None, mochi_both=False, size="real", device="cuda") -> dict:
     from jointattn.compiler.backend import REPORTS
 
-    import jointattn  # noqa: F401  (registers the op; the backend itself loads through its entry point)
+    import jointattn  # noqa: F401  (registers the op; the backend loads through its entry point)
     from jointattn import model_zoo
 
-    torch.manual_seed(0)
+    device = torch.device(device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     t0 = time.perf_counter()
-    case = model_zoo.build(model_name, "real", device="cuda", dtype=torch.bfloat16)
+    case = model_zoo.build(model_name, size, device=device, dtype=dtype)
     if layers is not None:  # a stated subset of layers, when a full model does not fit
         for attr in ("transformer_blocks", "single_transformer_blocks"):
             blocks = getattr(case.model, attr, None)
@@ -101,51 +119,48 @@ def run(model_name: str, repeats: int, layers: int | None, mochi_both: bool) -> 
                 del blocks[layers:]
     model, inputs = case.model, case.inputs
     setup_s = time.perf_counter() - t0
-    params_b = sum(p.numel() for p in model.parameters()) / 1e9
     rows = []
-    row, eager = _measure("eager", lambda: model(**inputs), repeats)
+    row, eager = _measure("eager", lambda: model(**inputs), repeats, device)
     rows.append(row)
 
     torch._dynamo.reset()
     inductor = torch.compile(model, backend="inductor")
-    row, _ = _measure("inductor", lambda: inductor(**inputs), repeats, eager)
-    rows.append(row)
+    rows.append(_measure("inductor", lambda: inductor(**inputs), repeats, device, eager)[0])
     if model_name == "mochi" and mochi_both:
         torch._dynamo.reset()
         with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
-            compiled = torch.compile(model, backend="inductor")
-            row, _ = _measure(
-                "inductor[capture_dynamic_output_shape_ops]", lambda: compiled(**inputs), repeats, eager
-            )
-        rows.append(row)
+            inductor = torch.compile(model, backend="inductor")
+            name = "inductor[capture_dynamic_output_shape_ops]"
+            rows.append(_measure(name, lambda: inductor(**inputs), repeats, device, eager)[0])
 
     torch._dynamo.reset()
     before = len(REPORTS)
     with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=(model_name == "mochi")):
-        compiled = torch.compile(model, backend="jointattn")
-        row, _ = _measure("jointattn", lambda: compiled(**inputs), repeats, eager)
+        fused = torch.compile(model, backend="jointattn")
+        row = _measure("jointattn", lambda: fused(**inputs), repeats, device, eager)[0]
+    print(torch._dynamo.utils.compile_times(repr="str"), flush=True)  # where the first call's seconds went
     row["fused"] = sum(r.fused for r in REPORTS[before:])
     row["graphs"] = len(REPORTS) - before
     rows.append(row)
 
     by = {r["variant"]: r for r in rows}
-    summary = dict(
+    return dict(
         model=model_name,
-        params_b=round(params_b, 2),
+        size=size,
+        params_b=round(sum(p.numel() for p in model.parameters()) / 1e9, 2),
         setup_s=round(setup_s, 1),
         joint_layers=case.joint_layers if layers is None else f"{layers} (subset)",
         speedup_vs_inductor=round(by["inductor"]["ms"] / by["jointattn"]["ms"], 3),
         speedup_vs_eager=round(by["eager"]["ms"] / by["jointattn"]["ms"], 3),
         rows=rows,
-        **_versions(),
+        **_versions(device),
     )
-    return summary
 
 
 def summarize() -> str:
     lines = [
-        "| model | variant | ms | vs inductor | peak GiB | rel err vs eager | fused |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| model | variant | ms | inductor / this | peak GiB | rel err vs eager | fused | graphs |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     meta = None
     for path in sorted(RESULTS.glob("models-*.json")):
@@ -154,13 +169,13 @@ def summarize() -> str:
         base = next(r["ms"] for r in result["rows"] if r["variant"] == "inductor")
         for r in result["rows"]:
             lines.append(
-                f"| {result['model']} | {r['variant']} | {r['ms']} | {base / r['ms']:.3f}x | {r['peak_gib']} | "
-                f"{r.get('rel_err_vs_eager', '')} | {r.get('fused', '')} |"
+                f"| {result['model']} | {r['variant']} | {r['ms']} | {base / r['ms']:.3f} | {r['peak_gib']} | "
+                f"{r.get('rel_err_vs_eager', '')} | {r.get('fused', '')} | {r.get('graphs', '')} |"
             )
     if meta:
         lines.append(
             f"\n{meta['device']}, torch {meta['torch']}, triton {meta['triton']}, CUDA {meta['cuda']}, "
-            f"cuDNN {meta['cudnn']}, commit {meta['commit']}; one forward, bf16, median of repeats."
+            f"cuDNN {meta['cudnn']}; one forward, bf16, random weights, median of repeats."
         )
     text = "\n".join(lines) + "\n"
     (RESULTS / "models.md").write_text(text)
@@ -177,6 +192,10 @@ def main(argv=None):
     parser.add_argument(
         "--mochi-both", action="store_true", help="also time inductor with the Dynamo setting"
     )
+    parser.add_argument(
+        "--size", choices=["real", "tiny"], default="real", help="tiny: a smoke run of the script"
+    )
+    parser.add_argument("--device", default="cuda")
     parser.add_argument("--summarize", action="store_true")
     args = parser.parse_args(argv)
     if args.summarize:
@@ -184,12 +203,13 @@ def main(argv=None):
         return
     if args.model is None:
         sys.exit("--model or --summarize is required")
-    result = run(args.model, args.repeats, args.layers, args.mochi_both)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = run(args.model, args.repeats, args.layers, args.mochi_both, args.size, args.device)
     text = json.dumps(result, indent=1)
-    (RESULTS / f"models-{args.model}.json").write_text(text)
-    if os.environ.get("OUT"):
-        pathlib.Path(os.environ["OUT"], f"models-{args.model}.json").write_text(text)
+    if args.size == "real":
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"models-{args.model}.json").write_text(text)
+        if os.environ.get("OUT"):
+            pathlib.Path(os.environ["OUT"], f"models-{args.model}.json").write_text(text)
     print(
         f"{args.model}: jointattn {result['speedup_vs_inductor']}x inductor, {result['speedup_vs_eager']}x eager"
     )

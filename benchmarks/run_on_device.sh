@@ -2,22 +2,10 @@
 # Runs the Triton kernel's GPU tests and benchmark on the lent GPU machine (see benchmarks/NOTES-triton.md).
 #   bash benchmarks/run_on_device.sh tune    # versions, GPU tests (bf16), forward config sweep
 #   bash benchmarks/run_on_device.sh bench   # versions, GPU tests, focused sweep, full benchmark (JSON/PNG/md)
-# Writes logs and results under $OUT (the device tool brings them back). The machine has no network and no
-# install of this package: jointattn is assembled under /tmp/site from the checkout (package-dir mapping).
+# Writes logs and results under $OUT (the device tool brings them back); device_env.sh sets up the package.
 set -o pipefail
 mode=${1:-bench}   # tune | bench | final (benchmark only: tests and sweep already done)
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/jointattn-out}
-mkdir -p "$OUT" /tmp/site/jointattn
-cp jointattn/*.py /tmp/site/jointattn/
-for d in compiler passes runtime kernels distributed; do ln -sfn "$PWD/$d" "/tmp/site/jointattn/$d"; done
-export PYTHONPATH=/tmp/site
-# `pytest` (not `python3 -m pytest`): the checkout's own jointattn/ folder must not shadow /tmp/site.
-(cd /tmp && python3 -c "import jointattn.runtime.triton_runtime, jointattn.kernels.configs") || exit 1
-{
-  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__, 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name())"
-} 2>&1 | tee "$OUT/versions.log"
+source benchmarks/device_env.sh
 t0=$SECONDS
 if [ "$mode" = final ]; then
   nvidia-smi -q -d POWER,CLOCK,PERFORMANCE > "$OUT/gpu_state_before.log" 2>&1
