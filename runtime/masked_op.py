@@ -1,11 +1,16 @@
-"""`jointattn::masked_joint_attention`: joint attention under a key-padding mask the compiler could not
-prove to be a prefix of each token set.
+"""Joint attention under a key-padding mask the compiler could not prove to be a prefix of each token set.
 
 The fusion pass turns provable prefix masks into valid lengths at compile time. Any other mask that varies
-only over batch and keys goes here instead, and is checked when it runs: when, for every batch element, the
-keys it lets through form a prefix of each token set (the usual case: padding at the end), the call becomes
-`joint_attention` with those lengths; otherwise the exact reference runs with the mask as an additive per-key
-bias, which is the unfused graph's function for any such mask. The check costs one device-to-host sync.
+only over batch and keys is checked when it runs, by two ops:
+
+- `jointattn::key_padding_lengths(key_mask, joint_key_mask, b, n, l) -> (lengths_n, lengths_l, is_prefix)`
+  counts the valid keys per batch element on the device and decides, with one device-to-host sync, whether
+  every mask is a prefix padding mask. `is_prefix` is a CPU bool tensor. The pass emits one such check per
+  distinct mask, so a model whose layers share one mask (Mochi: 48 layers) syncs once per forward.
+- `jointattn::masked_joint_attention(q, k, v, joint_q, joint_k, joint_v, key_mask, joint_key_mask, lengths_n,
+  lengths_l, is_prefix, scale, runtime)` reads the CPU flag (free): when the masks are prefixes it runs
+  `joint_attention` with the lengths, otherwise the exact reference with the masks as an additive per-key
+  bias, which is the unfused graph's function for any such mask.
 
 A boolean mask lets through True entries. A float mask is additive, as in SDPA; it counts as padding only
 when every entry is 0 (key exists) or at most `ABSENT_KEY_BIAS` (-inf or finfo.min: key absent).
@@ -18,10 +23,7 @@ from torch import Tensor
 
 from .op import _check_call, _empty_outputs
 from .reference import reference_backward, reference_forward
-from .registry import RUNTIME_NAMES
-from .validation import check_options
 
-OP_NAME = "jointattn::masked_joint_attention"
 # Additive mask entries at or below this mean "this key does not exist" (covers -inf and finfo(bf16/fp16/fp32).min):
 # exp(score + bias) is exactly 0 in float32 for any finite score of attention-sized magnitude.
 ABSENT_KEY_BIAS = -1.0e30
@@ -29,10 +31,9 @@ ABSENT_KEY_BIAS = -1.0e30
 
 def _per_key(mask: Tensor, b: int, size: int, name: str) -> Tensor:
     """A mask broadcastable to [b, 1, 1, size] as [b, size]."""
+    expected = f"{name} must broadcast to [b={b}, 1, 1, {size}]; got {tuple(mask.shape)}"
     if mask.dim() > 4:
-        raise ValueError(
-            f"masked_joint_attention: {name} must broadcast to [b={b}, 1, 1, {size}]; got {tuple(mask.shape)}"
-        )
+        raise ValueError(f"masked_joint_attention: {expected}")
     padded = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))
     if (
         padded.shape[1] != 1
@@ -40,36 +41,57 @@ def _per_key(mask: Tensor, b: int, size: int, name: str) -> Tensor:
         or padded.shape[0] not in (1, b)
         or padded.shape[3] not in (1, size)
     ):
-        raise ValueError(
-            f"masked_joint_attention: {name} must broadcast to [b={b}, 1, 1, {size}]; got {tuple(mask.shape)}"
-        )
+        raise ValueError(f"masked_joint_attention: {expected}")
     return padded.expand(b, 1, 1, size).reshape(b, size)
 
 
-def key_mask_analysis(mask: Tensor, b: int, size: int, name: str):
-    """(valid lengths [b], is-a-prefix-padding-mask flag (0-d bool tensor), additive bias [b, size] float32)."""
+def _validity(mask: Tensor, b: int, size: int, name: str):
+    """(valid [b, size] bool, whether the mask is pure padding (0-d bool), additive bias [b, size] float32)."""
     m = _per_key(mask, b, size, name)
     if m.dtype == torch.bool:
-        valid, pure = m, torch.ones((), dtype=torch.bool, device=m.device)
         bias = torch.zeros(m.shape, dtype=torch.float32, device=m.device).masked_fill(~m, float("-inf"))
-    else:
-        valid = m == 0
-        pure = (valid | (m <= ABSENT_KEY_BIAS)).all()
-        bias = m.float()
+        return m, torch.ones((), dtype=torch.bool, device=m.device), bias
+    valid = m == 0
+    return valid, (valid | (m <= ABSENT_KEY_BIAS)).all(), m.float()
+
+
+def _prefix_lengths(mask: Tensor, b: int, size: int, name: str):
+    valid, pure = _validity(mask, b, size, name)[:2]
     lengths = valid.sum(-1)
-    prefix = (torch.arange(size, device=m.device)[None, :] < lengths[:, None]) == valid
-    return lengths, pure & prefix.all(), bias
+    prefix = (torch.arange(size, device=valid.device)[None, :] < lengths[:, None]) == valid
+    return lengths, pure & prefix.all()
 
 
-def _analyse(q, joint_q, key_mask, joint_key_mask):
+@torch.library.custom_op("jointattn::key_padding_lengths", mutates_args=())
+def key_padding_lengths(
+    key_mask: Tensor,
+    joint_key_mask: Tensor,
+    b: int,
+    n: int,
+    l: int,  # noqa: E741
+) -> tuple[Tensor, Tensor, Tensor]:
+    lengths_n, ok_n = _prefix_lengths(key_mask, b, n, "key_mask")
+    lengths_l, ok_l = _prefix_lengths(joint_key_mask, b, l, "joint_key_mask")
+    return lengths_n, lengths_l, (ok_n & ok_l).cpu()  # the one host sync
+
+
+@key_padding_lengths.register_fake
+def _(key_mask, joint_key_mask, b, n, l):  # noqa: E741
+    return (
+        key_mask.new_empty((b,), dtype=torch.int64),
+        key_mask.new_empty((b,), dtype=torch.int64),
+        torch.empty((), dtype=torch.bool, device="cpu"),
+    )
+
+
+def _key_bias(q, joint_q, key_mask, joint_key_mask) -> Tensor:
     b, n, l = q.shape[0], q.shape[2], joint_q.shape[2]  # noqa: E741
-    len_n, ok_n, bias_n = key_mask_analysis(key_mask, b, n, "key_mask")
-    len_l, ok_l, bias_l = key_mask_analysis(joint_key_mask, b, l, "joint_key_mask")
-    use_lengths = bool(ok_n & ok_l)  # the one host sync
-    return use_lengths, len_n, len_l, torch.cat([bias_n, bias_l], dim=1)
+    return torch.cat(
+        [_validity(key_mask, b, n, "key_mask")[2], _validity(joint_key_mask, b, l, "joint_key_mask")[2]], 1
+    )
 
 
-@torch.library.custom_op(OP_NAME, mutates_args=())
+@torch.library.custom_op("jointattn::masked_joint_attention", mutates_args=())
 def masked_joint_attention(
     q: Tensor,
     k: Tensor,
@@ -79,16 +101,19 @@ def masked_joint_attention(
     joint_v: Tensor,
     key_mask: Tensor,
     joint_key_mask: Tensor,
+    lengths_n: Tensor,
+    lengths_l: Tensor,
+    is_prefix: Tensor,
     scale: float | None = None,
     runtime: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor]:
-    shape = _check_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, None, None, runtime)
-    use_lengths, len_n, len_l, bias = _analyse(q, joint_q, key_mask, joint_key_mask)
-    if use_lengths:
+    shape = _check_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, lengths_n, lengths_l, runtime)
+    if bool(is_prefix):  # a CPU tensor: no sync
         return torch.ops.jointattn.joint_attention(
-            q, k, v, joint_q, joint_k, joint_v, "rear", scale, len_n, len_l, runtime
+            q, k, v, joint_q, joint_k, joint_v, "rear", scale, lengths_n, lengths_l, runtime
         )
     out, joint_out, lse = _empty_outputs(q, shape)
+    bias = _key_bias(q, joint_q, key_mask, joint_key_mask)
     o, jo, m = reference_forward(
         q, k, v, joint_q, joint_k, joint_v, scale if scale is not None else shape.dh**-0.5, bias
     )
@@ -99,26 +124,51 @@ def masked_joint_attention(
 
 
 @masked_joint_attention.register_fake
-def _(q, k, v, joint_q, joint_k, joint_v, key_mask, joint_key_mask, scale=None, runtime="auto"):
-    check_options("rear", scale, runtime, RUNTIME_NAMES)
+def _(
+    q,
+    k,
+    v,
+    joint_q,
+    joint_k,
+    joint_v,
+    key_mask,
+    joint_key_mask,
+    lengths_n,
+    lengths_l,
+    is_prefix,
+    scale=None,
+    runtime="auto",
+):
     return _empty_outputs(
-        q, _check_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, None, None, runtime)
+        q, _check_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, lengths_n, lengths_l, runtime)
     )
 
 
-def _setup_context(ctx, inputs, output):
-    q, k, v, joint_q, joint_k, joint_v, key_mask, joint_key_mask, scale, runtime = inputs
-    ctx.save_for_backward(q, k, v, joint_q, joint_k, joint_v, key_mask, joint_key_mask, *output)
-    ctx.scale, ctx.runtime = scale, runtime
-
-
-def _backward(ctx, grad_out, grad_joint_out, grad_lse):
-    q, k, v, joint_q, joint_k, joint_v, key_mask, joint_key_mask, out, joint_out, lse = ctx.saved_tensors
-    grad_out = grad_out if grad_out is not None else torch.zeros_like(out)
-    grad_joint_out = grad_joint_out if grad_joint_out is not None else torch.zeros_like(joint_out)
-    use_lengths, len_n, len_l, bias = _analyse(q, joint_q, key_mask, joint_key_mask)
-    if use_lengths:
-        grads = torch.ops.jointattn.joint_attention_backward(
+@torch.library.custom_op("jointattn::masked_joint_attention_backward", mutates_args=())
+def masked_joint_attention_backward(
+    grad_out: Tensor,
+    grad_joint_out: Tensor,
+    grad_lse: Tensor | None,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    joint_q: Tensor,
+    joint_k: Tensor,
+    joint_v: Tensor,
+    key_mask: Tensor,
+    joint_key_mask: Tensor,
+    lengths_n: Tensor,
+    lengths_l: Tensor,
+    is_prefix: Tensor,
+    out: Tensor,
+    joint_out: Tensor,
+    lse: Tensor,
+    scale: float | None,
+    runtime: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The forward's branch, taken again on the same CPU flag (an op, so tracing never reads the flag)."""
+    if bool(is_prefix):
+        return torch.ops.jointattn.joint_attention_backward(
             grad_out,
             grad_joint_out,
             grad_lse,
@@ -131,18 +181,53 @@ def _backward(ctx, grad_out, grad_joint_out, grad_lse):
             out,
             joint_out,
             lse,
-            ctx.scale,
-            len_n,
-            len_l,
-            ctx.runtime,
+            scale,
+            lengths_n,
+            lengths_l,
+            runtime,
         )
-    else:
-        scale = ctx.scale if ctx.scale is not None else q.shape[-1] ** -0.5
-        grads = reference_backward(
-            grad_out, grad_joint_out, grad_lse, q, k, v, joint_q, joint_k, joint_v, scale, bias
-        )
-        grads = tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v, joint_q, joint_k, joint_v)))
-    return (*grads, None, None, None, None)
+    inputs = (q, k, v, joint_q, joint_k, joint_v)
+    bias = _key_bias(q, joint_q, key_mask, joint_key_mask)
+    scale = scale if scale is not None else q.shape[-1] ** -0.5
+    grads = reference_backward(grad_out, grad_joint_out, grad_lse, *inputs, scale, bias)
+    return tuple(torch.empty_like(t).copy_(g) for t, g in zip(inputs, grads))
+
+
+@masked_joint_attention_backward.register_fake
+def _(grad_out, grad_joint_out, grad_lse, q, k, v, joint_q, joint_k, joint_v, *rest):
+    return tuple(torch.empty_like(t) for t in (q, k, v, joint_q, joint_k, joint_v))
+
+
+def _setup_context(ctx, inputs, output):
+    (
+        q,
+        k,
+        v,
+        joint_q,
+        joint_k,
+        joint_v,
+        key_mask,
+        joint_key_mask,
+        lengths_n,
+        lengths_l,
+        is_prefix,
+        scale,
+        runtime,
+    ) = inputs
+    ctx.save_for_backward(
+        q, k, v, joint_q, joint_k, joint_v, key_mask, joint_key_mask, lengths_n, lengths_l, is_prefix, *output
+    )
+    ctx.scale, ctx.runtime = scale, runtime
+
+
+def _backward(ctx, grad_out, grad_joint_out, grad_lse):
+    *inputs, out, joint_out, lse = ctx.saved_tensors
+    grad_out = grad_out if grad_out is not None else torch.zeros_like(out)
+    grad_joint_out = grad_joint_out if grad_joint_out is not None else torch.zeros_like(joint_out)
+    grads = masked_joint_attention_backward(
+        grad_out, grad_joint_out, grad_lse, *inputs, out, joint_out, lse, ctx.scale, ctx.runtime
+    )
+    return (*grads, None, None, None, None, None, None, None)
 
 
 masked_joint_attention.register_autograd(_backward, setup_context=_setup_context)

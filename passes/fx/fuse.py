@@ -65,8 +65,9 @@ def fuse_joint_attention(gm: fx.GraphModule, *, runtime: str = "auto") -> Fusion
     resolver = PartResolver(build)
     report = FusionReport()
     unpadded = {}
+    shared_masks = {}
     for loop in find_unpad_loops(graph):
-        sdpa, rejoined = rewrite_unpad_loop(build, loop)
+        sdpa, rejoined = rewrite_unpad_loop(build, loop, shared_masks)
         unpadded[sdpa] = rejoined
         _prune(graph, [loop.batch_cat, *drop_unbacked_asserts(graph, loop)])
     for node in list(graph.nodes):
@@ -122,7 +123,9 @@ def _fuse(node: fx.Node, resolver: PartResolver, runtime: str) -> Decision:
     spatial = spatial_part(lengths)
     joint = 1 - spatial
     with build.graph.inserting_before(node):
-        op = _insert_op(build, sets, spatial, joint, padding, call.scale, runtime, lengths, q_shape[0])
+        op = _insert_op(
+            build, sets, spatial, joint, padding, call.scale, runtime, lengths, resolver.padding_checks
+        )
         parts = [None, None]
         parts[spatial] = build.call(operator.getitem, (op, 0))
         parts[joint] = build.call(operator.getitem, (op, 1))
@@ -174,14 +177,16 @@ def _is_integer(node) -> bool:
     )
 
 
-def _insert_op(build, sets, spatial, joint, padding, scale, runtime, lengths, batch):
+def _insert_op(build, sets, spatial, joint, padding, scale, runtime, lengths, checks):
     q, k, v = sets["q"].nodes, sets["k"].nodes, sets["v"].nodes
     tensors = (q[spatial], k[spatial], v[spatial], q[joint], k[joint], v[joint])
+    batch = build.size(q[spatial], 0)
     try:
         if padding is not None and any(p.kind == "check" for p in padding):
             masks = (padding[spatial].source, padding[joint].source)
+            check = _padding_check(build, checks, masks, batch, lengths[spatial], lengths[joint])
             return build.call(
-                torch.ops.jointattn.masked_joint_attention.default, (*tensors, *masks, scale, runtime)
+                torch.ops.jointattn.masked_joint_attention.default, (*tensors, *masks, *check, scale, runtime)
             )
         valid = [None, None]
         if padding is not None:
@@ -194,6 +199,14 @@ def _insert_op(build, sets, spatial, joint, padding, scale, runtime, lengths, ba
         )
     except (ValueError, TypeError) as e:
         raise _Refused(f"the op rejects these inputs: {e}") from e
+
+
+def _padding_check(build: GraphBuilder, checks: dict, masks, batch, n, l):  # noqa: E741
+    """One run-time prefix check per distinct pair of mask parts: layers sharing a mask share its one sync."""
+    if masks not in checks:
+        check = build.call(torch.ops.jointattn.key_padding_lengths.default, (*masks, batch, n, l))
+        checks[masks] = tuple(build.call(operator.getitem, (check, i)) for i in range(3))
+    return checks[masks]
 
 
 def _valid_lengths(build: GraphBuilder, lengths: fx.Node, size, batch) -> fx.Node:

@@ -55,6 +55,7 @@ class PartResolver:
         self._memo: dict[tuple[fx.Node, int], Parts | str] = {}
         self._slices: dict[tuple, fx.Node] = {}
         self._tuples: dict[tuple[fx.Node, int], fx.Node] = {}
+        self.padding_checks: dict = {}  # (mask part, mask part) -> its run-time check's outputs (fuse.py)
 
     def resolve(self, node: fx.Node, axis: int) -> Parts | str:
         """The token sets of `node` along `axis`, or a sentence saying why it is not a concat of them."""

@@ -193,35 +193,48 @@ def _mask_row(idx: fx.Node):
     return mask, i, nz
 
 
-def rewrite_unpad_loop(build: GraphBuilder, loop: UnpadLoop) -> tuple[fx.Node, fx.Node]:
-    """Replaces the loop by the batched masked attention; returns the new SDPA and the re-joined output."""
+def rewrite_unpad_loop(build: GraphBuilder, loop: UnpadLoop, shared: dict) -> tuple[fx.Node, fx.Node]:
+    """Replaces the loop by the batched masked attention; returns the new SDPA and the re-joined output.
+
+    `shared` keeps the key-padding mask built from each mask input, so that every layer reading the same
+    mask uses the same mask node (and the fusion then emits a single run-time check for all of them)."""
     s = loop.sample
     graph = build.graph
+    order = (lambda d, g: [d, g]) if s.dense_first else (lambda d, g: [g, d])
     with graph.inserting_before(loop.batch_cat):
-        order = (lambda d, g: [d, g]) if s.dense_first else (lambda d, g: [g, d])
         q, k, v = (build.call(torch.cat, (order(d, g),), {"dim": 2}) for d, g in zip(s.dense, s.gathered))
-        text_valid = build.call(torch.ne, (s.mask, 0))
         n = build.size(s.dense[0], 2)
-        dense_valid = build.call("new_ones", (text_valid, (build.size(s.mask, 0), n)), method=True)
-        key_valid = build.call(torch.cat, (order(dense_valid, text_valid), 1), {})
-        mask = build.call(operator.getitem, (key_valid, (slice(None), None, None, slice(None))))
+    key = (s.mask, s.dense_first, shape(s.dense[0])[2])
+    if key not in shared:
+        with graph.inserting_before(_latest(graph, [s.mask, s.dense[0]]).next):
+            text_valid = build.call(torch.ne, (s.mask, 0))
+            dense_valid = build.call(
+                "new_ones", (text_valid, (build.size(s.mask, 0), build.size(s.dense[0], 2))), method=True
+            )
+            key_valid = build.call(torch.cat, (order(dense_valid, text_valid), 1), {})
+            mask = build.call(operator.getitem, (key_valid, (slice(None), None, None, slice(None))))
+        shared[key] = (text_valid, mask)
+    text_valid, mask = shared[key]
+    with graph.inserting_before(loop.batch_cat):
         o = build.call(F.scaled_dot_product_attention, (q, k, v), {"attn_mask": mask, "scale": s.scale})
         total = build.size(o, 2)
+        text_len = build.size(s.mask, 1)
         if s.dense_first:
-            dense, text = (
-                build.call(torch.ops.aten.slice.Tensor, (o, 2, 0, n)),
-                build.call(torch.ops.aten.slice.Tensor, (o, 2, n, total)),
-            )
+            dense = build.call(torch.ops.aten.slice.Tensor, (o, 2, 0, n))
+            text = build.call(torch.ops.aten.slice.Tensor, (o, 2, n, total))
         else:
-            text_len = build.size(s.mask, 1)
-            text, dense = (
-                build.call(torch.ops.aten.slice.Tensor, (o, 2, 0, text_len)),
-                build.call(torch.ops.aten.slice.Tensor, (o, 2, text_len, total)),
-            )
+            text = build.call(torch.ops.aten.slice.Tensor, (o, 2, 0, text_len))
+            dense = build.call(torch.ops.aten.slice.Tensor, (o, 2, text_len, total))
         text = build.call(compact_valid_rows, (text, text_valid))
         out = build.call(torch.cat, (order(dense, text),), {"dim": 2})
     loop.batch_cat.replace_all_uses_with(out)
     return o, out
+
+
+def _latest(graph: fx.Graph, nodes) -> fx.Node:
+    """The node of `nodes` that comes last in the graph (a point where all of them exist)."""
+    position = {n: i for i, n in enumerate(graph.nodes)}
+    return max(nodes, key=position.__getitem__)
 
 
 def drop_unbacked_asserts(graph: fx.Graph, loop: UnpadLoop) -> list[fx.Node]:
