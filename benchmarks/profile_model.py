@@ -76,7 +76,7 @@ def main(argv=None):
             capture_dynamic_output_shape_ops=(args.model == "mochi" and backend == "jointattn")
         ):
             compiled = torch.compile(model, backend=backend)
-            result[backend] = _profile(lambda: compiled(**inputs))
+            result[backend] = _profile(lambda compiled=compiled: compiled(**inputs))
         print(backend, json.dumps(result[backend], indent=1), flush=True)
     if os.environ.get("OUT"):
         pathlib.Path(os.environ["OUT"], f"profile-{args.model}.json").write_text(json.dumps(result, indent=1))

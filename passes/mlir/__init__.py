@@ -1,0 +1,19 @@
+"""The MLIR path's passes (xDSL), over torch-mlir's torch dialect; `jointattn-opt` runs them.
+
+- `fuse_joint_attention.py`: `fuse-joint-attention{emit=jointattn|operator remarks=true}`, the MLIR twin of the
+  FX pass (matching in `joint_match.py`, `sequence_parts.py`, `key_padding.py`; rules in `passes/rules.py`).
+- `lower_joint_attention.py`: `lower-joint-attention{target=ttnn|triton}`.
+- `dialects/`: torch (torch-mlir's syntax), jointattn, ttnn, jointattn_triton, and the parsing context.
+Import -> passes -> emitted Python: `compiler/mlir_import.py`, `compiler/opt_main.py`, `compiler/mlir_emit.py`.
+"""
+
+from .fuse_joint_attention import FuseJointAttentionPass, FusionDecision, fuse_joint_attention
+from .lower_joint_attention import LowerJointAttentionPass, lower_joint_attention
+
+__all__ = [
+    "FuseJointAttentionPass",
+    "FusionDecision",
+    "fuse_joint_attention",
+    "LowerJointAttentionPass",
+    "lower_joint_attention",
+]
