@@ -78,19 +78,6 @@ def ring_schedule(rank: int, world_size: int) -> tuple[RingStep, ...]:
     return tuple(steps)
 
 
-def merge_guarded(out_a: Tensor, lse_a: Tensor, out_b: Tensor, lse_b: Tensor) -> tuple[Tensor, Tensor]:
-    """`merge_partials` with finite gradients where both sides are -inf.
-
-    Such rows (no valid key seen yet: a fully padded shard before the joint keys arrive) make logaddexp's
-    gradient NaN, which the op's backward would spread to every key. They are merged as 0 inside and
-    restored to -inf outside; their outputs are 0 either way (the op's value for a row without keys).
-    """
-    empty = torch.isneginf(lse_a) & torch.isneginf(lse_b)
-    zero = torch.zeros_like(lse_a)
-    out, lse = merge_partials(out_a, torch.where(empty, zero, lse_a), out_b, torch.where(empty, zero, lse_b))
-    return out, torch.where(empty, lse_a, lse)
-
-
 def heads_last(x: Tensor) -> Tensor:
     """[b, nh, S, dh] laid out as [b, S, nh, dh] (the op's output layout: model code's
     `transpose(1, 2).reshape(b, S, nh * dh)` is then a view)."""
@@ -117,7 +104,7 @@ def _merge_joint_partials(joint_out: Tensor, joint_lse: Tensor, gather, acc: tor
     gathered = gather(packed)  # [P, b, nh, L, dh + 1]
     out, lse = gathered[0, ..., :-1], gathered[0, ..., -1].float()
     for source in range(1, gathered.shape[0]):
-        out, lse = merge_guarded(out, lse, gathered[source, ..., :-1], gathered[source, ..., -1].float())
+        out, lse = merge_partials(out, lse, gathered[source, ..., :-1], gathered[source, ..., -1].float())
     return out, lse
 
 
@@ -171,7 +158,7 @@ def ring_attention_steps(
         if out_acc is None:
             out_acc, lse_acc = out.to(acc), lse[..., :n_local]
         else:
-            out_acc, lse_acc = merge_guarded(out_acc, lse_acc, out, lse[..., :n_local])
+            out_acc, lse_acc = merge_partials(out_acc, lse_acc, out, lse[..., :n_local])
         if step.joint_rows == "keep":
             joint_partial = (joint_out, lse[..., n_local:])
         if not last:

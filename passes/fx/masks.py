@@ -10,11 +10,11 @@ Per token set, a mask part is one of:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch.fx as fx
 
+from ...runtime.masked_op import ABSENT_KEY_BIAS
 from .nodes import arg, op_name, same, shape, val
 
 # View-like ops that change how a validity vector broadcasts, never its values along the key axis.
@@ -98,7 +98,7 @@ def classify(mask_part: fx.Node, size) -> KeyPadding:
                 return KeyPadding("lengths", mask_part, lengths)
     if name == "where" and len(node.args) == 3:
         zero, absent = _as_number(node.args[1]), _as_number(node.args[2])
-        if zero == 0 and absent is not None and (absent == -math.inf or absent <= -1.0e30):
+        if zero == 0 and absent is not None and absent <= ABSENT_KEY_BIAS:
             inner = classify(node.args[0], size)
             if inner.kind != "check":
                 return KeyPadding(inner.kind, mask_part, inner.lengths)

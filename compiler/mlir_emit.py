@@ -1,0 +1,348 @@
+"""Turns a torch-dialect module (fused, lowered or neither) into a runnable Python function, so the MLIR path is
+executed and checked against eager, not only printed.
+
+Entry points: `compile_module(text, func_name="main") -> callable` (the callable has `.source`, the generated
+Python) and `emit_python(module, ctx) -> str`. `jointattn-opt -t python` prints the same source.
+
+What each op becomes:
+- `torch.constant.*` -> a Python literal inlined at its uses; `torch.prim.ListConstruct` -> a list literal;
+  `torch.prim.ListUnpack` -> tuple unpacking; `torch.vtensor.literal` -> a tensor decoded at compile time (dense
+  elements or a `dense_resource` blob of the module);
+- any other generated torch op `torch.<ns>.<name>[.<overload>]` -> `torch.ops.<ns>.<name>.<overload>`, its
+  operands bound to the ATen schema (keyword-only arguments by name); `aten.view` runs as `aten.reshape`
+  (a vtensor view is a value: eager `view` would also demand compatible strides);
+- `torch.operator "torch.ns.op"` -> `torch.ops.ns.op.default` (so `torch.jointattn.joint_attention` runs the op,
+  runtime "auto");
+- `jointattn.joint_attention` -> `jointattn.joint_attention(...)` (the public op wrapper);
+- `ttnn.joint_scaled_dot_product_attention` -> `jointattn.runtime.ttnn.lowering.joint_sdpa(...)` with the IR's
+  chunk sizes, inside `config.overrides(...)` carrying the IR's compute-kernel settings (real ttnn, or its CPU
+  emulation under `JOINTATTN_TTNN=emulate`);
+- `jointattn_triton.launch_forward` -> outputs allocated in the op's [b, S, nh, dh] memory order, then
+  `jointattn.runtime.triton_runtime.launch_forward(...)` with the IR's `LaunchConfig` (Triton's interpreter
+  on CPU when `TRITON_INTERPRET=1`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from xdsl.context import Context
+from xdsl.dialect_interfaces.op_asm import OpAsmDialectInterface
+from xdsl.dialects.builtin import (
+    BFloat16Type,
+    DenseIntOrFPElementsAttr,
+    DenseResourceAttr,
+    Float16Type,
+    Float32Type,
+    Float64Type,
+    IntegerType,
+    ModuleOp,
+    Signedness,
+)
+from xdsl.dialects.func import CallOp, FuncOp, ReturnOp
+from xdsl.ir import Operation, SSAValue
+
+from ..passes.mlir.dialects import JointAttentionOp, JointSDPAOp, LaunchForwardOp, make_context, parse_module
+from ..passes.mlir.dialects.joint_op_base import JointOpBase
+from ..passes.mlir.dialects.torch_ops import (
+    ConstantBoolOp,
+    ConstantDeviceOp,
+    ConstantFloatOp,
+    ConstantIntOp,
+    ConstantNoneOp,
+    ConstantStrOp,
+    OperatorOp,
+    PrimDeviceOp,
+    PrimListConstructOp,
+    PrimListUnpackOp,
+    ValueTensorLiteralOp,
+)
+
+
+def compile_module(text: str, func_name: str = "main") -> Callable:
+    """A Python function computing `func_name` of the MLIR module `text`.
+
+    Args:
+        text: MLIR text in the dialects `jointattn-opt` knows (torch-mlir's import, or any pass output).
+        func_name: the `func.func` to return; the others are compiled too, for `func.call`.
+
+    Returns:
+        A function taking the func's arguments (torch tensors and Python scalars) and returning its result (one
+        value) or a tuple of its results; `.source` holds the generated Python.
+    """
+    ctx = make_context()
+    module = parse_module(text, ctx)
+    source, constants = _emit(module, ctx)
+    namespace = {**constants, **_runtime_namespace(module), "torch": torch, "math": math}
+    exec(compile(source, f"<jointattn mlir module {func_name}>", "exec"), namespace)
+    if func_name not in namespace:
+        raise ValueError(f"compile_module: the module has no func.func @{func_name}")
+    function = namespace[func_name]
+    function.source = source
+    return function
+
+
+def emit_python(module: ModuleOp, ctx: Context) -> str:
+    """The Python source `compile_module` runs (tensor literals appear as `_const<N>` names)."""
+    return _emit(module, ctx)[0]
+
+
+def joint_outputs(q: torch.Tensor, joint_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Outputs for a kernel launch, laid out as the op lays them out: [b, S, nh, dh] memory viewed as
+    [b, nh, S, dh], and lse [b, nh, N+L] float32."""
+    b, nh, n, dh = q.shape
+    length = joint_q.shape[2]
+    out = q.new_empty((b, n, nh, dh)).transpose(1, 2)
+    joint_out = q.new_empty((b, length, nh, dh)).transpose(1, 2)
+    lse = q.new_empty((b, nh, n + length), dtype=torch.float32)
+    return out, joint_out, lse
+
+
+def _runtime_namespace(module: ModuleOp) -> dict:
+    """Imports only what the module needs: ttnn's lowering, the Triton runtime, the op."""
+    names: dict = {"joint_outputs": joint_outputs}
+    ops = list(module.walk())
+    if any(isinstance(op, JointAttentionOp) for op in ops):
+        import jointattn
+
+        names["jointattn"] = jointattn
+    if any(isinstance(op, OperatorOp) and op.op_name.data.startswith("torch.jointattn.") for op in ops):
+        import jointattn  # noqa: F401  (registers torch.ops.jointattn)
+    if any(isinstance(op, JointSDPAOp) for op in ops):
+        from jointattn.runtime.ttnn import config, lowering
+
+        names["ttnn_lowering"] = lowering
+        names["ttnn_config"] = config
+    if any(isinstance(op, LaunchForwardOp) for op in ops):
+        from jointattn.kernels.configs import LaunchConfig
+        from jointattn.runtime import triton_runtime
+
+        names["triton_runtime"] = triton_runtime
+        names["LaunchConfig"] = LaunchConfig
+    return names
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+class _Emitter:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.lines: list[str] = []
+        self.constants: dict[str, torch.Tensor] = {}
+        self.names: dict[SSAValue, str] = {}
+        self.counter = 0
+
+    # -- values -------------------------------------------------------------------------------------------
+    def fresh(self, value: SSAValue) -> str:
+        name = f"v{self.counter}"
+        self.counter += 1
+        self.names[value] = name
+        return name
+
+    def expr(self, value: SSAValue) -> str:
+        """A Python expression for `value`: constants and lists inline, everything else by name."""
+        if value in self.names:
+            return self.names[value]
+        owner = value.owner
+        if isinstance(owner, ConstantIntOp):
+            return str(owner.value.value.data)
+        if isinstance(owner, ConstantFloatOp):
+            return _float_literal(owner.value.value.data)
+        if isinstance(owner, ConstantBoolOp):
+            return str(owner.bool_value)
+        if isinstance(owner, ConstantNoneOp):
+            return "None"
+        if isinstance(owner, ConstantStrOp):
+            return repr(owner.value.data)
+        if isinstance(owner, ConstantDeviceOp):
+            return f"torch.device({owner.value.data!r})"
+        if isinstance(owner, PrimListConstructOp):
+            return "[" + ", ".join(self.expr(e) for e in owner.elements) + "]"
+        raise NotImplementedError(f"mlir_emit: value {value} has no Python name (defined by {owner})")
+
+    # -- ops ------------------------------------------------------------------------------------------------
+    def function(self, func: FuncOp) -> None:
+        args = [self.fresh_arg(a, i) for i, a in enumerate(func.body.block.args)]
+        self.lines.append(f"def {func.sym_name.data}({', '.join(args)}):")
+        for op in func.body.block.ops:
+            self.op(op)
+        self.lines.append("")
+
+    def fresh_arg(self, value: SSAValue, index: int) -> str:
+        self.names[value] = f"arg{index}"
+        return f"arg{index}"
+
+    def emit(self, line: str) -> None:
+        self.lines.append("    " + line)
+
+    def op(self, op: Operation) -> None:
+        inline = (
+            ConstantIntOp,
+            ConstantFloatOp,
+            ConstantBoolOp,
+            ConstantNoneOp,
+            ConstantStrOp,
+            ConstantDeviceOp,
+        )
+        if isinstance(op, (*inline, PrimListConstructOp)):
+            return
+        if isinstance(op, ReturnOp):
+            values = [self.expr(v) for v in op.arguments]
+            self.emit("return " + ", ".join(values))
+        elif isinstance(op, CallOp):
+            self.assign(op, f"{op.callee.string_value()}({', '.join(self.expr(v) for v in op.arguments)})")
+        elif isinstance(op, PrimListUnpackOp):
+            self.assign(op, f"tuple({self.expr(op.operand)})")
+        elif isinstance(op, PrimDeviceOp):
+            self.assign(op, f"{self.expr(op.a)}.device")
+        elif isinstance(op, ValueTensorLiteralOp):
+            name = f"_const{len(self.constants)}"
+            self.constants[name] = self.literal(op)
+            self.names[op.result] = name
+        elif isinstance(op, OperatorOp):
+            namespace, _, name = op.op_name.data.removeprefix("torch.").partition(".")
+            self.assign(op, _call(_resolve(namespace, name), [self.expr(a) for a in op.args]))
+        elif isinstance(op, JointOpBase):
+            self.joint(op)
+        elif op.name.startswith("torch."):
+            namespace, _, name = op.name.removeprefix("torch.").partition(".")
+            self.assign(op, _call(_resolve(namespace, name), [self.expr(a) for a in op.operands]))
+        else:
+            raise NotImplementedError(f"mlir_emit: no Python for op {op.name}")
+
+    def assign(self, op: Operation, expression: str) -> None:
+        targets = [self.fresh(r) for r in op.results]
+        if not targets:
+            self.emit(expression)
+        elif len(targets) == 1 and not isinstance(op, PrimListUnpackOp):
+            self.emit(f"{targets[0]} = {expression}")
+        else:
+            self.emit(f"{', '.join(targets)}{',' if len(targets) == 1 else ''} = {expression}")
+
+    def joint(self, op: JointOpBase) -> None:
+        tensors = ", ".join(self.expr(t) for t in op.tensors)
+        lengths = {
+            n: "None" if getattr(op, n) is None else self.expr(getattr(op, n))
+            for n in ("logical_n", "logical_l")
+        }
+        scale = _float_literal(op.scale_value)
+        if isinstance(op, JointAttentionOp):
+            self.assign(
+                op,
+                f"jointattn.joint_attention({tensors}, scale={scale}, logical_n={lengths['logical_n']}, "
+                f"logical_l={lengths['logical_l']})",
+            )
+        elif isinstance(op, JointSDPAOp):
+            program = op.program_config.values()
+            settings = {**op.compute_kernel_config.values(), "exp_approx_mode": program["exp_approx_mode"]}
+            self.emit(f"with ttnn_config.overrides({', '.join(f'{k}={v!r}' for k, v in settings.items())}):")
+            targets = [self.fresh(r) for r in op.results]
+            self.emit(
+                f"    {', '.join(targets)} = ttnn_lowering.joint_sdpa({tensors}, scale={scale}, "
+                f"logical_n={lengths['logical_n']}, logical_l={lengths['logical_l']}, "
+                f"q_chunk_size={program['q_chunk_size']}, k_chunk_size={program['k_chunk_size']})"
+            )
+        elif isinstance(op, LaunchForwardOp):
+            targets = [self.fresh(r) for r in op.results]
+            config = ", ".join(f"{k}={v}" for k, v in op.config.values().items())
+            self.emit(f"{', '.join(targets)} = joint_outputs({self.expr(op.q)}, {self.expr(op.joint_q)})")
+            self.emit(
+                f"triton_runtime.launch_forward({tensors}, {', '.join(targets)}, {scale}, "
+                f"logical_n={lengths['logical_n']}, logical_l={lengths['logical_l']}, config=LaunchConfig({config}))"
+            )
+        else:
+            raise NotImplementedError(f"mlir_emit: no Python for op {op.name}")
+
+    def literal(self, op: ValueTensorLiteralOp) -> torch.Tensor:
+        value, result_type = op.value, op.result.type
+        dtype = torch_dtype(result_type.element_type)
+        shape = list(result_type.shape)
+        if isinstance(value, DenseResourceAttr):
+            interface = self.ctx.get_dialect("builtin").get_interface(OpAsmDialectInterface)
+            blob = interface.lookup(value.resource_handle.data) if interface else None
+            if not blob:
+                raise ValueError(
+                    f"mlir_emit: the module has no data for dense_resource {value.resource_handle.data}"
+                )
+            data = bytearray(bytes.fromhex(blob[2:])[4:])  # the first 4 bytes are the blob's alignment
+            return (
+                torch.frombuffer(data, dtype=dtype).reshape(shape).clone()
+                if data
+                else torch.empty(shape, dtype=dtype)
+            )
+        if isinstance(value, DenseIntOrFPElementsAttr):
+            values = list(value.get_values())
+            if dtype == torch.bool:
+                values = [v != 0 for v in values]
+            return torch.tensor(values, dtype=dtype).reshape(shape)
+        raise NotImplementedError(f"mlir_emit: tensor literal {value}")
+
+
+def _emit(module: ModuleOp, ctx: Context) -> tuple[str, dict[str, torch.Tensor]]:
+    emitter = _Emitter(ctx)
+    for op in module.ops:
+        if isinstance(op, FuncOp):
+            emitter.function(op)
+    return "\n".join(emitter.lines), emitter.constants
+
+
+def _float_literal(value: float) -> str:
+    if math.isinf(value):
+        return "math.inf" if value > 0 else "-math.inf"
+    if math.isnan(value):
+        return "math.nan"
+    return repr(value)
+
+
+# torch-mlir's value-semantic ops whose eager ATen namesake needs something the IR does not promise.
+_VALUE_SEMANTIC = {
+    # `view` of a vtensor is a value; eager `aten.view` also needs compatible strides (the op's outputs are
+    # [b, S, nh, dh] in memory), so run it as `reshape`, which copies only when it must.
+    "aten.view": "aten.reshape",
+}
+
+
+def _resolve(namespace: str, name: str):
+    """torch-mlir's `ns.name[.overload]` -> the `torch.ops` overload object."""
+    namespace, _, name = _VALUE_SEMANTIC.get(f"{namespace}.{name}", f"{namespace}.{name}").partition(".")
+    packet_name, _, overload = name.partition(".")
+    try:
+        return getattr(getattr(getattr(torch.ops, namespace), packet_name), overload or "default")
+    except (AttributeError, RuntimeError) as e:
+        raise NotImplementedError(f"mlir_emit: no torch op {namespace}::{name} to run ({e})") from e
+
+
+def _call(overload, args: list[str]) -> str:
+    """`torch.ops.ns.name.overload(positional..., keyword=...)` bound to the overload's schema."""
+    schema = overload._schema
+    if len(args) != len(schema.arguments):
+        raise ValueError(
+            f"mlir_emit: {schema.name} takes {len(schema.arguments)} arguments; the IR gives {len(args)}"
+        )
+    positional = [a for a, s in zip(args, schema.arguments, strict=True) if not s.kwarg_only]
+    keywords = [f"{s.name}={a}" for a, s in zip(args, schema.arguments, strict=True) if s.kwarg_only]
+    namespace, name = schema.name.split("::")
+    target = f"torch.ops.{namespace}.{name}.{overload._overloadname}"
+    return f"{target}({', '.join(positional + keywords)})"
+
+
+def torch_dtype(element_type) -> torch.dtype:
+    if isinstance(element_type, Float32Type):
+        return torch.float32
+    if isinstance(element_type, Float16Type):
+        return torch.float16
+    if isinstance(element_type, BFloat16Type):
+        return torch.bfloat16
+    if isinstance(element_type, Float64Type):
+        return torch.float64
+    if isinstance(element_type, IntegerType):
+        width, signed = element_type.width.data, element_type.signedness.data
+        if width == 1:
+            return torch.bool
+        if signed == Signedness.UNSIGNED and width == 8:
+            return torch.uint8
+        return {8: torch.int8, 16: torch.int16, 32: torch.int32, 64: torch.int64}[width]
+    raise NotImplementedError(f"mlir_emit: no torch dtype for {element_type}")

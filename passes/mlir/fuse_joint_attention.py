@@ -1,0 +1,255 @@
+"""`fuse-joint-attention`: replaces cat -> scaled_dot_product_attention -> split in torch-dialect IR with one
+joint-attention op (the MLIR twin of the FX pass; both apply `passes/rules.py`).
+
+Entry points: `FuseJointAttentionPass` (options `emit`, `remarks`) for `jointattn-opt -p`, and
+`fuse_joint_attention(module, emit=...) -> list[FusionDecision]` for Python callers.
+
+Options:
+- `emit=jointattn` (default) writes the typed, verified `jointattn.joint_attention` (resolved scale, valid
+  lengths as `!torch.int` or `[b]` tensor operands);
+- `emit=operator` writes `torch.operator "torch.jointattn.joint_attention"(q, k, v, jq, jk, jv, "rear", scale,
+  logical_n, logical_l, "auto")`, exactly what torch-mlir's importer gives a module that calls the
+  `jointattn::joint_attention` op, so FX-fused and MLIR-fused IR agree and the result stays valid for
+  `torch-mlir-opt`;
+- `remarks=true` prints one line per SDPA on stderr: fused, or not fused and why (the rule's sentence).
+Matching is in `joint_match.py` (and `key_padding.py` for masks); a refused SDPA is left untouched.
+
+Rewrite: the token sets of q, k, v feed the op, the longer one as the spatial side (`rules.spatial_part`);
+position-wise ops between the concat and the SDPA (a permute from [B, S, H, D], RoPE) are replayed per token
+set (`sequence_parts.py`), position-dependent operands sliced to match; every cut of the old output is rebuilt on
+the matching op output (same layout ops, sequence size replaced, a narrower slice where the cut was a
+sub-range of a token set); then the SDPA and whatever only fed it or only read it are erased. A concat with
+another user stays for that user.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.func import FuncOp
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.pattern_rewriter import (
+    PatternRewriter,
+    PatternRewriteWalker,
+    RewritePattern,
+    op_type_rewrite_pattern,
+)
+from xdsl.traits import Pure
+from xdsl.utils.exceptions import PassFailedException
+
+from .dialects.joint_op_base import joint_result_types
+from .dialects.jointattn import JointAttentionOp
+from .dialects.torch_ops import (
+    AtenReshapeOp,
+    AtenScaledDotProductAttentionOp,
+    AtenViewOp,
+    OperatorOp,
+    PrimListConstructOp,
+)
+from .ir_values import const_int, shape_of
+from .joint_match import JointMatch, PartUse, match_joint_attention
+from .key_padding import Length
+from .sequence_parts import PartsBuilder, is_position_wise
+from .torch_builder import TorchBuilder
+
+EMIT_FORMS = ("jointattn", "operator")
+OPERATOR_NAME = "torch.jointattn.joint_attention"  # torch-mlir's name for the `jointattn::joint_attention` op
+
+
+@dataclass(frozen=True)
+class FusionDecision:
+    """What the pass did with one SDPA: `fused`, and the reason (or a summary of the match)."""
+
+    function: str
+    index: int  # the SDPA's position among the SDPAs of its function
+    fused: bool
+    reason: str
+
+    def remark(self) -> str:
+        verdict = "fused" if self.fused else "not fused"
+        return f"remark: fuse-joint-attention: @{self.function} SDPA #{self.index}: {verdict}: {self.reason}"
+
+
+@dataclass
+class FuseCatSdpaSplit(RewritePattern):
+    """cat -> SDPA -> cut(s) => one joint-attention op whose outputs feed the cuts' users."""
+
+    emit: str
+    labels: dict[Operation, tuple[str, int]]
+    decisions: list[FusionDecision] = field(default_factory=list)
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: AtenScaledDotProductAttentionOp, rewriter: PatternRewriter) -> None:
+        function, index = self.labels.get(op, ("?", -1))
+        match = match_joint_attention(op)
+        if isinstance(match, str):
+            self.decisions.append(FusionDecision(function, index, False, match))
+            return
+        _rewrite(match, self.emit, rewriter)
+        self.decisions.append(FusionDecision(function, index, True, _describe(match)))
+
+
+def fuse_joint_attention(module: ModuleOp, emit: str = "jointattn") -> list[FusionDecision]:
+    """Runs the fusion on `module` in place; returns one decision per SDPA, in source order."""
+    if emit not in EMIT_FORMS:
+        raise PassFailedException(
+            f"fuse-joint-attention: emit must be one of {', '.join(EMIT_FORMS)}; got {emit!r}"
+        )
+    pattern = FuseCatSdpaSplit(emit, _label_sdpas(module))
+    PatternRewriteWalker(pattern, apply_recursively=False).rewrite_module(module)
+    return sorted(pattern.decisions, key=lambda d: (d.function, d.index))
+
+
+@dataclass(frozen=True)
+class FuseJointAttentionPass(ModulePass):
+    """Fuses cat -> scaled_dot_product_attention -> split into one joint-attention op."""
+
+    name = "fuse-joint-attention"
+
+    emit: str = "jointattn"
+    remarks: bool = False
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        for decision in fuse_joint_attention(op, self.emit):
+            if self.remarks:
+                print(decision.remark(), file=sys.stderr)
+
+
+def _describe(match: JointMatch) -> str:
+    """The same summary the FX pass gives (`passes/fx/fuse.py`), so remarks and `explain` read alike."""
+    order = "spatial-first" if match.spatial == 0 else "text-first"
+    padded = any(length is not None for length in match.valid_lengths)
+    pad = "padding as valid lengths proven from the mask" if padded else "no padding"
+    used = sorted({use.where.part for use in match.uses})
+    outs = {2: "both outputs used", 0: "no per-set output"}.get(len(used)) or (
+        "only the first token set used" if used == [0] else "only the second token set used"
+    )
+    if match.whole_uses:
+        outs += f"; re-joined for {match.whole_uses} whole-sequence consumer(s)"
+    return f"token sets {list(match.lengths)} ({order}), {pad}, {outs}"
+
+
+def _label_sdpas(module: ModuleOp) -> dict[Operation, tuple[str, int]]:
+    labels = {}
+    for func in module.walk():
+        if isinstance(func, FuncOp):
+            sdpas = [o for o in func.walk() if isinstance(o, AtenScaledDotProductAttentionOp)]
+            labels.update({o: (func.sym_name.data, i) for i, o in enumerate(sdpas)})
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The rewrite.
+
+
+def _rewrite(match: JointMatch, emit: str, rewriter: PatternRewriter) -> None:
+    sdpa = match.sdpa
+    build = TorchBuilder(rewriter, sdpa)
+    parts = PartsBuilder(build)
+    tensors = [parts.part(plan, match.spatial) for plan in match.inputs]
+    tensors += [parts.part(plan, match.joint) for plan in match.inputs]
+    build.at(sdpa)
+    batch = shape_of(tensors[0])[0]
+    logical_n = _length_operand(
+        build, match.valid_lengths[match.spatial], match.lengths[match.spatial], batch, tensors[0], emit
+    )
+    logical_l = _length_operand(
+        build, match.valid_lengths[match.joint], match.lengths[match.joint], batch, tensors[0], emit
+    )
+    if emit == "jointattn":
+        fused = build.insert(
+            JointAttentionOp(tensors, scale=match.scale, logical_n=logical_n, logical_l=logical_l)
+        )
+    else:
+        args = [
+            *tensors,
+            build.str("rear"),
+            sdpa.scale,  # as the model wrote it: none (SDPA's default) or a constant
+            logical_n or build.none(),
+            logical_l or build.none(),
+            build.str("auto"),
+        ]
+        fused = build.insert(
+            OperatorOp(OPERATOR_NAME, args, joint_result_types(tensors[0].type, tensors[3].type))
+        )
+    outputs = {match.spatial: fused.results[0], match.joint: fused.results[1]}
+
+    rebuilt: dict[tuple[Operation, int], SSAValue] = {}
+    for use in match.uses:
+        value = _rebuild_chain(build, use, outputs[use.where.part], match, rebuilt)
+        size = match.lengths[use.where.part]
+        if (use.where.start, use.where.end) != (0, size):
+            value = build.at(use.cut).slice(value, use.seq_dim, use.where.start, use.where.end)
+        rewriter.replace_all_uses_with(use.value, value)
+    if sdpa.result.uses:  # consumers of the whole sequence get the two outputs concatenated back
+        joined = build.at(sdpa).cat([outputs[0], outputs[1]], 2, sdpa.result.type)
+        rewriter.replace_all_uses_with(sdpa.result, joined)
+
+    dead: list[Operation] = []
+    for use in match.uses:
+        dead += [u.operation for u in use.cut.results[0].uses] + [use.cut]
+        dead += [op for op, _ in reversed(use.chain)]
+    dead.append(sdpa)
+    for plan in match.inputs:
+        dead += plan.ops
+    for op in dead:
+        _erase_if_dead(op, rewriter)
+
+
+def _length_operand(build: TorchBuilder, length: Length, size: int, batch: int, like: SSAValue, emit: str):
+    """The op operand for one token set's valid length: None (all valid), an int, or a [b] int tensor."""
+    if length is None:
+        return None
+    if isinstance(length, int):
+        if emit == "jointattn":
+            return build.int(length)
+        return build.full_int64(batch, length, like)  # the torch op takes lengths as tensors only
+    value = length.value
+    if len(shape_of(value)) == 2:  # [b, 1] -> [b]
+        value = build.view(value, build.int_list([batch]), value.type.with_shape([batch]))
+    # Out-of-range lengths mean "all" / "none" in the unfused graph (arange(S) < length): clamp, don't fail.
+    return build.clamp(value, 0, size)
+
+
+def _rebuild_chain(
+    build: TorchBuilder, use: PartUse, value: SSAValue, match: JointMatch, rebuilt
+) -> SSAValue:
+    """Applies the use's layout ops to one part output (once per op and part), sequence size replaced."""
+    size = match.lengths[use.where.part]
+    total = sum(match.lengths)
+    for op, seq_dim in use.chain:
+        key = (op, use.where.part)
+        if key not in rebuilt:
+            shape = list(shape_of(op.results[0]))
+            shape[seq_dim] = size
+            result_type = op.results[0].type.with_shape(shape)
+            build.at(op)
+            operands = [value, *op.operands[1:]]
+            if isinstance(op, (AtenViewOp, AtenReshapeOp)):
+                elements = list(op.operands[1].owner.elements)
+                if const_int(elements[seq_dim]) == total:
+                    elements[seq_dim] = build.int(size)
+                    operands[1] = build.insert(PrimListConstructOp(elements, op.operands[1].type)).results[0]
+            rebuilt[key] = build.insert(type(op).build(operands, result_type)).results[0]
+        value = rebuilt[key]
+    return value
+
+
+def _erase_if_dead(op: Operation, rewriter: PatternRewriter) -> None:
+    """Erases `op` if nothing uses it and it has no side effects (Pure, or one of the position-wise ops the
+    rewrite replays), then does the same for what fed it."""
+    if op.parent is None or any(r.uses for r in op.results):
+        return
+    if not (op.has_trait(Pure) or is_position_wise(op)):
+        return
+    producers = [v.owner for v in op.operands if isinstance(v.owner, Operation)]
+    rewriter.erase(op)
+    for producer in producers:
+        _erase_if_dead(producer, rewriter)
+
+
+__all__ = ["FuseJointAttentionPass", "FusionDecision", "fuse_joint_attention", "EMIT_FORMS"]

@@ -1,0 +1,297 @@
+"""Recognizing joint attention around one `torch.aten.scaled_dot_product_attention` (the MLIR twin of the FX
+matcher in `passes/fx`; both apply `passes/rules.py`).
+
+Entry point: `match_joint_attention(sdpa) -> JointMatch | str` (the match, or the reason it is refused).
+It reads torch-dialect IR as torch-mlir's importer writes it (torch.export's ATen graph, where `transpose` is
+already a `permute`, `chunk`/`split` are `split_with_sizes` + `prim.ListUnpack` and `narrow` is a `slice`),
+and also the un-decomposed spellings (`transpose.int`, `split.Tensor`, `chunk`, `narrow`, `flatten`).
+
+What matches, per input (q, k, v): a concat of two token sets along the sequence dim, possibly below
+position-wise ops (`sequence_parts.resolve`): `cat([a, b], dim=2)` of `[B, H, S, D]` tensors, `cat([a, b],
+dim=1)` of `[B, S, H, D]` tensors followed by `permute(0, 2, 1, 3)` / `transpose(1, 2)`, RoPE or any other
+elementwise op applied to the whole concat; negative dims are normalized;
+and on the output, uses of the SDPA result that end, possibly after `permute`/`transpose`, `view`/`reshape`
+/`flatten`/`unflatten` that keep the sequence dim in place, and `contiguous`, in a cut along the sequence dim
+(`slice`, `narrow`, `split`, `split_with_sizes`, `chunk`) are mapped to the token set they lie in
+(`rules.locate_range`; a cut across the boundary refuses the whole match). Any other use needs the whole
+sequence: it is counted, and the rewrite concatenates the two op outputs back for it (as the FX pass does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jointattn.passes import rules
+from xdsl.ir import Operation, SSAValue
+
+from .dialects.torch_ops import (
+    AtenChunkOp,
+    AtenContiguousOp,
+    AtenFlattenUsingIntsOp,
+    AtenNarrowOp,
+    AtenPermuteOp,
+    AtenReshapeOp,
+    AtenScaledDotProductAttentionOp,
+    AtenSliceTensorOp,
+    AtenSplitSizesOp,
+    AtenSplitTensorOp,
+    AtenSplitWithSizesOp,
+    AtenTransposeIntOp,
+    AtenUnflattenIntOp,
+    AtenViewOp,
+    PrimListConstructOp,
+    PrimListUnpackOp,
+)
+from .dialects.torch_types import DYNAMIC
+from .ir_values import (
+    const_bool,
+    const_float,
+    const_int,
+    const_int_list,
+    is_none,
+    normalize_bound,
+    normalize_dim,
+    shape_of,
+)
+from .key_padding import Length, valid_lengths_from_mask
+from .sequence_parts import PartsPlan, resolve
+
+SPLIT_OPS = (AtenSplitTensorOp, AtenSplitWithSizesOp, AtenSplitSizesOp, AtenChunkOp)
+CUT_OPS = (AtenSliceTensorOp, AtenNarrowOp, *SPLIT_OPS)
+
+
+@dataclass(frozen=True)
+class PartUse:
+    """A value cut out of the SDPA output: the ops leading to it, and which token set and range it is."""
+
+    chain: tuple[tuple[Operation, int], ...]  # layout ops from the SDPA result to the cut, each with the
+    # sequence dim of its result
+    cut: Operation  # the slice/narrow/split op
+    value: SSAValue  # the value whose uses move to the fused op's output (a cut result or a list element)
+    seq_dim: int  # the sequence dim at the cut
+    where: rules.PartRange
+
+
+@dataclass(frozen=True)
+class JointMatch:
+    sdpa: AtenScaledDotProductAttentionOp
+    inputs: tuple[PartsPlan, PartsPlan, PartsPlan]  # q, k, v as concats of the token sets
+    lengths: tuple[int, int]
+    spatial: int  # which part becomes the op's spatial (q, k, v) side; the other is joint_*
+    scale: float  # resolved (SDPA's default 1/sqrt(dh) applied)
+    valid_lengths: tuple[Length, Length]  # per part, in source order
+    uses: tuple[PartUse, ...]
+    whole_uses: int  # uses that need the whole joint output (re-joined with a concat)
+
+    @property
+    def joint(self) -> int:
+        return 1 - self.spatial
+
+
+def match_joint_attention(sdpa: AtenScaledDotProductAttentionOp) -> JointMatch | str:
+    reason = _refuse_flags(sdpa)
+    if reason:
+        return reason
+    shapes = [shape_of(v) for v in (sdpa.query, sdpa.key, sdpa.value)]
+    if any(s is None for s in shapes):
+        return "q, k or v has an unknown rank"
+    reason = rules.refuse_shapes(*shapes)
+    if reason:
+        return reason
+    inputs = []
+    for name, value in (("q", sdpa.query), ("k", sdpa.key), ("v", sdpa.value)):
+        found = resolve(value, 2)
+        if isinstance(found, str):
+            return f"{name} {found}"
+        inputs.append(found)
+    reason = rules.refuse_part_lengths(*(i.lengths for i in inputs))
+    if reason:
+        return reason
+    lengths = inputs[0].lengths
+    if shapes[0][3] == DYNAMIC:
+        return "the head dim is not known at compile time"
+    scale = const_float(sdpa.scale)
+    if scale is None:
+        scale = shapes[0][3] ** -0.5
+    valid: tuple[Length, Length] = (None, None)
+    if not is_none(sdpa.attn_mask):
+        if shapes[0][0] == DYNAMIC:
+            return "attn_mask with a batch size not known at compile time"
+        found = valid_lengths_from_mask(sdpa.attn_mask, lengths, shapes[0][0])
+        if isinstance(found, str):
+            return found
+        valid = found
+    uses: list[PartUse] = []
+    whole = _walk_uses(sdpa.result, 2, (), lengths, uses)
+    if isinstance(whole, str):
+        return whole
+    if not uses and not whole:
+        return "the attention output is not used"
+    return JointMatch(
+        sdpa, tuple(inputs), lengths, rules.spatial_part(lengths), scale, valid, tuple(uses), whole
+    )
+
+
+def _refuse_flags(sdpa: AtenScaledDotProductAttentionOp) -> str | None:
+    flags = {}
+    for name in ("is_causal", "enable_gqa"):
+        flags[name] = const_bool(getattr(sdpa, name))
+        if flags[name] is None:
+            return f"{name} is not a constant"
+    dropout = const_float(sdpa.dropout_p)
+    return rules.refuse_sdpa_flags(
+        dropout_p=dropout if dropout is not None else "a run-time value",
+        is_causal=flags["is_causal"],
+        enable_gqa=flags["enable_gqa"],
+        has_scale_node=not is_none(sdpa.scale) and const_float(sdpa.scale) is None,
+    )
+
+
+def permutation_of(op: Operation, rank: int) -> list[int] | None:
+    """The dims of a permute, or of a transpose as a permutation; None if not known at compile time."""
+    if isinstance(op, AtenPermuteOp):
+        dims = const_int_list(op.dims)
+        if dims is None or len(dims) != rank:
+            return None
+        dims = [normalize_dim(d, rank) for d in dims]
+        return None if None in dims or sorted(dims) != list(range(rank)) else dims
+    a, b = normalize_dim(const_int(op.dim0), rank), normalize_dim(const_int(op.dim1), rank)
+    if a is None or b is None:
+        return None
+    perm = list(range(rank))
+    perm[a], perm[b] = perm[b], perm[a]
+    return perm
+
+
+def _walk_uses(value: SSAValue, seq_dim: int, chain: tuple, lengths, found: list[PartUse]) -> int | str:
+    """Collects the cuts below `value` into `found`; returns how many uses need the whole sequence, or why
+    the match is refused."""
+    rank = len(shape_of(value))
+    whole = 0
+    for use in list(value.uses):
+        op = use.operation
+        step = _layout_step(op, seq_dim, rank, sum(lengths)) if use.index == 0 else None
+        if step is not None:
+            below = _walk_uses(op.results[0], step, (*chain, (op, step)), lengths, found)
+        elif use.index == 0 and isinstance(op, CUT_OPS) and _cut_dim(op, rank) == seq_dim:
+            below = _collect_cut(op, seq_dim, chain, lengths, found)
+        else:
+            below = 1
+        if isinstance(below, str):
+            return below
+        whole += below
+    return whole
+
+
+def _layout_step(op: Operation, seq_dim: int, rank: int, total: int) -> int | None:
+    """Where the sequence dim is in `op`'s result, if `op` only moves or regroups the other dims."""
+    if isinstance(op, (AtenPermuteOp, AtenTransposeIntOp)):
+        perm = permutation_of(op, rank)
+        return None if perm is None else perm.index(seq_dim)
+    if isinstance(op, (AtenViewOp, AtenReshapeOp)):
+        return seq_dim if _keeps_seq_dim(op, seq_dim, total) else None
+    if isinstance(op, AtenFlattenUsingIntsOp):
+        return _flattened_seq_dim(op, seq_dim, rank)
+    if isinstance(op, AtenUnflattenIntOp):
+        return _unflattened_seq_dim(op, seq_dim, rank)
+    if isinstance(op, AtenContiguousOp):
+        return seq_dim
+    return None
+
+
+def _keeps_seq_dim(op: Operation, seq_dim: int, total: int) -> bool:
+    """A view/reshape that keeps every dim up to the sequence dim, with a size list the rewrite can edit."""
+    src, dst = shape_of(op.operands[0]), shape_of(op.results[0])
+    if dst is None or src[: seq_dim + 1] != dst[: seq_dim + 1] or DYNAMIC in src[: seq_dim + 1]:
+        return False
+    sizes = op.operands[1].owner
+    return (
+        isinstance(sizes, PrimListConstructOp)
+        and len(sizes.elements) == len(dst)
+        and const_int(sizes.elements[seq_dim]) in (total, -1)
+    )
+
+
+def _flattened_seq_dim(op: AtenFlattenUsingIntsOp, seq_dim: int, rank: int) -> int | None:
+    start, end = normalize_dim(const_int(op.start_dim), rank), normalize_dim(const_int(op.end_dim), rank)
+    if start is None or end is None:
+        return None
+    if end < seq_dim:
+        return seq_dim - (end - start)
+    if start > seq_dim or start == end:
+        return seq_dim
+    return None
+
+
+def _unflattened_seq_dim(op: AtenUnflattenIntOp, seq_dim: int, rank: int) -> int | None:
+    dim, sizes = normalize_dim(const_int(op.dim), rank), const_int_list(op.sizes)
+    if dim is None or sizes is None or dim == seq_dim:
+        return None
+    return seq_dim + len(sizes) - 1 if dim < seq_dim else seq_dim
+
+
+def _cut_dim(op: Operation, rank: int) -> int | None:
+    return normalize_dim(const_int(op.dim), rank)
+
+
+def _collect_cut(op, seq_dim: int, chain, lengths, found: list[PartUse]) -> int | str:
+    """Maps a cut along the sequence dim onto the token sets; 1 (a whole use) when its bounds are not known
+    at compile time or its list escapes, a reason when it crosses the boundary."""
+    ranges = _cut_ranges(op, sum(lengths))
+    if ranges is None:
+        return 1
+    if isinstance(op, SPLIT_OPS):
+        unpacks = [u.operation for u in op.results[0].uses]
+        if not unpacks or not all(isinstance(u, PrimListUnpackOp) for u in unpacks):
+            return 1
+        values = [(r, rng) for u in unpacks for r, rng in zip(u.results, ranges, strict=True)]
+    else:
+        values = [(op.results[0], ranges[0])]
+    located = []
+    for value, (start, end) in values:
+        where = rules.locate_range(start, end, lengths)
+        if isinstance(where, str):
+            return where
+        located.append(PartUse(chain, op, value, seq_dim, where))
+    found.extend(located)
+    return 0
+
+
+def _cut_ranges(op, total: int) -> list[tuple[int, int]] | None:
+    """The [start, end) ranges a cut takes along its dim (of size `total`); None if not known at compile time."""
+    if isinstance(op, AtenSliceTensorOp):
+        if const_int(op.step) != 1:
+            return None
+        bounds = []
+        for bound, default in ((op.start, 0), (op.end, total)):
+            value = None if is_none(bound) else const_int(bound)
+            if value is None and not is_none(bound):
+                return None
+            bounds.append(normalize_bound(value, total, default))
+        return [(bounds[0], max(bounds))]
+    if isinstance(op, AtenNarrowOp):
+        start, length = const_int(op.start), const_int(op.length)
+        if start is None or length is None:
+            return None
+        start = start + total if start < 0 else start
+        return [(start, start + length)]
+    if isinstance(op, AtenChunkOp):
+        chunks = const_int(op.chunks)
+        if not chunks:
+            return None
+        size = -(-total // chunks)
+        sizes = [size] * (total // size) + ([total % size] if total % size else [])
+    elif isinstance(op, AtenSplitTensorOp):
+        size = const_int(op.split_size)
+        if not size:
+            return None
+        sizes = [size] * (total // size) + ([total % size] if total % size else [])
+    else:
+        sizes = const_int_list(op.operands[1])
+        if sizes is None:
+            return None
+    ranges, offset = [], 0
+    for size in sizes:
+        ranges.append((offset, offset + size))
+        offset += size
+    return ranges

@@ -1,0 +1,235 @@
+"""Proving that an SDPA `attn_mask` is a key-padding mask whose valid keys are a prefix of each token set.
+
+Entry point: `valid_lengths_from_mask(mask, part_lengths, batch) -> (length_0, length_1) | reason`, where a
+length is `ALL_VALID`, an int, or a `TensorLength` (an integer tensor of per-batch lengths in the IR).
+
+The forms proven, after peeling broadcasts (`unsqueeze`, `view`/`reshape`, `expand`, `broadcast_to` that keep
+the key dim last) and dtype conversions that keep bool as bool and float as float:
+- the mask is boolean validity `V` (True = the key exists), or an additive bias built from it:
+  `where(V, 0, -inf)`, `where(~V, -inf, 0)` (also with scalar branches), `masked_fill(zeros, ~V, -inf)`,
+  where "-inf" is anything at or below `ABSENT_KEY_BIAS`;
+- `V` is a concat along the key dim of one validity per token set, split exactly at the token-set boundary;
+- each part's validity is a constant all-True tensor (all valid), `arange(S) < n` with a constant `n`
+  (clamped into [0, S]), or `arange(S)[None, :] < lengths[:, None]` / `lengths[:, None] > arange(S)` with an
+  integer tensor `lengths` of shape [b].
+Anything else (per-query masks, causal masks, masks passed in as arguments, finite biases) is refused with
+the reason; the SDPA is then left as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jointattn.passes import rules
+from xdsl.dialects.builtin import IntegerType
+from xdsl.ir import SSAValue
+
+from ...runtime.masked_op import ABSENT_KEY_BIAS  # shared with the FX pass and the masked op
+from .dialects.torch_ops import (
+    AtenArangeOp,
+    AtenArangeStartOp,
+    AtenArangeStartStepOp,
+    AtenBitwiseNotOp,
+    AtenBroadcastToOp,
+    AtenCatOp,
+    AtenExpandOp,
+    AtenGtTensorOp,
+    AtenLogicalNotOp,
+    AtenLtScalarOp,
+    AtenLtTensorOp,
+    AtenMaskedFillScalarOp,
+    AtenReshapeOp,
+    AtenUnsqueezeOp,
+    AtenViewOp,
+    AtenWhereScalarOp,
+    AtenWhereScalarOtherOp,
+    AtenWhereScalarSelfOp,
+    AtenWhereSelfOp,
+    GenericTorchOp,
+    PrimListConstructOp,
+    ValueTensorLiteralOp,
+)
+from .ir_values import const_float, const_int, normalize_dim, shape_of
+
+ALL_VALID = None
+
+
+@dataclass(frozen=True)
+class TensorLength:
+    """Per-batch valid lengths held by an integer tensor in the IR: `value` has shape [b] or [b, 1]."""
+
+    value: SSAValue
+
+
+Length = int | TensorLength | None
+
+
+def valid_lengths_from_mask(
+    mask: SSAValue, part_lengths: tuple[int, int], batch: int
+) -> tuple[Length, Length] | str:
+    mask_shape = shape_of(mask)
+    if mask_shape is None:
+        return "attn_mask of unknown rank"
+    reason = rules.refuse_key_mask_shape(mask_shape, (batch,))
+    if reason is not None:
+        return reason
+    validity = _validity(_peel_broadcasts(mask))
+    if isinstance(validity, str):
+        return validity
+    validity = _peel_broadcasts(validity)
+    cat = validity.owner
+    if not isinstance(cat, AtenCatOp) or not isinstance(cat.tensors.owner, PrimListConstructOp):
+        return "attn_mask is not a concat of per-token-set key validity (cannot prove it is key padding)"
+    rank = len(shape_of(validity))
+    if normalize_dim(const_int(cat.dim), rank) != rank - 1:
+        return "attn_mask validity is not concatenated along the key dim"
+    parts = list(cat.tensors.owner.elements)
+    sizes = [(shape_of(p) or (None,))[-1] for p in parts]
+    if tuple(sizes) != tuple(part_lengths):
+        return f"attn_mask is concatenated from key sets of lengths {sizes}, not at the token-set boundary {list(part_lengths)}"
+    lengths = []
+    for index, (part, size) in enumerate(zip(parts, sizes, strict=True)):
+        length = _prefix_length(_peel_broadcasts(part), size, batch)
+        if isinstance(length, str):
+            return f"attn_mask part {index}: {length}"
+        lengths.append(length)
+    return lengths[0], lengths[1]
+
+
+_CONVERSIONS = ("torch.aten.to.dtype", "torch.aten._to_copy", "torch.prims.convert_element_type")
+
+
+def _peel_broadcasts(value: SSAValue) -> SSAValue:
+    """Walks up through ops that only add or broadcast leading dims, keeping the last (key) dim, and through
+    dtype conversions that keep a validity a validity (bool to bool) and a bias a bias (float to float)."""
+    while True:
+        owner = value.owner
+        if (
+            isinstance(owner, GenericTorchOp)
+            and owner.name in _CONVERSIONS
+            and _same_kind(owner.operands[0], value)
+        ):
+            value = owner.operands[0]
+            continue
+        if not isinstance(
+            owner, (AtenUnsqueezeOp, AtenViewOp, AtenReshapeOp, AtenExpandOp, AtenBroadcastToOp)
+        ):
+            return value
+        source = owner.self_
+        src_shape, dst_shape = shape_of(source), shape_of(value)
+        if not src_shape or not dst_shape or src_shape[-1] != dst_shape[-1]:
+            return value
+        if (
+            isinstance(owner, AtenUnsqueezeOp)
+            and normalize_dim(const_int(owner.dim), len(dst_shape)) == len(dst_shape) - 1
+        ):
+            return value
+        if isinstance(owner, (AtenViewOp, AtenReshapeOp)) and _numel(src_shape) != _numel(dst_shape):
+            return value
+        value = source
+
+
+def _same_kind(source: SSAValue, result: SSAValue) -> bool:
+    kinds = [getattr(v.type, "element_type", None) for v in (source, result)]
+    if any(k is None for k in kinds):
+        return False
+    if _is_bool(source) or _is_bool(result):
+        return _is_bool(source) and _is_bool(result)
+    return all(not isinstance(k, IntegerType) for k in kinds)
+
+
+def _numel(shape) -> int | None:
+    total = 1
+    for s in shape:
+        if s < 0:
+            return None
+        total *= s
+    return total
+
+
+def _is_bool(value: SSAValue) -> bool:
+    t = value.type
+    return isinstance(getattr(t, "element_type", None), IntegerType) and t.element_type.width.data == 1
+
+
+def _absent(value: float | None) -> bool:
+    return value is not None and value <= ABSENT_KEY_BIAS
+
+
+def _validity(mask: SSAValue) -> SSAValue | str:
+    """The boolean validity a mask is built from (True = key exists), or why it is not one."""
+    if _is_bool(mask):
+        return mask
+    owner = mask.owner
+    if isinstance(owner, (AtenWhereSelfOp, AtenWhereScalarOp, AtenWhereScalarOtherOp, AtenWhereScalarSelfOp)):
+        when_true, when_false = _scalar_of(owner.self_), _scalar_of(owner.other)
+        if when_true == 0.0 and _absent(when_false):
+            return owner.condition
+        if _absent(when_true) and when_false == 0.0:
+            return _negated(owner.condition)
+        return "additive attn_mask is not 0 for valid keys and -inf (or below -1e30) for padded ones"
+    if isinstance(owner, AtenMaskedFillScalarOp):
+        if _scalar_of(owner.self_) == 0.0 and _absent(const_float(owner.value)):
+            return _negated(owner.mask)
+        return "masked_fill attn_mask is not zeros filled with -inf"
+    return "attn_mask is an arbitrary float tensor (cannot prove it is key padding)"
+
+
+def _negated(value: SSAValue) -> SSAValue | str:
+    if isinstance(value.owner, (AtenBitwiseNotOp, AtenLogicalNotOp)):
+        return value.owner.self_
+    return "attn_mask marks padded keys with a condition that is not the negation of a validity"
+
+
+def _scalar_of(value: SSAValue) -> float | None:
+    """A constant number, or the single value of a constant splat tensor (`zeros`, a literal)."""
+    owner = value.owner
+    if isinstance(owner, ValueTensorLiteralOp):
+        return owner.splat_value()
+    if isinstance(owner, GenericTorchOp) and owner.name in ("torch.aten.zeros", "torch.aten.zeros_like"):
+        return 0.0
+    return const_float(value)
+
+
+def _prefix_length(validity: SSAValue, size: int, batch: int) -> Length | str:
+    owner = validity.owner
+    if isinstance(owner, ValueTensorLiteralOp):
+        value = owner.splat_value()
+        if value is None:
+            return "a constant validity that is not all True or all False"
+        return ALL_VALID if value != 0 else 0
+    if isinstance(owner, AtenLtScalarOp) and _is_arange(owner.self_, size):
+        n = const_int(owner.other)
+        if n is None:
+            return "the valid length is a run-time scalar (only constants or [b] tensors are taken)"
+        return ALL_VALID if n >= size else max(n, 0)
+    if isinstance(owner, AtenLtTensorOp) and _is_arange(owner.self_, size):
+        return _lengths_tensor(owner.other, batch)
+    if isinstance(owner, AtenGtTensorOp) and _is_arange(owner.other, size):
+        return _lengths_tensor(owner.self_, batch)
+    return "key validity is not a prefix (expected arange(S) < length, or all True)"
+
+
+def _is_arange(value: SSAValue, size: int) -> bool:
+    """`arange(S)` (any of its overloads, start 0, step 1), possibly unsqueezed to [1, S]."""
+    value = _peel_broadcasts(value)
+    owner = value.owner
+    if isinstance(owner, AtenArangeOp):
+        return const_int(owner.end) == size
+    if isinstance(owner, AtenArangeStartOp):
+        return const_int(owner.start) == 0 and const_int(owner.end) == size
+    if isinstance(owner, AtenArangeStartStepOp):
+        return const_int(owner.start) == 0 and const_int(owner.end) == size and const_int(owner.step) == 1
+    return False
+
+
+def _lengths_tensor(value: SSAValue, batch: int) -> TensorLength | str:
+    shape = shape_of(value)
+    t = value.type
+    if not isinstance(getattr(t, "element_type", None), IntegerType) or _is_bool(value):
+        return "the valid lengths are not an integer tensor"
+    if shape not in ((batch, 1), (batch,)):
+        return f"the valid lengths have shape {list(shape or [])}, expected [b={batch}, 1]"
+    if isinstance(value.owner, AtenUnsqueezeOp) and shape_of(value.owner.self_) == (batch,):
+        return TensorLength(value.owner.self_)
+    return TensorLength(value)

@@ -1,0 +1,338 @@
+"""Seeing a whole-sequence tensor as the concat of its token sets, through position-wise ops, and rebuilding
+it per token set: the general rewrite that moves a concat below position-wise ops (Flux applies RoPE to the
+whole concatenated q and k), the MLIR twin of the FX pass's part resolver.
+
+Entry points:
+- `resolve(value, seq_dim) -> PartsPlan | str`: how `value` is, along `seq_dim`, the concat of two token sets;
+  a `torch.aten.cat` of them is a leaf, a position-wise op of resolvable operands a node.
+- `PartsBuilder(builder).part(plan, index)`: the token set `index` of `value`, rebuilt by replaying each
+  node's op on the parts (memoized per value and part).
+
+Position-wise, per op (a rule table, `_ELEMENTWISE`, plus the layout ops below):
+- elementwise ops (arithmetic, activations, dtype conversions): every tensor operand is either resolvable
+  along the aligned dim, broadcast along it (size 1 or absent), or a whole-sequence tensor that is not
+  resolvable (a position-dependent operand such as RoPE's cos/sin table, or `k.flip(2)`): that one is sliced
+  per token set, which is exact since it is computed whole anyway;
+- layout ops that do not mix positions of the sequence dim: permute/transpose (the sequence dim moves),
+  view/reshape keeping every dim up to the sequence dim, unsqueeze, squeeze/select/slice of another dim,
+  flatten/unflatten of other dims, contiguous/clone, and cat along another dim of resolvable operands (stack);
+- reductions and normalizations over other dims (`sum`/`mean`/`amax` over the head dim, softmax, layer norm):
+  the norms of q and k (RMS norm, layer norm) applied after the concat.
+Matrix products are never split (as in the FX pass).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.ir import Operation, SSAValue
+
+from .dialects.torch_ops import (
+    AtenCatOp,
+    AtenContiguousOp,
+    AtenFlattenUsingIntsOp,
+    AtenPermuteOp,
+    AtenReshapeOp,
+    AtenSliceTensorOp,
+    AtenTransposeIntOp,
+    AtenUnflattenIntOp,
+    AtenUnsqueezeOp,
+    AtenViewOp,
+    PrimListConstructOp,
+)
+from .dialects.torch_types import DYNAMIC
+from .ir_values import const_bool, const_int, const_int_list, normalize_dim, shape_of
+from .torch_builder import TorchBuilder
+
+# Elementwise torch ops (any number of tensor operands, broadcasting): applying them per token set is exact.
+_ELEMENTWISE = frozenset(
+    "torch.aten." + name
+    for name in (
+        "add.Tensor sub.Tensor mul.Tensor div.Tensor add.Scalar sub.Scalar mul.Scalar div.Scalar rsub.Scalar "
+        "neg exp sin cos tanh sigmoid relu gelu silu rsqrt sqrt reciprocal abs pow.Tensor_Scalar "
+        "pow.Tensor_Tensor maximum minimum where.self where.ScalarOther where.ScalarSelf to.dtype "
+        "_to_copy clone type_as"
+    ).split()
+) | {"torch.prims.convert_element_type"}
+# Ops that only regroup the other dims; `_layout_source_dim` says where the sequence dim comes from.
+_GENERIC_LAYOUT = ("torch.aten.squeeze.dim", "torch.aten.select.int")
+# Reductions and normalizations over other dims (RMS/layer norms, softmax over heads): op -> (index of the
+# dims operand, index of the keepdim operand or None when the result keeps every dim).
+_REDUCTIONS = {
+    "torch.aten.sum.dim_IntList": (1, 2),
+    "torch.aten.mean.dim": (1, 2),
+    "torch.aten.amax": (1, 2),
+    "torch.aten.amin": (1, 2),
+    "torch.aten.softmax.int": (1, None),
+    "torch.aten._softmax": (1, None),
+    "torch.aten.log_softmax.int": (1, None),
+}
+
+
+def is_position_wise(op: Operation) -> bool:
+    """Ops the rewrite may replay per token set, and so may delete once the SDPA no longer reads them."""
+    return (
+        op.name in _ELEMENTWISE
+        or op.name in _GENERIC_LAYOUT
+        or op.name in _REDUCTIONS
+        or op.name == "torch.aten.layer_norm"
+        or isinstance(op, _LAYOUT_TYPES)
+    )
+
+
+@dataclass(frozen=True)
+class PartsPlan:
+    """`value` along `seq_dim` is the concat of its token sets: a leaf `cat`, or `op` replayed per set."""
+
+    value: SSAValue
+    seq_dim: int
+    lengths: tuple[int, ...]
+    cat_parts: tuple[SSAValue, ...] | None = None  # leaf: the concatenated values
+    operands: tuple[
+        tuple[str, object], ...
+    ] = ()  # node: per operand ("parts", plan) | ("slice", dim) | ("same", None)
+
+    @property
+    def leaves(self) -> list[PartsPlan]:
+        if self.cat_parts is not None:
+            return [self]
+        return [leaf for kind, sub in self.operands if kind == "parts" for leaf in sub.leaves]
+
+    @property
+    def ops(self) -> list[Operation]:
+        """The ops this plan reads through, users before producers (for deleting the dead ones)."""
+        found = [self.value.owner]
+        if self.cat_parts is not None:
+            return found
+        for kind, sub in self.operands:
+            if kind == "parts":
+                found += sub.ops
+        return found
+
+
+def resolve(value: SSAValue, seq_dim: int) -> PartsPlan | str:
+    """The plan of `value` as a concat along `seq_dim`, or why it is not one."""
+    shape = shape_of(value)
+    if shape is None or not 0 <= seq_dim < len(shape):
+        return "a tensor of unknown rank"
+    owner = value.owner
+    if isinstance(owner, AtenCatOp):
+        return _resolve_cat(owner, value, seq_dim, shape)
+    if not isinstance(owner, Operation):
+        return "is not a concat of token sets (it is a function argument)"
+    if not is_position_wise(owner):
+        return f"is not a concat of token sets (it is computed by {owner.name})"
+    if owner.name in _ELEMENTWISE:
+        return _resolve_elementwise(owner, value, seq_dim, shape)
+    return _resolve_layout(owner, value, seq_dim, shape)
+
+
+def _resolve_cat(cat: AtenCatOp, value: SSAValue, seq_dim: int, shape) -> PartsPlan | str:
+    dim = normalize_dim(const_int(cat.dim), len(shape))
+    if not isinstance(cat.tensors.owner, PrimListConstructOp):
+        return "is a concat of a list not built in the IR"
+    parts = tuple(cat.tensors.owner.elements)
+    if dim != seq_dim:
+        # A concat along another dim (a stack) is position-wise when every piece is resolvable.
+        found = _resolve_node(cat, value, seq_dim, [(p, seq_dim) for p in parts])
+        return (
+            f"is a concat along dim {dim}, not along the sequence dim {seq_dim}" if found is None else found
+        )
+    lengths = tuple(shape_of(p)[seq_dim] for p in parts)
+    if DYNAMIC in lengths:
+        return "concatenates token sets of lengths not known at compile time"
+    return PartsPlan(value, seq_dim, lengths, cat_parts=parts)
+
+
+def _resolve_node(op, value, seq_dim, tensor_operands) -> PartsPlan | None:
+    """A node whose listed operands must all be resolvable, with the same token sets, at the given dims."""
+    operands, lengths = [], None
+    for operand, dim in tensor_operands:
+        sub = resolve(operand, dim)
+        if isinstance(sub, str) or (lengths is not None and sub.lengths != lengths):
+            return None
+        lengths = sub.lengths
+        operands.append(("parts", sub))
+    return PartsPlan(value, seq_dim, lengths, operands=tuple(operands))
+
+
+def _resolve_elementwise(op: Operation, value: SSAValue, seq_dim: int, shape) -> PartsPlan | str:
+    total = shape[seq_dim]
+    operands, lengths = [], None
+    for operand in op.operands:
+        operand_shape = shape_of(operand)
+        if operand_shape is None:  # scalars, dtypes, none
+            operands.append(("same", None))
+            continue
+        aligned = seq_dim - (len(shape) - len(operand_shape))
+        if aligned < 0 or operand_shape[aligned] == 1:
+            operands.append(("same", None))
+            continue
+        sub = resolve(operand, aligned)
+        if not isinstance(sub, str):
+            if lengths is not None and sub.lengths != lengths:
+                return f"{op.name} of token sets of different lengths"
+            lengths = sub.lengths
+            operands.append(("parts", sub))
+        elif operand_shape[aligned] == total:
+            operands.append(("slice", aligned))
+        else:
+            return f"{op.name} with an operand of sequence size {operand_shape[aligned]}, not {total}"
+    if lengths is None:
+        return f"is computed by {op.name} of tensors none of which is a concat of token sets"
+    return PartsPlan(value, seq_dim, lengths, operands=tuple(operands))
+
+
+def _resolve_layout(op: Operation, value: SSAValue, seq_dim: int, shape) -> PartsPlan | str:
+    source_dim = _layout_source_dim(op, seq_dim, len(shape))
+    if source_dim is None:
+        return f"is computed by {op.name}, which moves or mixes the sequence dim"
+    sub = resolve(op.operands[0], source_dim)
+    if isinstance(sub, str):
+        return sub
+    rest = tuple(("same", None) for _ in op.operands[1:])
+    return PartsPlan(value, seq_dim, sub.lengths, operands=(("parts", sub), *rest))
+
+
+def _layout_source_dim(op: Operation, seq_dim: int, rank: int) -> int | None:
+    """For a layout op whose result has the sequence at `seq_dim`, where it is in the op's input; None when
+    the op touches the sequence dim."""
+    source = shape_of(op.operands[0])
+    if source is None:
+        return None
+    if isinstance(op, (AtenPermuteOp, AtenTransposeIntOp)):
+        from .joint_match import permutation_of
+
+        perm = permutation_of(op, rank)
+        return None if perm is None else perm[seq_dim]
+    if isinstance(op, (AtenViewOp, AtenReshapeOp)):
+        result = shape_of(op.results[0])
+        sizes = op.operands[1].owner
+        keeps = (
+            source[: seq_dim + 1] == result[: seq_dim + 1]
+            and DYNAMIC not in source[: seq_dim + 1]
+            and isinstance(sizes, PrimListConstructOp)
+            and len(sizes.elements) == rank
+            and const_int(sizes.elements[seq_dim]) in (result[seq_dim], -1)
+        )
+        return seq_dim if keeps else None
+    if isinstance(op, AtenUnsqueezeOp):
+        dim = normalize_dim(const_int(op.dim), rank)
+        return None if dim is None or dim == seq_dim else (seq_dim - 1 if dim < seq_dim else seq_dim)
+    if op.name in _GENERIC_LAYOUT:  # squeeze.dim / select.int: one dim of the input removed
+        dim = normalize_dim(const_int(op.operands[1]), len(source))
+        if dim is None:
+            return None
+        candidate = seq_dim + 1 if dim <= seq_dim else seq_dim
+        return None if candidate == dim else candidate
+    if isinstance(op, AtenSliceTensorOp):
+        dim = normalize_dim(const_int(op.dim), rank)
+        return None if dim is None or dim == seq_dim else seq_dim
+    if isinstance(op, AtenFlattenUsingIntsOp):
+        start = normalize_dim(const_int(op.start_dim), len(source))
+        end = normalize_dim(const_int(op.end_dim), len(source))
+        if start is None or end is None:
+            return None
+        if seq_dim < start:
+            return seq_dim
+        if seq_dim > start:
+            return seq_dim + (end - start)
+        return seq_dim if start == end else None
+    if isinstance(op, AtenUnflattenIntOp):
+        dim, sizes = normalize_dim(const_int(op.dim), len(source)), const_int_list(op.sizes)
+        if dim is None or sizes is None:
+            return None
+        if seq_dim < dim:
+            return seq_dim
+        if seq_dim >= dim + len(sizes):
+            return seq_dim - len(sizes) + 1
+        return None
+    if isinstance(op, AtenContiguousOp):
+        return seq_dim
+    if op.name in _REDUCTIONS:
+        return _reduced_source_dim(op, seq_dim, len(source))
+    if op.name == "torch.aten.layer_norm":  # normalizes the trailing len(normalized_shape) dims
+        normalized = const_int_list(op.operands[1])
+        return None if normalized is None or seq_dim >= rank - len(normalized) else seq_dim
+    return None
+
+
+def _reduced_source_dim(op: Operation, seq_dim: int, source_rank: int) -> int | None:
+    dims_index, keepdim_index = _REDUCTIONS[op.name]
+    dims = const_int_list(op.operands[dims_index])
+    if dims is None:
+        single = const_int(op.operands[dims_index])
+        dims = None if single is None else [single]
+    if dims is None:
+        return None
+    reduced = {normalize_dim(d, source_rank) for d in dims}
+    keepdim = True if keepdim_index is None else const_bool(op.operands[keepdim_index])
+    if None in reduced or keepdim is None:
+        return None
+    kept = list(range(source_rank)) if keepdim else [d for d in range(source_rank) if d not in reduced]
+    source_dim = kept[seq_dim]
+    return None if source_dim in reduced else source_dim
+
+
+_LAYOUT_TYPES = (
+    AtenPermuteOp,
+    AtenTransposeIntOp,
+    AtenViewOp,
+    AtenReshapeOp,
+    AtenUnsqueezeOp,
+    AtenSliceTensorOp,
+    AtenFlattenUsingIntsOp,
+    AtenUnflattenIntOp,
+    AtenContiguousOp,
+)
+
+
+class PartsBuilder:
+    """Rebuilds resolved values per token set, inserting each replayed op before the op it copies."""
+
+    def __init__(self, build: TorchBuilder):
+        self.build = build
+        self._built: dict[tuple[SSAValue, int], SSAValue] = {}
+
+    def part(self, plan: PartsPlan, index: int) -> SSAValue:
+        key = (plan.value, index)
+        if key not in self._built:
+            self._built[key] = self._make(plan, index)
+        return self._built[key]
+
+    def _make(self, plan: PartsPlan, index: int) -> SSAValue:
+        if plan.cat_parts is not None:
+            return plan.cat_parts[index]
+        op = plan.value.owner
+        start = sum(plan.lengths[:index])
+        size = plan.lengths[index]
+        shape = list(shape_of(plan.value))
+        shape[plan.seq_dim] = size
+        result_type = plan.value.type.with_shape(shape)
+        if isinstance(op, AtenCatOp):  # a concat along another dim (stack): concat the parts of its pieces
+            pieces = [self.part(sub, index) for _, sub in plan.operands]
+            self.build.at(op)
+            listed = self.build.insert(PrimListConstructOp(pieces, op.tensors.type)).results[0]
+            return self.build.insert(AtenCatOp.build([listed, op.dim], result_type)).results[0]
+        operands = []
+        for operand, (kind, detail) in zip(op.operands, plan.operands, strict=True):
+            if kind == "parts":
+                operands.append(self.part(detail, index))
+            elif kind == "slice":
+                operands.append(self.build.at(op).slice(operand, detail, start, start + size))
+            else:
+                operands.append(operand)
+        self.build.at(op)
+        if isinstance(op, (AtenViewOp, AtenReshapeOp)):
+            operands[1] = self._sizes_with(op.operands[1], plan.seq_dim, size)
+        replayed = self.build.insert(
+            type(op).create(operands=operands, result_types=[result_type], attributes=dict(op.attributes))
+        )
+        return replayed.results[0]
+
+    def _sizes_with(self, sizes: SSAValue, seq_dim: int, size: int) -> SSAValue:
+        elements = list(sizes.owner.elements)
+        if const_int(elements[seq_dim]) == -1:
+            return sizes
+        elements[seq_dim] = self.build.int(size)
+        return self.build.insert(PrimListConstructOp(elements, sizes.type)).results[0]

@@ -1,0 +1,59 @@
+// RUN: %jointattn-opt %s --split-input-file -p 'lower-joint-attention{target=ttnn}' | %filecheck %s --check-prefix=TTNN
+// RUN: %jointattn-opt %s --split-input-file -p 'lower-joint-attention{target=triton}' | %filecheck %s --check-prefix=TRITON
+// RUN: not %jointattn-opt %s --split-input-file -p 'lower-joint-attention{target=cuda}' 2>&1 | %filecheck %s --check-prefix=BAD-TARGET
+
+// lower-joint-attention: the joint-attention op (typed or torch.operator form) to ttnn's joint SDPA or to a Triton
+// launch, with the configuration the runtime would choose, printed into the IR. Exact values of the choice are
+// checked against `runtime/ttnn/config.py` and `kernels/configs.py` in tests/test_mlir_lowering.py.
+
+// BAD-TARGET: lower-joint-attention: target must be one of ttnn, triton; got 'cuda'
+
+// The typed op, no padding.
+func.func @typed(%q: !torch.vtensor<[1,2,5,8],f32>, %k: !torch.vtensor<[1,2,5,8],f32>, %v: !torch.vtensor<[1,2,5,8],f32>, %jq: !torch.vtensor<[1,2,3,8],f32>, %jk: !torch.vtensor<[1,2,3,8],f32>, %jv: !torch.vtensor<[1,2,3,8],f32>) -> (!torch.vtensor<[1,2,5,8],f32>, !torch.vtensor<[1,2,3,8],f32>) {
+  %out, %joint_out, %lse = jointattn.joint_attention %q, %k, %v, %jq, %jk, %jv {scale = 3.000000e-01 : f64} : !torch.vtensor<[1,2,5,8],f32>, !torch.vtensor<[1,2,3,8],f32> -> !torch.vtensor<[1,2,8],f32>
+  return %out, %joint_out : !torch.vtensor<[1,2,5,8],f32>, !torch.vtensor<[1,2,3,8],f32>
+}
+
+// TTNN-LABEL: func.func @typed(
+// TTNN-NEXT:    %out, %joint_out, %lse = ttnn.joint_scaled_dot_product_attention %q, %k, %v, %jq, %jk, %jv {joint_strategy = "rear", scale = 3.000000e-01 : f64, program_config = #ttnn.sdpa_program_config<q_chunk_size = 32, k_chunk_size = 32, exp_approx_mode = false>, compute_kernel_config = #ttnn.compute_kernel_config<math_fidelity = HiFi2, math_approx_mode = false, fp32_dest_acc_en = false, packer_l1_acc = false>} : !torch.vtensor<[1,2,5,8],f32>, !torch.vtensor<[1,2,3,8],f32> -> !torch.vtensor<[1,2,8],f32>
+// TTNN-NEXT:    func.return %out, %joint_out
+
+// TRITON-LABEL: func.func @typed(
+// TRITON-NEXT:    %out, %joint_out, %lse = jointattn_triton.launch_forward %q, %k, %v, %jq, %jk, %jv {scale = 3.000000e-01 : f64, config = #jointattn_triton.launch_config<block_m = {{[0-9]+}}, block_n = {{[0-9]+}}, num_warps = {{[0-9]+}}, num_stages = {{[0-9]+}}>} : !torch.vtensor<[1,2,5,8],f32>, !torch.vtensor<[1,2,3,8],f32> -> !torch.vtensor<[1,2,8],f32>
+// TRITON-NEXT:    func.return %out, %joint_out
+
+// -----
+
+// The torch.operator form (emit=operator, or a model that calls the op) with SDPA's default scale and per-batch
+// valid lengths of the joint tokens; Mochi-like sizes, where the chunk sizes are no longer the minimum.
+func.func @operator_form(%q: !torch.vtensor<[2,24,4096,64],bf16>, %k: !torch.vtensor<[2,24,4096,64],bf16>, %v: !torch.vtensor<[2,24,4096,64],bf16>, %jq: !torch.vtensor<[2,24,333,64],bf16>, %jk: !torch.vtensor<[2,24,333,64],bf16>, %jv: !torch.vtensor<[2,24,333,64],bf16>, %lengths: !torch.vtensor<[2],si64>) -> !torch.vtensor<[2,24,4096,64],bf16> {
+  %str = torch.constant.str "rear"
+  %none = torch.constant.none
+  %str_0 = torch.constant.str "auto"
+  %0:3 = torch.operator "torch.jointattn.joint_attention"(%q, %k, %v, %jq, %jk, %jv, %str, %none, %none, %lengths, %str_0) : (!torch.vtensor<[2,24,4096,64],bf16>, !torch.vtensor<[2,24,4096,64],bf16>, !torch.vtensor<[2,24,4096,64],bf16>, !torch.vtensor<[2,24,333,64],bf16>, !torch.vtensor<[2,24,333,64],bf16>, !torch.vtensor<[2,24,333,64],bf16>, !torch.str, !torch.none, !torch.none, !torch.vtensor<[2],si64>, !torch.str) -> (!torch.vtensor<[2,24,4096,64],bf16>, !torch.vtensor<[2,24,333,64],bf16>, !torch.vtensor<[2,24,4429],f32>)
+  return %0#0 : !torch.vtensor<[2,24,4096,64],bf16>
+}
+
+// TTNN-LABEL: func.func @operator_form(
+// TTNN-NOT:     torch.operator
+// TTNN:         %[[OUT:[^,]+]], %{{[^,]+}}, %{{[^ ]+}} = ttnn.joint_scaled_dot_product_attention %q, %k, %v, %jq, %jk, %jv logical_l(%lengths : !torch.vtensor<[2],si64>) {joint_strategy = "rear", scale = 1.250000e-01 : f64, program_config = #ttnn.sdpa_program_config<q_chunk_size = {{[1-9][0-9]*}}, k_chunk_size = {{[1-9][0-9]*}}, exp_approx_mode = false>
+// TTNN-SAME:    : !torch.vtensor<[2,24,4096,64],bf16>, !torch.vtensor<[2,24,333,64],bf16> -> !torch.vtensor<[2,24,4429],f32>
+// TTNN-NEXT:    func.return %[[OUT]]
+
+// TRITON-LABEL: func.func @operator_form(
+// TRITON:         jointattn_triton.launch_forward %q, %k, %v, %jq, %jk, %jv logical_l(%lengths : !torch.vtensor<[2],si64>) {scale = 1.250000e-01 : f64, config = #jointattn_triton.launch_config<
+
+// -----
+
+// A constant valid length of the spatial tokens stays a !torch.int operand.
+func.func @int_length(%q: !torch.vtensor<[1,1,40,32],f16>, %jq: !torch.vtensor<[1,1,7,32],f16>) -> !torch.vtensor<[1,1,7,32],f16> {
+  %int33 = torch.constant.int 33
+  %out, %joint_out, %lse = jointattn.joint_attention %q, %q, %q, %jq, %jq, %jq logical_n(%int33 : !torch.int) {scale = 1.250000e-01 : f64} : !torch.vtensor<[1,1,40,32],f16>, !torch.vtensor<[1,1,7,32],f16> -> !torch.vtensor<[1,1,47],f32>
+  return %joint_out : !torch.vtensor<[1,1,7,32],f16>
+}
+
+// TTNN-LABEL: func.func @int_length(
+// TTNN:         ttnn.joint_scaled_dot_product_attention %q, %q, %q, %jq, %jq, %jq logical_n(%int33 : !torch.int) {joint_strategy = "rear", scale = 1.250000e-01 : f64
+
+// TRITON-LABEL: func.func @int_length(
+// TRITON:         jointattn_triton.launch_forward %q, %q, %q, %jq, %jq, %jq logical_n(%int33 : !torch.int) {scale = 1.250000e-01 : f64
