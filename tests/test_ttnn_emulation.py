@@ -10,8 +10,17 @@ import math
 import pytest
 import torch
 from jointattn.runtime.ttnn import emulation as tt
+from jointattn.runtime.ttnn import lowering
 from jointattn.runtime.ttnn.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, fa_rand, pcc, rmse
 from jointattn.runtime.ttnn.emulation_core import round_to_dtype
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_lowering_devices():
+    """The lowering keeps its device/mesh open across calls (tests of other files may have used it): give it
+    back before this module opens devices itself, as a user would have to."""
+    lowering.close_devices()
+    yield
 
 
 @pytest.fixture(scope="module")

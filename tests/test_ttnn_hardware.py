@@ -36,6 +36,14 @@ pytestmark = pytest.mark.skipif(TTNN is None, reason=REASON)
 needs_two = pytest.mark.skipif(DEVICES < 2, reason=REASON or "fewer than 2 Tenstorrent devices")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_lowering_devices():
+    """The lowering keeps its device/mesh open across calls (tests of other files may have used it): give it
+    back before this module opens devices itself, as a user would have to."""
+    lowering.close_devices()
+    yield
+
+
 @pytest.fixture(autouse=True)
 def real_ttnn(monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
