@@ -1,8 +1,8 @@
 """`jointattn.export(model, args, kwargs)`: torch.export with joint attention fused.
 
 Exports the model (ATen IR, SDPA kept whole), runs the same fusion pass on that graph, and exports the result
-again, so the returned `ExportedProgram` calls `jointattn::joint_attention` and can be saved, loaded, run or
-handed to other tools like any exported program.
+again. Returns a `FusedExport`: `.program` is an `ExportedProgram` that calls `jointattn::joint_attention` (save,
+load, run or hand it to other tools like any exported program), `.report` says what was fused and why not.
 """
 
 from __future__ import annotations

@@ -90,7 +90,10 @@ def ring_shift(x: Tensor, group, pending: PendingShift) -> Tensor:
     before the current block's compute and waiting after it is what overlaps communication with compute.
     """
     if not x.is_contiguous():
-        raise ValueError("ring_shift: the buffer must be contiguous (it is sent as one message)")
+        raise ValueError(
+            f"ring_shift: x must be contiguous (it is sent as one message); got shape {tuple(x.shape)}, "
+            f"strides {x.stride()}"
+        )
     rank, size = dist.get_rank(group), dist.get_world_size(group)
     next_rank = global_rank(group, (rank + 1) % size)
     prev_rank = global_rank(group, (rank - 1) % size)

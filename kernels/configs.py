@@ -45,10 +45,6 @@ def head_block(dh: int) -> int:
     return max(16, 1 << (max(1, dh) - 1).bit_length())
 
 
-def _bucket(dh: int) -> int:
-    return head_block(dh)
-
-
 # (head block, element bytes) -> forward default. Element bytes 2 = fp16/bf16, 4 = fp32 (ieee dots).
 _FORWARD_DEFAULTS: dict[tuple[int, int], LaunchConfig] = {
     (16, 2): LaunchConfig(128, 64, 8, 3),  # not swept: dh 64's winner
@@ -98,14 +94,14 @@ def forward_launch_config(dh: int, dtype: torch.dtype, n: int, l: int) -> Launch
     """The documented forward config for head size `dh`, element type `dtype` and token counts n, l."""
     if dh > 256:
         raise ValueError(f"joint_attention triton kernels support dh <= 256; got dh={dh}")
-    return _fit_to_sequence(_FORWARD_DEFAULTS[(_bucket(dh), _element_bytes(dtype))], n, l)
+    return _fit_to_sequence(_FORWARD_DEFAULTS[(head_block(dh), _element_bytes(dtype))], n, l)
 
 
 def backward_launch_config(dh: int, dtype: torch.dtype, n: int = 1 << 30, l: int = 1 << 30) -> LaunchConfig:  # noqa: E741
     """The documented backward config (query tile block_m, key tile block_n) for `dh` and `dtype`."""
     if dh > 256:
         raise ValueError(f"joint_attention triton kernels support dh <= 256; got dh={dh}")
-    return _fit_to_sequence(_BACKWARD_DEFAULTS[(_bucket(dh), _element_bytes(dtype))], n, l)
+    return _fit_to_sequence(_BACKWARD_DEFAULTS[(head_block(dh), _element_bytes(dtype))], n, l)
 
 
 def forward_shared_memory(config: LaunchConfig, dh: int, dtype: torch.dtype) -> int:
@@ -120,8 +116,7 @@ def keep(config: LaunchConfig, dh: int, dtype: torch.dtype) -> bool:
     - shared memory over the per-block budget;
     - 8 warps with BLOCK_M < 128: each of the two warpgroups needs 64 query rows (the wgmma M);
     - BLOCK_N = 32 with BLOCK_M = 128 and 4 warps: the key loop's per-iteration bookkeeping dominates;
-    - a fp32 accumulator tile of more than 128 registers per thread (spills);
-    - BLOCK_N larger than the head block for dh >= 128 (score tile + accumulator spill).
+    - fp32 accumulator and score tiles of more than 192 registers per thread together (they spill).
     """
     if forward_shared_memory(config, dh, dtype) > SHARED_MEMORY_BYTES:
         return False

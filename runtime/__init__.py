@@ -4,4 +4,12 @@ from . import masked_op  # noqa: F401  (registers jointattn::masked_joint_attent
 from .op import BACKWARD_OP_NAME, OP_NAME, joint_attention
 from .registry import AUTO_ORDER, RUNTIME_NAMES, get_runtime, select_runtime
 
-__all__ = ["OP_NAME", "BACKWARD_OP_NAME", "joint_attention", "RUNTIME_NAMES", "AUTO_ORDER", "get_runtime", "select_runtime"]
+__all__ = [
+    "OP_NAME",
+    "BACKWARD_OP_NAME",
+    "joint_attention",
+    "RUNTIME_NAMES",
+    "AUTO_ORDER",
+    "get_runtime",
+    "select_runtime",
+]

@@ -24,8 +24,9 @@ from torch import Tensor
 from .op import _check_call, _empty_outputs
 from .reference import reference_backward, reference_forward
 
-# Additive mask entries at or below this mean "this key does not exist" (covers -inf and finfo(bf16/fp16/fp32).min):
-# exp(score + bias) is exactly 0 in float32 for any finite score of attention-sized magnitude.
+# Additive mask entries at or below this mean "this key does not exist": -inf and finfo(bf16/fp32).min, for
+# which exp(score + bias) is exactly 0 in float32 at any finite score. (finfo(fp16).min = -65504 is above it:
+# such masks take the exact path.)
 ABSENT_KEY_BIAS = -1.0e30
 
 
@@ -72,7 +73,10 @@ def key_padding_lengths(
 ) -> tuple[Tensor, Tensor, Tensor]:
     lengths_n, ok_n = _prefix_lengths(key_mask, b, n, "key_mask")
     lengths_l, ok_l = _prefix_lengths(joint_key_mask, b, l, "joint_key_mask")
-    return lengths_n, lengths_l, (ok_n & ok_l).cpu()  # the one host sync
+    # A sample with no valid key at all: with finite "absent" biases (finfo.min) SDPA averages V over all
+    # keys, which only the exact path reproduces. (With -inf or False everywhere SDPA gives NaN, the op 0.)
+    someone_sees_keys = ((lengths_n + lengths_l) > 0).all()
+    return lengths_n, lengths_l, (ok_n & ok_l & someone_sees_keys).cpu()  # the one host sync
 
 
 @key_padding_lengths.register_fake
@@ -221,6 +225,11 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_out, grad_joint_out, grad_lse):
+    if ctx.needs_input_grad[6] or ctx.needs_input_grad[7]:
+        raise NotImplementedError(
+            "masked_joint_attention: no gradient w.r.t. key_mask/joint_key_mask (they are padding masks); "
+            "the fusion pass leaves learned attention biases to SDPA"
+        )
     *inputs, out, joint_out, lse = ctx.saved_tensors
     grad_out = grad_out if grad_out is not None else torch.zeros_like(out)
     grad_joint_out = grad_joint_out if grad_joint_out is not None else torch.zeros_like(joint_out)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from .reference import accumulation_dtype
+
 
 def merge_partials(out_a, lse_a, out_b, lse_b):
     """Returns (out, lse) of attention over both key sets.
@@ -29,6 +31,6 @@ def merge_partials(out_a, lse_a, out_b, lse_b):
     safe = torch.where(both_empty, zero, lse)
     w_a = torch.where(both_empty, zero, torch.exp(lse_a - safe))
     w_b = torch.where(both_empty, zero, torch.exp(lse_b - safe))
-    acc = torch.float64 if torch.float64 in (out_a.dtype, out_b.dtype) else torch.float32
+    acc = accumulation_dtype(torch.promote_types(out_a.dtype, out_b.dtype))
     out = out_a.to(acc) * w_a[..., None].to(acc) + out_b.to(acc) * w_b[..., None].to(acc)
     return out.to(out_a.dtype), lse

@@ -21,6 +21,7 @@ from torch import Tensor
 from .registry import RUNTIME_NAMES, JointCall, select_runtime
 from .validation import (
     JointShape,
+    as_length_tensor,
     assert_lengths_async,
     check_length_arg,
     check_options,
@@ -199,15 +200,6 @@ def _backward(ctx, grad_out, grad_joint_out, grad_lse):
 _joint_attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _length_tensor(value, b: int, full: int, device) -> Tensor | None:
-    """An int becomes a [b] tensor; an int meaning 'all valid' becomes None so no runtime masks at all."""
-    if value is None or isinstance(value, Tensor):
-        return value
-    if value == full:
-        return None
-    return torch.full((b,), value, dtype=torch.int32, device=device)
-
-
 def joint_attention(
     q: Tensor,
     k: Tensor,
@@ -240,8 +232,8 @@ def joint_attention(
     shape = _check_call(
         q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
     )
-    logical_n = _length_tensor(logical_n, shape.b, shape.n, q.device)
-    logical_l = _length_tensor(logical_l, shape.b, shape.l, q.device)
+    logical_n = as_length_tensor(logical_n, shape.b, shape.n, q.device)
+    logical_l = as_length_tensor(logical_l, shape.b, shape.l, q.device)
     return torch.ops.jointattn.joint_attention(
         q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
     )

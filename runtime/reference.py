@@ -36,9 +36,16 @@ def _prefix_valid(length, b: int, size: int, device) -> torch.Tensor:
     return torch.arange(size, device=device)[None, :] < length.reshape(b, 1)
 
 
-def _joined(q, k, v, joint_q, joint_k, joint_v):
+def _joined(q, k, v, joint_q, joint_k, joint_v, key_bias):
+    """q, k, v of the whole sequence in the accumulation dtype; keys and values of absent keys zeroed, so that whatever
+    their storage holds (padding allocated with torch.empty, NaN) never reaches the result."""
     acc = accumulation_dtype(q.dtype)
-    return (torch.cat([a, b], dim=2).to(acc) for a, b in ((q, joint_q), (k, joint_k), (v, joint_v)))
+    qq, kk, vv = (torch.cat([a, b], dim=2).to(acc) for a, b in ((q, joint_q), (k, joint_k), (v, joint_v)))
+    if key_bias is not None:
+        absent = torch.isneginf(key_bias)[:, None, :, None]
+        zero = torch.zeros((), dtype=acc, device=vv.device)
+        kk, vv = torch.where(absent, zero, kk), torch.where(absent, zero, vv)
+    return qq, kk, vv
 
 
 def _row_block(b: int, nh: int, s: int) -> int:
@@ -46,32 +53,37 @@ def _row_block(b: int, nh: int, s: int) -> int:
 
 
 def _scores(qb, kk, scale, key_bias):
+    """Scaled scores plus the per-key bias; an absent key's score is -inf whatever q·k gave (NaN included)."""
     s = torch.matmul(qb, kk.transpose(-1, -2)) * scale
     if key_bias is not None:
-        s = s + key_bias[:, None, None, :].to(s.dtype)
+        bias = key_bias[:, None, None, :].to(s.dtype)
+        s = torch.where(torch.isneginf(bias), bias, s + bias)
     return s
 
 
-def _probabilities(s, lse):
-    """exp(s - lse) with rows that see no key (lse = -inf) giving zeros instead of NaN."""
-    finite = torch.isfinite(lse)
-    shift = torch.where(finite, lse, torch.zeros_like(lse))
-    p = torch.exp(s - shift[..., None])
-    return torch.where(finite[..., None], p, torch.zeros_like(p))
+def _softmax(s):
+    """(probabilities, lse) by max-shift: exact also where the scores are huge and equal (finfo.min biases),
+    where exp(s - logsumexp(s)) would lose log(S) to rounding. Rows that see no key: zeros and -inf."""
+    m = s.amax(-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    e = torch.exp(s - m)
+    total = e.sum(-1, keepdim=True)
+    p = torch.where(total > 0, e / total.clamp_min(torch.finfo(s.dtype).tiny), torch.zeros_like(e))
+    lse = torch.where(total > 0, m + torch.log(total), torch.full_like(total, float("-inf")))
+    return p, lse.squeeze(-1)
 
 
 def reference_forward(q, k, v, joint_q, joint_k, joint_v, scale: float, key_bias=None):
     """Returns (out [b,nh,N,dh], joint_out [b,nh,L,dh], lse [b,nh,N+L]) in the accumulation dtype."""
-    qq, kk, vv = _joined(q, k, v, joint_q, joint_k, joint_v)
+    qq, kk, vv = _joined(q, k, v, joint_q, joint_k, joint_v, key_bias)
     b, nh, s_total, dh = qq.shape
     out = torch.empty_like(qq)
     lse = torch.empty(qq.shape[:3], dtype=qq.dtype, device=qq.device)
     step = _row_block(b, nh, s_total)
     for start in range(0, s_total, step):
         rows = slice(start, start + step)
-        s = _scores(qq[:, :, rows], kk, scale, key_bias)
-        lse[:, :, rows] = torch.logsumexp(s, dim=-1)
-        out[:, :, rows] = torch.matmul(_probabilities(s, lse[:, :, rows]), vv)
+        p, lse[:, :, rows] = _softmax(_scores(qq[:, :, rows], kk, scale, key_bias))
+        out[:, :, rows] = torch.matmul(p, vv)
     n = q.shape[2]
     return out[:, :, :n], out[:, :, n:], lse
 
@@ -84,7 +96,7 @@ def reference_backward(
     dS = P * (dP - D + dlse), D = rowsum(dO * O): the lse output is differentiable, which is what lets
     partial results be merged by log-sum-exp (ring attention) and still be trained through.
     """
-    qq, kk, vv = _joined(q, k, v, joint_q, joint_k, joint_v)
+    qq, kk, vv = _joined(q, k, v, joint_q, joint_k, joint_v, key_bias)
     acc = qq.dtype
     b, nh, s_total, dh = qq.shape
     d_o = torch.cat([grad_out, grad_joint_out], dim=2).to(acc)
@@ -95,9 +107,7 @@ def reference_backward(
     step = _row_block(b, nh, s_total)
     for start in range(0, s_total, step):
         rows = slice(start, start + step)
-        s = _scores(qq[:, :, rows], kk, scale, key_bias)
-        lse = torch.logsumexp(s, dim=-1)
-        p = _probabilities(s, lse)
+        p, _ = _softmax(_scores(qq[:, :, rows], kk, scale, key_bias))
         o = torch.matmul(p, vv)
         d_p = torch.matmul(d_o[:, :, rows], vv.transpose(-1, -2))
         delta = (d_o[:, :, rows] * o).sum(-1)

@@ -30,6 +30,7 @@ from ..kernels.configs import (
     forward_launch_config,
     head_block,
 )
+from .validation import as_length_tensor
 
 try:
     import triton
@@ -75,19 +76,12 @@ def _dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def _length_arg(length, b: int, device) -> torch.Tensor | None:
-    if length is None or isinstance(length, torch.Tensor):
-        return length
-    return torch.full((b,), int(length), dtype=torch.int32, device=device)
-
-
 def _stand_in(t: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """A token set with no rows is never dereferenced (its loops run zero times); it passes the other set's
     tensor as its pointer so that no null pointer reaches the launcher."""
     return other if t.shape[2] == 0 else t
 
 
-@functools.cache
 @functools.cache
 def _device_capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
@@ -148,8 +142,8 @@ def launch_forward(
         return
     if _interpreting():
         _check_interpretable(q)
-    logical_n = _length_arg(logical_n, b, q.device)
-    logical_l = _length_arg(logical_l, b, q.device)
+    logical_n = as_length_tensor(logical_n, b, n, q.device)
+    logical_l = as_length_tensor(logical_l, b, l, q.device)
     if config is None:
         config = _forward_config(
             q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale, logical_n, logical_l
@@ -241,8 +235,8 @@ def launch_backward(
         return grads
     if _interpreting():
         _check_interpretable(q)
-    logical_n = _length_arg(logical_n, b, q.device)
-    logical_l = _length_arg(logical_l, b, q.device)
+    logical_n = as_length_tensor(logical_n, b, n, q.device)
+    logical_l = as_length_tensor(logical_l, b, l, q.device)
     config = config or backward_launch_config(dh, q.dtype, n, l)
     block_d = head_block(dh)
     dq, dk, dv, djq, djk, djv = grads

@@ -113,8 +113,9 @@ def check_length_values(name: str, value: torch.Tensor, limit: int, seq: str) ->
     if value.device.type != "cpu" or isinstance(value, torch._subclasses.FakeTensor):
         return
     if value.numel() and (int(value.min()) < 0 or int(value.max()) > limit):
+        shown = value.tolist() if value.numel() <= 16 else f"min {int(value.min())}, max {int(value.max())}"
         raise ValueError(
-            f"joint_attention: every entry of {name} must lie in [0, {seq}={limit}]; got {value.tolist()}"
+            f"joint_attention: every entry of {name} must lie in [0, {seq}={limit}]; got {shown}"
         )
 
 
@@ -123,3 +124,13 @@ def assert_lengths_async(name: str, value: torch.Tensor | None, limit: int) -> N
     if value is None or value.device.type in ("cpu", "meta"):
         return
     torch._assert_async(((value >= 0) & (value <= limit)).all(), f"{name} out of range [0, {limit}]")
+
+
+def as_length_tensor(value, b: int, full: int, device) -> torch.Tensor | None:
+    """An int valid length as a [b] int32 tensor; None, or an int meaning "all valid", as None (no masking at
+    all); tensors pass through."""
+    if value is None or isinstance(value, torch.Tensor):
+        return value
+    if value == full:
+        return None
+    return torch.full((b,), int(value), dtype=torch.int32, device=device)

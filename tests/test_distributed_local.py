@@ -1,4 +1,5 @@
-"""The single-process parts of jointattn.distributed: ring schedule, sharding, chooser, guarded merge, errors.
+"""The single-process parts of jointattn.distributed: ring schedule, sharding, chooser, errors
+(the log-sum-exp merge itself is tested in test_merge.py).
 
 The multi-process behaviour (both strategies against the op, forward and backward) is in test_distributed.py.
 """

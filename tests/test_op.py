@@ -1,5 +1,7 @@
 """The `jointattn::joint_attention` op: numerics vs float64, autograd, opcheck, tracing, and bad input."""
 
+import zlib
+
 import pytest
 import torch
 from helpers import joint_inputs, rel_err, unfused_float64
@@ -47,7 +49,10 @@ def run_forward(shape, dtype, pad_n, pad_l, seed):
     ids=["nopad", "int-tensor", "both", "n-only"],
 )
 def test_forward_matches_float64(shape, dtype, pad_n, pad_l):
-    run_forward(shape, dtype, pad_n, pad_l, seed=hash((shape, str(dtype), pad_n, pad_l)) % 1000)
+    # A seed fixed by the case (crc32, not hash(): string hashing changes between runs).
+    run_forward(
+        shape, dtype, pad_n, pad_l, seed=zlib.crc32(repr((shape, str(dtype), pad_n, pad_l)).encode()) % 1000
+    )
 
 
 def test_rows_without_any_valid_key_are_zero_with_lse_minus_inf():

@@ -172,7 +172,21 @@ class Reshape(Handler):
             op_name(node) == "unflatten" and normalize_dim(arg(node, 1, "dim"), len(shape(data))) == a
         ):
             return None
+        if op_name(node) == "squeeze" and not self._squeezes_only_other_dims(node, a):
+            return None
         return {data: a}
+
+    @staticmethod
+    def _squeezes_only_other_dims(node, axis) -> bool:
+        """`squeeze()` or `squeeze(axis)` would drop the traced axis from a token set of length 1 (the whole
+        sequence keeps it), so replaying it per set is only right with explicit dims that exclude it."""
+        dims = varargs(node, 1, "dim")
+        rank = len(shape(node.args[0]))
+        return (
+            bool(dims)
+            and all(isinstance(d, int) for d in dims)
+            and axis not in [normalize_dim(d, rank) for d in dims]
+        )
 
     def part_args(self, node, out_axis, substitute, part_len):
         if op_name(node) not in self.SIZED:
@@ -183,11 +197,11 @@ class Reshape(Handler):
         if any(isinstance(s, int) and s == -1 for i, s in enumerate(sizes) if i != out_axis):
             sizes = [shape(node)[i] if isinstance(s, int) and s == -1 else s for i, s in enumerate(sizes)]
             if any(not isinstance(s, (int, fx.Node)) for s in sizes):
-                raise _CannotReplay("a -1 size that stands for a symbolic dim")
+                raise CannotReplay("a -1 size that stands for a symbolic dim")
         return (substitute(node.args[0]), sizes), {}
 
 
-class _CannotReplay(Exception):
+class CannotReplay(Exception):
     pass
 
 
@@ -273,9 +287,7 @@ class DimOp(Handler):
         if dim is None:
             return None, True
         dims = [dim] if isinstance(dim, int) else list(dim)
-        keep = name in ("softmax", "log_softmax", "narrow", "slice", "normalize") or bool(
-            arg(node, 2, "keepdim", False)
-        )
+        keep = name in ("softmax", "log_softmax", "narrow", "slice") or bool(arg(node, 2, "keepdim", False))
         if name in ("select",):
             keep = False
         return [normalize_dim(d, rank) for d in dims], keep
@@ -434,8 +446,5 @@ def output_axis(node: fx.Node, source: fx.Node, in_axis: int) -> int | None:
 
 
 def part_args(node: fx.Node, out_axis: int, substitute: Callable, part_len):
-    """Arguments of `node` for one part; raises `_CannotReplay` when the call cannot be re-expressed."""
+    """Arguments of `node` for one part; raises `CannotReplay` when the call cannot be re-expressed."""
     return handler_for(node).part_args(node, out_axis, substitute, part_len)
-
-
-CannotReplay = _CannotReplay

@@ -148,6 +148,8 @@ def _key_padding(
         raise _Refused("attn_mask is not a tensor")
     mask_shape = shape(mask)
     _check(refuse_key_mask_shape(mask_shape, q_shape))
+    if tensor_val(mask).requires_grad:
+        raise _Refused("attn_mask requires grad (a learned bias, not padding)")
     if same(mask_shape[-1], 1):
         raise _Refused("attn_mask does not vary over keys")
     axis = len(mask_shape) - 1
@@ -263,7 +265,7 @@ def _removable(node: fx.Node) -> bool:
             "expand",
             "pad",
             "nonzero",
-            "scaled_dot_product_attention",
+            "key_padding_lengths",
         )
         or handler_for(node) is not None
     )

@@ -18,18 +18,10 @@ from ...runtime.masked_op import ABSENT_KEY_BIAS
 from .nodes import arg, op_name, same, shape, val
 
 # View-like ops that change how a validity vector broadcasts, never its values along the key axis.
-_TRANSPARENT = (
-    "unsqueeze",
-    "view",
-    "reshape",
-    "expand",
-    "expand_as",
-    "contiguous",
-    "bool",
-    "to",
-    "clone",
-    "_to_copy",
-)
+_VIEWS = ("unsqueeze", "view", "reshape", "expand", "expand_as", "contiguous", "clone")
+# Casts keep the mask's meaning only within one kind: bool -> bool, or float -> float (an additive bias).
+# bool -> float turns validity into a +1/+0 bias (every key still counts); float -> bool flips the meaning.
+_CASTS = ("bool", "to", "_to_copy", "type", "float", "half", "bfloat16", "double")
 _ALL_VALID_FACTORIES = ("ones", "ones_like", "new_ones")
 
 
@@ -41,10 +33,14 @@ class KeyPadding:
 
 
 def _peel(node):
-    """Strips broadcasting views and plain basic indexing (`x[:, None, None, :]`)."""
+    """Strips broadcasting views, plain basic indexing (`x[:, None, None, :]`) and same-kind casts."""
     while isinstance(node, fx.Node):
         name = op_name(node)
-        if name in _TRANSPARENT or (name == "getitem" and _is_plain_index(node)):
+        if (
+            name in _VIEWS
+            or (name == "getitem" and _is_plain_index(node))
+            or (name in _CASTS and _same_kind_cast(node))
+        ):
             node = node.args[0]
         else:
             break
@@ -83,7 +79,7 @@ def classify(mask_part: fx.Node, size) -> KeyPadding:
     if not isinstance(node, fx.Node):
         return KeyPadding("check", mask_part)
     name = op_name(node)
-    if name in _ALL_VALID_FACTORIES and _is_bool_or_ones(node):
+    if name in _ALL_VALID_FACTORIES and _is_bool(node):  # float ones would be a +1 bias, not "all valid"
         return KeyPadding("all", mask_part)
     if name in ("zeros", "zeros_like", "new_zeros") and not _is_bool(node):
         return KeyPadding("all", mask_part)
@@ -105,11 +101,11 @@ def classify(mask_part: fx.Node, size) -> KeyPadding:
     return KeyPadding("check", mask_part)
 
 
+def _same_kind_cast(node) -> bool:
+    source = node.args[0] if node.args else None
+    return isinstance(source, fx.Node) and _is_bool(source) == _is_bool(node)
+
+
 def _is_bool(node) -> bool:
     v = val(node)
     return getattr(v, "dtype", None) is not None and str(v.dtype) == "torch.bool"
-
-
-def _is_bool_or_ones(node) -> bool:
-    # ones of a float dtype would be an additive bias of +1 everywhere: not "all valid" in general.
-    return _is_bool(node)

@@ -131,6 +131,12 @@ def infer_meta(node: fx.Node, fake_mode) -> None:
     node.meta["val"] = value
 
 
+def latest(graph: fx.Graph, nodes) -> fx.Node:
+    """The node of `nodes` that comes last in the graph: a point after which all of them exist."""
+    position = {n: i for i, n in enumerate(graph.nodes)}
+    return max(nodes, key=position.__getitem__)
+
+
 class GraphBuilder:
     """Inserts calls (at the graph's current insertion point) with fake metadata, and remembers what it made
     so the pass can remove its own leftovers without touching anything it did not create."""

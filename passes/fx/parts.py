@@ -19,8 +19,8 @@ import torch
 import torch.fx as fx
 
 from ..rules import PartRange, locate_range
-from .axes import CannotReplay, input_axes, output_axis, part_args
-from .nodes import GraphBuilder, normalize_dim, op_name, same, shape, tensor_val
+from .axes import input_axes, output_axis, part_args
+from .nodes import GraphBuilder, latest, normalize_dim, op_name, same, shape, tensor_val
 from .ranges import SPLITS, Range, range_of, split_axis
 
 CAT_NAMES = ("cat", "concat", "concatenate")
@@ -94,8 +94,8 @@ class PartResolver:
                 return f"{node.name} combines tensors split into different token sets"
         try:
             nodes = [self._replay(node, axis, p, lengths, carried, sliced) for p in range(len(lengths))]
-        except CannotReplay as e:
-            return f"{node.name} cannot be applied to each token set: {e}"
+        except Exception as e:  # noqa: BLE001  any call this table cannot re-express per set: not a match
+            return f"{node.name} cannot be applied to each token set: {type(e).__name__}: {e}"
         return Parts(nodes, lengths)
 
     def slice_like(self, t: fx.Node, axis: int, reference: Parts, ref_axis: int, before: fx.Node) -> Parts:
@@ -118,10 +118,14 @@ class PartResolver:
         return start, self.build.add(start, sizes[-1]), sizes[-1]
 
     def _slice(self, t: fx.Node, a: int, p: int, lengths, carried) -> fx.Node:
-        key = (t, a, p)
+        """`t[start:end]` along `a` for part p, shared by every replay that cuts `t` at the same bounds. It is
+        placed right after the latest of its inputs, so it precedes every consumer, wherever that is."""
+        start, end, _ = self._offsets(p, lengths, carried)
+        key = (t, a, start, end)
         if key not in self._slices:
-            start, end, _ = self._offsets(p, lengths, carried)
-            self._slices[key] = self.build.call(torch.ops.aten.slice.Tensor, (t, a, start, end))
+            inputs = [t] + [x for x in (start, end) if isinstance(x, fx.Node)]
+            with self.graph.inserting_before(latest(self.graph, inputs).next):
+                self._slices[key] = self.build.call(torch.ops.aten.slice.Tensor, (t, a, start, end))
         return self._slices[key]
 
     def _replay(self, node, axis, p, lengths, carried, sliced) -> fx.Node:
@@ -186,11 +190,15 @@ def _visit(node, axis, lengths, plan) -> str | None:
                 loc = locate_range(r.start, r.end, lengths)
                 if isinstance(loc, str):
                     return loc
+                if not _whole_part(loc, lengths) and not (
+                    isinstance(loc.start, int) and isinstance(loc.end, int)
+                ):
+                    return f"slice [{r.start}, {r.end}) is a symbolic sub-range of a token set"
                 found.append((item, loc))
                 plan.parts_used.add(loc.part)
             continue
         out = output_axis(user, node, axis)
-        if out is not None:
+        if out is not None and _replayable(user, out):
             sub = OutputPlan()
             reason = _visit(user, out, lengths, sub)
             if reason is not None:
@@ -203,6 +211,16 @@ def _visit(node, axis, lengths, plan) -> str | None:
     if found:
         plan.ranges[node] = found
     return None
+
+
+def _replayable(user: fx.Node, axis: int) -> bool:
+    """Whether `user` can be re-expressed per token set: checked while planning, so that the rewrite, which
+    runs after the op is in the graph, cannot fail half-way. If not, `user` takes the re-joined output."""
+    try:
+        part_args(user, axis, lambda x: x, 1)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
 
 
 def _merge(plan: OutputPlan, sub: OutputPlan) -> None:
@@ -254,9 +272,13 @@ def fold_concat(cat: fx.Node, axis: int, resolver: PartResolver) -> list[fx.Node
     return apply_outputs(plan, cat, axis, parts, resolver)
 
 
+def _whole_part(loc: PartRange, lengths) -> bool:
+    return same(loc.start, 0) and same(loc.end, lengths[loc.part])
+
+
 def _part_range(build: GraphBuilder, part_nodes, axis, loc: PartRange, item: fx.Node) -> fx.Node:
     part = part_nodes[loc.part]
-    if same(loc.start, 0) and same(loc.end, shape(part)[axis]):
+    if _whole_part(loc, [shape(p)[axis] for p in part_nodes]):
         return part
     with build.graph.inserting_before(item):
         return build.call(torch.ops.aten.slice.Tensor, (part, axis, loc.start, loc.end))

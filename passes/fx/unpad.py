@@ -24,11 +24,11 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from ...runtime.padding import compact_valid_rows
-from .nodes import GraphBuilder, arg, normalize_dim, op_name, shape, val
+from .nodes import GraphBuilder, arg, latest, normalize_dim, op_name, same, shape, val
 from .parts import CAT_NAMES, cat_parts
 from .ranges import range_of
 
-_PEEL = ("flatten", "view", "reshape", "squeeze", "unsqueeze", "contiguous")
+_INDEX_VIEWS = ("flatten", "view", "reshape", "squeeze", "unsqueeze", "contiguous")
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,9 @@ def _match(batch_cat: fx.Node) -> UnpadLoop | None:
         nonzeros.append(found[1])
     first = samples[0]
     if any(s != first for s in samples) or len(items) != shape(first.dense[0])[0]:
+        return None
+    # Each sample must be padded back to exactly N + L rows, the length the rewrite produces.
+    if not same(shape(batch_cat)[2], shape(first.dense[0])[2] + shape(first.mask)[1]):
         return None
     return UnpadLoop(batch_cat, first, tuple(nonzeros))
 
@@ -161,25 +164,27 @@ def _gathered(node: fx.Node, i: int):
     return node.args[0], idx
 
 
-def _peel(node):
-    while isinstance(node, fx.Node) and op_name(node) in _PEEL:
+def _peel_index_views(node):
+    while isinstance(node, fx.Node) and op_name(node) in _INDEX_VIEWS:
         node = node.args[0]
     return node
 
 
 def _mask_row(idx: fx.Node):
     """idx = flatten(nonzero(flatten(mask[i][None, :]))) -> (mask, i, the nonzero node)."""
-    nz = _peel(idx)
+    nz = _peel_index_views(idx)
     if not isinstance(nz, fx.Node) or op_name(nz) != "nonzero" or arg(nz, 1, "as_tuple", False):
         return None
-    row = _peel(nz.args[0])
+    if len(shape(nz.args[0])) != 1:  # nonzero of a [1, L] row flattens to (0, j0, 0, j1, ...): another gather
+        return None
+    row = _peel_index_views(nz.args[0])
     while (
         isinstance(row, fx.Node)
         and op_name(row) == "getitem"
         and isinstance(row.args[1], tuple)
         and all(c is None or c == slice(None) for c in row.args[1])
     ):
-        row = _peel(row.args[0])
+        row = _peel_index_views(row.args[0])
     if not isinstance(row, fx.Node):
         return None
     if op_name(row) == "getitem" and isinstance(row.args[1], int):
@@ -206,35 +211,29 @@ def rewrite_unpad_loop(build: GraphBuilder, loop: UnpadLoop, shared: dict) -> tu
         n = build.size(s.dense[0], 2)
     key = (s.mask, s.dense_first, shape(s.dense[0])[2])
     if key not in shared:
-        with graph.inserting_before(_latest(graph, [s.mask, s.dense[0]]).next):
+        with graph.inserting_before(latest(graph, [s.mask, s.dense[0]]).next):
             text_valid = build.call(torch.ne, (s.mask, 0))
             dense_valid = build.call(
                 "new_ones", (text_valid, (build.size(s.mask, 0), build.size(s.dense[0], 2))), method=True
             )
             key_valid = build.call(torch.cat, (order(dense_valid, text_valid), 1), {})
             mask = build.call(operator.getitem, (key_valid, (slice(None), None, None, slice(None))))
-        shared[key] = (text_valid, mask)
-    text_valid, mask = shared[key]
+        shared[key] = (text_valid, key_valid, mask)
+    text_valid, key_valid, mask = shared[key]
     with graph.inserting_before(loop.batch_cat):
         o = build.call(F.scaled_dot_product_attention, (q, k, v), {"attn_mask": mask, "scale": s.scale})
-        total = build.size(o, 2)
-        text_len = build.size(s.mask, 1)
         if s.dense_first:
+            # [dense, valid text, zeros]: only the text rows move.
             dense = build.call(torch.ops.aten.slice.Tensor, (o, 2, 0, n))
-            text = build.call(torch.ops.aten.slice.Tensor, (o, 2, n, total))
+            text = build.call(torch.ops.aten.slice.Tensor, (o, 2, n, build.size(o, 2)))
+            out = build.call(
+                torch.cat, ([dense, build.call(compact_valid_rows, (text, text_valid))],), {"dim": 2}
+            )
         else:
-            text = build.call(torch.ops.aten.slice.Tensor, (o, 2, 0, text_len))
-            dense = build.call(torch.ops.aten.slice.Tensor, (o, 2, text_len, total))
-        text = build.call(compact_valid_rows, (text, text_valid))
-        out = build.call(torch.cat, (order(dense, text),), {"dim": 2})
+            # [valid text, dense, zeros]: the zeros F.pad adds land after the dense rows.
+            out = build.call(compact_valid_rows, (o, key_valid))
     loop.batch_cat.replace_all_uses_with(out)
     return o, out
-
-
-def _latest(graph: fx.Graph, nodes) -> fx.Node:
-    """The node of `nodes` that comes last in the graph (a point where all of them exist)."""
-    position = {n: i for i, n in enumerate(graph.nodes)}
-    return max(nodes, key=position.__getitem__)
 
 
 def drop_unbacked_asserts(graph: fx.Graph, loop: UnpadLoop) -> list[fx.Node]:
@@ -267,7 +266,7 @@ def _depends_only_on(node: fx.Node, sources: set) -> bool:
             "gt",
             "lt",
             "eq",
-            "and_",
+            "bitwise_and",
             "sym_sum",
             "add",
             "sub",

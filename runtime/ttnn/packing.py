@@ -189,13 +189,20 @@ def _cat(*parts):
     return tuple(torch.cat(group, dim=2) for group in zip(*parts, strict=True))
 
 
+def _require_keys(n: int, l: int) -> None:  # noqa: E741
+    if n + l <= 0:
+        raise ValueError(
+            f"ttnn packing: needs at least one valid key (logical_n + logical_l > 0); got {n} + {l}"
+        )
+
+
 def _valid_keys(k, joint_k, n: int, l: int) -> torch.Tensor:  # noqa: E741
     return torch.cat([k[:, :, :n], joint_k[:, :, :l]], dim=2).to(PACK_DTYPE)
 
 
 def plan_single(q, k, v, joint_q, joint_k, joint_v, n: int, l: int, ch: Channels, scale: float) -> Plan:  # noqa: E741
     """Layout for joint_scaled_dot_product_attention; needs n + l > 0 (else nothing attends to anything)."""
-    assert n + l > 0
+    _require_keys(n, l)
     big_n, big_l = q.shape[2], joint_q.shape[2]
     padded_queries = torch.cat([q[:, :, n:], joint_q[:, :, l:]], dim=2)
     sink_count = max(padded_queries.shape[2], 1)
@@ -241,7 +248,7 @@ def plan_ring(
     """Layout for ring_joint_scaled_dot_product_attention: spatial tokens in place, padded with zero rows to
     ring_size * N_local (N_local a multiple of 32); one sink after the valid joint tokens (logical_l = l + 1),
     or, with no valid spatial token, first in the spatial slot (logical_n = 1: the op needs logical_n > 0)."""
-    assert n + l > 0
+    _require_keys(n, l)
     big_n, big_l = q.shape[2], joint_q.shape[2]
     k_c = float(_round_bits(torch.tensor(1.0 / scale)))
     sink = _sinks(q.new_zeros(q.shape[0], q.shape[1], 1, q.shape[3]), ch, k_c)
