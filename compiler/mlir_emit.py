@@ -19,7 +19,12 @@ What each op becomes:
   emulation under `JOINTATTN_TTNN=emulate`);
 - `jointattn_triton.launch_forward` -> outputs allocated in the op's [b, S, nh, dh] memory order, then
   `jointattn.runtime.triton_runtime.launch_forward(...)` with the IR's `LaunchConfig` (Triton's interpreter
-  on CPU when `TRITON_INTERPRET=1`).
+  on CPU when `TRITON_INTERPRET=1`);
+- `jointattn.key_padding_lengths` / `jointattn.masked_joint_attention` -> the `torch.library` ops of
+  `runtime/masked_op.py` (the check's one host sync, then the length-based op or the exact path);
+  `jointattn.masked_reference` -> `masked_reference(...)` below, that exact path by itself;
+- `scf.if` -> a Python `if`/`else`, each branch's `scf.yield` assigning the if's results; `torch_c.to_i1` -> the
+  `!torch.bool` it converts (a Python bool already).
 """
 
 from __future__ import annotations
@@ -42,10 +47,17 @@ from xdsl.dialects.builtin import (
     Signedness,
 )
 from xdsl.dialects.func import CallOp, FuncOp, ReturnOp
-from xdsl.ir import Operation, SSAValue
+from xdsl.dialects.scf import IfOp, YieldOp
+from xdsl.ir import Block, Operation, SSAValue
 
 from ..passes.mlir.dialects import JointAttentionOp, JointSDPAOp, LaunchForwardOp, make_context, parse_module
 from ..passes.mlir.dialects.joint_op_base import JointOpBase
+from ..passes.mlir.dialects.jointattn_masked import (
+    KeyPaddingLengthsOp,
+    MaskedJointAttentionOp,
+    MaskedReferenceOp,
+)
+from ..passes.mlir.dialects.torch_conversion import ToI1Op
 from ..passes.mlir.dialects.torch_ops import (
     ConstantBoolOp,
     ConstantDeviceOp,
@@ -57,6 +69,7 @@ from ..passes.mlir.dialects.torch_ops import (
     PrimDeviceOp,
     PrimListConstructOp,
     PrimListUnpackOp,
+    RuntimeAssertOp,
     ValueTensorLiteralOp,
 )
 
@@ -100,12 +113,29 @@ def joint_outputs(q: torch.Tensor, joint_q: torch.Tensor) -> tuple[torch.Tensor,
     return out, joint_out, lse
 
 
+def masked_reference(q, k, v, joint_q, joint_k, joint_v, key_mask, joint_key_mask, *, scale: float):
+    """`jointattn.masked_reference`: the exact path of `jointattn::masked_joint_attention` by itself (the masks as
+    an additive per-key bias, float32/float64 accumulation), into outputs laid out as the op lays them out."""
+    # The masked op's own bias construction (bool -> 0 / -inf, float as is, broadcast to [b, N+L]), so both
+    # paths read a mask identically.
+    from jointattn.runtime.masked_op import _key_bias
+    from jointattn.runtime.reference import reference_forward
+
+    out, joint_out, lse = joint_outputs(q, joint_q)
+    bias = _key_bias(q, joint_q, key_mask, joint_key_mask)
+    o, jo, m = reference_forward(q, k, v, joint_q, joint_k, joint_v, scale, bias)
+    out.copy_(o)
+    joint_out.copy_(jo)
+    lse.copy_(m)
+    return out, joint_out, lse
+
+
 def _runtime_namespace(module: ModuleOp) -> dict:
     """Imports only what the module needs: ttnn's lowering, the Triton runtime, the op."""
-    names: dict = {"joint_outputs": joint_outputs}
+    names: dict = {"joint_outputs": joint_outputs, "masked_reference": masked_reference}
     ops = list(module.walk())
-    if any(isinstance(op, JointAttentionOp) for op in ops):
-        import jointattn
+    if any(isinstance(op, (JointAttentionOp, KeyPaddingLengthsOp, MaskedJointAttentionOp)) for op in ops):
+        import jointattn  # also registers torch.ops.jointattn.*
 
         names["jointattn"] = jointattn
     if any(isinstance(op, OperatorOp) and op.op_name.data.startswith("torch.jointattn.") for op in ops):
@@ -134,6 +164,7 @@ class _Emitter:
         self.constants: dict[str, torch.Tensor] = {}
         self.names: dict[SSAValue, str] = {}
         self.counter = 0
+        self.depth = 1  # indentation level of the statements being emitted (1: a function body)
 
     # -- values -------------------------------------------------------------------------------------------
     def fresh(self, value: SSAValue) -> str:
@@ -167,16 +198,19 @@ class _Emitter:
     def function(self, func: FuncOp) -> None:
         args = [self.fresh_arg(a, i) for i, a in enumerate(func.body.block.args)]
         self.lines.append(f"def {func.sym_name.data}({', '.join(args)}):")
-        for op in func.body.block.ops:
-            self.op(op)
+        self.block(func.body.block)
         self.lines.append("")
+
+    def block(self, block: Block) -> None:
+        for op in block.ops:
+            self.op(op)
 
     def fresh_arg(self, value: SSAValue, index: int) -> str:
         self.names[value] = f"arg{index}"
         return f"arg{index}"
 
     def emit(self, line: str) -> None:
-        self.lines.append("    " + line)
+        self.lines.append("    " * self.depth + line)
 
     def op(self, op: Operation) -> None:
         inline = (
@@ -187,7 +221,7 @@ class _Emitter:
             ConstantStrOp,
             ConstantDeviceOp,
         )
-        if isinstance(op, (*inline, PrimListConstructOp)):
+        if isinstance(op, (*inline, PrimListConstructOp, YieldOp)):  # yields: assigned by `if_else`
             return
         if isinstance(op, ReturnOp):
             values = [self.expr(v) for v in op.arguments]
@@ -198,6 +232,26 @@ class _Emitter:
             self.assign(op, f"tuple({self.expr(op.operand)})")
         elif isinstance(op, PrimDeviceOp):
             self.assign(op, f"{self.expr(op.a)}.device")
+        elif isinstance(op, RuntimeAssertOp):
+            self.emit(f"if not {self.expr(op.condition)}:")
+            self.emit(f"    raise RuntimeError({op.message.data!r})")
+        elif isinstance(op, ToI1Op):  # a !torch.bool is a Python bool already
+            self.names[op.result] = self.expr(op.operand)
+        elif isinstance(op, IfOp):
+            self.if_else(op)
+        elif isinstance(op, KeyPaddingLengthsOp):
+            b, (n, l) = op.batch, op.sizes  # noqa: E741
+            if b < 0:
+                raise NotImplementedError(f"mlir_emit: {op.name} needs a batch size known at compile time")
+            masks = ", ".join(self.expr(m) for m in (op.key_mask, op.joint_key_mask))
+            self.assign(op, f"torch.ops.jointattn.key_padding_lengths.default({masks}, {b}, {n}, {l})")
+        elif isinstance(op, MaskedJointAttentionOp):
+            args = ", ".join(self.expr(a) for a in (*op.tensors, *op.masks, *op.check))
+            scale = _float_literal(op.scale_value)
+            self.assign(op, f"torch.ops.jointattn.masked_joint_attention.default({args}, {scale}, 'auto')")
+        elif isinstance(op, MaskedReferenceOp):
+            args = ", ".join(self.expr(a) for a in (*op.tensors, *op.masks))
+            self.assign(op, f"masked_reference({args}, scale={_float_literal(op.scale_value)})")
         elif isinstance(op, ValueTensorLiteralOp):
             name = f"_const{len(self.constants)}"
             self.constants[name] = self.literal(op)
@@ -212,6 +266,25 @@ class _Emitter:
             self.assign(op, _call(_resolve(namespace, name), [self.expr(a) for a in op.operands]))
         else:
             raise NotImplementedError(f"mlir_emit: no Python for op {op.name}")
+
+    def if_else(self, op: IfOp) -> None:
+        """`scf.if`: both branches assign the if's results from their `scf.yield`."""
+        targets = [self.fresh(r) for r in op.results]
+        self.emit(f"if {self.expr(op.cond)}:")
+        for region in (op.true_region, op.false_region):
+            if region is op.false_region:
+                if not region.blocks:
+                    break
+                self.emit("else:")
+            self.depth += 1
+            block = region.block
+            self.block(block)
+            if targets:
+                (yield_op,) = [o for o in block.ops if isinstance(o, YieldOp)]
+                self.emit(f"{', '.join(targets)} = {', '.join(self.expr(v) for v in yield_op.arguments)}")
+            elif not any(not isinstance(o, YieldOp) for o in block.ops):
+                self.emit("pass")
+            self.depth -= 1
 
     def assign(self, op: Operation, expression: str) -> None:
         targets = [self.fresh(r) for r in op.results]

@@ -9,9 +9,9 @@ whose storage holds NaN.
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import count_op_calls, joint_inputs
 
 import jointattn
-from helpers import count_op_calls, joint_inputs
 
 B, H, N, L, D = 2, 3, 13, 5, 8
 

@@ -208,3 +208,96 @@ def _literal(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+# --- the masked forms --------------------------------------------------------------------------------------
+
+KM, JM = "!torch.vtensor<[2,1,1,9],i1>", "!torch.vtensor<[1,3],f16>"  # bool [b,1,1,N]; additive [1,L]
+LEN, FLAG = "!torch.vtensor<[2],si64>", "!torch.vtensor<[],i1>"
+
+
+def _masked_module(km=KM, jm=JM, lengths=LEN, flag=FLAG, sizes="n = 9 : i64, l = 3 : i64", check_only=False):
+    """key_padding_lengths + masked_joint_attention + masked_reference, in their short forms."""
+    check = (
+        f"func.func @f(%q: {Q}, %j: {J}, %km: {km}, %jm: {jm}) -> {Q} {{\n"
+        f"  %ln, %ll, %ok = jointattn.key_padding_lengths %km, %jm {{{sizes}}} : {km}, {jm} -> {lengths}, {lengths}, {flag}\n"
+    )
+    if check_only:  # the attention's short form fixes is_prefix's type
+        return check + f"  return %q : {Q}\n}}\n"
+    return check + (
+        f"  %o, %jo, %lse = jointattn.masked_joint_attention %q, %q, %q, %j, %j, %j masks(%km, %jm : {km}, {jm}) "
+        f"check(%ln, %ll, %ok : {lengths}) {{scale = 2.500000e-01 : f64}} : {Q}, {J} -> {LSE}\n"
+        f"  %e, %je, %le = jointattn.masked_reference %q, %q, %q, %j, %j, %j masks(%km, %jm : {km}, {jm}) "
+        f"{{scale = 2.500000e-01 : f64}} : {Q}, {J} -> {LSE}\n"
+        f"  return %o : {Q}\n}}\n"
+    )
+
+
+def test_masked_ops_verify_and_print_back_as_written():
+    printed = _round_trip(_masked_module())
+    assert _round_trip(printed) == printed
+    for line in _masked_module().splitlines()[1:4]:
+        assert line.strip() in printed
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (
+            dict(km="!torch.vtensor<[2,1,9,9],i1>"),
+            "key_mask must be a bool or float tensor broadcastable to [b=2, 1, 1, 9]",
+        ),
+        (
+            dict(jm="!torch.vtensor<[1,4],f16>"),
+            "joint_key_mask must be a bool or float tensor broadcastable to [b=2, 1, 1, 3]",
+        ),
+        (dict(km="!torch.vtensor<[2,1,1,9],si64>"), "key_mask must be a bool or float tensor"),
+        (dict(lengths="!torch.vtensor<[2],si32>"), "lengths_n must be an int64 tensor [b]"),
+        (
+            dict(flag="!torch.vtensor<[1],i1>", check_only=True),
+            "is_prefix must be !torch.vtensor<[],i1> (a 0-d bool)",
+        ),
+        (dict(sizes="n = 0 : i64, l = 3 : i64"), "n and l must be positive key counts"),
+    ],
+    ids=["mask-over-queries", "joint-mask-keys", "mask-dtype", "lengths-dtype", "flag", "sizes"],
+)
+def test_malformed_masked_ops_are_rejected_naming_the_operand(kwargs, message):
+    with pytest.raises(VerifyException, match=_literal(message)):
+        parse_module(_masked_module(**kwargs))
+
+
+def test_masked_attention_checks_its_masks_against_q_and_joint_q():
+    """A check for other sizes than the attention's token sets: caught on the attention."""
+    text = _masked_module(
+        km="!torch.vtensor<[2,1,1,8],i1>", sizes="n = 8 : i64, l = 3 : i64"
+    )  # the check is consistent, the attention has N = 9
+    with pytest.raises(VerifyException, match=_literal("jointattn.masked_joint_attention: key_mask must be")):
+        parse_module(text)
+
+
+RUNTIME_ASSERT = """
+func.func @f(%n: !torch.int) -> !torch.int {
+  %int7 = torch.constant.int 7
+  %0 = torch.aten.le.int %n, %int7 : !torch.int, !torch.int -> !torch.bool
+  torch.runtime.assert %0, "Runtime assertion failed for expression u0 <= 7 on node 'le_4'"
+  return %n : !torch.int
+}
+"""
+
+
+def test_runtime_asserts_round_trip_and_run():
+    """torch.export's size checks after `nonzero` (Mochi), as torch-mlir writes them."""
+    from jointattn.compiler.mlir_emit import compile_module
+
+    printed = _round_trip(RUNTIME_ASSERT)
+    assert (
+        "torch.runtime.assert %0, \"Runtime assertion failed for expression u0 <= 7 on node 'le_4'\""
+        in printed
+    )
+    function = compile_module(printed, "f")
+    assert function(5) == 5
+    with pytest.raises(RuntimeError, match="u0 <= 7"):
+        function(8)
+    if TORCH_MLIR_OPT is not None:
+        result = subprocess.run([TORCH_MLIR_OPT], input=printed, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr

@@ -122,6 +122,128 @@ def test_text_first_seq_first_lowered_and_run(target):
     assert "scale = 2.000000e-01 : f64" in lowered
 
 
+class MaskArgument(torch.nn.Module):
+    """A key-padding mask passed in: fused with a run-time check, lowered to an scf.if on its flag."""
+
+    def forward(self, q, k, v, eq, ek, ev, mask):
+        o = F.scaled_dot_product_attention(
+            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), attn_mask=mask
+        )
+        return o[:, :, : q.shape[2]], o[:, :, q.shape[2] :]
+
+
+def _prefix_valid(n, length, image_lengths, text_lengths):
+    image = torch.arange(n)[None, :] < torch.tensor(image_lengths)[:, None]
+    text = torch.arange(length)[None, :] < torch.tensor(text_lengths)[:, None]
+    return torch.cat([image, text], 1)
+
+
+def _holes_valid(b, n, length, seed):
+    """Validity with holes in both token sets (not a prefix); key 0 stays valid so eager has no NaN row."""
+    valid = torch.rand(b, n + length, generator=torch.Generator().manual_seed(seed)) > 0.4
+    valid[:, 0] = True
+    return valid
+
+
+MASK_FORMS = {
+    "bool": lambda valid: valid[:, None, None, :],
+    "additive": lambda valid: torch.where(valid, 0.0, float("-inf"))[:, None, None, :],
+}
+
+
+def _count_target_calls(monkeypatch, target):
+    """Counts the lowered target's calls (the scf.if's prefix branch) while the test runs."""
+    if target == "triton":
+        from jointattn.runtime import triton_runtime as module
+
+        name = "launch_forward"
+    else:
+        from jointattn.runtime.ttnn import lowering as module
+
+        name = "joint_sdpa"
+    calls = []
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        calls.append(name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("target", ["ttnn", "triton"])
+@pytest.mark.parametrize(
+    "form,import_valid,run_valid,branch",
+    [
+        # prefix padding on both token sets when it runs: the target's call with the counted lengths
+        ("bool", _holes_valid(2, 37, 5, seed=9), _prefix_valid(37, 5, [37, 20], [5, 2]), "target"),
+        # holes in both token sets when it runs: the exact path
+        ("additive", _prefix_valid(37, 5, [30, 37], [1, 5]), _holes_valid(2, 37, 5, seed=4), "exact"),
+    ],
+    ids=["prefix-bool", "holes-additive"],
+)
+def test_mask_argument_lowered_and_run(monkeypatch, target, form, import_valid, run_valid, branch):
+    """import -> fuse -> lower -> emit -> run with a mask input, against float64 eager. The module is imported with
+    a mask of the other kind than it runs with: the lowered program decides when it runs."""
+    module = MaskArgument()
+    calls = _count_target_calls(monkeypatch, target)
+    run_inputs = (*_bhsd(2, 2, 37, 5, 16, 1), MASK_FORMS[form](run_valid))
+    lowered, got = run_lowered(
+        module, (*_bhsd(2, 2, 37, 5, 16, 0), MASK_FORMS[form](import_valid)), target, run_inputs
+    )
+    assert lowered.count("jointattn.key_padding_lengths") == 1 and "scf.if" in lowered
+    assert len(calls) == (1 if branch == "target" else 0)
+    assert_matches(target, got, float64_eager(module, run_inputs))
+
+
+@pytest.mark.parametrize("target", ["ttnn", "triton"])
+def test_an_fx_fused_module_with_a_mask_input_imports_lowers_and_runs(target):
+    """The FX pass's masked ops, imported by torch-mlir as torch.operator, lower and run like the MLIR pass's."""
+    from jointattn.passes.fx import fuse_joint_attention as fx_fuse
+
+    captured = []
+
+    def backend(gm, example_inputs):
+        assert fx_fuse(gm).fused == 1
+        captured.append((gm, example_inputs))
+        return gm.forward
+
+    inputs = (*_bhsd(2, 2, 21, 6, 16, 0), MASK_FORMS["bool"](_holes_valid(2, 21, 6, seed=5)))
+    torch.compile(MaskArgument(), backend=backend)(*inputs)
+    gm, example_inputs = captured[0]
+    text = import_module(gm, *example_inputs)
+    assert 'torch.operator "torch.jointattn.masked_joint_attention"' in text
+    lowered = run_pipeline(text, f"lower-joint-attention{{target={target}}}")
+    assert "torch.operator" not in lowered and "scf.if" in lowered
+    run_valid = _prefix_valid(21, 6, [21, 9], [4, 6])
+    fresh = (*_bhsd(2, 2, 21, 6, 16, 2), MASK_FORMS["bool"](run_valid))
+    order = [next(i for i, t in enumerate(inputs) if t is x) for x in example_inputs]  # Dynamo's input order
+    got = compile_module(lowered)(*(fresh[i] for i in order))
+    assert_matches(target, got, float64_eager(MaskArgument(), fresh))
+
+
+def test_masked_operator_with_a_run_time_scale_is_not_lowered():
+    from xdsl.utils.exceptions import PassFailedException
+
+    q, j, lengths, flag = (
+        "!torch.vtensor<[1,2,5,8],f32>",
+        "!torch.vtensor<[1,2,3,8],f32>",
+        "!torch.vtensor<[1],si64>",
+        "!torch.vtensor<[],i1>",
+    )
+    km, jm = "!torch.vtensor<[1,5],i1>", "!torch.vtensor<[1,3],i1>"
+    text = (
+        f"func.func @main(%q: {q}, %jq: {j}, %km: {km}, %jm: {jm}, %ln: {lengths}, %ok: {flag}, %scale: !torch.float) -> {q} {{\n"
+        f'  %str = torch.constant.str "auto"\n'
+        f'  %0:3 = torch.operator "torch.jointattn.masked_joint_attention"(%q, %q, %q, %jq, %jq, %jq, %km, %jm, %ln, %ln, %ok, %scale, %str)'
+        f" : ({q}, {q}, {q}, {j}, {j}, {j}, {km}, {jm}, {lengths}, {lengths}, {flag}, !torch.float, !torch.str) -> ({q}, {j}, !torch.vtensor<[1,2,8],f32>)\n"
+        f"  return %0#0 : {q}\n}}\n"
+    )
+    with pytest.raises(PassFailedException, match="scale is computed at run time"):
+        run_pipeline(text, "lower-joint-attention{target=triton}")
+
+
 class CallsTheOp(torch.nn.Module):
     """Model code that already calls the op (what the FX pass produces): it imports as torch.operator."""
 
@@ -341,3 +463,33 @@ def test_unmodified_diffusers_model_every_joint_attention_fused(make):
     with torch.no_grad():
         want = model(*inputs(5))
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_mochi_imports_passes_through_unfused_and_runs():
+    """diffusers' Mochi gathers each sample's valid text tokens with `nonzero` in a per-sample loop. torch-mlir
+    imports it (the loop unrolled per sample, attention over `?` tokens, `torch.runtime.assert` size checks);
+    the MLIR pass has no counterpart of the FX pass's unpad rewrite, so it refuses those attentions, leaves the
+    module as it is, and the module runs as eager does."""
+    from jointattn.passes.mlir.fuse_joint_attention import fuse_joint_attention
+
+    from jointattn import model_zoo
+
+    case = model_zoo.build("mochi")
+    names = list(case.inputs)
+
+    class Call(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = case.model
+
+        def forward(self, *args):
+            return self.model(**dict(zip(names, args, strict=True)), return_dict=False)[0]
+
+    text = import_module(Call(), *case.inputs.values())
+    decisions = fuse_joint_attention(parse_module(text))
+    per_sample = [d for d in decisions if "lengths not known at compile time" in d.reason]
+    assert not any(d.fused for d in decisions) and len(per_sample) == 2 * case.joint_layers
+    got = compile_module(run_pipeline(text, "fuse-joint-attention"))(*case.inputs.values())
+    with torch.no_grad():
+        want = case.model(**case.inputs, return_dict=False)[0]
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

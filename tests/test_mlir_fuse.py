@@ -326,6 +326,139 @@ def test_a_constant_image_length_becomes_an_int_operand():
     assert "logical_n(%int9 : !torch.int)" in fused_text
 
 
+# --- key-padding masks checked at run time ------------------------------------------------------------------
+
+
+class MaskInput(torch.nn.Module):
+    """A mask that arrives as an input: nothing in the graph says whether it is prefix padding."""
+
+    def forward(self, q, k, v, eq, ek, ev, mask):
+        o = F.scaled_dot_product_attention(
+            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), attn_mask=mask
+        )
+        return o[:, :, :N], o[:, :, N:]
+
+
+class MaskInputTextFirst(torch.nn.Module):
+    """Text first, [B,S,H,D] concat, transposed; the mask input covers the keys in that order."""
+
+    def forward(self, q, k, v, eq, ek, ev, mask):
+        qq, kk, vv = (torch.cat([e, x], 1).transpose(1, 2) for e, x in ((eq, q), (ek, k), (ev, v)))
+        o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, scale=0.3).transpose(1, 2).flatten(2)
+        text, image = o.split_with_sizes([eq.shape[1], q.shape[1]], dim=1)
+        return image, text
+
+
+class SuffixMask(torch.nn.Module):
+    """Built in the graph, but text keys are valid from `lengths` on (a suffix): no compile-time proof."""
+
+    def forward(self, q, k, v, eq, ek, ev, text_lengths):
+        text_valid = torch.arange(eq.shape[2])[None, :] >= text_lengths[:, None]
+        mask = torch.cat([torch.ones(q.shape[0], N, dtype=torch.bool), text_valid], 1)[:, None, None, :]
+        o = F.scaled_dot_product_attention(
+            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), attn_mask=mask
+        )
+        return o[:, :, :N], o[:, :, N:]
+
+
+class SharedMask(torch.nn.Module):
+    """Two attention layers reading one mask input (Mochi's 48 layers share one text mask)."""
+
+    def forward(self, q, k, v, eq, ek, ev, mask):
+        a, b = MaskInput()(q, k, v, eq, ek, ev, mask)
+        return MaskInput()(a, k + a, v, b, ek * b, ev, mask)
+
+
+def prefix_valid(image_lengths, text_lengths, n=N, length=L):
+    image = torch.arange(n)[None, :] < torch.tensor(image_lengths)[:, None]
+    text = torch.arange(length)[None, :] < torch.tensor(text_lengths)[:, None]
+    return torch.cat([image, text], 1)
+
+
+def holes_valid(seed, batch=B, total=N + L):
+    """Random validity with holes (not a prefix), at least one valid key per row so eager SDPA has no NaN."""
+    valid = torch.rand(batch, total, generator=torch.Generator().manual_seed(seed)) > 0.4
+    valid[:, 0] = True
+    return valid
+
+
+def as_bool(valid):
+    return valid[:, None, None, :]
+
+
+def as_additive(valid):
+    return torch.where(valid, 0.0, float("-inf"))[:, None, None, :]
+
+
+def checked_cases():
+    """(id, module, mask to import with, mask to run with): the run-time mask differs from the import-time one,
+    so the fused program must decide when it runs."""
+    text_first = lambda valid: as_bool(torch.cat([valid[:, N:], valid[:, :N]], 1))  # noqa: E731
+    finite_bias = torch.randn(1, 1, 1, N + L, generator=torch.Generator().manual_seed(3))
+    return [
+        (
+            "bool-prefix-then-holes",
+            MaskInput(),
+            as_bool(prefix_valid([13, 9], [5, 2])),
+            as_bool(holes_valid(1)),
+        ),
+        (
+            "bool-holes-then-prefix",
+            MaskInput(),
+            as_bool(holes_valid(2)),
+            as_bool(prefix_valid([7, 13], [0, 4])),
+        ),
+        (
+            "additive-prefix",
+            MaskInput(),
+            as_additive(prefix_valid([4, 13], [5, 1])),
+            as_additive(prefix_valid([13, 2], [3, 5])),
+        ),
+        ("additive-holes", MaskInput(), as_additive(holes_valid(4)), as_additive(holes_valid(5))),
+        ("finite-bias-1xS", MaskInput(), finite_bias[0, 0], finite_bias[0, 0] * 2),
+        (
+            "text-first",
+            MaskInputTextFirst(),
+            text_first(holes_valid(6)),
+            text_first(prefix_valid([10, 13], [2, 5])),
+        ),
+    ]
+
+
+CHECKED = checked_cases()
+
+
+@pytest.mark.parametrize("module,mask,run_mask", [c[1:] for c in CHECKED], ids=[c[0] for c in CHECKED])
+def test_unproven_key_padding_masks_are_checked_at_run_time(module, mask, run_mask):
+    inputs = seq_first_inputs if isinstance(module, MaskInputTextFirst) else cat_inputs
+    fused_text, decisions = run_case(module, (*inputs(), mask), fresh_inputs=lambda: (*inputs(11), run_mask))
+    assert "key-padding mask checked at run time (exact path if it is not a prefix)" in decisions[0].reason
+    assert fused_text.count("jointattn.key_padding_lengths") == 1
+    assert fused_text.count("jointattn.masked_joint_attention") == 1
+
+
+def test_a_suffix_mask_built_in_the_graph_is_checked_at_run_time():
+    fused_text, decisions = run_case(SuffixMask(), (*cat_inputs(), torch.tensor([2, 3])))
+    assert "checked at run time" in decisions[0].reason
+    assert "torch.aten.cat" not in fused_text  # the mask is taken per token set, its concat is gone
+
+
+@pytest.mark.parametrize(
+    "emit,check",
+    [("jointattn", "jointattn.key_padding_lengths"), ("operator", "torch.jointattn.key_padding_lengths")],
+)
+def test_layers_sharing_a_mask_share_one_check(emit, check):
+    inputs = (*cat_inputs(), as_bool(holes_valid(7)))
+    text = import_module(SharedMask(), *inputs)
+    assert [d.fused for d in decisions_of(text)] == [True, True]
+    fused_text = run_pipeline(text, f"fuse-joint-attention{{emit={emit}}}")
+    assert fused_text.count(check) == 1
+    assert fused_text.count("masked_joint_attention") == 2
+    got = compile_module(fused_text)(*inputs)
+    for g, w in zip(got, float64_eager(SharedMask(), inputs), strict=True):
+        torch.testing.assert_close(g.double(), w, rtol=1e-4, atol=1e-5)
+
+
 # --- what is not joint attention ----------------------------------------------------------------------------
 
 
@@ -374,28 +507,6 @@ class Gqa(torch.nn.Module):
         return o[:, :, :N]
 
 
-class MaskInput(torch.nn.Module):
-    """A mask that arrives as an input: nothing in the graph proves it is key padding."""
-
-    def forward(self, q, k, v, eq, ek, ev, mask):
-        o = F.scaled_dot_product_attention(
-            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), attn_mask=mask
-        )
-        return o[:, :, :N]
-
-
-class SuffixMask(torch.nn.Module):
-    """Text keys valid from `lengths` on (a suffix, not a prefix)."""
-
-    def forward(self, q, k, v, eq, ek, ev, text_lengths):
-        text_valid = torch.arange(eq.shape[2])[None, :] >= text_lengths[:, None]
-        mask = torch.cat([torch.ones(q.shape[0], N, dtype=torch.bool), text_valid], 1)[:, None, None, :]
-        o = F.scaled_dot_product_attention(
-            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), attn_mask=mask
-        )
-        return o[:, :, :N]
-
-
 @pytest.mark.parametrize(
     "module,extra,reason",
     [
@@ -406,8 +517,8 @@ class SuffixMask(torch.nn.Module):
         (KeyNotConcat(), (), "k is not a concat of token sets (it is computed by torch.aten.flip)"),
         (Gqa(), (), "enable_gqa=True"),
         (MaskInput(), (torch.rand(B, 1, N + L, N + L) > 0.3,), "varies over queries"),
-        (MaskInput(), (torch.ones(B, 1, 1, N + L, dtype=torch.bool),), "cannot prove it is key padding"),
-        (SuffixMask(), (torch.tensor([2, 3]),), "key validity is not a prefix"),
+        (MaskInput(), (torch.rand(1, H, 1, N + L) > 0.3,), "varies over heads"),
+        (MaskInput(), (torch.zeros(B, 1, 1, 1),), "does not vary over keys"),
     ],
     ids=[
         "causal",
@@ -417,8 +528,8 @@ class SuffixMask(torch.nn.Module):
         "key-not-cat",
         "gqa",
         "query-mask",
-        "mask-input",
-        "suffix-mask",
+        "head-mask",
+        "keyless-mask",
     ],
 )
 def test_not_fused_and_left_untouched(module, extra, reason):
@@ -500,3 +611,67 @@ def test_fx_fused_and_mlir_fused_ir_agree():
     assert name == "torch.jointattn.joint_attention"
     assert args[6:9] == ["rear", 0.3, None] and args[10] == "auto"
     assert args[9] == ("!torch.vtensor<[2],si64>", "torch.aten.clamp")
+
+
+def _masked_signature(text):
+    """The check and the masked op of a module in operator form: per operand, a constant's value, a block
+    argument's type, a slice of one (type, dim, start, end), or which check result it is."""
+    from jointattn.passes.mlir.dialects.torch_ops import (
+        AtenSliceTensorOp,
+        ConstantFloatOp,
+        ConstantIntOp,
+        ConstantNoneOp,
+        ConstantStrOp,
+        OperatorOp,
+    )
+
+    ops = [o for o in parse_module(text).walk() if isinstance(o, OperatorOp)]
+    assert [o.op_name.data for o in ops] == [
+        "torch.jointattn.key_padding_lengths",
+        "torch.jointattn.masked_joint_attention",
+    ]
+    check = ops[0]
+
+    def describe(value):
+        owner = value.owner
+        if isinstance(owner, (ConstantStrOp, ConstantIntOp, ConstantFloatOp)):
+            return owner.value.data if isinstance(owner, ConstantStrOp) else owner.value.value.data
+        if isinstance(owner, ConstantNoneOp):
+            return None
+        if owner is check:
+            return ("check result", value.index)
+        if isinstance(owner, AtenSliceTensorOp):
+            bounds = [o.owner.value.value.data for o in owner.operands[1:]]
+            return ("slice", str(owner.self_.type), *bounds)
+        return (str(value.type), getattr(owner, "name", "argument"))
+
+    return [
+        (op.op_name.data, [describe(a) for a in op.args], [str(t) for t in op.result_types]) for op in ops
+    ]
+
+
+def test_fx_fused_and_mlir_fused_ir_agree_on_a_mask_input():
+    """With a mask input, both passes write the same check and masked op on the same per-set slices."""
+    from jointattn.passes.fx import fuse_joint_attention as fx_fuse
+
+    inputs = (*seq_first_inputs(), as_bool(holes_valid(8)))
+    captured = []
+
+    def backend(gm, example_inputs):
+        assert fx_fuse(gm).fused == 1
+        captured.append((gm, example_inputs))
+        return gm.forward
+
+    torch.compile(MaskInputTextFirst(), backend=backend)(*inputs)
+    gm, example_inputs = captured[0]
+    from_fx = _masked_signature(import_module(gm, *example_inputs))
+    from_mlir = _masked_signature(
+        run_pipeline(import_module(MaskInputTextFirst(), *inputs), "fuse-joint-attention{emit=operator}")
+    )
+    assert from_fx == from_mlir
+    (_, check_args, _), (_, masked_args, _) = from_mlir
+    # text first: the image keys (the op's spatial side) are the mask's second piece
+    image_slice = ("slice", f"!torch.vtensor<[{B},1,1,{N + L}],i1>", 3, L, N + L, 1)
+    text_slice = ("slice", f"!torch.vtensor<[{B},1,1,{N + L}],i1>", 3, 0, L, 1)
+    assert check_args == [image_slice, text_slice, B, N, L]
+    assert masked_args[6:] == [image_slice, text_slice, *(("check result", i) for i in range(3)), 0.3, "auto"]

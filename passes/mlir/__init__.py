@@ -1,9 +1,12 @@
 """The MLIR path's passes (xDSL), over torch-mlir's torch dialect; `jointattn-opt` runs them.
 
 - `fuse_joint_attention.py`: `fuse-joint-attention{emit=jointattn|operator remarks=true}`, the MLIR twin of the
-  FX pass (matching in `joint_match.py`, `sequence_parts.py`, `key_padding.py`; rules in `passes/rules.py`).
-- `lower_joint_attention.py`: `lower-joint-attention{target=ttnn|triton}`.
-- `dialects/`: torch (torch-mlir's syntax), jointattn, ttnn, jointattn_triton, and the parsing context.
+  FX pass (matching in `joint_match.py`, `sequence_parts.py`, `key_padding.py`; masks checked at run time in
+  `padding_check.py`; rules in `passes/rules.py`).
+- `lower_joint_attention.py`: `lower-joint-attention{target=ttnn|triton}` (device calls in `target_calls.py`,
+  the masked form's `scf.if` in `lower_masked.py`).
+- `dialects/`: torch (torch-mlir's syntax), jointattn (with its masked forms), ttnn, jointattn_triton, a sliver of
+  torch_c, and the parsing context.
 Import -> passes -> emitted Python: `compiler/mlir_import.py`, `compiler/opt_main.py`, `compiler/mlir_emit.py`.
 """
 

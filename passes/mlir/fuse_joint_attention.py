@@ -14,6 +14,11 @@ Options:
 - `remarks=true` prints one line per SDPA on stderr: fused, or not fused and why (the rule's sentence).
 Matching is in `joint_match.py` (and `key_padding.py` for masks); a refused SDPA is left untouched.
 
+Key-padding masks (`key_padding.py`): one proven to be a prefix of each token set becomes valid lengths; any other
+mask that varies only over batch and keys (an argument, bool or additive) becomes `key_padding_lengths` +
+`masked_joint_attention` (`padding_check.py`; one check per distinct mask, shared by the layers that read it),
+which check at run time that it is prefix padding and otherwise take the exact path, as the FX pass does.
+
 Rewrite: the token sets of q, k, v feed the op, the longer one as the spatial side (`rules.spatial_part`);
 position-wise ops between the concat and the SDPA (a permute from [B, S, H, D], RoPE) are replayed per token
 set (`sequence_parts.py`), position-dependent operands sliced to match; every cut of the old output is rebuilt on
@@ -53,6 +58,7 @@ from .dialects.torch_ops import (
 from .ir_values import const_int, shape_of
 from .joint_match import JointMatch, PartUse, match_joint_attention
 from .key_padding import Length
+from .padding_check import PaddingChecks
 from .sequence_parts import PartsBuilder, is_position_wise
 from .torch_builder import TorchBuilder
 
@@ -81,6 +87,7 @@ class FuseCatSdpaSplit(RewritePattern):
     emit: str
     labels: dict[Operation, tuple[str, int]]
     decisions: list[FusionDecision] = field(default_factory=list)
+    checks: PaddingChecks = field(default_factory=PaddingChecks)  # one run-time check per distinct mask
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: AtenScaledDotProductAttentionOp, rewriter: PatternRewriter) -> None:
@@ -89,7 +96,7 @@ class FuseCatSdpaSplit(RewritePattern):
         if isinstance(match, str):
             self.decisions.append(FusionDecision(function, index, False, match))
             return
-        _rewrite(match, self.emit, rewriter)
+        _rewrite(match, self.emit, rewriter, self.checks)
         self.decisions.append(FusionDecision(function, index, True, _describe(match)))
 
 
@@ -122,8 +129,12 @@ class FuseJointAttentionPass(ModulePass):
 def _describe(match: JointMatch) -> str:
     """The same summary the FX pass gives (`passes/fx/fuse.py`), so remarks and `explain` read alike."""
     order = "spatial-first" if match.spatial == 0 else "text-first"
-    padded = any(length is not None for length in match.valid_lengths)
-    pad = "padding as valid lengths proven from the mask" if padded else "no padding"
+    if match.checked_mask is not None:
+        pad = "key-padding mask checked at run time (exact path if it is not a prefix)"
+    elif any(length is not None for length in match.valid_lengths):
+        pad = "padding as valid lengths proven from the mask"
+    else:
+        pad = "no padding"
     used = sorted({use.where.part for use in match.uses})
     outs = {2: "both outputs used", 0: "no per-set output"}.get(len(used)) or (
         "only the first token set used" if used == [0] else "only the second token set used"
@@ -146,38 +157,45 @@ def _label_sdpas(module: ModuleOp) -> dict[Operation, tuple[str, int]]:
 # The rewrite.
 
 
-def _rewrite(match: JointMatch, emit: str, rewriter: PatternRewriter) -> None:
+def _rewrite(match: JointMatch, emit: str, rewriter: PatternRewriter, checks: PaddingChecks) -> None:
     sdpa = match.sdpa
     build = TorchBuilder(rewriter, sdpa)
     parts = PartsBuilder(build)
     tensors = [parts.part(plan, match.spatial) for plan in match.inputs]
     tensors += [parts.part(plan, match.joint) for plan in match.inputs]
     build.at(sdpa)
+    if match.checked_mask is not None:
+        fused = checks.masked_attention(build, parts, match, tensors, emit)
+    else:
+        fused = _joint_attention(build, match, tensors, emit)
+    outputs = {match.spatial: fused.results[0], match.joint: fused.results[1]}
+    _rebuild_outputs(match, build, rewriter, outputs)
+
+
+def _joint_attention(build: TorchBuilder, match: JointMatch, tensors: list[SSAValue], emit: str) -> Operation:
+    """The length-based op, valid lengths (proven from the mask, or none) as operands."""
     batch = shape_of(tensors[0])[0]
-    logical_n = _length_operand(
-        build, match.valid_lengths[match.spatial], match.lengths[match.spatial], batch, tensors[0], emit
-    )
-    logical_l = _length_operand(
-        build, match.valid_lengths[match.joint], match.lengths[match.joint], batch, tensors[0], emit
+    logical_n, logical_l = (
+        _length_operand(build, match.valid_lengths[part], match.lengths[part], batch, tensors[0], emit)
+        for part in (match.spatial, match.joint)
     )
     if emit == "jointattn":
-        fused = build.insert(
+        return build.insert(
             JointAttentionOp(tensors, scale=match.scale, logical_n=logical_n, logical_l=logical_l)
         )
-    else:
-        args = [
-            *tensors,
-            build.str("rear"),
-            sdpa.scale,  # as the model wrote it: none (SDPA's default) or a constant
-            logical_n or build.none(),
-            logical_l or build.none(),
-            build.str("auto"),
-        ]
-        fused = build.insert(
-            OperatorOp(OPERATOR_NAME, args, joint_result_types(tensors[0].type, tensors[3].type))
-        )
-    outputs = {match.spatial: fused.results[0], match.joint: fused.results[1]}
+    args = [
+        *tensors,
+        build.str("rear"),
+        match.sdpa.scale,  # as the model wrote it: none (SDPA's default) or a constant
+        logical_n or build.none(),
+        logical_l or build.none(),
+        build.str("auto"),
+    ]
+    return build.insert(OperatorOp(OPERATOR_NAME, args, joint_result_types(tensors[0].type, tensors[3].type)))
 
+
+def _rebuild_outputs(match: JointMatch, build: TorchBuilder, rewriter: PatternRewriter, outputs) -> None:
+    sdpa = match.sdpa
     rebuilt: dict[tuple[Operation, int], SSAValue] = {}
     for use in match.uses:
         value = _rebuild_chain(build, use, outputs[use.where.part], match, rebuilt)

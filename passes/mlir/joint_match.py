@@ -15,6 +15,8 @@ and on the output, uses of the SDPA result that end, possibly after `permute`/`t
 (`slice`, `narrow`, `split`, `split_with_sizes`, `chunk`) are mapped to the token set they lie in
 (`rules.locate_range`; a cut across the boundary refuses the whole match). Any other use needs the whole
 sequence: it is counted, and the rewrite concatenates the two op outputs back for it (as the FX pass does).
+An `attn_mask` is read by `key_padding.key_padding`: valid lengths proven at compile time, a mask checked at
+run time (`JointMatch.checked_mask`), or a refusal.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from .ir_values import (
     normalize_dim,
     shape_of,
 )
-from .key_padding import Length, valid_lengths_from_mask
+from .key_padding import CheckedMask, Length, key_padding
 from .sequence_parts import PartsPlan, resolve
 
 SPLIT_OPS = (AtenSplitTensorOp, AtenSplitWithSizesOp, AtenSplitSizesOp, AtenChunkOp)
@@ -82,6 +84,7 @@ class JointMatch:
     valid_lengths: tuple[Length, Length]  # per part, in source order
     uses: tuple[PartUse, ...]
     whole_uses: int  # uses that need the whole joint output (re-joined with a concat)
+    checked_mask: CheckedMask | None = None  # a key-padding mask checked at run time (valid_lengths unused)
 
     @property
     def joint(self) -> int:
@@ -114,13 +117,17 @@ def match_joint_attention(sdpa: AtenScaledDotProductAttentionOp) -> JointMatch |
     if scale is None:
         scale = shapes[0][3] ** -0.5
     valid: tuple[Length, Length] = (None, None)
+    checked = None
     if not is_none(sdpa.attn_mask):
         if shapes[0][0] == DYNAMIC:
             return "attn_mask with a batch size not known at compile time"
-        found = valid_lengths_from_mask(sdpa.attn_mask, lengths, shapes[0][0])
+        found = key_padding(sdpa.attn_mask, lengths, shapes[0][0])
         if isinstance(found, str):
             return found
-        valid = found
+        if isinstance(found, CheckedMask):
+            checked = found
+        else:
+            valid = found
     uses: list[PartUse] = []
     whole = _walk_uses(sdpa.result, 2, (), lengths, uses)
     if isinstance(whole, str):
@@ -128,7 +135,7 @@ def match_joint_attention(sdpa: AtenScaledDotProductAttentionOp) -> JointMatch |
     if not uses and not whole:
         return "the attention output is not used"
     return JointMatch(
-        sdpa, tuple(inputs), lengths, rules.spatial_part(lengths), scale, valid, tuple(uses), whole
+        sdpa, tuple(inputs), lengths, rules.spatial_part(lengths), scale, valid, tuple(uses), whole, checked
     )
 
 

@@ -1,9 +1,13 @@
-"""Proving that an SDPA `attn_mask` is a key-padding mask whose valid keys are a prefix of each token set.
+"""How an SDPA `attn_mask` reaches the joint-attention op: as valid lengths proven at compile time, as a mask
+checked at run time, or not at all (refused).
 
-Entry point: `valid_lengths_from_mask(mask, part_lengths, batch) -> (length_0, length_1) | reason`, where a
+Entry point: `key_padding(mask, part_lengths, batch) -> (length_0, length_1) | CheckedMask | reason`, where a
 length is `ALL_VALID`, an int, or a `TensorLength` (an integer tensor of per-batch lengths in the IR).
 
-The forms proven, after peeling broadcasts (`unsqueeze`, `view`/`reshape`, `expand`, `broadcast_to` that keep
+Refused (the SDPA stays): masks that vary over queries or heads, or whose batch does not broadcast
+(`rules.refuse_key_mask_shape`), masks that do not vary over keys, and masks whose sizes are not known.
+
+Proven prefixes, after peeling broadcasts (`unsqueeze`, `view`/`reshape`, `expand`, `broadcast_to` that keep
 the key dim last) and dtype conversions that keep bool as bool and float as float:
 - the mask is boolean validity `V` (True = the key exists), or an additive bias built from it:
   `where(V, 0, -inf)`, `where(~V, -inf, 0)` (also with scalar branches), `masked_fill(zeros, ~V, -inf)`,
@@ -12,8 +16,9 @@ the key dim last) and dtype conversions that keep bool as bool and float as floa
 - each part's validity is a constant all-True tensor (all valid), `arange(S) < n` with a constant `n`
   (clamped into [0, S]), or `arange(S)[None, :] < lengths[:, None]` / `lengths[:, None] > arange(S)` with an
   integer tensor `lengths` of shape [b].
-Anything else (per-query masks, causal masks, masks passed in as arguments, finite biases) is refused with
-the reason; the SDPA is then left as it is.
+Any other key-padding-shaped mask (a function argument, a finite bias, a suffix, lengths of another kind) is a
+`CheckedMask`: the pass emits `key_padding_lengths` + `masked_joint_attention`, which check at run time that it
+is prefix padding and otherwise take the exact path (as the FX pass does, `passes/fx/masks.py`).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from .dialects.torch_ops import (
     PrimListConstructOp,
     ValueTensorLiteralOp,
 )
+from .dialects.torch_types import DYNAMIC
 from .ir_values import const_float, const_int, normalize_dim, shape_of
 
 ALL_VALID = None
@@ -64,15 +70,37 @@ class TensorLength:
 Length = int | TensorLength | None
 
 
-def valid_lengths_from_mask(
+@dataclass(frozen=True)
+class CheckedMask:
+    """A key-padding mask that is not provably a prefix of each token set: checked when it runs."""
+
+    mask: SSAValue
+    key_dim: int  # its last dim
+    unproven: str  # why the compile-time proof did not go through
+
+
+def key_padding(
     mask: SSAValue, part_lengths: tuple[int, int], batch: int
-) -> tuple[Length, Length] | str:
+) -> tuple[Length, Length] | CheckedMask | str:
+    """Valid lengths per token set (source order), a mask to check at run time, or why the SDPA is refused."""
     mask_shape = shape_of(mask)
     if mask_shape is None:
         return "attn_mask of unknown rank"
     reason = rules.refuse_key_mask_shape(mask_shape, (batch,))
     if reason is not None:
         return reason
+    keys = mask_shape[-1]
+    if keys == 1:
+        return "attn_mask does not vary over keys"
+    if keys != sum(part_lengths):
+        return f"attn_mask has {'an unknown number of' if keys == DYNAMIC else keys} keys, not {sum(part_lengths)}"
+    proven = _proven_lengths(mask, part_lengths, batch)
+    if isinstance(proven, str):
+        return CheckedMask(mask, len(mask_shape) - 1, proven)
+    return proven
+
+
+def _proven_lengths(mask: SSAValue, part_lengths: tuple[int, int], batch: int) -> tuple[Length, Length] | str:
     validity = _validity(_peel_broadcasts(mask))
     if isinstance(validity, str):
         return validity

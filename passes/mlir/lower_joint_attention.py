@@ -1,4 +1,4 @@
-"""`lower-joint-attention{target=ttnn|triton}`: the joint-attention op to a device call with its configuration.
+"""`lower-joint-attention{target=ttnn|triton}`: the joint-attention ops to device calls with their configuration.
 
 Entry points: `LowerJointAttentionPass` (option `target`, required) and `lower_joint_attention(module, target)`.
 
@@ -6,12 +6,13 @@ Patterns (one per rewrite):
 - `OperatorToJointAttention`: `torch.operator "torch.jointattn.joint_attention"` (what `emit=operator` and
   torch-mlir's importer write) -> the typed `jointattn.joint_attention`, scale resolved (None -> 1/sqrt(dh)).
   The operator's `runtime` string is dropped: the target chosen here is the runtime.
-- `JointAttentionToTTNN`: -> `ttnn.joint_scaled_dot_product_attention`, with the program config's chunk sizes
-  from `jointattn.runtime.ttnn.config.sdpa_chunk_sizes(N, L, dh, b=, nh=)` and the compute-kernel settings of
-  `config.current()` (the same choices the ttnn runtime makes at run time, now visible in the IR).
-- `JointAttentionToTriton`: -> `jointattn_triton.launch_forward`, with
-  `jointattn.kernels.configs.forward_launch_config(dh, dtype, N, L)` as its launch config.
-A joint-attention op that cannot be lowered (a run-time scale, unknown sizes) fails the pass with the reason.
+- `JointAttentionToTarget`: `jointattn.joint_attention` -> the target's call (`target_calls.py`):
+  `ttnn.joint_scaled_dot_product_attention` with its program and compute-kernel configs, or
+  `jointattn_triton.launch_forward` with its launch config.
+- the masked forms (`lower_masked.py`): the run-time check stays, and the attention becomes an `scf.if` on its
+  host-side flag: the target's call with the counted valid lengths, or the exact path.
+An op that cannot be lowered (a run-time scale, unknown sizes) fails the pass with the reason, before anything
+is rewritten.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import BFloat16Type, Float16Type, Float32Type, Float64Type, ModuleOp
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
     GreedyRewritePatternApplier,
@@ -31,14 +32,13 @@ from xdsl.pattern_rewriter import (
 from xdsl.utils.exceptions import PassFailedException
 
 from .dialects.jointattn import JointAttentionOp
-from .dialects.jointattn_triton import LaunchConfigAttr, LaunchForwardOp
 from .dialects.torch_ops import ConstantStrOp, OperatorOp
-from .dialects.torch_types import DYNAMIC
-from .dialects.ttnn import ComputeKernelConfigAttr, JointSDPAOp, SDPAProgramConfigAttr
 from .fuse_joint_attention import OPERATOR_NAME
-from .ir_values import const_float, is_none, shape_of
+from .ir_values import is_none
+from .lower_masked import masked_lowering_patterns, unlowerable_masked
+from .target_calls import TARGETS, joint_sizes, resolved_scale, target_call, torch_dtype
 
-TARGETS = ("ttnn", "triton")
+__all__ = ["LowerJointAttentionPass", "lower_joint_attention", "TARGETS", "torch_dtype"]
 
 
 class OperatorToJointAttention(RewritePattern):
@@ -60,91 +60,34 @@ def _operator_scale(op: OperatorOp) -> float | str:
     """The resolved scale of an operator-form op, or why it cannot be lowered."""
     if len(op.args) != 11 or len(op.results) != 3:
         return f"expected 11 operands and 3 results; got {len(op.args)} and {len(op.results)}"
-    strategy, scale = op.args[6], op.args[7]
+    strategy = op.args[6]
     if not isinstance(strategy.owner, ConstantStrOp) or strategy.owner.value.data != "rear":
         return 'joint_strategy must be the constant "rear"'
-    if is_none(scale):
-        dh = shape_of(op.args[0])[3]
-        return "the default scale needs a head dim known at compile time" if dh == DYNAMIC else dh**-0.5
-    value = const_float(scale)
-    return "scale is computed at run time (the lowering needs a constant)" if value is None else value
+    return resolved_scale(op.args[7], op.args[0])
 
 
-def _sizes(q, joint_q) -> tuple[int, int, int, int, int] | str:
-    b, nh, n, dh = shape_of(q)
-    l = shape_of(joint_q)[2]  # noqa: E741
-    if DYNAMIC in (b, nh, n, dh, l):
-        return f"sizes must be known at compile time to choose a device config; got {q.type}, {joint_q.type}"
-    return b, nh, n, l, dh
+@dataclass
+class JointAttentionToTarget(RewritePattern):
+    target: str
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: JointAttentionOp, rewriter: PatternRewriter) -> None:
+        lowered = target_call(self.target, op.tensors, op.scale_value, op.logical_n, op.logical_l)
+        rewriter.replace(op, lowered, lowered.results)
 
 
 def _unlowerable(module: ModuleOp) -> str | None:
     for op in module.walk():
         if isinstance(op, OperatorOp) and op.op_name.data == OPERATOR_NAME:
             reason = _operator_scale(op)
-            reason = reason if isinstance(reason, str) else _sizes(op.args[0], op.args[3])
+            reason = reason if isinstance(reason, str) else joint_sizes(op.args[0], op.args[3])
         elif isinstance(op, JointAttentionOp):
-            reason = _sizes(op.q, op.joint_q)
+            reason = joint_sizes(op.q, op.joint_q)
         else:
-            continue
+            reason = unlowerable_masked(op)
         if isinstance(reason, str):
             return f"{op.name}: {reason}"
     return None
-
-
-class JointAttentionToTTNN(RewritePattern):
-    @op_type_rewrite_pattern
-    def match_and_rewrite(self, op: JointAttentionOp, rewriter: PatternRewriter) -> None:
-        from jointattn.runtime.ttnn import config
-
-        b, nh, n, l, dh = _sizes(op.q, op.joint_q)  # noqa: E741
-        q_chunk, k_chunk = config.sdpa_chunk_sizes(n, l, dh, b=b, nh=nh)
-        settings = config.current()
-        lowered = JointSDPAOp(
-            op.tensors,
-            scale=op.scale_value,
-            program_config=SDPAProgramConfigAttr(q_chunk, k_chunk, settings.exp_approx_mode),
-            compute_kernel_config=ComputeKernelConfigAttr(
-                settings.math_fidelity,
-                settings.math_approx_mode,
-                settings.fp32_dest_acc_en,
-                settings.packer_l1_acc,
-            ),
-            logical_n=op.logical_n,
-            logical_l=op.logical_l,
-        )
-        rewriter.replace(op, lowered, lowered.results)
-
-
-class JointAttentionToTriton(RewritePattern):
-    @op_type_rewrite_pattern
-    def match_and_rewrite(self, op: JointAttentionOp, rewriter: PatternRewriter) -> None:
-        from jointattn.kernels.configs import forward_launch_config
-
-        _, _, n, l, dh = _sizes(op.q, op.joint_q)  # noqa: E741
-        chosen = forward_launch_config(dh, torch_dtype(op.q.type.element_type), n, l)
-        lowered = LaunchForwardOp(
-            op.tensors,
-            scale=op.scale_value,
-            config=LaunchConfigAttr(chosen.block_m, chosen.block_n, chosen.num_warps, chosen.num_stages),
-            logical_n=op.logical_n,
-            logical_l=op.logical_l,
-        )
-        rewriter.replace(op, lowered, lowered.results)
-
-
-def torch_dtype(element_type):
-    import torch
-
-    for builtin, dtype in (
-        (Float32Type, torch.float32),
-        (Float16Type, torch.float16),
-        (BFloat16Type, torch.bfloat16),
-        (Float64Type, torch.float64),
-    ):
-        if isinstance(element_type, builtin):
-            return dtype
-    raise PassFailedException(f"lower-joint-attention: unsupported element type {element_type}")
 
 
 def lower_joint_attention(module: ModuleOp, target: str) -> None:
@@ -155,10 +98,8 @@ def lower_joint_attention(module: ModuleOp, target: str) -> None:
     reason = _unlowerable(module)
     if reason:
         raise PassFailedException(f"lower-joint-attention: {reason}")
-    lowering = JointAttentionToTTNN() if target == "ttnn" else JointAttentionToTriton()
-    PatternRewriteWalker(GreedyRewritePatternApplier([OperatorToJointAttention(), lowering])).rewrite_module(
-        module
-    )
+    patterns = [OperatorToJointAttention(), JointAttentionToTarget(target), *masked_lowering_patterns(target)]
+    PatternRewriteWalker(GreedyRewritePatternApplier(patterns)).rewrite_module(module)
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,11 @@ _ELEMENTWISE = frozenset(
         "add.Tensor sub.Tensor mul.Tensor div.Tensor add.Scalar sub.Scalar mul.Scalar div.Scalar rsub.Scalar "
         "neg exp sin cos tanh sigmoid relu gelu silu rsqrt sqrt reciprocal abs pow.Tensor_Scalar "
         "pow.Tensor_Tensor maximum minimum where.self where.ScalarOther where.ScalarSelf to.dtype "
-        "_to_copy clone type_as"
+        "_to_copy clone type_as "
+        # comparisons and logic, which key-padding masks are built from (`where(~valid, -inf, 0)` and kin):
+        "where.Scalar masked_fill.Scalar masked_fill.Tensor bitwise_not logical_not logical_and logical_or "
+        "bitwise_and.Tensor bitwise_or.Tensor eq.Tensor ne.Tensor lt.Tensor le.Tensor gt.Tensor ge.Tensor "
+        "eq.Scalar ne.Scalar lt.Scalar le.Scalar gt.Scalar ge.Scalar"
     ).split()
 ) | {"torch.prims.convert_element_type"}
 # Ops that only regroup the other dims; `_layout_source_dim` says where the sequence dim comes from.

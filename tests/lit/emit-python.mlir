@@ -5,7 +5,8 @@
 
 // `-t python` prints the function `compiler.mlir_emit.compile_module` runs: the MLIR path is executed, not only
 // printed (tests/test_mlir_e2e.py runs it against eager). Constants become literals, ATen ops calls bound to
-// their schema, the joint-attention ops calls of the op, of the ttnn lowering entry or of the Triton launcher.
+// their schema, the joint-attention ops calls of the op, of the ttnn lowering entry or of the Triton launcher,
+// and the masked form's scf.if a Python if/else.
 
 func.func @main(%q: !torch.vtensor<[2,2,5,8],f32>, %jq: !torch.vtensor<[2,2,3,8],f32>, %lengths: !torch.vtensor<[2],si64>) -> (!torch.vtensor<[2,2,5,8],f32>, !torch.vtensor<[2,2,3,8],f32>) {
   %int0 = torch.constant.int 0
@@ -35,6 +36,14 @@ func.func @main(%q: !torch.vtensor<[2,2,5,8],f32>, %jq: !torch.vtensor<[2,2,3,8]
   return %a, %b : !torch.vtensor<[2,2,5,8],f32>, !torch.vtensor<[2,2,3,8],f32>
 }
 
+// A mask checked at run time (already fused, typed form): unlowered it runs the torch.library ops; lowered, the
+// scf.if becomes a Python if on the check's host-side flag.
+func.func @masked(%q: !torch.vtensor<[2,2,5,8],f32>, %jq: !torch.vtensor<[2,2,3,8],f32>, %km: !torch.vtensor<[2,1,1,5],i1>, %jm: !torch.vtensor<[2,1,1,3],i1>) -> (!torch.vtensor<[2,2,5,8],f32>, !torch.vtensor<[2,2,3,8],f32>) {
+  %ln, %ll, %ok = jointattn.key_padding_lengths %km, %jm {n = 5 : i64, l = 3 : i64} : !torch.vtensor<[2,1,1,5],i1>, !torch.vtensor<[2,1,1,3],i1> -> !torch.vtensor<[2],si64>, !torch.vtensor<[2],si64>, !torch.vtensor<[],i1>
+  %out, %joint_out, %lse = jointattn.masked_joint_attention %q, %q, %q, %jq, %jq, %jq masks(%km, %jm : !torch.vtensor<[2,1,1,5],i1>, !torch.vtensor<[2,1,1,3],i1>) check(%ln, %ll, %ok : !torch.vtensor<[2],si64>) {scale = 2.500000e-01 : f64} : !torch.vtensor<[2,2,5,8],f32>, !torch.vtensor<[2,2,3,8],f32> -> !torch.vtensor<[2,2,8],f32>
+  return %out, %joint_out : !torch.vtensor<[2,2,5,8],f32>, !torch.vtensor<[2,2,3,8],f32>
+}
+
 // FUSED:      def main(arg0, arg1, arg2):
 // FUSED-NEXT:     v0 = torch.ops.aten.clamp.default(arg2, 0, 3)
 // FUSED-NEXT:     v1, v2, v3 = jointattn.joint_attention(arg0, arg0, arg0, arg1, arg1, arg1, scale=0.3535533905932738, logical_n=None, logical_l=v0)
@@ -61,3 +70,32 @@ func.func @main(%q: !torch.vtensor<[2,2,5,8],f32>, %jq: !torch.vtensor<[2,2,3,8]
 // UNFUSED-NEXT:     v9 = torch.ops.aten.slice.Tensor(v8, 2, 0, 5, 1)
 // UNFUSED-NEXT:     v10 = torch.ops.aten.slice.Tensor(v8, 2, 5, 8, 1)
 // UNFUSED-NEXT:     return v9, v10
+
+// FUSED:      def masked(arg0, arg1, arg2, arg3):
+// FUSED-NEXT:     [[LN:v[0-9]+]], [[LL:v[0-9]+]], [[OK:v[0-9]+]] = torch.ops.jointattn.key_padding_lengths.default(arg2, arg3, 2, 5, 3)
+// FUSED-NEXT:     [[O:v[0-9]+]], [[JO:v[0-9]+]], {{v[0-9]+}} = torch.ops.jointattn.masked_joint_attention.default(arg0, arg0, arg0, arg1, arg1, arg1, arg2, arg3, [[LN]], [[LL]], [[OK]], 0.25, 'auto')
+// FUSED-NEXT:     return [[O]], [[JO]]
+
+// TTNN:      def masked(arg0, arg1, arg2, arg3):
+// TTNN-NEXT:     [[LN:v[0-9]+]], [[LL:v[0-9]+]], [[OK:v[0-9]+]] = torch.ops.jointattn.key_padding_lengths.default(arg2, arg3, 2, 5, 3)
+// TTNN-NEXT:     [[FLAG:v[0-9]+]] = torch.ops.aten.Bool.Tensor([[OK]])
+// TTNN-NEXT:     if [[FLAG]]:
+// TTNN-NEXT:         with ttnn_config.overrides(math_fidelity='HiFi2', math_approx_mode=False, fp32_dest_acc_en=False, packer_l1_acc=False, exp_approx_mode=False):
+// TTNN-NEXT:             [[P:v[0-9]+, v[0-9]+, v[0-9]+]] = ttnn_lowering.joint_sdpa(arg0, arg0, arg0, arg1, arg1, arg1, scale=0.25, logical_n=[[LN]], logical_l=[[LL]], q_chunk_size=32, k_chunk_size=32)
+// TTNN-NEXT:         [[R:v[0-9]+, v[0-9]+, v[0-9]+]] = [[P]]
+// TTNN-NEXT:     else:
+// TTNN-NEXT:         [[E:v[0-9]+, v[0-9]+, v[0-9]+]] = masked_reference(arg0, arg0, arg0, arg1, arg1, arg1, arg2, arg3, scale=0.25)
+// TTNN-NEXT:         [[R]] = [[E]]
+// TTNN-NEXT:     return
+
+// TRITON:      def masked(arg0, arg1, arg2, arg3):
+// TRITON-NEXT:     [[LN:v[0-9]+]], [[LL:v[0-9]+]], [[OK:v[0-9]+]] = torch.ops.jointattn.key_padding_lengths.default(arg2, arg3, 2, 5, 3)
+// TRITON-NEXT:     [[FLAG:v[0-9]+]] = torch.ops.aten.Bool.Tensor([[OK]])
+// TRITON-NEXT:     if [[FLAG]]:
+// TRITON-NEXT:         [[P:v[0-9]+, v[0-9]+, v[0-9]+]] = joint_outputs(arg0, arg1)
+// TRITON-NEXT:         triton_runtime.launch_forward(arg0, arg0, arg0, arg1, arg1, arg1, [[P]], 0.25, logical_n=[[LN]], logical_l=[[LL]], config=LaunchConfig(
+// TRITON-NEXT:         [[R:v[0-9]+, v[0-9]+, v[0-9]+]] = [[P]]
+// TRITON-NEXT:     else:
+// TRITON-NEXT:         [[E:v[0-9]+, v[0-9]+, v[0-9]+]] = masked_reference(arg0, arg0, arg0, arg1, arg1, arg1, arg2, arg3, scale=0.25)
+// TRITON-NEXT:         [[R]] = [[E]]
+// TRITON-NEXT:     return

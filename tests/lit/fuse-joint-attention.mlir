@@ -347,8 +347,9 @@ func.func @refuse_gqa(%q: !torch.vtensor<[1,2,5,8],f32>, %k: !torch.vtensor<[1,2
 
 // -----
 
-// Refused: a mask that is an argument (nothing proves it is key padding).
-func.func @refuse_mask_argument(%q: !torch.vtensor<[1,2,5,8],f32>, %k: !torch.vtensor<[1,2,5,8],f32>, %v: !torch.vtensor<[1,2,5,8],f32>, %jq: !torch.vtensor<[1,2,3,8],f32>, %jk: !torch.vtensor<[1,2,3,8],f32>, %jv: !torch.vtensor<[1,2,3,8],f32>, %mask: !torch.vtensor<[1,1,1,8],i1>) -> (!torch.vtensor<[1,2,5,8],f32>, !torch.vtensor<[1,2,3,8],f32>) {
+// Refused: a mask argument that varies over heads (not key padding). Key-padding masks that arrive as arguments
+// are fused with a run-time check: fuse-joint-attention-masks.mlir.
+func.func @refuse_mask_over_heads(%q: !torch.vtensor<[1,2,5,8],f32>, %k: !torch.vtensor<[1,2,5,8],f32>, %v: !torch.vtensor<[1,2,5,8],f32>, %jq: !torch.vtensor<[1,2,3,8],f32>, %jk: !torch.vtensor<[1,2,3,8],f32>, %jv: !torch.vtensor<[1,2,3,8],f32>, %mask: !torch.vtensor<[1,2,1,8],i1>) -> (!torch.vtensor<[1,2,5,8],f32>, !torch.vtensor<[1,2,3,8],f32>) {
   %int0 = torch.constant.int 0
   %int1 = torch.constant.int 1
   %int2 = torch.constant.int 2
@@ -363,20 +364,20 @@ func.func @refuse_mask_argument(%q: !torch.vtensor<[1,2,5,8],f32>, %k: !torch.vt
   %c1 = torch.aten.cat %l1, %int2 : !torch.list<vtensor>, !torch.int -> !torch.vtensor<[1,2,8,8],f32>
   %l2 = torch.prim.ListConstruct %v, %jv : (!torch.vtensor<[1,2,5,8],f32>, !torch.vtensor<[1,2,3,8],f32>) -> !torch.list<vtensor>
   %c2 = torch.aten.cat %l2, %int2 : !torch.list<vtensor>, !torch.int -> !torch.vtensor<[1,2,8,8],f32>
-  %o = torch.aten.scaled_dot_product_attention %c0, %c1, %c2, %mask, %float0.000000e00, %false, %none, %false : !torch.vtensor<[1,2,8,8],f32>, !torch.vtensor<[1,2,8,8],f32>, !torch.vtensor<[1,2,8,8],f32>, !torch.vtensor<[1,1,1,8],i1>, !torch.float, !torch.bool, !torch.none, !torch.bool -> !torch.vtensor<[1,2,8,8],f32>
+  %o = torch.aten.scaled_dot_product_attention %c0, %c1, %c2, %mask, %float0.000000e00, %false, %none, %false : !torch.vtensor<[1,2,8,8],f32>, !torch.vtensor<[1,2,8,8],f32>, !torch.vtensor<[1,2,8,8],f32>, !torch.vtensor<[1,2,1,8],i1>, !torch.float, !torch.bool, !torch.none, !torch.bool -> !torch.vtensor<[1,2,8,8],f32>
   %a = torch.aten.slice.Tensor %o, %int2, %int0, %int5, %int1 : !torch.vtensor<[1,2,8,8],f32>, !torch.int, !torch.int, !torch.int, !torch.int -> !torch.vtensor<[1,2,5,8],f32>
   %b = torch.aten.slice.Tensor %o, %int2, %int5, %int8, %int1 : !torch.vtensor<[1,2,8,8],f32>, !torch.int, !torch.int, !torch.int, !torch.int -> !torch.vtensor<[1,2,3,8],f32>
   return %a, %b : !torch.vtensor<[1,2,5,8],f32>, !torch.vtensor<[1,2,3,8],f32>
 }
 
-// CHECK-LABEL: func.func @refuse_mask_argument(
+// CHECK-LABEL: func.func @refuse_mask_over_heads(
 // CHECK:         %o = torch.aten.scaled_dot_product_attention %c0, %c1, %c2, %mask,
 // CHECK-NOT:     jointattn
 
-// OPERATOR-LABEL: func.func @refuse_mask_argument(
+// OPERATOR-LABEL: func.func @refuse_mask_over_heads(
 // OPERATOR-NOT:     torch.operator
 
-// REMARK: remark: fuse-joint-attention: @refuse_mask_argument SDPA #0: not fused: attn_mask is not a concat of per-token-set key validity (cannot prove it is key padding)
+// REMARK: remark: fuse-joint-attention: @refuse_mask_over_heads SDPA #0: not fused: attn_mask varies over heads (not a key-padding mask)
 
 // -----
 

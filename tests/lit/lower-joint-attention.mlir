@@ -57,3 +57,65 @@ func.func @int_length(%q: !torch.vtensor<[1,1,40,32],f16>, %jq: !torch.vtensor<[
 
 // TRITON-LABEL: func.func @int_length(
 // TRITON:         jointattn_triton.launch_forward %q, %q, %q, %jq, %jq, %jq logical_n(%int33 : !torch.int) {scale = 1.250000e-01 : f64
+
+// -----
+
+// A key-padding mask checked at run time (typed form, as fuse-joint-attention writes it): the check stays, and the
+// attention branches on its host-side flag: the target's call with the counted lengths, or the exact path.
+func.func @masked(%q: !torch.vtensor<[2,2,5,8],f32>, %jq: !torch.vtensor<[2,2,3,8],f32>, %km: !torch.vtensor<[2,1,1,5],i1>, %jm: !torch.vtensor<[2,1,1,3],i1>) -> (!torch.vtensor<[2,2,5,8],f32>, !torch.vtensor<[2,2,3,8],f32>) {
+  %ln, %ll, %ok = jointattn.key_padding_lengths %km, %jm {n = 5 : i64, l = 3 : i64} : !torch.vtensor<[2,1,1,5],i1>, !torch.vtensor<[2,1,1,3],i1> -> !torch.vtensor<[2],si64>, !torch.vtensor<[2],si64>, !torch.vtensor<[],i1>
+  %out, %joint_out, %lse = jointattn.masked_joint_attention %q, %q, %q, %jq, %jq, %jq masks(%km, %jm : !torch.vtensor<[2,1,1,5],i1>, !torch.vtensor<[2,1,1,3],i1>) check(%ln, %ll, %ok : !torch.vtensor<[2],si64>) {scale = 3.000000e-01 : f64} : !torch.vtensor<[2,2,5,8],f32>, !torch.vtensor<[2,2,3,8],f32> -> !torch.vtensor<[2,2,8],f32>
+  return %out, %joint_out : !torch.vtensor<[2,2,5,8],f32>, !torch.vtensor<[2,2,3,8],f32>
+}
+
+// TTNN-LABEL: func.func @masked(
+// TTNN-NEXT:    %ln, %ll, %ok = jointattn.key_padding_lengths %km, %jm {n = 5 : i64, l = 3 : i64}
+// TTNN-NEXT:    %[[FLAG:.+]] = torch.aten.Bool.Tensor %ok : !torch.vtensor<[],i1> -> !torch.bool
+// TTNN-NEXT:    %[[COND:.+]] = torch_c.to_i1 %[[FLAG]]
+// TTNN-NEXT:    %out, %joint_out, %lse = scf.if %[[COND]] -> (!torch.vtensor<[2,2,5,8],f32>, !torch.vtensor<[2,2,3,8],f32>, !torch.vtensor<[2,2,8],f32>) {
+// TTNN-NEXT:      %[[P:[^,]+]], %[[PJ:[^,]+]], %[[PL:[^ ]+]] = ttnn.joint_scaled_dot_product_attention %q, %q, %q, %jq, %jq, %jq logical_n(%ln : !torch.vtensor<[2],si64>) logical_l(%ll : !torch.vtensor<[2],si64>) {joint_strategy = "rear", scale = 3.000000e-01 : f64, program_config = #ttnn.sdpa_program_config<q_chunk_size = 32, k_chunk_size = 32, exp_approx_mode = false>
+// TTNN-NEXT:      scf.yield %[[P]], %[[PJ]], %[[PL]]
+// TTNN-NEXT:    } else {
+// TTNN-NEXT:      %[[E:[^,]+]], %[[EJ:[^,]+]], %[[EL:[^ ]+]] = jointattn.masked_reference %q, %q, %q, %jq, %jq, %jq masks(%km, %jm : !torch.vtensor<[2,1,1,5],i1>, !torch.vtensor<[2,1,1,3],i1>) {scale = 3.000000e-01 : f64}
+// TTNN-NEXT:      scf.yield %[[E]], %[[EJ]], %[[EL]]
+// TTNN-NEXT:    }
+// TTNN-NEXT:    func.return %out, %joint_out
+
+// TRITON-LABEL: func.func @masked(
+// TRITON:         %out, %joint_out, %lse = scf.if %{{.+}} -> (
+// TRITON-NEXT:      jointattn_triton.launch_forward %q, %q, %q, %jq, %jq, %jq logical_n(%ln : !torch.vtensor<[2],si64>) logical_l(%ll : !torch.vtensor<[2],si64>) {scale = 3.000000e-01 : f64, config = #jointattn_triton.launch_config<
+// TRITON:         } else {
+// TRITON-NEXT:      jointattn.masked_reference %q, %q, %q, %jq, %jq, %jq masks(%km, %jm
+
+// -----
+
+// The torch.operator form of the masked pair (emit=operator, or a module that calls the torch.library ops): made
+// typed first (SDPA's default scale resolved), then lowered the same way.
+func.func @masked_operator_form(%q: !torch.vtensor<[1,2,40,16],bf16>, %jq: !torch.vtensor<[1,2,7,16],bf16>, %mask: !torch.vtensor<[1,47],bf16>) -> !torch.vtensor<[1,2,40,16],bf16> {
+  %int0 = torch.constant.int 0
+  %int1 = torch.constant.int 1
+  %int7 = torch.constant.int 7
+  %int40 = torch.constant.int 40
+  %int47 = torch.constant.int 47
+  %none = torch.constant.none
+  %str = torch.constant.str "auto"
+  %km = torch.aten.slice.Tensor %mask, %int1, %int0, %int40, %int1 : !torch.vtensor<[1,47],bf16>, !torch.int, !torch.int, !torch.int, !torch.int -> !torch.vtensor<[1,40],bf16>
+  %jm = torch.aten.slice.Tensor %mask, %int1, %int40, %int47, %int1 : !torch.vtensor<[1,47],bf16>, !torch.int, !torch.int, !torch.int, !torch.int -> !torch.vtensor<[1,7],bf16>
+  %0:3 = torch.operator "torch.jointattn.key_padding_lengths"(%km, %jm, %int1, %int40, %int7) : (!torch.vtensor<[1,40],bf16>, !torch.vtensor<[1,7],bf16>, !torch.int, !torch.int, !torch.int) -> (!torch.vtensor<[1],si64>, !torch.vtensor<[1],si64>, !torch.vtensor<[],i1>)
+  %1:3 = torch.operator "torch.jointattn.masked_joint_attention"(%q, %q, %q, %jq, %jq, %jq, %km, %jm, %0#0, %0#1, %0#2, %none, %str) : (!torch.vtensor<[1,2,40,16],bf16>, !torch.vtensor<[1,2,40,16],bf16>, !torch.vtensor<[1,2,40,16],bf16>, !torch.vtensor<[1,2,7,16],bf16>, !torch.vtensor<[1,2,7,16],bf16>, !torch.vtensor<[1,2,7,16],bf16>, !torch.vtensor<[1,40],bf16>, !torch.vtensor<[1,7],bf16>, !torch.vtensor<[1],si64>, !torch.vtensor<[1],si64>, !torch.vtensor<[],i1>, !torch.none, !torch.str) -> (!torch.vtensor<[1,2,40,16],bf16>, !torch.vtensor<[1,2,7,16],bf16>, !torch.vtensor<[1,2,47],f32>)
+  return %1#0 : !torch.vtensor<[1,2,40,16],bf16>
+}
+
+// TTNN-LABEL: func.func @masked_operator_form(
+// TTNN-NOT:     torch.operator
+// TTNN:         %[[LN:[^,]+]], %[[LL:[^,]+]], %[[OK:[^ ]+]] = jointattn.key_padding_lengths %km, %jm {n = 40 : i64, l = 7 : i64} : !torch.vtensor<[1,40],bf16>, !torch.vtensor<[1,7],bf16> -> !torch.vtensor<[1],si64>, !torch.vtensor<[1],si64>, !torch.vtensor<[],i1>
+// TTNN:         scf.if
+// TTNN-NEXT:      ttnn.joint_scaled_dot_product_attention %q, %q, %q, %jq, %jq, %jq logical_n(%[[LN]] : !torch.vtensor<[1],si64>) logical_l(%[[LL]] : !torch.vtensor<[1],si64>) {joint_strategy = "rear", scale = 2.500000e-01 : f64
+// TTNN:         } else {
+// TTNN-NEXT:      jointattn.masked_reference %q, %q, %q, %jq, %jq, %jq masks(%km, %jm : !torch.vtensor<[1,40],bf16>, !torch.vtensor<[1,7],bf16>) {scale = 2.500000e-01 : f64}
+// TTNN-NOT:     torch.operator
+
+// TRITON-LABEL: func.func @masked_operator_form(
+// TRITON-NOT:     torch.operator
+// TRITON:         jointattn_triton.launch_forward
+// TRITON-SAME:    {scale = 2.500000e-01 : f64, config = #jointattn_triton.launch_config<

@@ -1,4 +1,5 @@
-"""The xDSL context every jointattn tool parses with: builtin, func, torch, jointattn, ttnn, jointattn_triton.
+"""The xDSL context every jointattn tool parses with: builtin, func, torch, jointattn, ttnn, jointattn_triton,
+torch_c and scf.
 
 Entry points: `make_context()` and `parse_module(text)`. `TorchContext` resolves an op name that no dialect
 defines but that torch-mlir generates (`torch.aten.*`, `torch.prim.*`, `torch.prims.*`, ...) to an opaque
@@ -19,16 +20,19 @@ from xdsl.context import Context
 from xdsl.dialect_interfaces.op_asm import OpAsmDialectInterface
 from xdsl.dialects.builtin import Builtin, ModuleOp
 from xdsl.dialects.func import Func
+from xdsl.dialects.scf import Scf
 from xdsl.ir import Dialect, Operation
 from xdsl.parser import Parser
 
 from .jointattn import JointAttn
 from .jointattn_triton import JointAttnTriton
+from .torch_conversion import TorchConversion
 from .torch_dialect import Torch
 from .torch_ops import GENERATED_PREFIXES, GenericTorchOp
 from .ttnn import TTNN
 
-DIALECTS = (Torch, JointAttn, TTNN, JointAttnTriton)
+# scf and torch_c: the `scf.if` on the host-side `is_prefix` flag that the masked lowering writes.
+DIALECTS = (Torch, JointAttn, TTNN, JointAttnTriton, TorchConversion, Scf)
 
 
 @dataclass

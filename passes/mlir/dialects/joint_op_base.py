@@ -90,10 +90,7 @@ class JointOpBase(IRDLOperation):
     @classmethod
     def parse(cls, parser: Parser):
         pos = parser.pos
-        unresolved = [parser.parse_unresolved_operand()]
-        for _ in range(5):
-            parser.parse_punctuation(",")
-            unresolved.append(parser.parse_unresolved_operand())
+        unresolved = parse_tensor_operands(parser)
         lengths: dict[str, SSAValue] = {}
         for name in LENGTH_OPERANDS:
             if parser.parse_optional_keyword(name) is not None:
@@ -103,12 +100,7 @@ class JointOpBase(IRDLOperation):
                 lengths[name] = parser.resolve_operand(operand, parser.parse_type())
                 parser.parse_punctuation(")")
         entries = parser.parse_optional_attr_dict()
-        parser.parse_punctuation(":")
-        q_type = parser.parse_type()
-        parser.parse_punctuation(",")
-        joint_type = parser.parse_type()
-        parser.parse_punctuation("->")
-        lse_type = parser.parse_type()
+        q_type, joint_type, lse_type = parse_signature(parser)
         tensors = parser.resolve_operands(unresolved, [q_type] * 3 + [joint_type] * 3, pos)
         property_names = cls.get_irdl_definition().properties
         length_values = [lengths[n] for n in LENGTH_OPERANDS if n in lengths]
@@ -135,21 +127,46 @@ class JointOpBase(IRDLOperation):
                 printer.print_string(")")
         printer.print_string(" ")
         printer.print_attr_dict({**self.extra_properties(), **self.attributes})
-        printer.print_string(" : ")
-        printer.print_attribute(self.q.type)
-        printer.print_string(", ")
-        printer.print_attribute(self.joint_q.type)
-        printer.print_string(" -> ")
-        printer.print_attribute(self.lse.type)
+        print_signature(printer, self)
 
     # -- verification ---------------------------------------------------------------------------------------
     def verify_(self) -> None:
         verify_joint_signature(self)
-        scale = self.properties.get("scale")
-        if not isinstance(scale, FloatAttr) or not math.isfinite(scale.value.data):
-            raise VerifyException(
-                f"{self.name}: 'scale' must be a finite f64 (1/sqrt(dh) by default); got {scale}"
-            )
+        verify_scale(self)
+
+
+def verify_scale(op: Operation) -> None:
+    scale = op.properties.get("scale")
+    if not isinstance(scale, FloatAttr) or not math.isfinite(scale.value.data):
+        raise VerifyException(f"{op.name}: 'scale' must be a finite f64 (1/sqrt(dh) by default); got {scale}")
+
+
+def parse_tensor_operands(parser: Parser) -> list:
+    """`%q, %k, %v, %jq, %jk, %jv`: the six tensor operands, unresolved (their types come last)."""
+    unresolved = [parser.parse_unresolved_operand()]
+    for _ in range(5):
+        parser.parse_punctuation(",")
+        unresolved.append(parser.parse_unresolved_operand())
+    return unresolved
+
+
+def parse_signature(parser: Parser) -> tuple[Attribute, Attribute, Attribute]:
+    """`: q_type, joint_q_type -> lse_type` (k, v share q's type; joint_k, joint_v share joint_q's)."""
+    parser.parse_punctuation(":")
+    q_type = parser.parse_type()
+    parser.parse_punctuation(",")
+    joint_type = parser.parse_type()
+    parser.parse_punctuation("->")
+    return q_type, joint_type, parser.parse_type()
+
+
+def print_signature(printer: Printer, op: Operation) -> None:
+    printer.print_string(" : ")
+    printer.print_attribute(op.q.type)
+    printer.print_string(", ")
+    printer.print_attribute(op.joint_q.type)
+    printer.print_string(" -> ")
+    printer.print_attribute(op.lse.type)
 
 
 def joint_result_types(q_type: Attribute, joint_type: Attribute) -> list[Attribute]:
@@ -208,7 +225,7 @@ def verify_joint_signature(op: JointOpBase) -> None:
         if t.element_type != dtype:
             raise VerifyException(f"{op.name}: result {name} must have dtype {dtype}; got {t}")
     for name in LENGTH_OPERANDS:
-        value = getattr(op, name)
+        value = getattr(op, name, None)  # ops without valid-length operands (masked_reference) skip this
         if value is None or isinstance(value.type, IntType):
             continue
         t = value.type

@@ -6,6 +6,8 @@ what `lower-joint-attention` reads; `torch.operator "torch.jointattn.joint_atten
 the way torch-mlir spells a `torch.library` op (`emit=operator`).
 
 The scale is stored resolved (SDPA's default 1/sqrt(dh) already applied), so lowerings need no defaults.
+The dialect also holds the masked forms (`jointattn_masked.py`): `key_padding_lengths`, `masked_joint_attention`
+and `masked_reference`, for key-padding masks checked at run time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from xdsl.ir import Dialect, Operation, SSAValue
 from xdsl.irdl import irdl_op_definition, prop_def
 
 from .joint_op_base import JointOpBase
+from .jointattn_masked import MASKED_OPS
 
 
 @irdl_op_definition
@@ -39,4 +42,4 @@ class JointAttentionOp(JointOpBase):
         )
 
 
-JointAttn = Dialect("jointattn", [JointAttentionOp], [])
+JointAttn = Dialect("jointattn", [JointAttentionOp, *MASKED_OPS], [])

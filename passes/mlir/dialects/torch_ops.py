@@ -404,6 +404,31 @@ class OperatorOp(IRDLOperation):
 
 
 @irdl_op_definition
+class RuntimeAssertOp(IRDLOperation):
+    """`torch.runtime.assert %cond, "message"`: what torch-mlir writes for torch.export's run-time checks (the
+    size bounds of data-dependent shapes, e.g. after `nonzero`). Has an effect (it may raise): never deleted."""
+
+    name = "torch.runtime.assert"
+    condition = operand_def(BoolType)
+    message = prop_def(StringAttr)
+
+    def __init__(self, condition: SSAValue, message: str):
+        super().__init__(operands=[condition], properties={"message": StringAttr(message)})
+
+    @classmethod
+    def parse(cls, parser: Parser):
+        condition = parser.parse_operand()
+        parser.parse_punctuation(",")
+        return cls(condition, parser.parse_str_literal())
+
+    def print(self, printer: Printer):
+        printer.print_string(" ")
+        printer.print_operand(self.condition)
+        printer.print_string(", ")
+        printer.print_string_literal(self.message.data)
+
+
+@irdl_op_definition
 class ValueTensorLiteralOp(IRDLOperation):
     """`torch.vtensor.literal(dense<...> : tensor<2x3xf32>) : !torch.vtensor<[2,3],f32>`: a constant tensor."""
 
@@ -789,6 +814,7 @@ TORCH_OPS: tuple[type[Operation], ...] = (
     PrimListConstructOp,
     PrimListUnpackOp,
     OperatorOp,
+    RuntimeAssertOp,
     ValueTensorLiteralOp,
     AtenCatOp,
     AtenScaledDotProductAttentionOp,
