@@ -118,11 +118,11 @@ def masked_reference(q, k, v, joint_q, joint_k, joint_v, key_mask, joint_key_mas
     an additive per-key bias, float32/float64 accumulation), into outputs laid out as the op lays them out."""
     # The masked op's own bias construction (bool -> 0 / -inf, float as is, broadcast to [b, N+L]), so both
     # paths read a mask identically.
-    from jointattn.runtime.masked_op import _key_bias
+    from jointattn.runtime.masked_op import key_bias_from_masks
     from jointattn.runtime.reference import reference_forward
 
     out, joint_out, lse = joint_outputs(q, joint_q)
-    bias = _key_bias(q, joint_q, key_mask, joint_key_mask)
+    bias = key_bias_from_masks(q, joint_q, key_mask, joint_key_mask)
     o, jo, m = reference_forward(q, k, v, joint_q, joint_k, joint_v, scale, bias)
     out.copy_(o)
     joint_out.copy_(jo)

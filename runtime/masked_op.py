@@ -88,7 +88,8 @@ def _(key_mask, joint_key_mask, b, n, l):  # noqa: E741
     )
 
 
-def _key_bias(q, joint_q, key_mask, joint_key_mask) -> Tensor:
+def key_bias_from_masks(q, joint_q, key_mask, joint_key_mask) -> Tensor:
+    """The two mask parts as one additive per-key bias [b, N+L] (what the exact path adds to the scores)."""
     b, n, l = q.shape[0], q.shape[2], joint_q.shape[2]  # noqa: E741
     return torch.cat(
         [_validity(key_mask, b, n, "key_mask")[2], _validity(joint_key_mask, b, l, "joint_key_mask")[2]], 1
@@ -117,7 +118,7 @@ def masked_joint_attention(
             q, k, v, joint_q, joint_k, joint_v, "rear", scale, lengths_n, lengths_l, runtime
         )
     out, joint_out, lse = _empty_outputs(q, shape)
-    bias = _key_bias(q, joint_q, key_mask, joint_key_mask)
+    bias = key_bias_from_masks(q, joint_q, key_mask, joint_key_mask)
     o, jo, m = reference_forward(
         q, k, v, joint_q, joint_k, joint_v, scale if scale is not None else shape.dh**-0.5, bias
     )
@@ -191,7 +192,7 @@ def masked_joint_attention_backward(
             runtime,
         )
     inputs = (q, k, v, joint_q, joint_k, joint_v)
-    bias = _key_bias(q, joint_q, key_mask, joint_key_mask)
+    bias = key_bias_from_masks(q, joint_q, key_mask, joint_key_mask)
     scale = scale if scale is not None else q.shape[-1] ** -0.5
     grads = reference_backward(grad_out, grad_joint_out, grad_lse, *inputs, scale, bias)
     return tuple(torch.empty_like(t).copy_(g) for t, g in zip(inputs, grads))

@@ -1,0 +1,105 @@
+"""The device calls joint attention lowers to, with the configuration the runtime would choose, shared by the
+plain and the masked lowering (`lower_joint_attention.py`, `lower_masked.py`).
+
+Entry point: `target_call(target, tensors, scale, logical_n, logical_l) -> Operation` (not inserted):
+- "ttnn": `ttnn.joint_scaled_dot_product_attention`, the program config's chunk sizes from
+  `jointattn.runtime.ttnn.config.sdpa_chunk_sizes(N, L, dh, b=, nh=)` and the compute-kernel settings of
+  `config.current()` (the choices the ttnn runtime makes at run time, now visible in the IR);
+- "triton": `jointattn_triton.launch_forward` with `jointattn.kernels.configs.forward_launch_config(dh, dtype,
+  N, L)` as its launch config.
+Also `joint_sizes(q, joint_q)` (b, nh, N, L, dh, or why they are not known) and `resolved_scale`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xdsl.dialects.builtin import BFloat16Type, Float16Type, Float32Type, Float64Type
+from xdsl.ir import Operation, SSAValue
+from xdsl.utils.exceptions import PassFailedException
+
+from .dialects.jointattn_triton import LaunchConfigAttr, LaunchForwardOp
+from .dialects.torch_types import DYNAMIC
+from .dialects.ttnn import ComputeKernelConfigAttr, JointSDPAOp, SDPAProgramConfigAttr
+from .ir_values import const_float, is_none, shape_of
+
+TARGETS = ("ttnn", "triton")
+
+
+def joint_sizes(q: SSAValue, joint_q: SSAValue) -> tuple[int, int, int, int, int] | str:
+    b, nh, n, dh = shape_of(q)
+    l = shape_of(joint_q)[2]  # noqa: E741
+    if DYNAMIC in (b, nh, n, dh, l):
+        return f"sizes must be known at compile time to choose a device config; got {q.type}, {joint_q.type}"
+    return b, nh, n, l, dh
+
+
+def resolved_scale(scale: SSAValue, q: SSAValue) -> float | str:
+    """The float scale of an operator-form op's `scale` operand (none: SDPA's 1/sqrt(dh)), or why not known."""
+    if is_none(scale):
+        dh = shape_of(q)[3]
+        return "the default scale needs a head dim known at compile time" if dh == DYNAMIC else dh**-0.5
+    value = const_float(scale)
+    return "scale is computed at run time (the lowering needs a constant)" if value is None else value
+
+
+def target_call(
+    target: str,
+    tensors: Sequence[SSAValue],
+    scale: float,
+    logical_n: SSAValue | None,
+    logical_l: SSAValue | None,
+) -> Operation:
+    """The `target`'s joint-attention call on `tensors` (q, k, v, joint_q, joint_k, joint_v)."""
+    if target == "ttnn":
+        return _ttnn_joint_sdpa(tensors, scale, logical_n, logical_l)
+    return _triton_launch(tensors, scale, logical_n, logical_l)
+
+
+def _ttnn_joint_sdpa(tensors, scale, logical_n, logical_l) -> JointSDPAOp:
+    from jointattn.runtime.ttnn import config
+
+    b, nh, n, l, dh = joint_sizes(tensors[0], tensors[3])  # noqa: E741
+    q_chunk, k_chunk = config.sdpa_chunk_sizes(n, l, dh, b=b, nh=nh)
+    settings = config.current()
+    return JointSDPAOp(
+        tensors,
+        scale=scale,
+        program_config=SDPAProgramConfigAttr(q_chunk, k_chunk, settings.exp_approx_mode),
+        compute_kernel_config=ComputeKernelConfigAttr(
+            settings.math_fidelity,
+            settings.math_approx_mode,
+            settings.fp32_dest_acc_en,
+            settings.packer_l1_acc,
+        ),
+        logical_n=logical_n,
+        logical_l=logical_l,
+    )
+
+
+def _triton_launch(tensors, scale, logical_n, logical_l) -> LaunchForwardOp:
+    from jointattn.kernels.configs import forward_launch_config
+
+    _, _, n, l, dh = joint_sizes(tensors[0], tensors[3])  # noqa: E741
+    chosen = forward_launch_config(dh, torch_dtype(tensors[0].type.element_type), n, l)
+    return LaunchForwardOp(
+        tensors,
+        scale=scale,
+        config=LaunchConfigAttr(chosen.block_m, chosen.block_n, chosen.num_warps, chosen.num_stages),
+        logical_n=logical_n,
+        logical_l=logical_l,
+    )
+
+
+def torch_dtype(element_type):
+    import torch
+
+    for builtin, dtype in (
+        (Float32Type, torch.float32),
+        (Float16Type, torch.float16),
+        (BFloat16Type, torch.bfloat16),
+        (Float64Type, torch.float64),
+    ):
+        if isinstance(element_type, builtin):
+            return dtype
+    raise PassFailedException(f"lower-joint-attention: unsupported element type {element_type}")
