@@ -1,4 +1,5 @@
-"""Shared test helpers: an independent float64 ground truth, input factories and op-call counting."""
+"""Shared test helpers: an independent float64 ground truth, input factories, op-call counting, and the FX
+pass's output graph of a module (for the MLIR suites to import)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,28 @@ def count_op_calls(fn, *args, op="jointattn::joint_attention", **kwargs):
 
 def sdpa(q, k, v, **kwargs):
     return F.scaled_dot_product_attention(q, k, v, **kwargs)
+
+
+def float64_eager(module, inputs):
+    """The module's outputs as a tuple, in float64 on float64 copies of the floating inputs; the module is put
+    back to float32."""
+    doubled = [x.double() if x.is_floating_point() else x for x in inputs]
+    with torch.no_grad():
+        out = module.double()(*doubled)
+    module.float()
+    return out if isinstance(out, tuple) else (out,)
+
+
+def fx_fused_graph(module, inputs):
+    """Captures `module` with Dynamo and runs the FX pass on the graph; returns (graph module, its example
+    inputs in Dynamo's order, the pass's report)."""
+    from jointattn.passes.fx import fuse_joint_attention
+
+    captured = []
+
+    def backend(gm, example_inputs):
+        captured.append((gm, example_inputs, fuse_joint_attention(gm)))
+        return gm.forward
+
+    torch.compile(module, backend=backend)(*inputs)
+    return captured[0]

@@ -11,15 +11,20 @@ functions the runtimes use (`runtime/ttnn/config.py`, `kernels/configs.py`).
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import float64_eager, fx_fused_graph
+from joint_cases import MaskInput, as_additive, as_bool, holes_valid, prefix_valid
 from jointattn.compiler.mlir_emit import compile_module
 from jointattn.compiler.mlir_import import import_module
 from jointattn.compiler.opt_main import run_pipeline
 from jointattn.kernels.configs import forward_launch_config
 from jointattn.passes.mlir.dialects import JointSDPAOp, LaunchForwardOp, parse_module
+from jointattn.passes.mlir.fuse_joint_attention import fuse_joint_attention
 from jointattn.runtime.ttnn import config as ttnn_config
 from jointattn.runtime.ttnn.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, pcc, rmse
 from jointattn.runtime.ttnn.module import ENV_VAR
 from xdsl.dialects.builtin import BFloat16Type, Float16Type, Float32Type
+
+from jointattn import model_zoo
 
 LOWER = {
     "ttnn": "fuse-joint-attention{emit=operator},lower-joint-attention{target=ttnn}",
@@ -30,14 +35,6 @@ LOWER = {
 @pytest.fixture(autouse=True)
 def _emulated_ttnn(monkeypatch):
     monkeypatch.setenv(ENV_VAR, "emulate")
-
-
-def float64_eager(module, inputs):
-    doubled = [x.double() if x.is_floating_point() else x for x in inputs]
-    with torch.no_grad():
-        out = module.double()(*doubled)
-    module.float()
-    return out if isinstance(out, tuple) else (out,)
 
 
 def assert_matches(target, got, want):
@@ -122,33 +119,7 @@ def test_text_first_seq_first_lowered_and_run(target):
     assert "scale = 2.000000e-01 : f64" in lowered
 
 
-class MaskArgument(torch.nn.Module):
-    """A key-padding mask passed in: fused with a run-time check, lowered to an scf.if on its flag."""
-
-    def forward(self, q, k, v, eq, ek, ev, mask):
-        o = F.scaled_dot_product_attention(
-            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), attn_mask=mask
-        )
-        return o[:, :, : q.shape[2]], o[:, :, q.shape[2] :]
-
-
-def _prefix_valid(n, length, image_lengths, text_lengths):
-    image = torch.arange(n)[None, :] < torch.tensor(image_lengths)[:, None]
-    text = torch.arange(length)[None, :] < torch.tensor(text_lengths)[:, None]
-    return torch.cat([image, text], 1)
-
-
-def _holes_valid(b, n, length, seed):
-    """Validity with holes in both token sets (not a prefix); key 0 stays valid so eager has no NaN row."""
-    valid = torch.rand(b, n + length, generator=torch.Generator().manual_seed(seed)) > 0.4
-    valid[:, 0] = True
-    return valid
-
-
-MASK_FORMS = {
-    "bool": lambda valid: valid[:, None, None, :],
-    "additive": lambda valid: torch.where(valid, 0.0, float("-inf"))[:, None, None, :],
-}
+MASK_FORMS = {"bool": as_bool, "additive": as_additive}
 
 
 def _count_target_calls(monkeypatch, target):
@@ -177,16 +148,16 @@ def _count_target_calls(monkeypatch, target):
     "form,import_valid,run_valid,branch",
     [
         # prefix padding on both token sets when it runs: the target's call with the counted lengths
-        ("bool", _holes_valid(2, 37, 5, seed=9), _prefix_valid(37, 5, [37, 20], [5, 2]), "target"),
+        ("bool", holes_valid(9, batch=2, total=37 + 5), prefix_valid([37, 20], [5, 2], 37, 5), "target"),
         # holes in both token sets when it runs: the exact path
-        ("additive", _prefix_valid(37, 5, [30, 37], [1, 5]), _holes_valid(2, 37, 5, seed=4), "exact"),
+        ("additive", prefix_valid([30, 37], [1, 5], 37, 5), holes_valid(4, batch=2, total=37 + 5), "exact"),
     ],
     ids=["prefix-bool", "holes-additive"],
 )
 def test_mask_argument_lowered_and_run(monkeypatch, target, form, import_valid, run_valid, branch):
     """import -> fuse -> lower -> emit -> run with a mask input, against float64 eager. The module is imported with
     a mask of the other kind than it runs with: the lowered program decides when it runs."""
-    module = MaskArgument()
+    module = MaskInput()
     calls = _count_target_calls(monkeypatch, target)
     run_inputs = (*_bhsd(2, 2, 37, 5, 16, 1), MASK_FORMS[form](run_valid))
     lowered, got = run_lowered(
@@ -200,27 +171,18 @@ def test_mask_argument_lowered_and_run(monkeypatch, target, form, import_valid, 
 @pytest.mark.parametrize("target", ["ttnn", "triton"])
 def test_an_fx_fused_module_with_a_mask_input_imports_lowers_and_runs(target):
     """The FX pass's masked ops, imported by torch-mlir as torch.operator, lower and run like the MLIR pass's."""
-    from jointattn.passes.fx import fuse_joint_attention as fx_fuse
-
-    captured = []
-
-    def backend(gm, example_inputs):
-        assert fx_fuse(gm).fused == 1
-        captured.append((gm, example_inputs))
-        return gm.forward
-
-    inputs = (*_bhsd(2, 2, 21, 6, 16, 0), MASK_FORMS["bool"](_holes_valid(2, 21, 6, seed=5)))
-    torch.compile(MaskArgument(), backend=backend)(*inputs)
-    gm, example_inputs = captured[0]
+    inputs = (*_bhsd(2, 2, 21, 6, 16, 0), MASK_FORMS["bool"](holes_valid(5, batch=2, total=21 + 6)))
+    gm, example_inputs, report = fx_fused_graph(MaskInput(), inputs)
+    assert report.fused == 1
     text = import_module(gm, *example_inputs)
     assert 'torch.operator "torch.jointattn.masked_joint_attention"' in text
     lowered = run_pipeline(text, f"lower-joint-attention{{target={target}}}")
     assert "torch.operator" not in lowered and "scf.if" in lowered
-    run_valid = _prefix_valid(21, 6, [21, 9], [4, 6])
+    run_valid = prefix_valid([21, 9], [4, 6], 21, 6)
     fresh = (*_bhsd(2, 2, 21, 6, 16, 2), MASK_FORMS["bool"](run_valid))
     order = [next(i for i, t in enumerate(inputs) if t is x) for x in example_inputs]  # Dynamo's input order
     got = compile_module(lowered)(*(fresh[i] for i in order))
-    assert_matches(target, got, float64_eager(MaskArgument(), fresh))
+    assert_matches(target, got, float64_eager(MaskInput(), fresh))
 
 
 def test_masked_operator_with_a_run_time_scale_is_not_lowered():
@@ -358,110 +320,30 @@ def _only(module, op_type):
 # --- unmodified diffusers models -------------------------------------------------------------------------------
 
 
-def _sd3():
-    from diffusers import SD3Transformer2DModel
+class Positional(torch.nn.Module):
+    """A model_zoo model called with its inputs as positional arguments, the form import_module takes."""
 
-    torch.manual_seed(0)
-    model = SD3Transformer2DModel(
-        sample_size=8,
-        patch_size=2,
-        in_channels=4,
-        num_layers=2,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=16,
-        caption_projection_dim=16,
-        pooled_projection_dim=8,
-        out_channels=4,
-        pos_embed_max_size=8,
-    ).eval()
+    def __init__(self, case):
+        super().__init__()
+        self.model, self.names = case.model, list(case.inputs)
 
-    class Call(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, x, context, pooled, timestep):
-            return self.model(
-                hidden_states=x,
-                encoder_hidden_states=context,
-                pooled_projections=pooled,
-                timestep=timestep,
-                return_dict=False,
-            )[0]
-
-    inputs = lambda seed: (
-        torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(seed)),
-        torch.randn(1, 7, 16, generator=torch.Generator().manual_seed(seed + 1)),
-        torch.randn(1, 8, generator=torch.Generator().manual_seed(seed + 2)),
-        torch.tensor([3.0]),
-    )
-    return Call(), inputs, 2
+    def forward(self, *args):
+        return self.model(**dict(zip(self.names, args, strict=True)), return_dict=False)[0]
 
 
-def _flux():
-    from diffusers import FluxTransformer2DModel
-
-    torch.manual_seed(0)
-    model = FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=4,
-        num_layers=2,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=16,
-        pooled_projection_dim=8,
-        guidance_embeds=False,
-        axes_dims_rope=(4, 6, 6),
-    ).eval()
-    n, length = 16, 7
-    image_ids = torch.stack([torch.zeros(n), torch.arange(n) // 4, torch.arange(n) % 4], dim=1)
-
-    class Call(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, x, context, pooled, timestep, image_ids, text_ids):
-            return self.model(
-                hidden_states=x,
-                encoder_hidden_states=context,
-                pooled_projections=pooled,
-                timestep=timestep,
-                img_ids=image_ids,
-                txt_ids=text_ids,
-                return_dict=False,
-            )[0]
-
-    inputs = lambda seed: (
-        torch.randn(1, n, 4, generator=torch.Generator().manual_seed(seed)),
-        torch.randn(1, length, 16, generator=torch.Generator().manual_seed(seed + 1)),
-        torch.randn(1, 8, generator=torch.Generator().manual_seed(seed + 2)),
-        torch.tensor([0.5]),
-        image_ids,
-        torch.zeros(length, 3),
-    )
-    return (
-        Call(),
-        inputs,
-        2,
-    )  # the two double-stream blocks; the single-stream block attends a joined sequence
-
-
-@pytest.mark.parametrize("make", [_sd3, _flux], ids=["sd3", "flux"])
-def test_unmodified_diffusers_model_every_joint_attention_fused(make):
-    model, inputs, joint_layers = make()
-    text = import_module(model, *inputs(0))
-    from jointattn.passes.mlir.fuse_joint_attention import fuse_joint_attention
-
+@pytest.mark.parametrize("name", ["sd3", "flux"])
+def test_unmodified_diffusers_model_every_joint_attention_fused(name):
+    case = model_zoo.build(name)
+    model = Positional(case)
+    text = import_module(model, *case.inputs.values())
     decisions = fuse_joint_attention(parse_module(text))
-    assert sum(d.fused for d in decisions) == joint_layers, "\n".join(d.remark() for d in decisions)
+    assert sum(d.fused for d in decisions) == case.joint_layers, "\n".join(d.remark() for d in decisions)
     lowered = run_pipeline(text, LOWER["triton"])
-    assert lowered.count("jointattn_triton.launch_forward") == joint_layers
-    got = compile_module(lowered)(*inputs(5))
+    assert lowered.count("jointattn_triton.launch_forward") == case.joint_layers
+    fresh = model_zoo.build(name, seed=5).inputs.values()  # inputs of the same shapes, other values
+    got = compile_module(lowered)(*fresh)
     with torch.no_grad():
-        want = model(*inputs(5))
+        want = model(*fresh)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
@@ -470,22 +352,8 @@ def test_mochi_imports_passes_through_unfused_and_runs():
     imports it (the loop unrolled per sample, attention over `?` tokens, `torch.runtime.assert` size checks);
     the MLIR pass has no counterpart of the FX pass's unpad rewrite, so it refuses those attentions, leaves the
     module as it is, and the module runs as eager does."""
-    from jointattn.passes.mlir.fuse_joint_attention import fuse_joint_attention
-
-    from jointattn import model_zoo
-
     case = model_zoo.build("mochi")
-    names = list(case.inputs)
-
-    class Call(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = case.model
-
-        def forward(self, *args):
-            return self.model(**dict(zip(names, args, strict=True)), return_dict=False)[0]
-
-    text = import_module(Call(), *case.inputs.values())
+    text = import_module(Positional(case), *case.inputs.values())
     decisions = fuse_joint_attention(parse_module(text))
     per_sample = [d for d in decisions if "lengths not known at compile time" in d.reason]
     assert not any(d.fused for d in decisions) and len(per_sample) == 2 * case.joint_layers

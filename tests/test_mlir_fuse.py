@@ -2,45 +2,40 @@
 is not joint attention is left untouched, and the fused module, emitted as Python and run, computes what the
 module computes in float64 eager.
 
-Each case is a plain module (the forms of tests/test_fx_pass.py, plus key-padding masks built in the graph).
-`run_case` imports it with torch-mlir, runs the pass (both `emit` forms), checks the decisions and that no
-SDPA is left, then runs the emitted function (the op with runtime "auto") on fresh random inputs.
+Each case is a plain module: the forms of tests/joint_cases.py (which the FX pass is checked on too), plus
+key-padding masks built in the graph. `run_case` imports it with torch-mlir, runs the pass (both `emit`
+forms), checks the decisions and that no SDPA is left, then runs the emitted function (the op with runtime
+"auto") on fresh random inputs.
 """
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import float64_eager, fx_fused_graph
+from joint_cases import (
+    FUSED,
+    MASKS_NOT_PADDING,
+    NOT_JOINT,
+    B,
+    BoolPrefixMask,
+    CatAlsoReturned,
+    FluxRope,
+    L,
+    MaskInput,
+    N,
+    as_additive,
+    as_bool,
+    cat_inputs,
+    holes_valid,
+    prefix_valid,
+    rope_inputs,
+    seq_first_inputs,
+)
 from jointattn.compiler.mlir_emit import compile_module
 from jointattn.compiler.mlir_import import import_module
 from jointattn.compiler.opt_main import run_pipeline
 from jointattn.passes.mlir.dialects import parse_module
 from jointattn.passes.mlir.fuse_joint_attention import fuse_joint_attention
-
-B, H, N, L, D = 2, 3, 13, 5, 8  # N, L: no tile multiples
-
-
-def bhsd(s, seed):
-    return torch.randn(B, H, s, D, generator=torch.Generator().manual_seed(seed))
-
-
-def bshd(s, seed):
-    return torch.randn(B, s, H, D, generator=torch.Generator().manual_seed(seed))
-
-
-def cat_inputs(seed=0):
-    return tuple(bhsd(s, seed + i) for i, s in enumerate((N, N, N, L, L, L)))
-
-
-def seq_first_inputs(seed=0):
-    return tuple(bshd(s, seed + i) for i, s in enumerate((N, N, N, L, L, L)))
-
-
-def float64_eager(module, inputs):
-    doubled = [x.double() if x.is_floating_point() else x for x in inputs]
-    with torch.no_grad():
-        out = module.double()(*doubled)
-    module.float()
-    return out if isinstance(out, tuple) else (out,)
 
 
 def decisions_of(text, emit="jointattn"):
@@ -66,185 +61,34 @@ def run_case(module, inputs, *, fused=1, fresh_inputs=None):
     return texts["jointattn"], decisions
 
 
-# --- forms that are joint attention ------------------------------------------------------------------------
+# --- forms that are joint attention: tests/joint_cases.py ------------------------------------------------
+
+# What the pass's remark says for each fused form.
+EXPECTED = {
+    "sd3-slice": "token sets [13, 5] (spatial-first), no padding, both outputs used",
+    "text-first-split": "token sets [5, 13] (text-first)",
+    "bshd-narrow": "both outputs used",
+    "chunk": "token sets [13, 13]",
+    "flux-rope": "token sets [5, 13] (text-first)",
+    "one-part": "only the first token set used",
+    "cat-reused": "both outputs used",
+    "whole": "re-joined for 1 whole-sequence consumer(s)",
+    "sliced-operand": "both outputs used",
+    "sub-ranges": "both outputs used",
+    "norms-after-cat": "both outputs used",
+}
 
 
-class CatBHSDSlice(torch.nn.Module):
-    """SD3: image first, cat on [B,H,S,D] dim 2, output sliced after transpose/reshape."""
-
-    def forward(self, q, k, v, eq, ek, ev):
-        n = q.shape[2]
-        o = F.scaled_dot_product_attention(
-            torch.cat([q, eq], dim=2), torch.cat([k, ek], dim=2), torch.cat([v, ev], dim=2), dropout_p=0.0
-        )
-        o = o.transpose(1, 2).reshape(q.shape[0], -1, H * D)
-        return o[:, :n], o[:, n:]
-
-
-class TextFirstNegativeDimSplit(torch.nn.Module):
-    """Text first, negative cat dim, positional SDPA with scale, `split_with_sizes` after flatten."""
-
-    def forward(self, q, k, v, eq, ek, ev):
-        out = F.scaled_dot_product_attention(
-            torch.cat([eq, q], -2),
-            torch.cat([ek, k], -2),
-            torch.cat([ev, v], -2),
-            None,
-            0.0,
-            False,
-            scale=0.25,
-        )
-        text, image = out.permute(0, 2, 1, 3).flatten(2, 3).split_with_sizes([eq.shape[2], q.shape[2]], dim=1)
-        return image, text
-
-
-class CatBSHDTransposeNarrow(torch.nn.Module):
-    """[B,S,H,D] concat then transpose, outputs by `narrow` and `Tensor.split`."""
-
-    def forward(self, q, k, v, eq, ek, ev):
-        qq, kk, vv = (torch.cat(p, dim=1).transpose(1, 2) for p in ((q, eq), (k, ek), (v, ev)))
-        o = F.scaled_dot_product_attention(
-            query=qq, key=kk, value=vv, attn_mask=None, dropout_p=0.0
-        ).transpose(1, 2)
-        _, second = o.split(N, dim=1)
-        return o.narrow(1, 0, N) * 2, second
-
-
-class EqualSetsChunk(torch.nn.Module):
-    def forward(self, q, k, v, eq, ek, ev):
-        o = F.scaled_dot_product_attention(
-            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2)
-        )
-        return o.chunk(2, dim=2)
-
-
-def rope(x, cos, sin):
-    """diffusers' apply_rotary_emb(use_real_unbind_dim=-1, sequence_dim=1)."""
-    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
-    real, imag = x.reshape(*x.shape[:-1], -1, 2).unbind(-1)
-    rotated = torch.stack([-imag, real], dim=-1).flatten(3)
-    return (x * cos + rotated * sin).to(x.dtype)
-
-
-class FluxRope(torch.nn.Module):
-    """Flux: text first, cat on [B,S,H,D], RoPE on the whole concatenated q/k, permute, split_with_sizes."""
-
-    def forward(self, q, k, v, eq, ek, ev, cos, sin):
-        qq = rope(torch.cat([eq, q], dim=1), cos, sin)
-        kk = rope(torch.cat([ek, k], dim=1), cos, sin)
-        vv = torch.cat([ev, v], dim=1)
-        o = F.scaled_dot_product_attention(*(x.permute(0, 2, 1, 3) for x in (qq, kk, vv)))
-        o = o.permute(0, 2, 1, 3).flatten(2, 3)
-        text, image = o.split_with_sizes([eq.shape[1], o.shape[1] - eq.shape[1]], dim=1)
-        return image, text
-
-
-class OnlyImageUsed(CatBHSDSlice):
-    """SD3's last block (context_pre_only): only the image part is used afterwards."""
-
-    def forward(self, *args):
-        return super().forward(*args)[0]
-
-
-class CatAlsoReturned(torch.nn.Module):
-    """The concatenated q is used elsewhere too: fused, that concat stays for its other user."""
-
-    def forward(self, q, k, v, eq, ek, ev):
-        qq = torch.cat([q, eq], 2)
-        o = F.scaled_dot_product_attention(qq, torch.cat([k, ek], 2), torch.cat([v, ev], 2))
-        return o[:, :, : q.shape[2]], o[:, :, q.shape[2] :], qq.sum()
-
-
-class WholeOutputUsed(torch.nn.Module):
-    """No split: the whole output is consumed; it is re-joined from the two outputs."""
-
-    def forward(self, q, k, v, eq, ek, ev):
-        return F.scaled_dot_product_attention(
-            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2)
-        ).sum(1)
-
-
-class PositionDependentOperand(torch.nn.Module):
-    """k = cat + something that mixes positions: fused, the mixed term sliced per token set."""
-
-    def forward(self, q, k, v, eq, ek, ev):
-        kk = torch.cat([k, ek], 2)
-        o = F.scaled_dot_product_attention(torch.cat([q, eq], 2), kk + kk.flip(2), torch.cat([v, ev], 2))
-        return o[:, :, :N], o[:, :, N:]
-
-
-class SubRanges(torch.nn.Module):
-    """Cuts inside one token set each (a slice of the image, a negative-start slice of the text)."""
-
-    def forward(self, q, k, v, eq, ek, ev):
-        o = F.scaled_dot_product_attention(
-            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2)
-        )
-        return o[:, :, 2:7], o[:, :, -3:]
-
-
-class NormsAfterConcat(torch.nn.Module):
-    """RMS norm, layer norm and softmax over the head dim applied to the whole concatenated [B,S,H,D] tensors:
-    reductions over other dims are position-wise, so they are replayed per token set."""
-
-    def __init__(self):
-        super().__init__()
-        self.norm_q, self.norm_k = torch.nn.RMSNorm(D), torch.nn.LayerNorm(D)
-
-    def forward(self, q, k, v, eq, ek, ev):
-        qq = self.norm_q(torch.cat([q, eq], 1)).transpose(1, 2)
-        kk = self.norm_k(torch.cat([k, ek], 1)).transpose(1, 2)
-        vv = torch.softmax(torch.cat([v, ev], 1), dim=-1).transpose(1, 2)
-        o = F.scaled_dot_product_attention(qq, kk, vv).transpose(1, 2)
-        return o[:, :N], o[:, N:]
-
-
-def ROPE_INPUTS(seed=0):
-    g = torch.Generator().manual_seed(seed + 100)
-    return (*seq_first_inputs(seed), torch.randn(N + L, D, generator=g), torch.randn(N + L, D, generator=g))
-
-
-def EQUAL_INPUTS(seed=0):
-    return tuple(bhsd(N, seed + i) for i in range(6))
-
-
-@pytest.mark.parametrize(
-    "module,inputs,expected",
-    [
-        (CatBHSDSlice(), cat_inputs, "token sets [13, 5] (spatial-first), no padding, both outputs used"),
-        (TextFirstNegativeDimSplit(), cat_inputs, "token sets [5, 13] (text-first)"),
-        (CatBSHDTransposeNarrow(), seq_first_inputs, "both outputs used"),
-        (EqualSetsChunk(), EQUAL_INPUTS, "token sets [13, 13]"),
-        (FluxRope(), ROPE_INPUTS, "token sets [5, 13] (text-first)"),
-        (OnlyImageUsed(), cat_inputs, "only the first token set used"),
-        (CatAlsoReturned(), cat_inputs, "both outputs used"),
-        (WholeOutputUsed(), cat_inputs, "re-joined for 1 whole-sequence consumer(s)"),
-        (PositionDependentOperand(), cat_inputs, "both outputs used"),
-        (SubRanges(), cat_inputs, "both outputs used"),
-        (NormsAfterConcat(), seq_first_inputs, "both outputs used"),
-    ],
-    ids=[
-        "sd3-slice",
-        "text-first-split",
-        "bshd-narrow",
-        "chunk",
-        "flux-rope",
-        "one-part",
-        "cat-reused",
-        "whole",
-        "sliced-operand",
-        "sub-ranges",
-        "norms-after-cat",
-    ],
-)
-def test_fused(module, inputs, expected):
-    _, decisions = run_case(module, inputs(0), fresh_inputs=lambda: inputs(7))
-    assert expected in decisions[0].reason
+@pytest.mark.parametrize("case", list(FUSED))
+def test_fused(case):
+    block, inputs = FUSED[case]
+    _, decisions = run_case(block(), inputs(0), fresh_inputs=lambda: inputs(7))
+    assert EXPECTED[case] in decisions[0].reason
 
 
 def test_flux_rope_runs_per_token_set_and_leaves_no_concat():
     """The concat moved below RoPE and vanished: RoPE runs per token set on slices of cos/sin."""
-    fused_text, _ = run_case(FluxRope(), ROPE_INPUTS())
+    fused_text, _ = run_case(FluxRope(), rope_inputs())
     assert f"[{B},{N + L}," not in fused_text  # no whole-sequence q/k left; only cos/sin are [N+L, D]
     body = fused_text.split("jointattn.joint_attention")[0]
     assert body.count("torch.aten.neg") == 4  # -imag of q and k, for each token set
@@ -257,19 +101,6 @@ def test_cat_with_another_user_stays():
 
 
 # --- key-padding masks proven from the graph -----------------------------------------------------------------
-
-
-class BoolPrefixMask(torch.nn.Module):
-    """Boolean mask: all image keys valid (a constant), text keys `arange(L) < lengths`."""
-
-    def forward(self, q, k, v, eq, ek, ev, text_lengths):
-        text_valid = torch.arange(eq.shape[2])[None, :] < text_lengths[:, None]
-        image_valid = torch.ones(q.shape[0], q.shape[2], dtype=torch.bool)
-        mask = torch.cat([image_valid, text_valid], dim=1)[:, None, None, :]
-        o = F.scaled_dot_product_attention(
-            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), attn_mask=mask
-        )
-        return o[:, :, : q.shape[2]], o[:, :, q.shape[2] :]
 
 
 class AdditiveBothPadded(torch.nn.Module):
@@ -329,16 +160,6 @@ def test_a_constant_image_length_becomes_an_int_operand():
 # --- key-padding masks checked at run time ------------------------------------------------------------------
 
 
-class MaskInput(torch.nn.Module):
-    """A mask that arrives as an input: nothing in the graph says whether it is prefix padding."""
-
-    def forward(self, q, k, v, eq, ek, ev, mask):
-        o = F.scaled_dot_product_attention(
-            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), attn_mask=mask
-        )
-        return o[:, :, :N], o[:, :, N:]
-
-
 class MaskInputTextFirst(torch.nn.Module):
     """Text first, [B,S,H,D] concat, transposed; the mask input covers the keys in that order."""
 
@@ -367,27 +188,6 @@ class SharedMask(torch.nn.Module):
     def forward(self, q, k, v, eq, ek, ev, mask):
         a, b = MaskInput()(q, k, v, eq, ek, ev, mask)
         return MaskInput()(a, k + a, v, b, ek * b, ev, mask)
-
-
-def prefix_valid(image_lengths, text_lengths, n=N, length=L):
-    image = torch.arange(n)[None, :] < torch.tensor(image_lengths)[:, None]
-    text = torch.arange(length)[None, :] < torch.tensor(text_lengths)[:, None]
-    return torch.cat([image, text], 1)
-
-
-def holes_valid(seed, batch=B, total=N + L):
-    """Random validity with holes (not a prefix), at least one valid key per row so eager SDPA has no NaN."""
-    valid = torch.rand(batch, total, generator=torch.Generator().manual_seed(seed)) > 0.4
-    valid[:, 0] = True
-    return valid
-
-
-def as_bool(valid):
-    return valid[:, None, None, :]
-
-
-def as_additive(valid):
-    return torch.where(valid, 0.0, float("-inf"))[:, None, None, :]
 
 
 def checked_cases():
@@ -461,76 +261,17 @@ def test_layers_sharing_a_mask_share_one_check(emit, check):
 
 # --- what is not joint attention ----------------------------------------------------------------------------
 
-
-def _sdpa_module(**sdpa_kwargs):
-    class Block(torch.nn.Module):
-        def forward(self, q, k, v, eq, ek, ev):
-            o = F.scaled_dot_product_attention(
-                torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), **sdpa_kwargs
-            )
-            return o[:, :, :N], o[:, :, N:]
-
-    return Block()
-
-
-class MisalignedSlice(torch.nn.Module):
-    def forward(self, q, k, v, eq, ek, ev):
-        o = F.scaled_dot_product_attention(
-            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2)
-        )
-        return o[:, :, : N - 1], o[:, :, N - 1 :]
-
-
-class ThreeSets(torch.nn.Module):
-    def forward(self, q, k, v, eq, ek, ev):
-        o = F.scaled_dot_product_attention(
-            torch.cat([q, eq, eq], 2), torch.cat([k, ek, ek], 2), torch.cat([v, ev, ev], 2)
-        )
-        return o[:, :, :N]
-
-
-class KeyNotConcat(torch.nn.Module):
-    """k mixes positions (flip): not position-wise, so not seen as two token sets."""
-
-    def forward(self, q, k, v, eq, ek, ev):
-        o = F.scaled_dot_product_attention(
-            torch.cat([q, eq], 2), torch.cat([k, ek], 2).flip(2), torch.cat([v, ev], 2)
-        )
-        return o[:, :, :N]
-
-
-class Gqa(torch.nn.Module):
-    def forward(self, q, k, v, eq, ek, ev):
-        o = F.scaled_dot_product_attention(
-            torch.cat([q, eq], 2), torch.cat([k, ek], 2)[:, :1], torch.cat([v, ev], 2)[:, :1], enable_gqa=True
-        )
-        return o[:, :, :N]
+# The MLIR pass also names the op that computes k.
+MORE_PRECISE = {"key-not-cat": "k is not a concat of token sets (it is computed by torch.aten.flip)"}
 
 
 @pytest.mark.parametrize(
     "module,extra,reason",
     [
-        (_sdpa_module(is_causal=True), (), "is_causal=True"),
-        (_sdpa_module(dropout_p=0.1), (), "dropout_p=0.1"),
-        (MisalignedSlice(), (), "crosses the concat boundary"),
-        (ThreeSets(), (), "concat of 3 token sets"),
-        (KeyNotConcat(), (), "k is not a concat of token sets (it is computed by torch.aten.flip)"),
-        (Gqa(), (), "enable_gqa=True"),
-        (MaskInput(), (torch.rand(B, 1, N + L, N + L) > 0.3,), "varies over queries"),
-        (MaskInput(), (torch.rand(1, H, 1, N + L) > 0.3,), "varies over heads"),
-        (MaskInput(), (torch.zeros(B, 1, 1, 1),), "does not vary over keys"),
+        *((block(), (), MORE_PRECISE.get(case, reason)) for case, (block, reason) in NOT_JOINT.items()),
+        *((MaskInput(), (mask(),), reason) for mask, reason in MASKS_NOT_PADDING.values()),
     ],
-    ids=[
-        "causal",
-        "dropout",
-        "misaligned",
-        "three-sets",
-        "key-not-cat",
-        "gqa",
-        "query-mask",
-        "head-mask",
-        "keyless-mask",
-    ],
+    ids=[*NOT_JOINT, *MASKS_NOT_PADDING],
 )
 def test_not_fused_and_left_untouched(module, extra, reason):
     text = import_module(module, *cat_inputs(), *extra)
@@ -566,6 +307,17 @@ class PaddedTextFirst(torch.nn.Module):
         return o[:, eq.shape[2] :], o[:, : eq.shape[2]]
 
 
+def _from_both_passes(block, inputs, signature):
+    """`signature` of the FX pass's output graph, imported, and of the MLIR pass's emit=operator output."""
+    gm, example_inputs, report = fx_fused_graph(block(), inputs)
+    assert report.fused == 1
+    from_fx = signature(import_module(gm, *example_inputs))
+    from_mlir = signature(
+        run_pipeline(import_module(block(), *inputs), "fuse-joint-attention{emit=operator}")
+    )
+    return from_fx, from_mlir
+
+
 def _operator_signature(text):
     """The jointattn op of a module in operator form: operand types and constant operands, lengths' producer."""
     from jointattn.passes.mlir.dialects.torch_ops import (
@@ -590,21 +342,8 @@ def _operator_signature(text):
 
 def test_fx_fused_and_mlir_fused_ir_agree():
     """The FX pass's output, imported, and the MLIR pass's emit=operator output carry the same op call."""
-    from jointattn.passes.fx import fuse_joint_attention as fx_fuse
-
-    inputs = (*cat_inputs(), torch.tensor([3, 5]))
-    captured = []
-
-    def backend(gm, example_inputs):
-        assert fx_fuse(gm).fused == 1
-        captured.append((gm, example_inputs))
-        return gm.forward
-
-    torch.compile(PaddedTextFirst(), backend=backend)(*inputs)
-    gm, example_inputs = captured[0]
-    from_fx = _operator_signature(import_module(gm, *example_inputs))
-    from_mlir = _operator_signature(
-        run_pipeline(import_module(PaddedTextFirst(), *inputs), "fuse-joint-attention{emit=operator}")
+    from_fx, from_mlir = _from_both_passes(
+        PaddedTextFirst, (*cat_inputs(), torch.tensor([3, 5])), _operator_signature
     )
     assert from_fx == from_mlir
     name, args, _ = from_mlir
@@ -652,21 +391,8 @@ def _masked_signature(text):
 
 def test_fx_fused_and_mlir_fused_ir_agree_on_a_mask_input():
     """With a mask input, both passes write the same check and masked op on the same per-set slices."""
-    from jointattn.passes.fx import fuse_joint_attention as fx_fuse
-
-    inputs = (*seq_first_inputs(), as_bool(holes_valid(8)))
-    captured = []
-
-    def backend(gm, example_inputs):
-        assert fx_fuse(gm).fused == 1
-        captured.append((gm, example_inputs))
-        return gm.forward
-
-    torch.compile(MaskInputTextFirst(), backend=backend)(*inputs)
-    gm, example_inputs = captured[0]
-    from_fx = _masked_signature(import_module(gm, *example_inputs))
-    from_mlir = _masked_signature(
-        run_pipeline(import_module(MaskInputTextFirst(), *inputs), "fuse-joint-attention{emit=operator}")
+    from_fx, from_mlir = _from_both_passes(
+        MaskInputTextFirst, (*seq_first_inputs(), as_bool(holes_valid(8))), _masked_signature
     )
     assert from_fx == from_mlir
     (_, check_args, _), (_, masked_args, _) = from_mlir

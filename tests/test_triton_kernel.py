@@ -170,7 +170,8 @@ def test_forward_tma_and_pointer_paths(use_tma):
 
 
 def run_backward(case: str, layout: str, config, seed: int, with_lse_grad: bool = True) -> None:
-    (q, k, v, jq, jk, jv), logical_n, logical_l = _make_inputs(case, layout, seed)
+    inputs, logical_n, logical_l = _make_inputs(case, layout, seed)
+    q, k, v, jq, jk, jv = inputs
     scale = q.shape[-1] ** -0.5
     out, joint_out, lse = _poisoned_outputs(q, jq.shape[2])
     launch_forward(q, k, v, jq, jk, jv, out, joint_out, lse, scale, logical_n, logical_l)
@@ -180,22 +181,7 @@ def run_backward(case: str, layout: str, config, seed: int, with_lse_grad: bool 
     # lse rows with no valid key are -inf and carry no gradient (as in the reference).
     grad_lse = torch.randn(lse.shape, generator=gen).to(DEVICE) if with_lse_grad else None
     grads = launch_backward(
-        q,
-        k,
-        v,
-        jq,
-        jk,
-        jv,
-        out,
-        joint_out,
-        lse,
-        grad_out,
-        grad_joint,
-        grad_lse,
-        scale,
-        logical_n,
-        logical_l,
-        config,
+        *inputs, out, joint_out, lse, grad_out, grad_joint, grad_lse, scale, logical_n, logical_l, config
     )
     leaves = [t.detach().double().requires_grad_() for t in (q, k, v, jq, jk, jv)]
     r_out, r_joint, r_lse = _dense_reference(*leaves, scale, logical_n, logical_l)
@@ -236,29 +222,15 @@ def test_backward_any_strides_without_lse_grad(layout):
 
 def test_backward_row_without_keys_matches_reference():
     """Rows that see no valid key: the foundation's exact reference defines zero gradients there."""
-    (q, k, v, jq, jk, jv), logical_n, logical_l = _make_inputs("no_valid_key", "bshd", seed=5)
+    inputs, logical_n, logical_l = _make_inputs("no_valid_key", "bshd", seed=5)
+    q, k, v, jq, jk, jv = inputs
     scale = 0.25
     out, joint_out, lse = _poisoned_outputs(q, jq.shape[2])
     launch_forward(q, k, v, jq, jk, jv, out, joint_out, lse, scale, logical_n, logical_l, SMALL)
     grad_out, grad_joint = torch.randn_like(out), torch.randn_like(joint_out)
     grad_lse = torch.randn_like(lse)
     grads = launch_backward(
-        q,
-        k,
-        v,
-        jq,
-        jk,
-        jv,
-        out,
-        joint_out,
-        lse,
-        grad_out,
-        grad_joint,
-        grad_lse,
-        scale,
-        logical_n,
-        logical_l,
-        SMALL,
+        *inputs, out, joint_out, lse, grad_out, grad_joint, grad_lse, scale, logical_n, logical_l, SMALL
     )
     # Expected: the exact reference backward (itself checked against float64 autograd in test_op.py); autograd
     # through logsumexp cannot give it for rows with no key (their gradient is NaN there).
