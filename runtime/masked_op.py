@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .op import _check_call, _empty_outputs
-from .reference import reference_backward, reference_forward
+from .op import _check_call, _empty_outputs, _laid_out_like_inputs, _make_call
+from .reference_runtime import backward_with, forward_into
 
 # Additive mask entries at or below this mean "this key does not exist": -inf and finfo(bf16/fp32).min, for
 # which exp(score + bias) is exactly 0 in float32 at any finite score. (finfo(fp16).min = -65504 is above it:
@@ -112,19 +112,13 @@ def masked_joint_attention(
     scale: float | None = None,
     runtime: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor]:
-    shape = _check_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, lengths_n, lengths_l, runtime)
+    call = _make_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, lengths_n, lengths_l, runtime)
     if bool(is_prefix):  # a CPU tensor: no sync
         return torch.ops.jointattn.joint_attention(
             q, k, v, joint_q, joint_k, joint_v, "rear", scale, lengths_n, lengths_l, runtime
         )
-    out, joint_out, lse = _empty_outputs(q, shape)
-    bias = key_bias_from_masks(q, joint_q, key_mask, joint_key_mask)
-    o, jo, m = reference_forward(
-        q, k, v, joint_q, joint_k, joint_v, scale if scale is not None else shape.dh**-0.5, bias
-    )
-    out.copy_(o)
-    joint_out.copy_(jo)
-    lse.copy_(m)
+    out, joint_out, lse = _empty_outputs(q, call.shape)
+    forward_into(call, out, joint_out, lse, key_bias_from_masks(q, joint_q, key_mask, joint_key_mask))
     return out, joint_out, lse
 
 
@@ -191,11 +185,9 @@ def masked_joint_attention_backward(
             lengths_l,
             runtime,
         )
-    inputs = (q, k, v, joint_q, joint_k, joint_v)
+    call = _make_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, lengths_n, lengths_l, runtime)
     bias = key_bias_from_masks(q, joint_q, key_mask, joint_key_mask)
-    scale = scale if scale is not None else q.shape[-1] ** -0.5
-    grads = reference_backward(grad_out, grad_joint_out, grad_lse, *inputs, scale, bias)
-    return tuple(torch.empty_like(t).copy_(g) for t, g in zip(inputs, grads))
+    return _laid_out_like_inputs(call.tensors, backward_with(call, grad_out, grad_joint_out, grad_lse, bias))
 
 
 @masked_joint_attention_backward.register_fake
