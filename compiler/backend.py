@@ -64,9 +64,4 @@ def jointattn_backend(
     return compile_fx(gm, example_inputs)
 
 
-def eager_backend(gm: fx.GraphModule, example_inputs, **kwargs) -> Callable:
-    """The pass without inductor: `torch.compile(model, backend=jointattn.compiler.eager_backend)`."""
-    return jointattn_backend(gm, example_inputs, options={**(kwargs.get("options") or {}), "inner": "eager"})
-
-
-__all__ = ["jointattn_backend", "eager_backend", "BackendOptions", "REPORTS"]
+__all__ = ["jointattn_backend", "BackendOptions", "REPORTS"]

@@ -17,7 +17,7 @@ from .dialects.torch_ops import (
     PrimListConstructOp,
     ValueTensorLiteralOp,
 )
-from .dialects.torch_types import DYNAMIC, ValueTensorType
+from .dialects.torch_types import ValueTensorType
 
 INT64_MAX = 2**63 - 1  # torch-mlir's spelling of an open slice end
 
@@ -59,13 +59,6 @@ def shape_of(value: SSAValue) -> tuple[int, ...] | None:
     """Sizes of a `!torch.vtensor` (-1 where unknown), or None for non-tensors and unranked tensors."""
     t = value.type
     return t.shape if isinstance(t, ValueTensorType) else None
-
-
-def static_size(value: SSAValue, dim: int) -> int | None:
-    shape = shape_of(value)
-    if shape is None or not -len(shape) <= dim < len(shape) or shape[dim] == DYNAMIC:
-        return None
-    return shape[dim]
 
 
 def normalize_dim(dim: int | None, rank: int) -> int | None:

@@ -133,8 +133,3 @@ def _is_namespace(value) -> bool:
 def ttnn_api() -> _Recorded:
     """The selected ttnn (see `load_ttnn`) behind the recording proxy."""
     return _Recorded(load_ttnn(), "")
-
-
-def is_emulation(api) -> bool:
-    target = api.module if isinstance(api, _Recorded) else api
-    return getattr(target, "IS_JOINTATTN_EMULATION", False)
