@@ -214,3 +214,52 @@ def test_the_fused_count_of_the_stock_loop():
         compiled(*_inputs(), mask)
         _, checked = count_op_calls(compiled, *_inputs(), mask, op="jointattn::masked_joint_attention")
     assert checked == 1
+
+
+@pytest.mark.parametrize(
+    "make_mask",
+    [
+        # finfo.min as "absent", and sample 1 has no valid key at all: SDPA averages V over every key there.
+        lambda q, n: torch.where(
+            torch.cat(
+                [
+                    torch.arange(N)[None, :] < torch.tensor([9, 0])[:, None],
+                    torch.arange(L)[None, :] < n[:, None],
+                ],
+                1,
+            ),
+            0.0,
+            torch.finfo(torch.float32).min,
+        )[:, None, None, :],
+        # 1-D lengths against arange: compared position by position (b == L here), not one length per sample.
+        lambda q, n: torch.cat(
+            [
+                torch.ones(B, N, dtype=torch.bool),
+                (torch.arange(L) < torch.tensor([5, 0, 5, 1, 4]))[None, :].expand(B, L),
+            ],
+            1,
+        )[:, None, None, :],
+        # arange in bfloat16 is not exact past 256 positions.
+        lambda q, n: torch.cat(
+            [
+                torch.arange(q.shape[2], dtype=torch.bfloat16)[None, :] < torch.tensor([257, 261])[:, None],
+                torch.arange(L)[None, :] < n[:, None],
+            ],
+            1,
+        )[:, None, None, :],
+    ],
+    ids=["finfo-min-empty-sample", "lengths-not-a-column", "bf16-arange"],
+)
+def test_masks_that_look_like_lengths_but_are_not(make_mask, request):
+    inputs = _inputs(n=300) if "bf16" in request.node.callspec.id else _inputs()
+    lengths = torch.tensor([3, 0])
+
+    class Block(torch.nn.Module):
+        def forward(self, q, k, v, eq, ek, ev, text_lengths):
+            o = F.scaled_dot_product_attention(
+                *_cat3(q, k, v, eq, ek, ev), attn_mask=make_mask(q, text_lengths)
+            )
+            return o[:, :, : q.shape[2]], o[:, :, q.shape[2] :]
+
+    report = assert_same_as_eager(Block(), *inputs, lengths)
+    assert "proven" not in str(report)

@@ -2,19 +2,21 @@
 
 Per token set, a mask part is one of:
 - "all": every key exists (`torch.ones`, `ones_like`, `full(..., True)`; zeros for an additive mask);
-- "lengths": a prefix provably, `arange(S) < lengths[:, None]` (or `lengths[:, None] > arange(S)`), possibly
-  behind broadcasting views or `where(valid, 0, -inf)`; the `lengths` node becomes the op's valid length;
+- "lengths": a prefix provably, `arange(S) < lengths[:, None]` (or `lengths[:, None] > arange(S)`; an arange
+  exact in its dtype, one length per sample), possibly behind broadcasting views or `where(valid, 0, -inf)`;
+  the `lengths` node becomes the op's valid length;
 - "check": anything else; the pass then emits `jointattn::masked_joint_attention`, which checks at run time
   that the mask is a prefix padding mask and otherwise takes the exact path.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import torch
 import torch.fx as fx
 
-from ...runtime.masked_op import ABSENT_KEY_BIAS
 from .nodes import arg, op_name, same, shape, val
 
 # View-like ops that change how a validity vector broadcasts, never its values along the key axis.
@@ -65,7 +67,28 @@ def _is_arange_of(node, size) -> bool:
         end = args[1]
     else:
         return False
-    return same(val(end), size)
+    return same(val(end), size) and _exact_positions(node, size)
+
+
+def _exact_positions(node, size) -> bool:
+    """Positions 0..size-1 are exact in the arange's dtype (bf16 stops at 256, fp16 at 2048)."""
+    dtype = getattr(val(node), "dtype", None)
+    if dtype is None or dtype == torch.bool:
+        return False
+    if not dtype.is_floating_point:
+        return True
+    exact = {torch.float32: 2**24, torch.float64: 2**53}.get(dtype, 0)
+    return isinstance(size, int) and size <= exact
+
+
+def _lengths_column(lengths_side):
+    """`lengths[:, None]` ([b, 1]: one length per sample, constant over keys) as its [b] tensor, else None.
+    A 1-D `lengths` would be compared position by position against the arange: not per-sample lengths."""
+    shp = shape(lengths_side)
+    if len(shp) < 2 or not same(shp[-1], 1):
+        return None
+    lengths = _peel(lengths_side)
+    return lengths if isinstance(lengths, fx.Node) and len(shape(lengths)) == 1 else None
 
 
 def _as_number(x):
@@ -88,13 +111,14 @@ def classify(mask_part: fx.Node, size) -> KeyPadding:
     if name in ("lt", "gt"):
         left, right = node.args[0], node.args[1]
         arange_side, lengths_side = (left, right) if name == "lt" else (right, left)
-        if _is_arange_of(arange_side, size):
-            lengths = _peel(lengths_side)
-            if isinstance(lengths, fx.Node) and len(shape(lengths)) == 1:
-                return KeyPadding("lengths", mask_part, lengths)
+        lengths = _lengths_column(lengths_side) if isinstance(lengths_side, fx.Node) else None
+        if lengths is not None and _is_arange_of(arange_side, size):
+            return KeyPadding("lengths", mask_part, lengths)
     if name == "where" and len(node.args) == 3:
         zero, absent = _as_number(node.args[1]), _as_number(node.args[2])
-        if zero == 0 and absent is not None and absent <= ABSENT_KEY_BIAS:
+        # Only -inf: with a finite "absent" bias a sample whose keys are all absent averages V over every key
+        # in SDPA, not what lengths say; the run-time check handles finite biases exactly.
+        if zero == 0 and absent == -math.inf:
             inner = classify(node.args[0], size)
             if inner.kind != "check":
                 return KeyPadding(inner.kind, mask_part, inner.lengths)
