@@ -103,31 +103,21 @@ def emit_python(module: ModuleOp, ctx: Context) -> str:
 
 
 def joint_outputs(q: torch.Tensor, joint_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Outputs for a kernel launch, laid out as the op lays them out: [b, S, nh, dh] memory viewed as
-    [b, nh, S, dh], and lse [b, nh, N+L] float32."""
-    b, nh, n, dh = q.shape
-    length = joint_q.shape[2]
-    out = q.new_empty((b, n, nh, dh)).transpose(1, 2)
-    joint_out = q.new_empty((b, length, nh, dh)).transpose(1, 2)
-    lse = q.new_empty((b, nh, n + length), dtype=torch.float32)
-    return out, joint_out, lse
+    """Outputs for a kernel launch, laid out as the op lays them out."""
+    from jointattn.runtime.op import empty_outputs
+
+    return empty_outputs(q, joint_q)
 
 
 def masked_reference(q, k, v, joint_q, joint_k, joint_v, key_mask, joint_key_mask, *, scale: float):
-    """`jointattn.masked_reference`: the exact path of `jointattn::masked_joint_attention` by itself (the masks as
-    an additive per-key bias, float32/float64 accumulation), into outputs laid out as the op lays them out."""
-    # The masked op's own bias construction (bool -> 0 / -inf, float as is, broadcast to [b, N+L]), so both
-    # paths read a mask identically.
-    from jointattn.runtime.masked_op import key_bias_from_masks
-    from jointattn.runtime.reference import reference_forward
+    """`jointattn.masked_reference`: the exact path of `jointattn::masked_joint_attention` by itself (the same
+    code, so both paths read a mask identically)."""
+    from jointattn.runtime.masked_op import masked_exact_forward
+    from jointattn.runtime.registry import JointCall
 
-    out, joint_out, lse = joint_outputs(q, joint_q)
-    bias = key_bias_from_masks(q, joint_q, key_mask, joint_key_mask)
-    o, jo, m = reference_forward(q, k, v, joint_q, joint_k, joint_v, scale, bias)
-    out.copy_(o)
-    joint_out.copy_(jo)
-    lse.copy_(m)
-    return out, joint_out, lse
+    return masked_exact_forward(
+        JointCall(q, k, v, joint_q, joint_k, joint_v, scale, None, None), key_mask, joint_key_mask
+    )
 
 
 def _runtime_namespace(module: ModuleOp) -> dict:

@@ -117,8 +117,16 @@ def masked_joint_attention(
         return torch.ops.jointattn.joint_attention(
             q, k, v, joint_q, joint_k, joint_v, "rear", scale, lengths_n, lengths_l, runtime
         )
-    out, joint_out, lse = _empty_outputs(q, call.shape)
-    forward_into(call, out, joint_out, lse, key_bias_from_masks(q, joint_q, key_mask, joint_key_mask))
+    return masked_exact_forward(call, key_mask, joint_key_mask)
+
+
+def masked_exact_forward(call, key_mask: Tensor, joint_key_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The exact path for any key mask: the masks as an additive per-key bias, into outputs laid out as the
+    op's (shared with the MLIR emitter's `jointattn.masked_reference`)."""
+    out, joint_out, lse = _empty_outputs(call.q, call.shape)
+    forward_into(
+        call, out, joint_out, lse, key_bias_from_masks(call.q, call.joint_q, key_mask, joint_key_mask)
+    )
     return out, joint_out, lse
 
 

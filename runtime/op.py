@@ -50,6 +50,12 @@ def _make_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logica
     return JointCall(q, k, v, joint_q, joint_k, joint_v, resolved, logical_n, logical_l)
 
 
+def empty_outputs(q: Tensor, joint_q: Tensor):
+    """Outputs as the op lays them out, for code that launches a runtime itself (the MLIR emitter)."""
+    b, nh, n, dh = q.shape
+    return _empty_outputs(q, JointShape(b, nh, n, joint_q.shape[2], dh))
+
+
 def _empty_outputs(q: Tensor, shape: JointShape):
     """Outputs in [b, S, nh, dh] memory order, viewed as [b, nh, S, dh]; lse [b, nh, N+L] float32."""
     b, nh, n, l, dh = shape.b, shape.nh, shape.n, shape.l, shape.dh  # noqa: E741
