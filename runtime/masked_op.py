@@ -74,7 +74,7 @@ def key_padding_lengths(
     lengths_n, ok_n = _prefix_lengths(key_mask, b, n, "key_mask")
     lengths_l, ok_l = _prefix_lengths(joint_key_mask, b, l, "joint_key_mask")
     # A sample with no valid key at all: with finite "absent" biases (finfo.min) SDPA averages V over all
-    # keys, which only the exact path reproduces. (With -inf or False everywhere SDPA gives NaN, the op 0.)
+    # keys, which only the exact path reproduces. (With -inf or False everywhere, SDPA and the op both give 0.)
     someone_sees_keys = ((lengths_n + lengths_l) > 0).all()
     return lengths_n, lengths_l, (ok_n & ok_l & someone_sees_keys).cpu()  # the one host sync
 
