@@ -35,17 +35,7 @@ from collections.abc import Callable
 import torch
 from xdsl.context import Context
 from xdsl.dialect_interfaces.op_asm import OpAsmDialectInterface
-from xdsl.dialects.builtin import (
-    BFloat16Type,
-    DenseIntOrFPElementsAttr,
-    DenseResourceAttr,
-    Float16Type,
-    Float32Type,
-    Float64Type,
-    IntegerType,
-    ModuleOp,
-    Signedness,
-)
+from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, DenseResourceAttr, ModuleOp
 from xdsl.dialects.func import CallOp, FuncOp, ReturnOp
 from xdsl.dialects.scf import IfOp, YieldOp
 from xdsl.ir import Block, Operation, SSAValue
@@ -72,6 +62,7 @@ from ..passes.mlir.dialects.torch_ops import (
     RuntimeAssertOp,
     ValueTensorLiteralOp,
 )
+from ..passes.mlir.dialects.torch_types import torch_dtype
 
 
 def compile_module(text: str, func_name: str = "main") -> Callable:
@@ -390,22 +381,3 @@ def _call(overload, args: list[str]) -> str:
     namespace, name = schema.name.split("::")
     target = f"torch.ops.{namespace}.{name}.{overload._overloadname}"
     return f"{target}({', '.join(positional + keywords)})"
-
-
-def torch_dtype(element_type) -> torch.dtype:
-    if isinstance(element_type, Float32Type):
-        return torch.float32
-    if isinstance(element_type, Float16Type):
-        return torch.float16
-    if isinstance(element_type, BFloat16Type):
-        return torch.bfloat16
-    if isinstance(element_type, Float64Type):
-        return torch.float64
-    if isinstance(element_type, IntegerType):
-        width, signed = element_type.width.data, element_type.signedness.data
-        if width == 1:
-            return torch.bool
-        if signed == Signedness.UNSIGNED and width == 8:
-            return torch.uint8
-        return {8: torch.int8, 16: torch.int16, 32: torch.int32, 64: torch.int64}[width]
-    raise NotImplementedError(f"mlir_emit: no torch dtype for {element_type}")

@@ -24,8 +24,7 @@ from xdsl.printer import Printer
 from xdsl.utils.target import Target
 from xdsl.xdsl_opt_main import xDSLOptMain
 
-from ..passes.mlir.dialects import DIALECTS, TorchContext, make_context, parse_module
-from ..passes.mlir.dialects.context import private_builtin
+from ..passes.mlir.dialects import make_context, parse_module
 from ..passes.mlir.fuse_joint_attention import FuseJointAttentionPass
 from ..passes.mlir.lower_joint_attention import LowerJointAttentionPass
 
@@ -46,17 +45,14 @@ class PythonTarget(Target):
 
 class JointAttnOptMain(xDSLOptMain):
     def register_all_dialects(self):
-        # A context that also parses every torch-mlir-generated op (see dialects/context.py), with its own
-        # builtin dialect so resource blobs stay with this module.
-        self.ctx = TorchContext()
-        self.ctx.load_dialect(private_builtin())
-        for dialect in DIALECTS:
-            self.ctx.load_dialect(dialect)
-        loaded = {d.name for d in self.ctx.loaded_dialects}
+        # The jointattn context (dialects/context.py: every torch-mlir-generated op parses, a builtin dialect
+        # of its own so resource blobs stay with this module), plus xDSL's other dialects, registered lazily.
+        self.ctx = make_context()
+        known = {d.name for d in self.ctx.loaded_dialects} | set(self.ctx.registered_dialect_names)
         from xdsl.universe import Universe
 
         for name, factory in Universe.get_multiverse().all_dialects.items():
-            if name not in loaded:
+            if name not in known:
                 self.ctx.register_dialect(name, factory)
 
     def register_all_passes(self):

@@ -50,6 +50,13 @@ def equal_inputs(seed=0):
     return tuple(bhsd(N, seed + i) for i in range(6))
 
 
+def blocks_inputs(seed=0):
+    """The four blocks of one [N+L, N+L] tensor per head (image rows/columns first), and v, ev [B,H,*,D]."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = ((N, N), (N, L), (L, N), (L, L), (N, D), (L, D))
+    return tuple(torch.randn(B, H, rows, cols, generator=g) for rows, cols in sizes)
+
+
 def rope_inputs(seed=0):
     """`seq_first_inputs` plus RoPE cos and sin tables over the whole concatenated sequence."""
     g = torch.Generator().manual_seed(seed + 100)
@@ -200,6 +207,17 @@ class NormsAfterConcat(torch.nn.Module):
         return o[:, :N], o[:, N:]
 
 
+class OneValueTwoSequenceDims(torch.nn.Module):
+    """One tensor X = [[a11, a12], [a21, a22]] is a concat of the token sets along its rows (q = X[..., :D])
+    and along its columns (k = X^T[..., :D]): its parts along dim 2 and along dim 3 are different tensors,
+    so each is rebuilt for its own dim."""
+
+    def forward(self, a11, a12, a21, a22, v, ev):
+        x = torch.cat([torch.cat([a11, a12], 3), torch.cat([a21, a22], 3)], 2)
+        o = F.scaled_dot_product_attention(x[..., :D], x.transpose(2, 3)[..., :D], torch.cat([v, ev], 2))
+        return o[:, :, :N], o[:, :, N:]
+
+
 FUSED = {
     "sd3-slice": (CatBHSDSlice, cat_inputs),
     "text-first-split": (TextFirstNegativeDimSplit, cat_inputs),
@@ -212,6 +230,7 @@ FUSED = {
     "sliced-operand": (PositionDependentOperand, cat_inputs),
     "sub-ranges": (SubRanges, cat_inputs),
     "norms-after-cat": (NormsAfterConcat, seq_first_inputs),
+    "one-value-two-dims": (OneValueTwoSequenceDims, blocks_inputs),
 }
 
 

@@ -18,11 +18,11 @@ from jointattn.compiler.mlir_import import import_module
 from jointattn.compiler.opt_main import run_pipeline
 from jointattn.kernels.configs import forward_launch_config
 from jointattn.passes.mlir.dialects import JointSDPAOp, LaunchForwardOp, parse_module
+from jointattn.passes.mlir.dialects.torch_types import torch_dtype
 from jointattn.passes.mlir.fuse_joint_attention import fuse_joint_attention
 from jointattn.runtime.ttnn import config as ttnn_config
 from jointattn.runtime.ttnn.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, pcc, rmse
 from jointattn.runtime.ttnn.module import ENV_VAR
-from xdsl.dialects.builtin import BFloat16Type, Float16Type, Float32Type
 
 from jointattn import model_zoo
 
@@ -206,6 +206,67 @@ def test_masked_operator_with_a_run_time_scale_is_not_lowered():
         run_pipeline(text, "lower-joint-attention{target=triton}")
 
 
+@pytest.mark.parametrize(
+    "dtype,dh,reason",
+    [
+        ("f64", 8, "the Triton kernels take float16, bfloat16 or float32; got f64"),
+        ("f32", 300, "the Triton kernels support 1 <= dh <= 256; got dh=300"),
+    ],
+    ids=["float64", "dh-300"],
+)
+def test_triton_lowering_refuses_what_the_kernels_do_not_take(dtype, dh, reason):
+    """The Triton runtime's own limits (dtype, head dim) fail the pass with the reason; ttnn takes both."""
+    from xdsl.utils.exceptions import PassFailedException
+
+    with pytest.raises(
+        PassFailedException, match=f"lower-joint-attention: jointattn.joint_attention: {reason}"
+    ):
+        run_pipeline(_joint_op_text(1, 2, 5, 3, dh, dtype), "lower-joint-attention{target=triton}")
+    assert "ttnn.joint_scaled_dot_product_attention" in run_pipeline(
+        _joint_op_text(1, 2, 5, 3, dh, dtype), "lower-joint-attention{target=ttnn}"
+    )
+
+
+def test_triton_lowering_refuses_a_masked_float64_attention():
+    from xdsl.utils.exceptions import PassFailedException
+
+    inputs = tuple(x.double() for x in _bhsd(2, 2, 9, 4, 8, 0))
+    text = import_module(MaskInput(), *inputs, as_bool(holes_valid(3, batch=2, total=13)))
+    with pytest.raises(PassFailedException, match="float16, bfloat16 or float32; got f64"):
+        run_pipeline(text, LOWER["triton"])
+
+
+@pytest.mark.parametrize(
+    "element_type,dtype,values",
+    [
+        ("ui16", torch.uint16, [65535, 1]),
+        ("ui32", torch.uint32, [2**32 - 1, 1]),
+        ("ui64", torch.uint64, [2**63 + 5, 1]),
+        ("ui8", torch.uint8, [255, 1]),
+        ("si16", torch.int16, [-1, 1]),
+    ],
+)
+@pytest.mark.parametrize("form", ["dense", "dense_resource"])
+def test_integer_tensor_literals_keep_their_values(element_type, dtype, values, form):
+    """Unsigned literals decode as unsigned, both as dense elements and as a resource blob."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    vtensor = f"!torch.vtensor<[2],{element_type}>"
+    if form == "dense":
+        literal, resources = f"dense<{values}>", ""
+    else:
+        blob = b"".join(v.to_bytes(itemsize, "little", signed=v < 0) for v in values)
+        literal = "dense_resource<blob>"
+        resources = f'{{-#\n  dialect_resources: {{\n    builtin: {{\n      blob: "0x04000000{blob.hex()}"\n    }}\n  }}\n#-}}\n'
+    text = (
+        f"func.func @main() -> {vtensor} {{\n"
+        f"  %0 = torch.vtensor.literal({literal} : tensor<2x{element_type}>) : {vtensor}\n"
+        f"  return %0 : {vtensor}\n}}\n{resources}"
+    )
+    got = compile_module(text)()
+    assert got.dtype == dtype
+    assert got.tolist() == values
+
+
 class CallsTheOp(torch.nn.Module):
     """Model code that already calls the op (what the FX pass produces): it imports as torch.operator."""
 
@@ -278,9 +339,7 @@ def test_lowered_configs_are_the_runtime_choices(b, h, n, length, dh, dtype):
         ),
         LaunchForwardOp,
     )
-    dtypes = {Float32Type: torch.float32, Float16Type: torch.float16, BFloat16Type: torch.bfloat16}
-    torch_dtype = dtypes[type(triton_op.q.type.element_type)]
-    chosen = forward_launch_config(dh, torch_dtype, n, length)
+    chosen = forward_launch_config(dh, torch_dtype(triton_op.q.type.element_type), n, length)
     assert triton_op.config.values() == {
         "block_m": chosen.block_m,
         "block_n": chosen.block_n,

@@ -19,6 +19,7 @@ from joint_cases import (
     B,
     BoolPrefixMask,
     CatAlsoReturned,
+    D,
     FluxRope,
     L,
     MaskInput,
@@ -76,6 +77,7 @@ EXPECTED = {
     "sliced-operand": "both outputs used",
     "sub-ranges": "both outputs used",
     "norms-after-cat": "both outputs used",
+    "one-value-two-dims": "token sets [13, 5] (spatial-first), no padding, both outputs used",
 }
 
 
@@ -98,6 +100,64 @@ def test_flux_rope_runs_per_token_set_and_leaves_no_concat():
 def test_cat_with_another_user_stays():
     fused_text, _ = run_case(CatAlsoReturned(), cat_inputs())
     assert fused_text.count("torch.aten.cat") == 1
+
+
+def _squeeze_text(cat_dim: int) -> tuple[str, list[tuple[int, ...]]]:
+    """q = squeeze(cat(a, b, cat_dim), 1) with 3 heads: a no-op squeeze (torch.export drops it; hand-written IR
+    keeps it). Returns the module text and the argument shapes."""
+    s, heads = N + L, 3
+    a, b = ((B, heads, N, s), (B, heads, L, s)) if cat_dim == 2 else ((B, heads, s, N), (B, heads, s, L))
+    shapes = [a, b, (B, heads, N, s), (B, heads, L, s), (B, heads, N, s), (B, heads, L, s)]
+    t = lambda shape: f"!torch.vtensor<[{','.join(map(str, shape))}],f32>"  # noqa: E731
+    whole, image, text = t((B, heads, s, s)), t((B, heads, N, s)), t((B, heads, L, s))
+    args = ", ".join(f"%{name}: {t(shape)}" for name, shape in zip("abcdef", shapes, strict=True))
+    cat = lambda x, y, dim: (  # noqa: E731
+        f"torch.prim.ListConstruct %{x}, %{y} : ({t(shapes['abcdef'.index(x)])}, {t(shapes['abcdef'.index(y)])})"
+        f" -> !torch.list<vtensor>\n  %cat_{x} = torch.aten.cat %list_{x}, %int{dim} : !torch.list<vtensor>, "
+        f"!torch.int -> {whole}"
+    )
+    text_ir = f"""func.func @main({args}) -> ({image}, {text}) {{
+  %int0 = torch.constant.int 0
+  %int1 = torch.constant.int 1
+  %int2 = torch.constant.int 2
+  %int3 = torch.constant.int 3
+  %intN = torch.constant.int {N}
+  %intS = torch.constant.int {s}
+  %none = torch.constant.none
+  %false = torch.constant.bool false
+  %float0 = torch.constant.float 0.000000e+00
+  %list_a = {cat("a", "b", cat_dim)}
+  %q = torch.aten.squeeze.dim %cat_a, %int1 : {whole}, !torch.int -> {whole}
+  %list_c = {cat("c", "d", 2)}
+  %list_e = {cat("e", "f", 2)}
+  %o = torch.aten.scaled_dot_product_attention %q, %cat_c, %cat_e, %none, %float0, %false, %none, %false : {whole}, {whole}, {whole}, !torch.none, !torch.float, !torch.bool, !torch.none, !torch.bool -> {whole}
+  %image = torch.aten.slice.Tensor %o, %int2, %int0, %intN, %int1 : {whole}, !torch.int, !torch.int, !torch.int, !torch.int -> {image}
+  %text = torch.aten.slice.Tensor %o, %int2, %intN, %intS, %int1 : {whole}, !torch.int, !torch.int, !torch.int, !torch.int -> {text}
+  return %image, %text : {image}, {text}
+}}
+"""
+    return text_ir, shapes
+
+
+@pytest.mark.parametrize(
+    "cat_dim,fused",
+    [(2, True), (3, False)],
+    ids=["tokens-along-the-sequence", "tokens-along-the-head-dim"],
+)
+def test_a_squeeze_that_removes_no_dim_keeps_the_sequence_dim(cat_dim, fused):
+    """squeeze.dim of a dim of size 3 is a no-op: the sequence dim stays where it is, so q is a concat of the
+    token sets when the concat is along the sequence dim (fused), and is not when it is along the head dim."""
+    text, shapes = _squeeze_text(cat_dim)
+    decisions = decisions_of(text)
+    assert [d.fused for d in decisions] == [fused], decisions[0].reason
+    g = torch.Generator().manual_seed(4)
+    inputs = [torch.randn(*shape, generator=g) for shape in shapes]
+    a, b, k, ek, v, ev = (x.double() for x in inputs)
+    q = torch.cat([a, b], cat_dim)
+    o = F.scaled_dot_product_attention(q, torch.cat([k, ek], 2), torch.cat([v, ev], 2))
+    got = compile_module(run_pipeline(text, "fuse-joint-attention"))(*inputs)
+    for g_, w in zip(got, (o[:, :, :N], o[:, :, N:]), strict=True):
+        torch.testing.assert_close(g_.double(), w, rtol=1e-4, atol=1e-5)
 
 
 # --- key-padding masks proven from the graph -----------------------------------------------------------------
@@ -155,6 +215,106 @@ def test_prefix_masks_become_valid_lengths(module, lengths):
 def test_a_constant_image_length_becomes_an_int_operand():
     fused_text, _ = run_case(AdditiveBothPadded(), (*cat_inputs(), torch.tensor([2, 5])))
     assert "logical_n(%int9 : !torch.int)" in fused_text
+
+
+# --- masks that look like valid lengths but are not (the rules of passes/fx/masks.py) -----------------------
+
+
+def _bhsd_sizes(n, length, seed):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(B, 1, s, D, generator=g) for s in (n, n, n, length, length, length))
+
+
+class _MaskedCat(torch.nn.Module):
+    """cat -> SDPA -> slice under `self.mask(q, eq, image_lengths, text_lengths)`, built in the graph."""
+
+    def forward(self, q, k, v, eq, ek, ev, image_lengths, text_lengths):
+        mask = self.mask(q, eq, image_lengths, text_lengths)
+        o = F.scaled_dot_product_attention(
+            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2), attn_mask=mask
+        )
+        return o[:, :, : q.shape[2]], o[:, :, q.shape[2] :]
+
+
+class FiniteAbsentBias(_MaskedCat):
+    """finfo.min as "absent": a sample with no valid key at all averages V over every key in SDPA, which valid
+    lengths (out = 0 there) do not say."""
+
+    def mask(self, q, eq, image_lengths, text_lengths):
+        valid = torch.cat(
+            [
+                torch.arange(q.shape[2])[None, :] < image_lengths[:, None],
+                torch.arange(eq.shape[2])[None, :] < text_lengths[:, None],
+            ],
+            1,
+        )
+        return torch.where(valid, 0.0, torch.finfo(torch.float32).min)[:, None, None, :]
+
+
+class LengthsNotAColumn(_MaskedCat):
+    """`arange(L) < lengths` with a 1-D `lengths` (b == L): compared position by position, the same validity
+    for every sample, not one length per sample."""
+
+    def mask(self, q, eq, image_lengths, text_lengths):
+        text_valid = (torch.arange(eq.shape[2]) < text_lengths)[None, :].expand(q.shape[0], -1)
+        valid = torch.cat([torch.ones(q.shape[0], q.shape[2], dtype=torch.bool), text_valid], 1)
+        return valid[:, None, None, :]
+
+
+class ImageArange(_MaskedCat):
+    """Image keys `arange(n, dtype=dtype).to(converted) < image_lengths[:, None]`, text keys all valid. Only
+    exact positions prove lengths: bfloat16 rounds past 256 (`arange(300, bf16) < 257` admits 258 keys), int8
+    wraps past 127, and a conversion on the way counts as much as the arange's own dtype."""
+
+    def __init__(self, dtype, converted=None):
+        super().__init__()
+        self.dtype, self.converted = dtype, converted or dtype
+
+    def mask(self, q, eq, image_lengths, text_lengths):
+        positions = torch.arange(q.shape[2], dtype=self.dtype).to(self.converted)
+        image_valid = positions[None, :] < image_lengths[:, None]
+        valid = torch.cat([image_valid, torch.ones(q.shape[0], eq.shape[2], dtype=torch.bool)], 1)
+        return valid[:, None, None, :]
+
+
+@pytest.mark.parametrize(
+    "module,n,length,image_lengths,text_lengths",
+    [
+        (FiniteAbsentBias(), 6, 3, [4, 0], [2, 0]),  # sample 1: no valid key on either token set
+        (LengthsNotAColumn(), 6, B, [6, 6], [2, 0]),
+        (ImageArange(torch.bfloat16), 300, 3, [257, 261], [3, 3]),
+        (ImageArange(torch.float32, torch.bfloat16), 300, 3, [257, 261], [3, 3]),
+        (ImageArange(torch.int8), 300, 3, [200, 261], [3, 3]),
+    ],
+    ids=[
+        "finfo-min-empty-sample",
+        "lengths-not-a-column",
+        "bf16-arange",
+        "f32-arange-to-bf16",
+        "int8-arange",
+    ],
+)
+def test_masks_that_look_like_lengths_but_are_not_are_checked(module, n, length, image_lengths, text_lengths):
+    lengths = (torch.tensor(image_lengths), torch.tensor(text_lengths))
+    _, decisions = run_case(
+        module,
+        (*_bhsd_sizes(n, length, 0), *lengths),
+        fresh_inputs=lambda: (*_bhsd_sizes(n, length, 1), *lengths),
+    )
+    assert "proven" not in decisions[0].reason
+    assert "key-padding mask checked at run time" in decisions[0].reason
+
+
+@pytest.mark.parametrize(
+    "module",
+    [ImageArange(torch.float32), ImageArange(torch.float32, torch.float64), ImageArange(torch.uint8)],
+    ids=["f32-arange", "f32-arange-to-f64", "uint8-arange"],
+)
+def test_exact_aranges_prove_lengths(module):
+    n = 250  # within uint8; float32 and float64 hold far more
+    lengths = (torch.tensor([200, 261]), torch.tensor([3, 3]))
+    _, decisions = run_case(module, (*_bhsd_sizes(n, 3, 0), *lengths))
+    assert "padding as valid lengths proven from the mask" in decisions[0].reason
 
 
 # --- key-padding masks checked at run time ------------------------------------------------------------------

@@ -53,9 +53,8 @@ from .dialects.torch_ops import (
     AtenScaledDotProductAttentionOp,
     AtenViewOp,
     OperatorOp,
-    PrimListConstructOp,
 )
-from .ir_values import const_int, shape_of
+from .ir_values import shape_of
 from .joint_match import JointMatch, PartUse, match_joint_attention
 from .key_padding import Length
 from .padding_check import PaddingChecks
@@ -238,7 +237,6 @@ def _rebuild_chain(
 ) -> SSAValue:
     """Applies the use's layout ops to one part output (once per op and part), sequence size replaced."""
     size = match.lengths[use.where.part]
-    total = sum(match.lengths)
     for op, seq_dim in use.chain:
         key = (op, use.where.part)
         if key not in rebuilt:
@@ -248,10 +246,7 @@ def _rebuild_chain(
             build.at(op)
             operands = [value, *op.operands[1:]]
             if isinstance(op, (AtenViewOp, AtenReshapeOp)):
-                elements = list(op.operands[1].owner.elements)
-                if const_int(elements[seq_dim]) == total:
-                    elements[seq_dim] = build.int(size)
-                    operands[1] = build.insert(PrimListConstructOp(elements, op.operands[1].type)).results[0]
+                operands[1] = build.sizes_with(op.operands[1], seq_dim, size)
             rebuilt[key] = build.insert(type(op).build(operands, result_type)).results[0]
         value = rebuilt[key]
     return value

@@ -41,7 +41,6 @@ from .dialects.torch_ops import (
     AtenTransposeIntOp,
     AtenUnflattenIntOp,
     AtenViewOp,
-    PrimListConstructOp,
     PrimListUnpackOp,
 )
 from .dialects.torch_types import DYNAMIC
@@ -53,7 +52,9 @@ from .ir_values import (
     is_none,
     normalize_bound,
     normalize_dim,
+    permutation_of,
     shape_of,
+    view_keeps_seq_dim,
 )
 from .key_padding import CheckedMask, Length, key_padding
 from .sequence_parts import PartsPlan, resolve
@@ -154,22 +155,6 @@ def _refuse_flags(sdpa: AtenScaledDotProductAttentionOp) -> str | None:
     )
 
 
-def permutation_of(op: Operation, rank: int) -> list[int] | None:
-    """The dims of a permute, or of a transpose as a permutation; None if not known at compile time."""
-    if isinstance(op, AtenPermuteOp):
-        dims = const_int_list(op.dims)
-        if dims is None or len(dims) != rank:
-            return None
-        dims = [normalize_dim(d, rank) for d in dims]
-        return None if None in dims or sorted(dims) != list(range(rank)) else dims
-    a, b = normalize_dim(const_int(op.dim0), rank), normalize_dim(const_int(op.dim1), rank)
-    if a is None or b is None:
-        return None
-    perm = list(range(rank))
-    perm[a], perm[b] = perm[b], perm[a]
-    return perm
-
-
 def _walk_uses(value: SSAValue, seq_dim: int, chain: tuple, lengths, found: list[PartUse]) -> int | str:
     """Collects the cuts below `value` into `found`; returns how many uses need the whole sequence, or why
     the match is refused."""
@@ -177,7 +162,7 @@ def _walk_uses(value: SSAValue, seq_dim: int, chain: tuple, lengths, found: list
     whole = 0
     for use in list(value.uses):
         op = use.operation
-        step = _layout_step(op, seq_dim, rank, sum(lengths)) if use.index == 0 else None
+        step = _layout_step(op, seq_dim, rank) if use.index == 0 else None
         if step is not None:
             below = _walk_uses(op.results[0], step, (*chain, (op, step)), lengths, found)
         elif use.index == 0 and isinstance(op, CUT_OPS) and _cut_dim(op, rank) == seq_dim:
@@ -190,13 +175,13 @@ def _walk_uses(value: SSAValue, seq_dim: int, chain: tuple, lengths, found: list
     return whole
 
 
-def _layout_step(op: Operation, seq_dim: int, rank: int, total: int) -> int | None:
+def _layout_step(op: Operation, seq_dim: int, rank: int) -> int | None:
     """Where the sequence dim is in `op`'s result, if `op` only moves or regroups the other dims."""
     if isinstance(op, (AtenPermuteOp, AtenTransposeIntOp)):
         perm = permutation_of(op, rank)
         return None if perm is None else perm.index(seq_dim)
     if isinstance(op, (AtenViewOp, AtenReshapeOp)):
-        return seq_dim if _keeps_seq_dim(op, seq_dim, total) else None
+        return seq_dim if view_keeps_seq_dim(op, seq_dim) else None
     if isinstance(op, AtenFlattenUsingIntsOp):
         return _flattened_seq_dim(op, seq_dim, rank)
     if isinstance(op, AtenUnflattenIntOp):
@@ -204,19 +189,6 @@ def _layout_step(op: Operation, seq_dim: int, rank: int, total: int) -> int | No
     if isinstance(op, AtenContiguousOp):
         return seq_dim
     return None
-
-
-def _keeps_seq_dim(op: Operation, seq_dim: int, total: int) -> bool:
-    """A view/reshape that keeps every dim up to the sequence dim, with a size list the rewrite can edit."""
-    src, dst = shape_of(op.operands[0]), shape_of(op.results[0])
-    if dst is None or src[: seq_dim + 1] != dst[: seq_dim + 1] or DYNAMIC in src[: seq_dim + 1]:
-        return False
-    sizes = op.operands[1].owner
-    return (
-        isinstance(sizes, PrimListConstructOp)
-        and len(sizes.elements) == len(dst)
-        and const_int(sizes.elements[seq_dim]) in (total, -1)
-    )
 
 
 def _flattened_seq_dim(op: AtenFlattenUsingIntsOp, seq_dim: int, rank: int) -> int | None:
@@ -282,15 +254,9 @@ def _cut_ranges(op, total: int) -> list[tuple[int, int]] | None:
             return None
         start = start + total if start < 0 else start
         return [(start, start + length)]
-    if isinstance(op, AtenChunkOp):
-        chunks = const_int(op.chunks)
-        if not chunks:
-            return None
-        size = -(-total // chunks)
-        sizes = [size] * (total // size) + ([total % size] if total % size else [])
-    elif isinstance(op, AtenSplitTensorOp):
-        size = const_int(op.split_size)
-        if not size:
+    if isinstance(op, (AtenChunkOp, AtenSplitTensorOp)):
+        size = _piece_size(op, total)
+        if size is None:
             return None
         sizes = [size] * (total // size) + ([total % size] if total % size else [])
     else:
@@ -302,3 +268,14 @@ def _cut_ranges(op, total: int) -> list[tuple[int, int]] | None:
         ranges.append((offset, offset + size))
         offset += size
     return ranges
+
+
+def _piece_size(op: AtenChunkOp | AtenSplitTensorOp, total: int) -> int | None:
+    """The size of each piece of a `chunk` (ceil(total / chunks), as torch cuts them) or `split.Tensor`; the
+    last piece takes the rest."""
+    if isinstance(op, AtenChunkOp):
+        chunks = const_int(op.chunks)
+        size = -(-total // chunks) if chunks and chunks > 0 else None
+    else:
+        size = const_int(op.split_size)
+    return size if size and size > 0 else None

@@ -11,11 +11,14 @@ Proven prefixes, after peeling broadcasts (`unsqueeze`, `view`/`reshape`, `expan
 the key dim last) and dtype conversions that keep bool as bool and float as float:
 - the mask is boolean validity `V` (True = the key exists), or an additive bias built from it:
   `where(V, 0, -inf)`, `where(~V, -inf, 0)` (also with scalar branches), `masked_fill(zeros, ~V, -inf)`,
-  where "-inf" is anything at or below `ABSENT_KEY_BIAS`;
+  where "-inf" is exactly -inf: with a finite "absent" bias (finfo.min) a sample with no valid key averages
+  V over every key in SDPA, which valid lengths do not say, so finite biases are checked at run time;
 - `V` is a concat along the key dim of one validity per token set, split exactly at the token-set boundary;
 - each part's validity is a constant all-True tensor (all valid), `arange(S) < n` with a constant `n`
   (clamped into [0, S]), or `arange(S)[None, :] < lengths[:, None]` / `lengths[:, None] > arange(S)` with an
-  integer tensor `lengths` of shape [b].
+  integer column of shape [b, 1], one length per sample (a [b] operand is compared position by position, a
+  [1, 1] one is shared by every sample: not proven), and an arange exact in its dtype (an integer type wide
+  enough; float32 up to 2^24 positions, float64 up to 2^53; never float16 or bfloat16).
 Any other key-padding-shaped mask (a function argument, a finite bias, a suffix, lengths of another kind) is a
 `CheckedMask`: the pass emits `key_padding_lengths` + `masked_joint_attention`, which check at run time that it
 is prefix padding and otherwise take the exact path (as the FX pass does, `passes/fx/masks.py`).
@@ -23,13 +26,13 @@ is prefix padding and otherwise take the exact path (as the FX pass does, `passe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from jointattn.passes import rules
-from xdsl.dialects.builtin import IntegerType
+from xdsl.dialects.builtin import Float32Type, Float64Type, IntegerType, Signedness
 from xdsl.ir import SSAValue
 
-from ...runtime.masked_op import ABSENT_KEY_BIAS  # shared with the FX pass and the masked op
 from .dialects.torch_ops import (
     AtenArangeOp,
     AtenArangeStartOp,
@@ -130,31 +133,34 @@ _CONVERSIONS = ("torch.aten.to.dtype", "torch.aten._to_copy", "torch.prims.conve
 def _peel_broadcasts(value: SSAValue) -> SSAValue:
     """Walks up through ops that only add or broadcast leading dims, keeping the last (key) dim, and through
     dtype conversions that keep a validity a validity (bool to bool) and a bias a bias (float to float)."""
-    while True:
-        owner = value.owner
-        if (
-            isinstance(owner, GenericTorchOp)
-            and owner.name in _CONVERSIONS
-            and _same_kind(owner.operands[0], value)
-        ):
-            value = owner.operands[0]
-            continue
-        if not isinstance(
-            owner, (AtenUnsqueezeOp, AtenViewOp, AtenReshapeOp, AtenExpandOp, AtenBroadcastToOp)
-        ):
-            return value
-        source = owner.self_
-        src_shape, dst_shape = shape_of(source), shape_of(value)
-        if not src_shape or not dst_shape or src_shape[-1] != dst_shape[-1]:
-            return value
-        if (
-            isinstance(owner, AtenUnsqueezeOp)
-            and normalize_dim(const_int(owner.dim), len(dst_shape)) == len(dst_shape) - 1
-        ):
-            return value
-        if isinstance(owner, (AtenViewOp, AtenReshapeOp)) and _numel(src_shape) != _numel(dst_shape):
-            return value
+    while (source := _peeled_once(value)) is not None:
         value = source
+    return value
+
+
+def _peeled_once(value: SSAValue) -> SSAValue | None:
+    """The operand `value` is such a broadcast or conversion of, or None."""
+    owner = value.owner
+    if (
+        isinstance(owner, GenericTorchOp)
+        and owner.name in _CONVERSIONS
+        and _same_kind(owner.operands[0], value)
+    ):
+        return owner.operands[0]
+    if not isinstance(owner, (AtenUnsqueezeOp, AtenViewOp, AtenReshapeOp, AtenExpandOp, AtenBroadcastToOp)):
+        return None
+    source = owner.self_
+    src_shape, dst_shape = shape_of(source), shape_of(value)
+    if not src_shape or not dst_shape or src_shape[-1] != dst_shape[-1]:
+        return None
+    if (
+        isinstance(owner, AtenUnsqueezeOp)
+        and normalize_dim(const_int(owner.dim), len(dst_shape)) == len(dst_shape) - 1
+    ):
+        return None
+    if isinstance(owner, (AtenViewOp, AtenReshapeOp)) and _numel(src_shape) != _numel(dst_shape):
+        return None
+    return source
 
 
 def _same_kind(source: SSAValue, result: SSAValue) -> bool:
@@ -181,7 +187,8 @@ def _is_bool(value: SSAValue) -> bool:
 
 
 def _absent(value: float | None) -> bool:
-    return value is not None and value <= ABSENT_KEY_BIAS
+    """Only -inf proves a key absent (as in `passes/fx/masks.py`): finite biases go to the run-time check."""
+    return value == -math.inf
 
 
 def _validity(mask: SSAValue) -> SSAValue | str:
@@ -195,7 +202,7 @@ def _validity(mask: SSAValue) -> SSAValue | str:
             return owner.condition
         if _absent(when_true) and when_false == 0.0:
             return _negated(owner.condition)
-        return "additive attn_mask is not 0 for valid keys and -inf (or below -1e30) for padded ones"
+        return "additive attn_mask is not 0 for valid keys and -inf for padded ones"
     if isinstance(owner, AtenMaskedFillScalarOp):
         if _scalar_of(owner.self_) == 0.0 and _absent(const_float(owner.value)):
             return _negated(owner.mask)
@@ -239,8 +246,15 @@ def _prefix_length(validity: SSAValue, size: int, batch: int) -> Length | str:
 
 
 def _is_arange(value: SSAValue, size: int) -> bool:
-    """`arange(S)` (any of its overloads, start 0, step 1), possibly unsqueezed to [1, S]."""
-    value = _peel_broadcasts(value)
+    """`arange(S)` (any of its overloads, start 0, step 1), possibly unsqueezed to [1, S], whose positions
+    0..S-1 are exact in its dtype and in every dtype it is converted to on the way (FX: `_exact_positions`)."""
+    while True:
+        if not _exact_positions(value, size):
+            return False
+        source = _peeled_once(value)
+        if source is None:
+            break
+        value = source
     owner = value.owner
     if isinstance(owner, AtenArangeOp):
         return const_int(owner.end) == size
@@ -251,13 +265,34 @@ def _is_arange(value: SSAValue, size: int) -> bool:
     return False
 
 
+# Floats hold every integer up to 2^(mantissa bits + 1): float32 up to 2^24, float64 up to 2^53; float16 and
+# bfloat16 (2^11, 2^8) are not taken at all, as in the FX pass.
+_EXACT_FLOAT_POSITIONS = {Float32Type: 2**24, Float64Type: 2**53}
+
+
+def _exact_positions(value: SSAValue, size: int) -> bool:
+    """Positions 0..size-1 are exact in `value`'s element type (an integer type wide enough, not bool, or
+    float32 / float64 up to their exact integers)."""
+    element_type = getattr(value.type, "element_type", None)
+    if isinstance(element_type, IntegerType):
+        width = element_type.width.data
+        if width == 1:
+            return False
+        unsigned = element_type.signedness.data == Signedness.UNSIGNED
+        return size - 1 <= 2 ** (width if unsigned else width - 1) - 1
+    return size <= _EXACT_FLOAT_POSITIONS.get(type(element_type), 0)
+
+
 def _lengths_tensor(value: SSAValue, batch: int) -> TensorLength | str:
+    """A per-sample lengths column `lengths[:, None]` ([b, 1]: one length per sample, the same for every key;
+    FX: `_lengths_column`). A [b] `lengths` is compared position by position with the arange, a [1, 1] one is
+    shared by every sample, a [b, k] one varies over keys: none of them is proven."""
     shape = shape_of(value)
     t = value.type
     if not isinstance(getattr(t, "element_type", None), IntegerType) or _is_bool(value):
         return "the valid lengths are not an integer tensor"
-    if shape not in ((batch, 1), (batch,)):
-        return f"the valid lengths have shape {list(shape or [])}, expected [b={batch}, 1]"
+    if shape != (batch, 1):
+        return f"the valid lengths have shape {list(shape or [])}, not a per-sample column [b={batch}, 1]"
     if isinstance(value.owner, AtenUnsqueezeOp) and shape_of(value.owner.self_) == (batch,):
         return TensorLength(value.owner.self_)
     return TensorLength(value)

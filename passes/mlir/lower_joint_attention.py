@@ -11,8 +11,8 @@ Patterns (one per rewrite):
   `jointattn_triton.launch_forward` with its launch config.
 - the masked forms (`lower_masked.py`): the run-time check stays, and the attention becomes an `scf.if` on its
   host-side flag: the target's call with the counted valid lengths, or the exact path.
-An op that cannot be lowered (a run-time scale, unknown sizes) fails the pass with the reason, before anything
-is rewritten.
+An op that cannot be lowered (a run-time scale, unknown sizes, a dtype or head dim the target's kernels do not
+take: `target_calls.unsupported_by_target`) fails the pass with the reason, before anything is rewritten.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
     GreedyRewritePatternApplier,
@@ -32,13 +33,15 @@ from xdsl.pattern_rewriter import (
 from xdsl.utils.exceptions import PassFailedException
 
 from .dialects.jointattn import JointAttentionOp
+from .dialects.jointattn_masked import MaskedJointAttentionOp
 from .dialects.torch_ops import ConstantStrOp, OperatorOp
 from .fuse_joint_attention import OPERATOR_NAME
 from .ir_values import is_none
 from .lower_masked import masked_lowering_patterns, unlowerable_masked
-from .target_calls import TARGETS, joint_sizes, resolved_scale, target_call, torch_dtype
+from .padding_check import MASKED_OPERATOR
+from .target_calls import TARGETS, joint_sizes, resolved_scale, target_call, unsupported_by_target
 
-__all__ = ["LowerJointAttentionPass", "lower_joint_attention", "TARGETS", "torch_dtype"]
+__all__ = ["LowerJointAttentionPass", "lower_joint_attention", "TARGETS"]
 
 
 class OperatorToJointAttention(RewritePattern):
@@ -76,7 +79,7 @@ class JointAttentionToTarget(RewritePattern):
         rewriter.replace(op, lowered, lowered.results)
 
 
-def _unlowerable(module: ModuleOp) -> str | None:
+def _unlowerable(module: ModuleOp, target: str) -> str | None:
     for op in module.walk():
         if isinstance(op, OperatorOp) and op.op_name.data == OPERATOR_NAME:
             reason = _operator_scale(op)
@@ -85,8 +88,20 @@ def _unlowerable(module: ModuleOp) -> str | None:
             reason = joint_sizes(op.q, op.joint_q)
         else:
             reason = unlowerable_masked(op)
+        query = _attention_query(op)
+        if not isinstance(reason, str) and query is not None:
+            reason = unsupported_by_target(target, query)
         if isinstance(reason, str):
             return f"{op.name}: {reason}"
+    return None
+
+
+def _attention_query(op: Operation) -> SSAValue | None:
+    """q of a joint-attention op that lowers to the target's call (plain or masked, typed or operator form)."""
+    if isinstance(op, (JointAttentionOp, MaskedJointAttentionOp)):
+        return op.q
+    if isinstance(op, OperatorOp) and op.op_name.data in (OPERATOR_NAME, MASKED_OPERATOR):
+        return op.args[0]
     return None
 
 
@@ -95,7 +110,7 @@ def lower_joint_attention(module: ModuleOp, target: str) -> None:
         raise PassFailedException(
             f"lower-joint-attention: target must be one of {', '.join(TARGETS)}; got {target!r}"
         )
-    reason = _unlowerable(module)
+    reason = _unlowerable(module, target)
     if reason:
         raise PassFailedException(f"lower-joint-attention: {reason}")
     patterns = [OperatorToJointAttention(), JointAttentionToTarget(target), *masked_lowering_patterns(target)]

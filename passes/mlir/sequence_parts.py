@@ -6,7 +6,7 @@ Entry points:
 - `resolve(value, seq_dim) -> PartsPlan | str`: how `value` is, along `seq_dim`, the concat of two token sets;
   a `torch.aten.cat` of them is a leaf, a position-wise op of resolvable operands a node.
 - `PartsBuilder(builder).part(plan, index)`: the token set `index` of `value`, rebuilt by replaying each
-  node's op on the parts (memoized per value and part).
+  node's op on the parts (memoized per value, sequence dim and part).
 
 Position-wise, per op (a rule table, `_ELEMENTWISE`, plus the layout ops below):
 - elementwise ops (arithmetic, activations, dtype conversions): every tensor operand is either resolvable
@@ -14,7 +14,8 @@ Position-wise, per op (a rule table, `_ELEMENTWISE`, plus the layout ops below):
   resolvable (a position-dependent operand such as RoPE's cos/sin table, or `k.flip(2)`): that one is sliced
   per token set, which is exact since it is computed whole anyway;
 - layout ops that do not mix positions of the sequence dim: permute/transpose (the sequence dim moves),
-  view/reshape keeping every dim up to the sequence dim, unsqueeze, squeeze/select/slice of another dim,
+  view/reshape keeping every dim up to the sequence dim, unsqueeze, squeeze/select/slice of another dim (a
+  `squeeze.dim` of a dim whose size is not 1 removes nothing: the sequence dim stays where it is),
   flatten/unflatten of other dims, contiguous/clone, and cat along another dim of resolvable operands (stack);
 - reductions and normalizations over other dims (`sum`/`mean`/`amax` over the head dim, softmax, layer norm):
   the norms of q and k (RMS norm, layer norm) applied after the concat.
@@ -41,7 +42,15 @@ from .dialects.torch_ops import (
     PrimListConstructOp,
 )
 from .dialects.torch_types import DYNAMIC
-from .ir_values import const_bool, const_int, const_int_list, normalize_dim, shape_of
+from .ir_values import (
+    const_bool,
+    const_int,
+    const_int_list,
+    normalize_dim,
+    permutation_of,
+    shape_of,
+    view_keeps_seq_dim,
+)
 from .torch_builder import TorchBuilder
 
 # Elementwise torch ops (any number of tensor operands, broadcasting): applying them per token set is exact.
@@ -205,21 +214,10 @@ def _layout_source_dim(op: Operation, seq_dim: int, rank: int) -> int | None:
     if source is None:
         return None
     if isinstance(op, (AtenPermuteOp, AtenTransposeIntOp)):
-        from .joint_match import permutation_of
-
         perm = permutation_of(op, rank)
         return None if perm is None else perm[seq_dim]
     if isinstance(op, (AtenViewOp, AtenReshapeOp)):
-        result = shape_of(op.results[0])
-        sizes = op.operands[1].owner
-        keeps = (
-            source[: seq_dim + 1] == result[: seq_dim + 1]
-            and DYNAMIC not in source[: seq_dim + 1]
-            and isinstance(sizes, PrimListConstructOp)
-            and len(sizes.elements) == rank
-            and const_int(sizes.elements[seq_dim]) in (result[seq_dim], -1)
-        )
-        return seq_dim if keeps else None
+        return seq_dim if view_keeps_seq_dim(op, seq_dim) else None
     if isinstance(op, AtenUnsqueezeOp):
         dim = normalize_dim(const_int(op.dim), rank)
         return None if dim is None or dim == seq_dim else (seq_dim - 1 if dim < seq_dim else seq_dim)
@@ -227,6 +225,8 @@ def _layout_source_dim(op: Operation, seq_dim: int, rank: int) -> int | None:
         dim = normalize_dim(const_int(op.operands[1]), len(source))
         if dim is None:
             return None
+        if len(source) == rank:  # squeeze.dim of a dim whose size is not 1: removes nothing
+            return seq_dim if op.name == "torch.aten.squeeze.dim" and dim != seq_dim else None
         candidate = seq_dim + 1 if dim <= seq_dim else seq_dim
         return None if candidate == dim else candidate
     if isinstance(op, AtenSliceTensorOp):
@@ -296,10 +296,11 @@ class PartsBuilder:
 
     def __init__(self, build: TorchBuilder):
         self.build = build
-        self._built: dict[tuple[SSAValue, int], SSAValue] = {}
+        self._built: dict[tuple[SSAValue, int, int], SSAValue] = {}
 
     def part(self, plan: PartsPlan, index: int) -> SSAValue:
-        key = (plan.value, index)
+        # By sequence dim too: one value can be split along two dims (rows for q, columns for k).
+        key = (plan.value, plan.seq_dim, index)
         if key not in self._built:
             self._built[key] = self._make(plan, index)
         return self._built[key]
@@ -328,15 +329,8 @@ class PartsBuilder:
                 operands.append(operand)
         self.build.at(op)
         if isinstance(op, (AtenViewOp, AtenReshapeOp)):
-            operands[1] = self._sizes_with(op.operands[1], plan.seq_dim, size)
+            operands[1] = self.build.sizes_with(op.operands[1], plan.seq_dim, size)
         replayed = self.build.insert(
             type(op).create(operands=operands, result_types=[result_type], attributes=dict(op.attributes))
         )
         return replayed.results[0]
-
-    def _sizes_with(self, sizes: SSAValue, seq_dim: int, size: int) -> SSAValue:
-        elements = list(sizes.owner.elements)
-        if const_int(elements[seq_dim]) == -1:
-            return sizes
-        elements[seq_dim] = self.build.int(size)
-        return self.build.insert(PrimListConstructOp(elements, sizes.type)).results[0]

@@ -7,19 +7,19 @@ Entry point: `target_call(target, tensors, scale, logical_n, logical_l) -> Opera
   `config.current()` (the choices the ttnn runtime makes at run time, now visible in the IR);
 - "triton": `jointattn_triton.launch_forward` with `jointattn.kernels.configs.forward_launch_config(dh, dtype,
   N, L)` as its launch config.
-Also `joint_sizes(q, joint_q)` (b, nh, N, L, dh, or why they are not known) and `resolved_scale`.
+Also `joint_sizes(q, joint_q)` (b, nh, N, L, dh, or why they are not known), `resolved_scale`, and
+`unsupported_by_target(target, q)`: the target runtime's own limits (the Triton kernels' dtypes and head dims,
+`runtime/triton_runtime.py`), checked before anything is rewritten.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from xdsl.dialects.builtin import BFloat16Type, Float16Type, Float32Type, Float64Type
 from xdsl.ir import Operation, SSAValue
-from xdsl.utils.exceptions import PassFailedException
 
 from .dialects.jointattn_triton import LaunchConfigAttr, LaunchForwardOp
-from .dialects.torch_types import DYNAMIC
+from .dialects.torch_types import DYNAMIC, torch_dtype
 from .dialects.ttnn import ComputeKernelConfigAttr, JointSDPAOp, SDPAProgramConfigAttr
 from .ir_values import const_float, is_none, shape_of
 
@@ -41,6 +41,27 @@ def resolved_scale(scale: SSAValue, q: SSAValue) -> float | str:
         return "the default scale needs a head dim known at compile time" if dh == DYNAMIC else dh**-0.5
     value = const_float(scale)
     return "scale is computed at run time (the lowering needs a constant)" if value is None else value
+
+
+def unsupported_by_target(target: str, q: SSAValue) -> str | None:
+    """Why `target`'s kernels cannot take a joint attention on `q` (its dtype, its head dim), or None. `q`'s
+    sizes are known (`joint_sizes` passed)."""
+    if target != "triton":
+        return None
+    from jointattn.runtime.triton_runtime import MAX_HEAD_DIM, SUPPORTED_DTYPES
+
+    element_type = q.type.element_type
+    try:
+        dtype = torch_dtype(element_type)
+    except ValueError:
+        dtype = None
+    if dtype not in SUPPORTED_DTYPES:
+        names = [str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES]
+        return f"the Triton kernels take {', '.join(names[:-1])} or {names[-1]}; got {element_type}"
+    dh = shape_of(q)[3]
+    if not 1 <= dh <= MAX_HEAD_DIM:
+        return f"the Triton kernels support 1 <= dh <= {MAX_HEAD_DIM}; got dh={dh}"
+    return None
 
 
 def target_call(
@@ -89,17 +110,3 @@ def _triton_launch(tensors, scale, logical_n, logical_l) -> LaunchForwardOp:
         logical_n=logical_n,
         logical_l=logical_l,
     )
-
-
-def torch_dtype(element_type):
-    import torch
-
-    for builtin, dtype in (
-        (Float32Type, torch.float32),
-        (Float16Type, torch.float16),
-        (BFloat16Type, torch.bfloat16),
-        (Float64Type, torch.float64),
-    ):
-        if isinstance(element_type, builtin):
-            return dtype
-    raise PassFailedException(f"lower-joint-attention: unsupported element type {element_type}")

@@ -1,4 +1,5 @@
-"""Building torch-dialect ops from a pattern: constants, int lists, permute, slice, view, full, clamp.
+"""Building torch-dialect ops from a pattern: constants, int lists, edited view sizes, cat, slice, view, full,
+clamp.
 
 Entry point: `TorchBuilder(rewriter, anchor)`; each method inserts at the rewriter's insertion point (moved
 with `at(op)`, initially before `anchor`) and returns the new SSA value. Scalar constants are shared: one
@@ -19,10 +20,8 @@ from .dialects.torch_ops import (
     AtenCatOp,
     AtenClampOp,
     AtenFullOp,
-    AtenPermuteOp,
     AtenSliceTensorOp,
     AtenViewOp,
-    ConstantFloatOp,
     ConstantIntOp,
     ConstantNoneOp,
     ConstantStrOp,
@@ -30,6 +29,7 @@ from .dialects.torch_ops import (
     PrimListConstructOp,
 )
 from .dialects.torch_types import DeviceType, IntType, ListType, ValueTensorType
+from .ir_values import const_int
 
 TORCH_INT64 = 4  # torch-mlir's ScalarType code of torch.int64
 
@@ -63,9 +63,6 @@ class TorchBuilder:
     def int(self, value: int) -> SSAValue:
         return self._constant(ConstantIntOp, value, lambda: ConstantIntOp(value))
 
-    def float(self, value: float) -> SSAValue:
-        return self._constant(ConstantFloatOp, value, lambda: ConstantFloatOp(value))
-
     def none(self) -> SSAValue:
         return self._constant(ConstantNoneOp, None, ConstantNoneOp)
 
@@ -80,16 +77,20 @@ class TorchBuilder:
         listed = self.insert(PrimListConstructOp(tensors, ListType(ValueTensorType(None, None)))).result
         return self.insert(AtenCatOp.build([listed, self.int(dim)], result_type)).results[0]
 
-    def permute(self, x: SSAValue, dims: Sequence[int]) -> SSAValue:
-        shape = x.type.shape
-        result_type = x.type.with_shape([shape[d] for d in dims])
-        return self.insert(AtenPermuteOp.build([x, self.int_list(dims)], result_type)).results[0]
-
     def slice(self, x: SSAValue, dim: int, start: int, end: int) -> SSAValue:
         shape = list(x.type.shape)
         shape[dim] = end - start
         operands = [x, self.int(dim), self.int(start), self.int(end), self.int(1)]
         return self.insert(AtenSliceTensorOp.build(operands, x.type.with_shape(shape))).results[0]
+
+    def sizes_with(self, sizes: SSAValue, index: int, size: int) -> SSAValue:
+        """A view's size list (a `prim.ListConstruct`) with entry `index` set to `size`; the list itself when
+        that entry is -1, which infers the new size."""
+        elements = list(sizes.owner.elements)
+        if const_int(elements[index]) == -1:
+            return sizes
+        elements[index] = self.int(size)
+        return self.insert(PrimListConstructOp(elements, sizes.type)).results[0]
 
     def view(self, x: SSAValue, sizes: SSAValue, result_type: Attribute) -> SSAValue:
         return self.insert(AtenViewOp.build([x, sizes], result_type)).results[0]
@@ -112,6 +113,6 @@ class TorchBuilder:
 def _constant_value(op: Operation):
     if isinstance(op, ConstantNoneOp):
         return None
-    if isinstance(op, (ConstantIntOp, ConstantFloatOp)):
+    if isinstance(op, ConstantIntOp):
         return op.value.value.data
     return op.value.data  # ConstantStrOp

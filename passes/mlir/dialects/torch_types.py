@@ -3,6 +3,7 @@
 Entry points: `ValueTensorType` (`!torch.vtensor<[2,?,8],f32>`), the scalar types (`!torch.int`, `!torch.float`,
 `!torch.bool`, `!torch.none`, `!torch.str`, `!torch.Device`, `!torch.number`), and the containers
 `!torch.list<T>`, `!torch.optional<T>`, `!torch.tuple<T, ...>`; `TORCH_TYPES` lists them for the dialect.
+`torch_dtype(element_type)` maps a tensor's builtin element type (f32, si64, ui16, i1, ...) to its torch dtype.
 
 Internals: torch-mlir prints a torch type nested inside another torch type without its `!torch.` prefix
 (`!torch.list<vtensor>`, `!torch.optional<int>`), so containers parse and print their elements through
@@ -13,12 +14,26 @@ Internals: torch-mlir prints a torch type nested inside another torch type witho
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from xdsl.dialects.builtin import ArrayAttr, IntAttr, NoneAttr
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    BFloat16Type,
+    Float16Type,
+    Float32Type,
+    Float64Type,
+    IntAttr,
+    IntegerType,
+    NoneAttr,
+    Signedness,
+)
 from xdsl.ir import Attribute, ParametrizedAttribute, TypeAttribute
 from xdsl.irdl import irdl_attr_definition
 from xdsl.parser import AttrParser
 from xdsl.printer import Printer
+
+if TYPE_CHECKING:
+    import torch
 
 DYNAMIC = -1  # a `?` size
 
@@ -83,6 +98,34 @@ class ValueTensorType(ParametrizedAttribute, TypeAttribute):
         else:
             printer.print_attribute(self.dtype)
         printer.print_string(">")
+
+
+def torch_dtype(element_type: Attribute | None) -> torch.dtype:
+    """The `torch.dtype` of a tensor element type: f32/f16/bf16/f64, i1 (bool), signed or signless integers
+    (si8 ... si64, i8 ... i64) and unsigned ones (ui8 ... ui64). Raises ValueError for any other type."""
+    import torch  # here, so that parsing and printing IR does not need torch
+
+    floats = {
+        Float32Type: torch.float32,
+        Float16Type: torch.float16,
+        BFloat16Type: torch.bfloat16,
+        Float64Type: torch.float64,
+    }
+    if type(element_type) in floats:
+        return floats[type(element_type)]
+    if isinstance(element_type, IntegerType):
+        width = element_type.width.data
+        if width == 1:
+            return torch.bool
+        unsigned = element_type.signedness.data == Signedness.UNSIGNED
+        by_width = (
+            {8: torch.uint8, 16: torch.uint16, 32: torch.uint32, 64: torch.uint64}
+            if unsigned
+            else {8: torch.int8, 16: torch.int16, 32: torch.int32, 64: torch.int64}
+        )
+        if width in by_width:
+            return by_width[width]
+    raise ValueError(f"no torch dtype for the element type {element_type}")
 
 
 def _parse_size(parser: AttrParser) -> int:
