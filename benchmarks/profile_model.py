@@ -1,10 +1,11 @@
 """Where the time of one compiled forward goes: GPU kernel time by kernel, GPU idle time, host syncs.
 
-    python benchmarks/profile_model.py --model mochi --layers 4
+    python benchmarks/profile_model.py --model mochi --layers 4 [--code-dir DIR]
 
 Compiles a real-size model (optionally its first N blocks) with inductor and with jointattn, profiles one
 forward of each after a warm-up, and prints wall time, summed kernel time, the gap between them (GPU idle:
-launch gaps, host syncs), the number of host-device syncs, and the top kernels of each variant.
+launch gaps, host syncs), the number of host-device syncs, and the top kernels of each variant. With
+--code-dir, inductor's generated code of each variant is written there (to read what a kernel fuses).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _profile(fn) -> dict:
     kernels, syncs = {}, 0
     for e in prof.key_averages():
         if e.device_type == torch.autograd.DeviceType.CUDA:
-            kernels[e.key[:90]] = kernels.get(e.key[:90], 0.0) + e.device_time_total / 1e3
+            kernels[e.key[:160]] = kernels.get(e.key[:160], 0.0) + e.device_time_total / 1e3
         elif e.key in (
             "cudaStreamSynchronize",
             "cudaDeviceSynchronize",
@@ -43,7 +44,7 @@ def _profile(fn) -> dict:
             syncs += e.count
     wall = start.elapsed_time(end)
     busy = sum(kernels.values())
-    top = sorted(kernels.items(), key=lambda kv: -kv[1])[:15]
+    top = sorted(kernels.items(), key=lambda kv: -kv[1])[:25]
     return dict(
         wall_ms=round(wall, 2),
         kernel_ms=round(busy, 2),
@@ -53,12 +54,22 @@ def _profile(fn) -> dict:
     )
 
 
+def _write_code(compiled, inputs, path: pathlib.Path) -> None:
+    from torch._inductor.utils import run_and_get_code
+
+    with torch.no_grad():
+        _, codes = run_and_get_code(lambda: compiled(**inputs))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n# ---- next graph ----\n".join(codes))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", choices=["sd3", "flux", "mochi"], required=True)
     parser.add_argument("--layers", type=int, default=None)
+    parser.add_argument("--code-dir", default=None, help="write inductor's generated code here")
     args = parser.parse_args(argv)
     import jointattn  # noqa: F401
     from jointattn import model_zoo
@@ -76,6 +87,8 @@ def main(argv=None):
             capture_dynamic_output_shape_ops=(args.model == "mochi" and backend == "jointattn")
         ):
             compiled = torch.compile(model, backend=backend)
+            if args.code_dir:
+                _write_code(compiled, inputs, pathlib.Path(args.code_dir, f"code-{args.model}-{backend}.py"))
             result[backend] = _profile(lambda compiled=compiled: compiled(**inputs))
         print(backend, json.dumps(result[backend], indent=1), flush=True)
     if os.environ.get("OUT"):

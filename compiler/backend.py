@@ -3,7 +3,8 @@
 Entry point: `jointattn_backend(gm, example_inputs, options=...)`, registered through the
 `torch_dynamo_backends` entry point (pyproject.toml), so the name works without importing jointattn first.
 It runs the FX fusion pass on Dynamo's graph, then hands the graph to inductor (or runs it eagerly, for
-bisecting). Options (`torch.compile(..., options={...})`):
+bisecting) with one post-grad pass of ours: QK-norm + RoPE prologues become `jointattn::rms_norm_rope`
+(`passes/fx/prologue.py`). Options (`torch.compile(..., options={...})`):
 - "runtime": the op's runtime for every fused attention: "auto" (default), "reference", "triton", "ttnn";
 - "inner": "inductor" (default) or "eager".
 Dynamic shapes: the pass reads symbolic sizes and never specializes them beyond the guards it needs to
@@ -61,7 +62,17 @@ def jointattn_backend(
         return gm.forward
     from torch._inductor.compile_fx import compile_fx
 
-    return compile_fx(gm, example_inputs)
+    return compile_fx(gm, example_inputs, config_patches={"post_grad_custom_post_pass": _post_grad_pass()})
+
+
+def _post_grad_pass():
+    """The prologue pass (`passes/fx/prologue.py`), run before a post-grad pass the user configured."""
+    from torch._inductor import config
+
+    from ..passes.fx.prologue import PROLOGUE_PASS, ChainedPass
+
+    user_pass = config.post_grad_custom_post_pass
+    return PROLOGUE_PASS if user_pass is None else ChainedPass((PROLOGUE_PASS, user_pass))
 
 
 __all__ = ["jointattn_backend", "BackendOptions", "REPORTS"]
