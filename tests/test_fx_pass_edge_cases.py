@@ -247,11 +247,34 @@ def test_the_fused_count_of_the_stock_loop():
             ],
             1,
         )[:, None, None, :],
+        # an exact float32 arange cast to bfloat16 on the way is not exact: a cast counts as much as the arange.
+        lambda q, n: torch.cat(
+            [
+                torch.arange(q.shape[2], dtype=torch.float32).to(torch.bfloat16)[None, :]
+                < torch.tensor([257, 261])[:, None],
+                torch.arange(L)[None, :] < n[:, None],
+            ],
+            1,
+        )[:, None, None, :],
+        # int8 positions wrap past 127: arange(300, int8) < 200 is not a prefix.
+        lambda q, n: torch.cat(
+            [
+                torch.arange(q.shape[2], dtype=torch.int8)[None, :] < torch.tensor([200, 261])[:, None],
+                torch.arange(L)[None, :] < n[:, None],
+            ],
+            1,
+        )[:, None, None, :],
     ],
-    ids=["finfo-min-empty-sample", "lengths-not-a-column", "bf16-arange"],
+    ids=[
+        "finfo-min-empty-sample",
+        "lengths-not-a-column",
+        "bf16-arange",
+        "f32-arange-to-bf16",
+        "int8-arange",
+    ],
 )
 def test_masks_that_look_like_lengths_but_are_not(make_mask, request):
-    inputs = _inputs(n=300) if "bf16" in request.node.callspec.id else _inputs()
+    inputs = _inputs(n=300) if "arange" in request.node.callspec.id else _inputs()
     lengths = torch.tensor([3, 0])
 
     class Block(torch.nn.Module):
@@ -263,3 +286,28 @@ def test_masks_that_look_like_lengths_but_are_not(make_mask, request):
 
     report = assert_same_as_eager(Block(), *inputs, lengths)
     assert "proven" not in str(report)
+
+
+@pytest.mark.parametrize(
+    "dtype,converted",
+    [(torch.float32, torch.float32), (torch.float32, torch.float64), (torch.uint8, torch.int16)],
+    ids=["f32-arange", "f32-arange-to-f64", "uint8-arange-to-int16"],
+)
+def test_aranges_exact_at_every_step_prove_lengths(dtype, converted):
+    n = 250  # within uint8; float32 and float64 hold far more
+
+    class Block(torch.nn.Module):
+        def forward(self, q, k, v, eq, ek, ev, text_lengths):
+            positions = torch.arange(q.shape[2], dtype=dtype).to(converted)
+            mask = torch.cat(
+                [
+                    positions[None, :] < torch.tensor([200, 250])[:, None],
+                    torch.arange(L)[None, :] < text_lengths[:, None],
+                ],
+                1,
+            )[:, None, None, :]
+            o = F.scaled_dot_product_attention(*_cat3(q, k, v, eq, ek, ev), attn_mask=mask)
+            return o[:, :, :n], o[:, :, n:]
+
+    report = assert_same_as_eager(Block(), *_inputs(n=n), torch.tensor([3, 1]))
+    assert "proven" in str(report)

@@ -3,7 +3,7 @@
 Per token set, a mask part is one of:
 - "all": every key exists (`torch.ones`, `ones_like`, `full(..., True)`; zeros for an additive mask);
 - "lengths": a prefix provably, `arange(S) < lengths[:, None]` (or `lengths[:, None] > arange(S)`; an arange
-  exact in its dtype, one length per sample), possibly behind broadcasting views or `where(valid, 0, -inf)`;
+  exact in its dtype and in every dtype it is cast to on the way, one length per sample), possibly behind broadcasting views or `where(valid, 0, -inf)`;
   the `lengths` node becomes the op's valid length;
 - "check": anything else; the pass then emits `jointattn::masked_joint_attention`, which checks at run time
   that the mask is a prefix padding mask and otherwise takes the exact path.
@@ -36,17 +36,23 @@ class KeyPadding:
 
 def _peel(node):
     """Strips broadcasting views, plain basic indexing (`x[:, None, None, :]`) and same-kind casts."""
-    while isinstance(node, fx.Node):
-        name = op_name(node)
-        if (
-            name in _VIEWS
-            or (name == "getitem" and _is_plain_index(node))
-            or (name in _CASTS and _same_kind_cast(node))
-        ):
-            node = node.args[0]
-        else:
-            break
+    while (source := _peeled_once(node)) is not None:
+        node = source
     return node
+
+
+def _peeled_once(node):
+    """The operand `node` is such a view, index or cast of, or None."""
+    if not isinstance(node, fx.Node):
+        return None
+    name = op_name(node)
+    if (
+        name in _VIEWS
+        or (name == "getitem" and _is_plain_index(node))
+        or (name in _CASTS and _same_kind_cast(node))
+    ):
+        return node.args[0]
+    return None
 
 
 def _is_plain_index(node: fx.Node) -> bool:
@@ -56,8 +62,15 @@ def _is_plain_index(node: fx.Node) -> bool:
 
 
 def _is_arange_of(node, size) -> bool:
-    """`arange(size)` or `arange(0, size[, 1])`."""
-    node = _peel(node)
+    """`arange(size)` or `arange(0, size[, 1])` behind what `_peel` strips, its positions exact at every step
+    back to the arange (an exact float32 arange cast to bfloat16 is not)."""
+    while True:
+        if not _exact_positions(node, size):
+            return False
+        source = _peeled_once(node)
+        if source is None:
+            break
+        node = source
     if not isinstance(node, fx.Node) or op_name(node) != "arange":
         return False
     args = node.args
@@ -67,18 +80,22 @@ def _is_arange_of(node, size) -> bool:
         end = args[1]
     else:
         return False
-    return same(val(end), size) and _exact_positions(node, size)
+    return same(val(end), size)
 
 
 def _exact_positions(node, size) -> bool:
-    """Positions 0..size-1 are exact in the arange's dtype (bf16 stops at 256, fp16 at 2048)."""
+    """Positions 0..size-1 are exact in the node's dtype: an integer type wide enough (int8 wraps past 127),
+    float32 up to 2^24, float64 up to 2^53, never float16 or bfloat16 (bf16 stops at 256)."""
     dtype = getattr(val(node), "dtype", None)
-    if dtype is None or dtype == torch.bool:
+    if dtype is None or dtype == torch.bool or dtype.is_complex:
         return False
-    if not dtype.is_floating_point:
+    if dtype.is_floating_point:
+        limit = {torch.float32: 2**24, torch.float64: 2**53}.get(dtype, 0)
+    else:
+        limit = torch.iinfo(dtype).max + 1
+    if limit >= 2**63:  # int64 and uint64 hold any tensor size, a symbolic one too
         return True
-    exact = {torch.float32: 2**24, torch.float64: 2**53}.get(dtype, 0)
-    return isinstance(size, int) and size <= exact
+    return isinstance(size, int) and size <= limit
 
 
 def _lengths_column(lengths_side):
