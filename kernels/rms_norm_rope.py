@@ -58,7 +58,9 @@ def rms_norm_rope_kernel(
     s = (r // heads) % seq
     b = r // (heads * seq)
     d = tl.arange(0, DH)
-    x = tl.load(x_ptr + (b * sx_b + s * sx_s + h * sx_h)[:, None] + d[None, :], mask=in_range[:, None], other=0.0)
+    x = tl.load(
+        x_ptr + (b * sx_b + s * sx_s + h * sx_h)[:, None] + d[None, :], mask=in_range[:, None], other=0.0
+    )
     y = x.to(tl.float32)
     if NORM:
         inv_rms = 1.0 / tl.sqrt(tl.sum(y * y, axis=1) / DH + eps)
@@ -68,8 +70,16 @@ def rms_norm_rope_kernel(
         y = y.to(x.dtype).to(tl.float32)
     if ROPE:
         p = tl.arange(0, DH // 2)
-        cos = tl.load(cos_ptr + (b * sc_b + s * sc_s + h * sc_h)[:, None] + p[None, :] * sc_p, mask=in_range[:, None], other=0.0)
-        sin = tl.load(sin_ptr + (b * ss_b + s * ss_s + h * ss_h)[:, None] + p[None, :] * ss_p, mask=in_range[:, None], other=0.0)
+        cos = tl.load(
+            cos_ptr + (b * sc_b + s * sc_s + h * sc_h)[:, None] + p[None, :] * sc_p,
+            mask=in_range[:, None],
+            other=0.0,
+        )
+        sin = tl.load(
+            sin_ptr + (b * ss_b + s * ss_s + h * ss_h)[:, None] + p[None, :] * ss_p,
+            mask=in_range[:, None],
+            other=0.0,
+        )
         even, odd = tl.split(tl.reshape(y, (BLOCK_R, DH // 2, 2)))
         rotated_even = (even * cos - odd * sin).to(x.dtype)
         rotated_odd = (even * sin + odd * cos).to(x.dtype)
@@ -92,7 +102,9 @@ def rms_norm_rope(
     """Launches the kernel on x `[b, S, nh, dh]`; writes `out` (a new contiguous tensor by default)."""
     b, seq, heads, dh = x.shape
     if x.stride(3) != 1 or dh & (dh - 1) or dh < 2:
-        raise ValueError(f"rms_norm_rope: x must have a contiguous power-of-two last dim; got {tuple(x.shape)}")
+        raise ValueError(
+            f"rms_norm_rope: x must have a contiguous power-of-two last dim; got {tuple(x.shape)}"
+        )
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
     rope = cos is not None
     if rope:

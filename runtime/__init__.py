@@ -1,7 +1,9 @@
 """The `joint_attention` op, its exact reference and the runtimes it dispatches to."""
 
-from . import masked_op  # noqa: F401  (registers jointattn::masked_joint_attention)
-from . import rms_norm_rope  # noqa: F401  (registers jointattn::rms_norm_rope)
+from . import (
+    masked_op,  # noqa: F401  (registers jointattn::masked_joint_attention)
+    rms_norm_rope,  # noqa: F401  (registers jointattn::rms_norm_rope)
+)
 from .op import BACKWARD_OP_NAME, OP_NAME, joint_attention
 from .registry import AUTO_ORDER, RUNTIME_NAMES, get_runtime, select_runtime
 

@@ -23,7 +23,9 @@ OP_NAME = "jointattn::rms_norm_rope"
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def reference(x: Tensor, weight: Tensor | None, eps: float | None, cos: Tensor | None, sin: Tensor | None) -> Tensor:
+def reference(
+    x: Tensor, weight: Tensor | None, eps: float | None, cos: Tensor | None, sin: Tensor | None
+) -> Tensor:
     """The model code's own formula (diffusers' MochiRMSNorm and Mochi's apply_rotary_emb)."""
     y = x
     if eps is not None:
@@ -40,7 +42,9 @@ def reference(x: Tensor, weight: Tensor | None, eps: float | None, cos: Tensor |
     return x.clone(memory_format=torch.contiguous_format) if y is x else y.contiguous()
 
 
-def check_arguments(x: Tensor, weight: Tensor | None, eps: float | None, cos: Tensor | None, sin: Tensor | None):
+def check_arguments(
+    x: Tensor, weight: Tensor | None, eps: float | None, cos: Tensor | None, sin: Tensor | None
+):
     """Raises ValueError naming the argument that does not fit x `[b, S, nh, dh]`."""
     if x.dim() != 4 or x.shape[-1] % 2:
         raise ValueError(f"rms_norm_rope: x must be [b, S, nh, dh] with an even dh; got {tuple(x.shape)}")
@@ -82,7 +86,9 @@ def _kernel_takes(x: Tensor, weight: Tensor | None, cos: Tensor | None) -> bool:
 
 
 @torch.library.custom_op(OP_NAME, mutates_args=())
-def rms_norm_rope(x: Tensor, weight: Tensor | None, eps: float | None, cos: Tensor | None, sin: Tensor | None) -> Tensor:
+def rms_norm_rope(
+    x: Tensor, weight: Tensor | None, eps: float | None, cos: Tensor | None, sin: Tensor | None
+) -> Tensor:
     check_arguments(x, weight, eps, cos, sin)
     if _kernel_takes(x, weight, cos):
         from ..kernels.rms_norm_rope import rms_norm_rope as launch
@@ -108,7 +114,10 @@ def _backward(ctx, grad):
     inputs = [x, weight, cos, sin]
     wanted = [t is not None and need for t, need in zip(inputs, _needs_grad(ctx), strict=True)]
     with torch.enable_grad():
-        leaves = [t.detach().requires_grad_(w) if t is not None else None for t, w in zip(inputs, wanted, strict=True)]
+        leaves = [
+            t.detach().requires_grad_(w) if t is not None else None
+            for t, w in zip(inputs, wanted, strict=True)
+        ]
         out = reference(leaves[0], leaves[1], ctx.eps, leaves[2], leaves[3])
         chosen = [t for t, w in zip(leaves, wanted, strict=True) if w]
         grads = iter(torch.autograd.grad(out, chosen, grad) if chosen else ())

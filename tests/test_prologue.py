@@ -33,12 +33,21 @@ def _inputs(b=2, s=37, nh=3, dh=16, table_heads=3, seed=0, dtype=torch.float32, 
 
 @pytest.mark.parametrize(
     "case",
-    ["norm+rope", "norm without weight", "rope only", "norm only", "tables shared by heads", "per-sample tables"],
+    [
+        "norm+rope",
+        "norm without weight",
+        "rope only",
+        "norm only",
+        "tables shared by heads",
+        "per-sample tables",
+    ],
 )
 def test_kernel_equals_the_model_formula(case):
     from jointattn.kernels.rms_norm_rope import rms_norm_rope
 
-    x, weight, cos, sin = _inputs(table_heads=1 if case == "tables shared by heads" else 3, device=KERNEL_DEVICE)
+    x, weight, cos, sin = _inputs(
+        table_heads=1 if case == "tables shared by heads" else 3, device=KERNEL_DEVICE
+    )
     if case == "per-sample tables":
         cos, sin = torch.stack([cos, cos.flip(0)]), torch.stack([sin, sin.flip(0)])
     weight = None if case in ("norm without weight", "rope only") else weight
@@ -70,7 +79,9 @@ def test_op_on_cuda_runs_the_kernel_within_one_rounding_of_the_formula(dtype, dh
     monkeypatch.setattr(kernel_module, "rms_norm_rope", lambda *a: launches.append(1) or launch(*a))
     x, weight, cos, sin = _inputs(b=2, s=1001, nh=heads, dh=dh, table_heads=heads, dtype=dtype, device="cuda")
     got, expected = OP(x, weight, 1e-5, cos, sin), reference(x, weight, 1e-5, cos, sin)
-    tolerance = max(2 * torch.finfo(dtype).eps, 1e-5)  # float32: rsqrt and fused multiply-adds differ by ~1e-6
+    tolerance = max(
+        2 * torch.finfo(dtype).eps, 1e-5
+    )  # float32: rsqrt and fused multiply-adds differ by ~1e-6
     torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
     assert (got != expected).float().mean() < 0.02
     assert len(launches) == 1
@@ -227,13 +238,17 @@ def test_rope_alone_and_tables_of_another_dtype(replacements):
 
     def rope_only(x, cos, sin):
         even, odd = x[..., 0::2].float(), x[..., 1::2].float()
-        return torch.stack([(even * cos - odd * sin).to(x.dtype), (even * sin + odd * cos).to(x.dtype)], -1).flatten(-2)
+        return torch.stack(
+            [(even * cos - odd * sin).to(x.dtype), (even * sin + odd * cos).to(x.dtype)], -1
+        ).flatten(-2)
 
     got = torch.compile(rope_only, backend="jointattn")(x, cos.bfloat16(), sin.bfloat16())
     assert sum(replacements) == 1
     torch.testing.assert_close(got, rope_only(x, cos.bfloat16(), sin.bfloat16()), rtol=0, atol=0)
     torch._dynamo.reset()
-    torch.compile(rope_only, backend="jointattn")(x, cos.double(), sin.double())  # float64 products: not the form
+    torch.compile(rope_only, backend="jointattn")(
+        x, cos.double(), sin.double()
+    )  # float64 products: not the form
     assert sum(replacements) == 1
 
 
@@ -262,6 +277,11 @@ def test_the_pass_keeps_inductors_code_on_devices_without_the_kernel():
     x, weight, cos, sin = _inputs(b=1, s=11, nh=3, dh=16)
     with torch._inductor.config.patch(force_disable_caches=True):
         _, calls = count_op_calls(
-            torch.compile(mochi_prologue, backend="jointattn"), x, weight, cos, sin, op="jointattn::rms_norm_rope"
+            torch.compile(mochi_prologue, backend="jointattn"),
+            x,
+            weight,
+            cos,
+            sin,
+            op="jointattn::rms_norm_rope",
         )
     assert calls == 0

@@ -88,7 +88,11 @@ def match_prologue(out: fx.Node) -> Prologue | None:
     prologue = _norm(y, dtype) or Prologue(x=y, weight=None, eps=None, cos=None, sin=None)
     prologue.cos, prologue.sin = cos, sin
     prologue.nodes |= {out, cat, *cat.args[0], *halves, first, second, *rotation_nodes}
-    if not _tables_fit(prologue) or _device(prologue.x) not in DEVICES or not _used_inside(prologue.nodes, out):
+    if (
+        not _tables_fit(prologue)
+        or _device(prologue.x) not in DEVICES
+        or not _used_inside(prologue.nodes, out)
+    ):
         return None
     return prologue
 
@@ -155,7 +159,9 @@ def _norm(y: fx.Node, dtype: torch.dtype) -> Prologue | None:
         if eps_nodes is not None and isinstance(x, fx.Node) and _dtype(x) == dtype:
             eps, nodes = eps_nodes
             cast = {operand} if operand is not x else set()
-            return Prologue(x=x, weight=weight, eps=eps, cos=None, sin=None, nodes={y, scaled, normed, *cast, *nodes})
+            return Prologue(
+                x=x, weight=weight, eps=eps, cos=None, sin=None, nodes={y, scaled, normed, *cast, *nodes}
+            )
     return None
 
 
@@ -186,7 +192,8 @@ def _tables_fit(prologue: Prologue) -> bool:
     pairs = (*shape[:3], shape[3] // 2)
     try:
         return all(
-            _same(torch.broadcast_shapes(_shape(t), pairs), pairs) and _is_float(t) for t in (prologue.cos, prologue.sin)
+            _same(torch.broadcast_shapes(_shape(t), pairs), pairs) and _is_float(t)
+            for t in (prologue.cos, prologue.sin)
         )
     except RuntimeError:
         return False
@@ -293,4 +300,12 @@ class ChainedPass(CustomGraphPass):
 
 PROLOGUE_PASS = ProloguePass()
 
-__all__ = ["fuse_prologues", "match_prologue", "Prologue", "ProloguePass", "ChainedPass", "PROLOGUE_PASS", "DEVICES"]
+__all__ = [
+    "fuse_prologues",
+    "match_prologue",
+    "Prologue",
+    "ProloguePass",
+    "ChainedPass",
+    "PROLOGUE_PASS",
+    "DEVICES",
+]
