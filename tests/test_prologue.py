@@ -83,7 +83,8 @@ def test_op_on_cuda_runs_the_kernel_within_one_rounding_of_the_formula(dtype, dh
         2 * torch.finfo(dtype).eps, 1e-5
     )  # float32: rsqrt and fused multiply-adds differ by ~1e-6
     torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
-    assert (got != expected).float().mean() < 0.02
+    if dtype != torch.float32:  # float32 results are not rounded again, so they differ in the last bits
+        assert (got != expected).float().mean() < 0.02
     assert len(launches) == 1
 
 
