@@ -197,6 +197,19 @@ def rotate_half(x, weight, cos, sin):
     return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
 
 
+def rotation_with_alpha(x, weight, cos, sin):
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack([torch.sub(even * cos, odd * sin, alpha=2), even * sin + odd * cos], dim=-1).flatten(
+        -2
+    )
+
+
+def eps_with_alpha(x, weight, cos, sin):
+    y = x * torch.rsqrt(torch.add(x.pow(2).mean(-1, keepdim=True), 1e-5, alpha=3)) * weight
+    even, odd = y[..., 0::2], y[..., 1::2]
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+
+
 def rotation_reversed(x, weight, cos, sin):
     even, odd = x[..., 0::2], x[..., 1::2]
     return torch.stack([even * cos + odd * sin, odd * cos - even * sin], dim=-1).flatten(-2)
@@ -214,6 +227,8 @@ def rotation_reversed(x, weight, cos, sin):
         (norm_also_returned, 0),
         (rotate_half, 0),
         (rotation_reversed, 0),
+        (rotation_with_alpha, 0),
+        (eps_with_alpha, 1),  # the rope alone: the norm's eps is scaled
     ],
     ids=[
         "mochi-form",
@@ -225,6 +240,8 @@ def rotation_reversed(x, weight, cos, sin):
         "norm-also-returned",
         "rotate-half",
         "rotation-reversed",
+        "rotation-with-alpha",
+        "eps-with-alpha",
     ],
 )
 def test_only_the_exact_form_is_replaced(replacements, fn, expected):

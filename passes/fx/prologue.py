@@ -77,13 +77,18 @@ def match_prologue(out: fx.Node) -> Prologue | None:
     if None in halves:
         return None
     first, second = (_cast_from(h, dtype) for h in halves)
-    if not (_is(first, aten.sub.Tensor) and _is(second, aten.add.Tensor)):
+    if not (
+        _is(first, aten.sub.Tensor)
+        and _is(second, aten.add.Tensor)
+        and _unscaled(first)
+        and _unscaled(second)
+    ):
         return None
     rotation = _rotation(first, second)
     if rotation is None:
         return None
     y, cos, sin, rotation_nodes = rotation
-    if _dtype(y) != dtype or len(_shape(y)) != 4 or not _same_shape(out, y):
+    if _dtype(y) != dtype or len(_shape(y)) != 4 or not _same_shape(out, y) or not _even(_shape(y)[3]):
         return None
     prologue = _norm(y, dtype) or Prologue(x=y, weight=None, eps=None, cos=None, sin=None)
     prologue.cos, prologue.sin = cos, sin
@@ -167,7 +172,11 @@ def _norm(y: fx.Node, dtype: torch.dtype) -> Prologue | None:
 
 def _inverse_rms(node, x) -> tuple[float, set] | None:
     """(eps, nodes) when node = rsqrt(mean(float32(x) ** 2, [-1], keepdim=True) + eps)."""
-    if not _is(node, aten.rsqrt.default) or not _is(node.args[0], aten.add.Tensor):
+    if (
+        not _is(node, aten.rsqrt.default)
+        or not _is(node.args[0], aten.add.Tensor)
+        or not _unscaled(node.args[0])
+    ):
         return None
     add = node.args[0]
     mean, eps = add.args[:2]
@@ -225,6 +234,15 @@ def _unsqueezed_last(node):
     if _is(node, aten.unsqueeze.default) and _last_dim(node, node.args[1]):
         return node.args[0]
     return None
+
+
+def _unscaled(node: fx.Node) -> bool:
+    """add/sub without an `alpha` factor on the second operand."""
+    return len(node.args) == 2 and node.kwargs.get("alpha", 1) == 1
+
+
+def _even(size) -> bool:
+    return statically_known_true(size % 2 == 0)
 
 
 def _is(node, target) -> bool:
