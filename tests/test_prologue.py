@@ -270,6 +270,19 @@ def test_rope_alone_and_tables_of_another_dtype(replacements):
     assert sum(replacements) == 1
 
 
+def test_a_weight_that_broadcasts_x_up_is_not_taken_for_the_norm(replacements):
+    """x [..., 1] times a weight [16] is [..., 16]: not a norm of x (review repro: compiling crashed)."""
+
+    def norm_rope(x, weight, cos, sin):
+        y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * weight
+        even, odd = y[..., 0::2], y[..., 1::2]
+        return torch.stack([even * cos - odd * sin, even * sin + odd * cos], -1).flatten(-2)
+
+    args = torch.randn(2, 5, 3, 1), torch.rand(16), torch.rand(5, 1, 1), torch.rand(5, 1, 1)
+    got = torch.compile(norm_rope, backend="jointattn")(*args)
+    torch.testing.assert_close(got, norm_rope(*args))
+
+
 def test_tables_that_would_broadcast_x_up_are_left_alone(replacements):
     x, weight, cos, sin = _inputs(b=1, s=11, nh=3, dh=16)
     cos, sin = cos.expand(2, 11, 3, 8), sin.expand(2, 11, 3, 8)  # batch 2 against x's batch 1

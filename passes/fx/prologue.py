@@ -150,6 +150,8 @@ def _half(node) -> tuple | None:
 
 def _norm(y: fx.Node, dtype: torch.dtype) -> Prologue | None:
     """The RMS norm y = to_dtype(x * rsqrt(mean(float(x)**2, -1, keepdim) + eps) [* weight]), or None."""
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):  # float(x) * r is x * r only for these
+        return None
     scaled = _cast_from(y, dtype)
     if not _is(scaled, aten.mul.Tensor) or _dtype(scaled) != torch.float32:
         return None
@@ -161,7 +163,7 @@ def _norm(y: fx.Node, dtype: torch.dtype) -> Prologue | None:
     for operand, inverse in ((normed.args[0], normed.args[1]), (normed.args[1], normed.args[0])):
         x = _cast_from(operand, torch.float32)  # x * r, or float(x) * r (the same product)
         eps_nodes = _inverse_rms(inverse, x)
-        if eps_nodes is not None and isinstance(x, fx.Node) and _dtype(x) == dtype:
+        if eps_nodes is not None and isinstance(x, fx.Node) and _dtype(x) == dtype and _same_shape(x, y):
             eps, nodes = eps_nodes
             cast = {operand} if operand is not x else set()
             return Prologue(
@@ -182,6 +184,8 @@ def _inverse_rms(node, x) -> tuple[float, set] | None:
     mean, eps = add.args[:2]
     if not isinstance(eps, float) or not _is(mean, aten.mean.dim):
         return None
+    if not all(_dtype(n) == torch.float32 for n in (node, add, mean)):  # e.g. mean(..., dtype=float16)
+        return None
     dims = mean.args[1]
     keepdim = mean.args[2] if len(mean.args) > 2 else mean.kwargs.get("keepdim", False)
     if not (keepdim and len(dims) == 1 and _last_dim(mean.args[0], dims[0])):
@@ -201,7 +205,9 @@ def _tables_fit(prologue: Prologue) -> bool:
     pairs = (*shape[:3], shape[3] // 2)
     try:
         return all(
-            _same(torch.broadcast_shapes(_shape(t), pairs), pairs) and _is_float(t)
+            _same(torch.broadcast_shapes(_shape(t), pairs), pairs)
+            and _is_float(t)
+            and _device(t) == _device(prologue.x)
             for t in (prologue.cos, prologue.sin)
         )
     except RuntimeError:
