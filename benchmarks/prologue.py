@@ -20,22 +20,9 @@ import pathlib
 
 import torch
 import triton
+from jointattn.runtime.rms_norm_rope import reference
 
 N, HEADS, DH = 44520, 24, 128
-
-
-def rms_norm(x, weight, eps=1e-5):
-    """diffusers' MochiRMSNorm."""
-    variance = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
-    return (x * torch.rsqrt(variance + eps) * weight).to(x.dtype)
-
-
-def rope(x, cos, sin):
-    """Mochi's apply_rotary_emb (interleaved pairs)."""
-    even, odd = x[..., 0::2].float(), x[..., 1::2].float()
-    c = (even * cos - odd * sin).to(x.dtype)
-    s = (even * sin + odd * cos).to(x.dtype)
-    return torch.stack([c, s], dim=-1).flatten(-2)
 
 
 def tables(pos, frequencies):
@@ -45,11 +32,12 @@ def tables(pos, frequencies):
 
 def prologue_tables_inside(q, k, wq, wk, pos, frequencies):
     cos, sin = tables(pos, frequencies)
-    return rope(rms_norm(q, wq), cos, sin), rope(rms_norm(k, wk), cos, sin)
+    return prologue_tables_given(q, k, wq, wk, cos, sin)
 
 
 def prologue_tables_given(q, k, wq, wk, cos, sin):
-    return rope(rms_norm(q, wq), cos, sin), rope(rms_norm(k, wk), cos, sin)
+    """MochiRMSNorm then Mochi's apply_rotary_emb, as the model writes them (`reference` is that code)."""
+    return reference(q, wq, 1e-5, cos, sin), reference(k, wk, 1e-5, cos, sin)
 
 
 def main():

@@ -110,24 +110,16 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad):
-    x, weight, cos, sin = ctx.saved_tensors
-    inputs = [x, weight, cos, sin]
-    wanted = [t is not None and need for t, need in zip(inputs, _needs_grad(ctx), strict=True)]
+    need_x, need_weight, _, need_cos, need_sin = ctx.needs_input_grad
+    saved = zip(ctx.saved_tensors, (need_x, need_weight, need_cos, need_sin), strict=True)
     with torch.enable_grad():
-        leaves = [
-            t.detach().requires_grad_(w) if t is not None else None
-            for t, w in zip(inputs, wanted, strict=True)
-        ]
+        leaves = [t.detach().requires_grad_(need) if t is not None else None for t, need in saved]
+        flags = [t is not None and t.requires_grad for t in leaves]
+        wanted = [t for t, flag in zip(leaves, flags, strict=True) if flag]
         out = reference(leaves[0], leaves[1], ctx.eps, leaves[2], leaves[3])
-        chosen = [t for t, w in zip(leaves, wanted, strict=True) if w]
-        grads = iter(torch.autograd.grad(out, chosen, grad) if chosen else ())
-    x_grad, weight_grad, cos_grad, sin_grad = (next(grads) if w else None for w in wanted)
+        grads = iter(torch.autograd.grad(out, wanted, grad) if wanted else ())
+    x_grad, weight_grad, cos_grad, sin_grad = (next(grads) if flag else None for flag in flags)
     return x_grad, weight_grad, None, cos_grad, sin_grad
-
-
-def _needs_grad(ctx) -> list[bool]:
-    x, weight, _, cos, sin = ctx.needs_input_grad
-    return [x, weight, cos, sin]
 
 
 rms_norm_rope.register_autograd(_backward, setup_context=_setup_context)

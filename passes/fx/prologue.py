@@ -26,6 +26,9 @@ import torch.fx as fx
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
+from .axes import same_shape
+from .nodes import arg, same, shape, tensor_val
+
 aten = torch.ops.aten
 prims = torch.ops.prims
 
@@ -71,7 +74,7 @@ def match_prologue(out: fx.Node) -> Prologue | None:
         return None
     dtype = _dtype(out)
     cat = out.args[0]
-    if not _is(cat, aten.cat.default) or len(cat.args[0]) != 2 or not _last_dim(cat, _arg(cat, 1, "dim", 0)):
+    if not _is(cat, aten.cat.default) or len(cat.args[0]) != 2 or not _last_dim(cat, arg(cat, 1, "dim", 0)):
         return None
     halves = [_unsqueezed_last(part) for part in cat.args[0]]
     if None in halves:
@@ -88,7 +91,12 @@ def match_prologue(out: fx.Node) -> Prologue | None:
     if rotation is None:
         return None
     y, cos, sin, rotation_nodes = rotation
-    if _dtype(y) != dtype or len(_shape(y)) != 4 or not _same_shape(out, y) or not _even(_shape(y)[3]):
+    if (
+        _dtype(y) != dtype
+        or len(shape(y)) != 4
+        or not same_shape(shape(out), shape(y))
+        or not _even(shape(y)[3])
+    ):
         return None
     prologue = _norm(y, dtype) or Prologue(x=y, weight=None, eps=None, cos=None, sin=None)
     prologue.cos, prologue.sin = cos, sin
@@ -143,7 +151,7 @@ def _half(node) -> tuple | None:
     y, dim, start, end, step = (list(sliced.args) + [0, None, None, 1][len(sliced.args) - 1 :])[:5]
     if not (_last_dim(y, dim) and step == 2 and start in (0, 1)):
         return None
-    if end is not None and not statically_known_true(end >= _shape(y)[-1]):
+    if end is not None and not statically_known_true(end >= shape(y)[-1]):
         return None
     return y, start, node, {node, sliced}
 
@@ -157,13 +165,18 @@ def _norm(y: fx.Node, dtype: torch.dtype) -> Prologue | None:
         return None
     weight, normed = None, scaled
     for a, b in ((scaled.args[0], scaled.args[1]), (scaled.args[1], scaled.args[0])):
-        if _is(a, aten.mul.Tensor) and isinstance(b, fx.Node) and _shape(b) == _shape(y)[-1:]:
+        if _is(a, aten.mul.Tensor) and isinstance(b, fx.Node) and shape(b) == shape(y)[-1:]:
             weight, normed = b, a
             break
     for operand, inverse in ((normed.args[0], normed.args[1]), (normed.args[1], normed.args[0])):
         x = _cast_from(operand, torch.float32)  # x * r, or float(x) * r (the same product)
         eps_nodes = _inverse_rms(inverse, x)
-        if eps_nodes is not None and isinstance(x, fx.Node) and _dtype(x) == dtype and _same_shape(x, y):
+        if (
+            eps_nodes is not None
+            and isinstance(x, fx.Node)
+            and _dtype(x) == dtype
+            and same_shape(shape(x), shape(y))
+        ):
             eps, nodes = eps_nodes
             cast = {operand} if operand is not x else set()
             return Prologue(
@@ -201,11 +214,11 @@ def _inverse_rms(node, x) -> tuple[float, set] | None:
 
 def _tables_fit(prologue: Prologue) -> bool:
     """cos/sin broadcast to [b, S, nh, dh/2] without growing it."""
-    shape = _shape(prologue.x)
-    pairs = (*shape[:3], shape[3] // 2)
+    sizes = shape(prologue.x)
+    pairs = (*sizes[:3], sizes[3] // 2)
     try:
         return all(
-            _same(torch.broadcast_shapes(_shape(t), pairs), pairs)
+            same_shape(torch.broadcast_shapes(shape(t), pairs), pairs)
             and _is_float(t)
             and _device(t) == _device(prologue.x)
             for t in (prologue.cos, prologue.sin)
@@ -248,24 +261,16 @@ def _unscaled(node: fx.Node) -> bool:
 
 
 def _even(size) -> bool:
-    return statically_known_true(size % 2 == 0)
+    return same(size % 2, 0)
 
 
 def _is(node, target) -> bool:
     return isinstance(node, fx.Node) and node.op == "call_function" and node.target == target
 
 
-def _arg(node: fx.Node, index: int, name: str, default):
-    return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
-
-
-def _val(node):
-    return node.meta.get("val") if isinstance(node, fx.Node) else None
-
-
 def _dtype(node):
-    val = _val(node)
-    return val.dtype if isinstance(val, torch.Tensor) else None
+    t = tensor_val(node)
+    return t.dtype if t is not None else None
 
 
 def _is_float(node) -> bool:
@@ -273,28 +278,15 @@ def _is_float(node) -> bool:
     return dtype is not None and dtype.is_floating_point and dtype != torch.float64
 
 
-def _shape(node) -> tuple:
-    val = _val(node)
-    return tuple(val.shape) if isinstance(val, torch.Tensor) else ()
-
-
 def _device(node) -> str | None:
-    val = _val(node)
-    return val.device.type if isinstance(val, torch.Tensor) else None
+    t = tensor_val(node)
+    return t.device.type if t is not None else None
 
 
 def _last_dim(node, dim) -> bool:
     """dim (possibly negative) is the last dim of node's value."""
-    rank = len(_shape(node))
+    rank = len(shape(node))
     return isinstance(dim, int) and rank > 0 and dim in (-1, rank - 1)
-
-
-def _same(a, b) -> bool:
-    return len(a) == len(b) and all(statically_known_true(x == y) for x, y in zip(a, b, strict=True))
-
-
-def _same_shape(a: fx.Node, b: fx.Node) -> bool:
-    return _same(_shape(a), _shape(b))
 
 
 class ProloguePass(CustomGraphPass):
