@@ -244,7 +244,14 @@ def run_shape(name: str, gemm_tflops: float, bw_tbs: float, with_flex: bool, row
     lse = torch.empty(b, nh, s, device="cuda", dtype=torch.float32)
     scale = dh**-0.5
     record(
-        "triton_launch_forward(raw)",
+        "triton_launch_forward(raw, Triton kernel)",
+        lambda: launch_forward(
+            q, k, v, jq, jk, jv, out, joint_out, lse, scale, logical_n, logical_l, hopper=False
+        ),
+        "ours_raw",
+    )
+    record(
+        "triton_launch_forward(raw, default kernel)",  # the Gluon Hopper kernel where it applies
         lambda: launch_forward(q, k, v, jq, jk, jv, out, joint_out, lse, scale, logical_n, logical_l),
         "ours_raw",
     )

@@ -137,3 +137,33 @@ def forward_candidates(dh: int, dtype: torch.dtype) -> list[LaunchConfig]:
         LaunchConfig(bm, bn, w, s) for bm in (64, 128) for bn in (32, 64, 128) for w in (4, 8) for s in (2, 3)
     ]
     return [c for c in space if keep(c, dh, dtype)]
+
+
+@dataclass(frozen=True)
+class HopperConfig:
+    """Tiles of the Gluon Hopper forward (`joint_attention_fwd_hopper.py`): BLOCK_M query rows per consumer
+    warpgroup (a CTA takes two), BLOCK_N keys per block, NUM_STAGES K/V buffers, consumer registers; `default`:
+    whether `launch_forward` picks it unasked (it measured faster than the Triton kernel at that dh)."""
+
+    block_m: int
+    block_n: int
+    num_stages: int
+    consumer_regs: int
+    default: bool
+
+
+# dh -> Hopper forward config (H100 measurements in benchmarks/NOTES-triton.md, "Hopper kernel"):
+# - 240 registers is the most two consumer warpgroups and a 24-register producer can take (a value that is
+#   not a multiple of 8 silently drops setmaxnreg).
+# - dh 128: 2 stages (Flux 0.423 ms, Mochi 37.2 ms) beat 3 (0.430, 37.4) and the Triton kernel (0.485, 42.8).
+# - dh 64: correct, but a 64-row warpgroup tile is too little work per K/V block: 0.912 ms on SD3.5 against the
+#   Triton kernel's 0.868 (BLOCK_N 64 or more stages were slower still). Runs only when asked for.
+_HOPPER_CONFIGS: dict[int, HopperConfig] = {
+    64: HopperConfig(64, 128, 2, 240, default=False),
+    128: HopperConfig(64, 128, 2, 240, default=True),
+}
+
+
+def hopper_forward_config(dh: int) -> HopperConfig | None:
+    """The Hopper forward config for head size `dh`, or None where that kernel has none (it then does not run)."""
+    return _HOPPER_CONFIGS.get(dh)

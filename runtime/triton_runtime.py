@@ -29,7 +29,9 @@ from ..kernels.configs import (
     forward_candidates,
     forward_launch_config,
     head_block,
+    hopper_forward_config,
 )
+from .hopper_launch import hopper_unsupported, launch_forward_hopper
 from .validation import as_length_tensor
 
 try:
@@ -124,6 +126,7 @@ def launch_forward(
     *,
     use_tma: bool | None = None,
     warp_specialize: bool = False,
+    hopper: bool | None = None,
 ) -> None:
     """Joint attention forward into preallocated `out`, `joint_out` (input dtype) and `lse` (float32).
 
@@ -135,6 +138,9 @@ def launch_forward(
         config: tiles/warps/stages; None takes `forward_launch_config` (or the autotuned one, see module doc).
         use_tma: force TMA descriptors on/off (None: on where eligible); warp_specialize: Triton's automatic
             warp specialization of the key loop. Both are tuning knobs for the benchmark.
+        hopper: run the Gluon Hopper kernel (`hopper_launch.py`): None where it supports the call, its config
+            for this dh is a default (faster than the Triton kernel), and no Triton knob (config, use_tma,
+            warp_specialize) was given; True insists (ValueError with the reason if it cannot); False never.
     """
     b, nh, n, dh = q.shape
     l = joint_q.shape[2]  # noqa: E741
@@ -144,16 +150,20 @@ def launch_forward(
         _check_interpretable(q)
     logical_n = as_length_tensor(logical_n, b, n, q.device)
     logical_l = as_length_tensor(logical_l, b, l, q.device)
+    triton_knobs = config is not None or use_tma is not None or warp_specialize
+    inputs_outputs = (q, k, v, joint_q, joint_k, joint_v, out, joint_out)
+    if _run_hopper(inputs_outputs, lse, scale, logical_n, logical_l, hopper, triton_knobs):
+        return
     if config is None:
         config = _forward_config(
             q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale, logical_n, logical_l
         )
-    block_d = head_block(dh)
     q, joint_q = _stand_in(q, joint_q), _stand_in(joint_q, q)
     k, joint_k = _stand_in(k, joint_k), _stand_in(joint_k, k)
     v, joint_v = _stand_in(v, joint_v), _stand_in(joint_v, v)
     out, joint_out = _stand_in(out, joint_out), _stand_in(joint_out, out)
     tensors = (q, k, v, joint_q, joint_k, joint_v, out, joint_out)
+    block_d = head_block(dh)
     if use_tma is None:
         use_tma = _tma_eligible(tensors, dh) and n > 0 and l > 0
     if use_tma:
@@ -188,6 +198,29 @@ def launch_forward(
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )  # fmt: skip
+
+
+def _run_hopper(tensors, lse, scale, logical_n, logical_l, hopper: bool | None, triton_knobs: bool) -> bool:
+    """Launches the Gluon Hopper kernel on `tensors` (q, k, v, joint_q/k/v, out, joint_out) if `hopper` asks for
+    it, or (None) if no Triton knob was given and it supports the call; returns whether it ran."""
+    q, k, v, joint_q, joint_k, joint_v, out, joint_out = tensors
+    n, l = q.shape[2], joint_q.shape[2]  # noqa: E741
+    tensors = (
+        _stand_in(q, joint_q), _stand_in(k, joint_k), _stand_in(v, joint_v),
+        _stand_in(joint_q, q), _stand_in(joint_k, k), _stand_in(joint_v, v),
+        _stand_in(out, joint_out), _stand_in(joint_out, out),
+    )  # fmt: skip
+    if hopper is False or (hopper is None and triton_knobs):
+        return False
+    if hopper is None and not getattr(hopper_forward_config(q.shape[-1]), "default", False):
+        return False  # the Triton kernel is the faster one at this dh
+    reason = hopper_unsupported(tensors, scale)
+    if reason is not None:
+        if hopper:
+            raise ValueError(f"joint_attention: the Hopper kernel cannot run this call: {reason}")
+        return False
+    launch_forward_hopper(*tensors, lse, scale, n, l, logical_n, logical_l)
+    return True
 
 
 _TUNED: dict[tuple, LaunchConfig] = {}

@@ -1,0 +1,113 @@
+"""Host launcher of the Gluon Hopper forward kernel (`kernels/joint_attention_fwd_hopper.py`).
+
+Entry points:
+- `hopper_unsupported(tensors, scale, config)`: why the Hopper kernel cannot take this call (None if it can).
+  `triton_runtime.launch_forward` asks it first and runs the Triton kernel whenever it answers with a reason,
+  so every case outside the kernel's envelope keeps the exact Triton path.
+- `launch_forward_hopper(...)`: one launch writing out, joint_out and lse in place, like `launch_forward`.
+
+The envelope: a CUDA device of compute capability 9.x (wgmma and TMA, which Blackwell's sm_100 does not run as
+sm_90a code), float16/bfloat16, dh 64 or 128, a positive scale, every tensor TMA-addressable (unit stride along
+dh, other strides and the base 16-byte aligned, rows present). `JOINTATTN_HOPPER_KERNEL=0` turns it off.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+from ..kernels.configs import HopperConfig, hopper_forward_config
+
+try:
+    import triton
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    from ..kernels.joint_attention_fwd_hopper import joint_attention_fwd_hopper_kernel
+
+    _IMPORT_ERROR: Exception | None = None
+except ImportError as error:  # pragma: no cover - Gluon is experimental; other Triton versions may lack it
+    _IMPORT_ERROR = error
+
+HOPPER_ENV = "JOINTATTN_HOPPER_KERNEL"
+LOG2E = 1.4426950408889634
+_GLUON_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+@functools.cache
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def _tma_addressable(t: torch.Tensor) -> bool:
+    size = t.element_size()
+    return (
+        t.numel() > 0
+        and t.stride(-1) == 1
+        and t.data_ptr() % 16 == 0
+        and all((s * size) % 16 == 0 and s > 0 for s in t.stride()[:-1])
+    )
+
+
+def hopper_unsupported(tensors: tuple[torch.Tensor, ...], scale: float) -> str | None:
+    """Why the Hopper kernel cannot run these eight tensors (q, k, v, joint_q/k/v, out, joint_out), or None."""
+    q = tensors[0]
+    if os.environ.get(HOPPER_ENV, "1") == "0":
+        return f"{HOPPER_ENV}=0"
+    if _IMPORT_ERROR is not None:
+        return f"Gluon cannot be imported ({type(_IMPORT_ERROR).__name__}: {_IMPORT_ERROR})"
+    if os.environ.get("TRITON_INTERPRET", "0") == "1" or not q.is_cuda:
+        return "the Hopper kernel runs on CUDA devices only (Gluon has no interpreter)"
+    if _capability(q.device.index or 0)[0] != 9:
+        return f"the Hopper kernel needs compute capability 9.x; got {_capability(q.device.index or 0)}"
+    if q.dtype not in _GLUON_DTYPES:
+        return f"the Hopper kernel takes float16 or bfloat16; got {q.dtype}"
+    if hopper_forward_config(q.shape[-1]) is None:
+        return f"the Hopper kernel has configs for dh 64 and 128; got dh={q.shape[-1]}"
+    if not float(scale) > 0:
+        return f"the Hopper kernel's softmax assumes a positive scale; got {scale}"
+    if not all(_tma_addressable(t) for t in tensors):
+        return "a tensor's layout is not TMA-addressable (unit dh stride, 16-byte aligned strides and base)"
+    return None
+
+
+def _descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
+    """A 4-D descriptor over `t` as it is ([b, nh, S, dh], strides kept); one box is [1, 1, rows, dh]."""
+    block = [1, 1, rows, t.shape[-1]]
+    layout = gl.NVMMASharedLayout.get_default_for(block, getattr(gl, _GLUON_DTYPES[t.dtype]))
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block, layout)
+
+
+def launch_forward_hopper(
+    q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale: float, n: int, l: int,  # noqa: E741
+    logical_n: torch.Tensor | None, logical_l: torch.Tensor | None, config: HopperConfig | None = None,
+) -> None:  # fmt: skip
+    """Joint attention forward on Hopper into `out`, `joint_out` and `lse` (see `launch_forward`).
+
+    The caller has checked `hopper_unsupported`, replaced an empty token set's tensors by the other set's
+    (never read: its loops run zero times; `n` and `l` are the real lengths), and turned the valid lengths into
+    [b] tensors or None.
+    """
+    b, nh, _, dh = q.shape
+    config = config or hopper_forward_config(dh)
+    bm, bn = config.block_m, config.block_n
+    descs = [
+        _descriptor(t, rows)
+        for t, rows in zip(
+            (q, k, v, joint_q, joint_k, joint_v, out, joint_out), (bm, bn, bn, bm, bn, bn, bm, bm)
+        )
+    ]
+    grid = (triton.cdiv(n, 2 * bm) + triton.cdiv(l, 2 * bm), b * nh)
+    joint_attention_fwd_hopper_kernel[grid](
+        *descs, lse,
+        logical_n if logical_n is not None else lse, logical_l if logical_l is not None else lse,
+        *lse.stride(),
+        float(scale) * LOG2E,
+        n, l, nh,
+        BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=dh, NUM_STAGES=config.num_stages,
+        HAS_N_LEN=logical_n is not None, HAS_L_LEN=logical_l is not None,
+        CONSUMER_REGS=config.consumer_regs,
+        num_warps=4,
+    )  # fmt: skip
