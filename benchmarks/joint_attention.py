@@ -1,4 +1,4 @@
-"""Benchmark of the Triton joint-attention kernel against PyTorch's ways of doing joint attention on one GPU.
+"""Benchmark of the joint-attention kernels against PyTorch's ways of doing joint attention on one GPU.
 
     python benchmarks/joint_attention.py                     # all shapes, table + JSON/PNG/markdown
     python benchmarks/joint_attention.py --shapes flux_1024 --out /tmp/r
@@ -7,7 +7,8 @@
 What one run measures, per shape (bf16; CUDA-event timing through triton.testing.do_bench, median, L2 flushed
 between repetitions):
 - ours: `jointattn.joint_attention(..., runtime="triton")` (what users get, op overhead included) and the raw
-  launcher `launch_forward` on preallocated outputs;
+  launcher `launch_forward` on preallocated outputs, once with its default kernel (the Gluon Hopper kernel
+  where it applies, see `runtime/hopper_launch.py`) and once with the Triton kernel (`hopper=False`);
 - baselines: cat -> SDPA -> slice per SDPA backend (default, cuDNN, flash, efficient) for unpadded shapes;
   SDPA with a broadcast [b,1,1,S] key mask and with a materialized [b,1,S,S] mask, FlexAttention with a block
   mask (built once, outside the timing), and unpad -> SDPA -> pad for padded shapes;
@@ -124,36 +125,42 @@ def kernel_report() -> list[dict]:
     import tempfile
 
     from jointattn.kernels.joint_attention_fwd import joint_attention_fwd_kernel
+    from jointattn.kernels.joint_attention_fwd_hopper import joint_attention_fwd_hopper_kernel
 
     reports = []
-    for device_cache in joint_attention_fwd_kernel.device_caches.values():
-        for compiled in device_cache[0].values():
-            ptx = compiled.asm.get("ptx", "")
-            meta = compiled.metadata
-            consts = {
-                k: v
-                for k, v in (getattr(getattr(compiled, "src", None), "constants", None) or {}).items()
-                if isinstance(v, (int, bool, str))
-            }
-            row = dict(
-                constants=str(consts)[:300], num_warps=meta.num_warps, num_stages=meta.num_stages,
-                n_regs=compiled.n_regs, n_spills=compiled.n_spills, shared=meta.shared,
-                ptx_wgmma=ptx.count("wgmma.mma_async"), ptx_tma=ptx.count("cp.async.bulk.tensor"),
-                ptx_cp_async=ptx.count("cp.async.cg"), ptx_ex2=ptx.count("ex2.approx"),
-            )  # fmt: skip
-            try:
-                with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-                    f.write(compiled.asm["cubin"])
-                    f.flush()
-                    sass = subprocess.run(
-                        ["cuobjdump", "--dump-sass", f.name], capture_output=True, text=True
-                    ).stdout
-                row.update(sass_hgmma=sass.count("HGMMA"), sass_hmma=sass.count("HMMA"), sass_ldl=sass.count("LDL"),
-                           sass_stl=sass.count("STL"), sass_mufu_ex2=sass.count("MUFU.EX2"),
-                           sass_utmaldg=sass.count("UTMALDG"), sass_ldgsts=sass.count("LDGSTS"))  # fmt: skip
-            except Exception as e:
-                row["sass_error"] = str(e)[:120]
-            reports.append(row)
+    compiled_variants = [
+        (kernel.__name__, compiled)
+        for kernel in (joint_attention_fwd_kernel, joint_attention_fwd_hopper_kernel)
+        for device_cache in kernel.device_caches.values()
+        for compiled in device_cache[0].values()
+    ]
+    for kernel_name, compiled in compiled_variants:
+        ptx = compiled.asm.get("ptx", "")
+        meta = compiled.metadata
+        consts = {
+            k: v
+            for k, v in (getattr(getattr(compiled, "src", None), "constants", None) or {}).items()
+            if isinstance(v, (int, bool, str))
+        }
+        row = dict(
+            kernel=kernel_name, constants=str(consts)[:300], num_warps=meta.num_warps, num_stages=meta.num_stages,
+            n_regs=compiled.n_regs, n_spills=compiled.n_spills, shared=meta.shared,
+            ptx_wgmma=ptx.count("wgmma.mma_async"), ptx_tma=ptx.count("cp.async.bulk.tensor"),
+            ptx_cp_async=ptx.count("cp.async.cg"), ptx_ex2=ptx.count("ex2.approx"),
+        )  # fmt: skip
+        try:
+            with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+                f.write(compiled.asm["cubin"])
+                f.flush()
+                sass = subprocess.run(
+                    ["cuobjdump", "--dump-sass", f.name], capture_output=True, text=True
+                ).stdout
+            row.update(sass_hgmma=sass.count("HGMMA"), sass_hmma=sass.count("HMMA"), sass_ldl=sass.count("LDL"),
+                       sass_stl=sass.count("STL"), sass_mufu_ex2=sass.count("MUFU.EX2"),
+                       sass_utmaldg=sass.count("UTMALDG"), sass_ldgsts=sass.count("LDGSTS"))  # fmt: skip
+        except Exception as e:
+            row["sass_error"] = str(e)[:120]
+        reports.append(row)
     return reports
 
 
