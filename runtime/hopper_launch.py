@@ -1,9 +1,10 @@
 """Host launcher of the Gluon Hopper forward kernel (`kernels/joint_attention_fwd_hopper.py`).
 
 Entry points:
-- `hopper_unsupported(tensors, scale, config)`: why the Hopper kernel cannot take this call (None if it can).
+- `hopper_unsupported(tensors, scale)`: why the Hopper kernel cannot take this call (None if it can).
   `triton_runtime.launch_forward` asks it first and runs the Triton kernel whenever it answers with a reason,
-  so every case outside the kernel's envelope keeps the exact Triton path.
+  so every case outside the kernel's envelope keeps the exact Triton path. Unasked, it runs only at head sizes
+  whose config is marked `default` (dh 128; at dh 64 the Triton kernel measured faster, `kernels/configs.py`).
 - `launch_forward_hopper(...)`: one launch writing out, joint_out and lse in place, like `launch_forward`.
 
 The envelope: a CUDA device of compute capability 9.x (wgmma and TMA, which Blackwell's sm_100 does not run as
@@ -73,11 +74,17 @@ def hopper_unsupported(tensors: tuple[torch.Tensor, ...], scale: float) -> str |
     return None
 
 
+@functools.cache
+def _shared_layout(rows: int, dh: int, dtype: torch.dtype):
+    return gl.NVMMASharedLayout.get_default_for([1, 1, rows, dh], getattr(gl, _GLUON_DTYPES[dtype]))
+
+
 def _descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
     """A 4-D descriptor over `t` as it is ([b, nh, S, dh], strides kept); one box is [1, 1, rows, dh]."""
-    block = [1, 1, rows, t.shape[-1]]
-    layout = gl.NVMMASharedLayout.get_default_for(block, getattr(gl, _GLUON_DTYPES[t.dtype]))
-    return TensorDescriptor(t, list(t.shape), list(t.stride()), block, layout)
+    dh = t.shape[-1]
+    return TensorDescriptor(
+        t, list(t.shape), list(t.stride()), [1, 1, rows, dh], _shared_layout(rows, dh, t.dtype)
+    )
 
 
 def launch_forward_hopper(
