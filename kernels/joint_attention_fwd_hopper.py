@@ -11,7 +11,7 @@ One CTA takes 2 * BLOCK_M query rows of one (batch, head) and runs three partiti
 - `_producer` (the default partition, 4 warps, 24 registers): TMA loads of the two Q halves, then K and V of
   every key block into a NUM_STAGES-deep ring, spatial blocks first and joint blocks after (no cat: each block
   is read from its own tensor). K runs one block ahead of V, the order the consumers use them in.
-- `_consumer0/1` (one warpgroup each, 240 registers): in iteration j, issue S_j = Q K_jᵀ and
+- two `_consumer` partitions C = 0, 1 (one warpgroup each, 240 registers): in iteration j, issue S_j = Q K_jᵀ and
   O += P_{j-1} V_{j-1} asynchronously, wait for S_j only, run the softmax of S_j while P V is on the tensor
   cores, then wait for it. An mbarrier pair makes the two warpgroups take turns issuing (ping-pong), so one's
   softmax also overlaps the other's matrix products.
@@ -211,26 +211,6 @@ def _consumer(desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_re
 
 
 @gluon.jit
-def _consumer0(desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
-               bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
-               n_blocks_a, n_kv, len_a, len_b, qk_scale,
-               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):
-    _consumer(desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
-              bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
-              n_blocks_a, n_kv, len_a, len_b, qk_scale, 0, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES)
-
-
-@gluon.jit
-def _consumer1(desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
-               bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
-               n_blocks_a, n_kv, len_a, len_b, qk_scale,
-               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):
-    _consumer(desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
-              bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
-              n_blocks_a, n_kv, len_a, len_b, qk_scale, 1, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES)
-
-
-@gluon.jit
 def _valid_length(LENGTHS, bz, size, HAS_LENGTHS: gl.constexpr):
     """LENGTHS[bz] clamped to [0, size], or `size` without a lengths tensor."""
     if HAS_LENGTHS:
@@ -294,14 +274,14 @@ def joint_attention_fwd_hopper_kernel(
                          q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
                          bz, h, q_row0, q_spatial, n_blocks_a, n_kv, len_a, len_b,
                          BLOCK_M, BLOCK_N, NUM_STAGES)),
-            (_consumer0, (desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
-                          bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
-                          n_blocks_a, n_kv, len_a, len_b, qk_scale,
-                          BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES)),
-            (_consumer1, (desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
-                          bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
-                          n_blocks_a, n_kv, len_a, len_b, qk_scale,
-                          BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES)),
+            (_consumer, (desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
+                         bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
+                         n_blocks_a, n_kv, len_a, len_b, qk_scale,
+                         0, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES)),
+            (_consumer, (desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
+                         bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
+                         n_blocks_a, n_kv, len_a, len_b, qk_scale,
+                         1, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES)),
         ],
         [4, 4],
         [CONSUMER_REGS, CONSUMER_REGS],

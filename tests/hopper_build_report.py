@@ -1,0 +1,85 @@
+"""Offline sm_90a build of the Gluon Hopper forward (no GPU needed): prints one JSON line with what its speed
+rests on. Run by tests/test_hopper_kernel.py in a fresh interpreter; by hand: python tests/hopper_build_report.py 128
+
+Fields: num_warps and shared bytes of the build, raised_regs (setmaxnreg.inc values and how often), spill_free
+and the ptxas report, exp2_between_waits (per consumer: MUFU.EX2 between the S_j wait and the P V wait).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import triton
+from jointattn.kernels.configs import hopper_forward_config
+from jointattn.kernels.joint_attention_fwd_hopper import joint_attention_fwd_hopper_kernel
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon._runtime import GluonASTSource
+
+
+def compile_for_sm90(dh: int):
+    config = hopper_forward_config(dh)
+
+    def desc(rows):
+        layout = gl.NVMMASharedLayout.get_default_for([1, 1, rows, dh], gl.bfloat16)
+        return f"tensordesc<bf16[1, 1, {rows}, {dh}],{layout!r}>"
+
+    bm, bn = config.block_m, config.block_n
+    names = ("desc_q", "desc_k", "desc_v", "desc_jq", "desc_jk", "desc_jv", "desc_o", "desc_jo")
+    signature = dict(zip(names, map(desc, (bm, bn, bn, bm, bn, bn, bm, bm))))
+    signature |= {"LSE": "*fp32", "N_LEN": "*i32", "L_LEN": "*i32", "stride_lb": "i32", "stride_lh": "i32",
+                  "stride_ls": "i32", "qk_scale": "fp32", "N": "i32", "L": "i32", "H": "i32"}  # fmt: skip
+    constexprs = dict(BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=dh, NUM_STAGES=config.num_stages, HAS_N_LEN=True,
+                      HAS_L_LEN=True, CONSUMER_REGS=config.consumer_regs)  # fmt: skip
+    signature |= dict.fromkeys(constexprs, "constexpr")
+    source = GluonASTSource(joint_attention_fwd_hopper_kernel, signature, constexprs=constexprs)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+
+
+def ptxas_and_sass(compiled) -> tuple[str, str]:
+    """ptxas -v's report on the kernel's PTX, and the SASS of its cubin (the wheel's own tools)."""
+    tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx, cubin = os.path.join(tmp, "k.ptx"), os.path.join(tmp, "k.cubin")
+        with open(ptx, "w") as f:
+            f.write(compiled.asm["ptx"])
+        with open(cubin, "wb") as f:
+            f.write(compiled.asm["cubin"])
+        ptxas = [os.path.join(tools, "ptxas"), "-arch=sm_90a", "-v", ptx, "-o", ptx + ".cubin"]
+        report = subprocess.run(ptxas, capture_output=True, text=True, check=True)
+        dump = [os.path.join(tools, "cuobjdump"), "-sass", cubin]
+        sass = subprocess.run(dump, capture_output=True, text=True, check=True).stdout
+        return report.stdout + report.stderr, sass
+
+
+def exp2_between_waits(sass: str) -> list[int]:
+    """Per `WARPGROUP.DEPBAR.LE gsb0, 0x1` (S_j done, P V in flight): the MUFU.EX2 before the 0x0 wait."""
+    return [
+        body.split("WARPGROUP.DEPBAR.LE gsb0, 0x0")[0].count("MUFU.EX2")
+        for body in sass.split("WARPGROUP.DEPBAR.LE gsb0, 0x1")[1:]
+    ]
+
+
+def main(dh: int) -> dict:
+    compiled = compile_for_sm90(dh)
+    ptx = compiled.asm["ptx"]
+    report, sass = ptxas_and_sass(compiled)
+    return dict(
+        dh=dh,
+        num_warps=compiled.metadata.num_warps,
+        shared=compiled.metadata.shared,
+        raised_regs=collections.Counter(re.findall(r"setmaxnreg\.inc\.sync\.aligned\.u32\s+(\d+)", ptx)),
+        spill_free="0 bytes spill stores, 0 bytes spill loads" in report,
+        ptxas=report,
+        exp2_between_waits=exp2_between_waits(sass),
+    )
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(int(sys.argv[1]))))
