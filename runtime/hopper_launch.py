@@ -61,6 +61,8 @@ def hopper_unsupported(tensors: tuple[torch.Tensor, ...], scale: float) -> str |
         return f"Gluon cannot be imported ({type(_IMPORT_ERROR).__name__}: {_IMPORT_ERROR})"
     if os.environ.get("TRITON_INTERPRET", "0") == "1" or not q.is_cuda:
         return "the Hopper kernel runs on CUDA devices only (Gluon has no interpreter)"
+    if torch.version.hip is not None:
+        return "the Hopper kernel is NVIDIA code (this is a ROCm build of torch)"
     if _capability(q.device.index or 0)[0] != 9:
         return f"the Hopper kernel needs compute capability 9.x; got {_capability(q.device.index or 0)}"
     if q.dtype not in _GLUON_DTYPES:

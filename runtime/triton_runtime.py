@@ -1,19 +1,21 @@
-"""The "triton" runtime of `joint_attention`: host launchers of the Triton kernels in `jointattn.kernels`.
+"""The "triton" runtime of `joint_attention`: host launchers of the Triton (and Gluon) kernels in `jointattn.kernels`.
 
 Entry points:
 - `launch_forward(q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale, logical_n, logical_l,
   config)`: one kernel launch that writes out [b,nh,N,dh], joint_out [b,nh,L,dh] and lse [b,nh,N+L] in place.
-  Any strides; nothing is concatenated, copied or made contiguous. The MLIR lowering calls it with a
-  `LaunchConfig` printed into the IR.
+  Any strides; nothing is concatenated, copied or made contiguous. On sm_90 at dh 128 (fp16/bf16, positive
+  scale, TMA-addressable tensors) it runs the Gluon Hopper kernel (`hopper_launch.py`) unless a Triton knob
+  (`config`, `use_tma`, `warp_specialize`) or `hopper=False` asks for the Triton kernel. The MLIR lowering calls
+  it with a `LaunchConfig` printed into the IR, so lowered programs run the Triton kernel.
 - `launch_backward(...)`: three launches (preprocess, dk/dv, dq) returning the six input gradients.
 - `TritonRuntime`: the runtime protocol of `registry.py` on top of both.
 
 Internals: on Hopper (and newer) the forward reads q/k/v tiles through TMA tensor descriptors built on the
 host as 4-D [b, nh, S, dh] views of each tensor (strides kept as they are); when a tensor's layout rules TMA
 out (a stride that is not a multiple of 16 bytes, dh not a power of two, a tensor with no rows) it uses
-strided pointer loads instead. Configs come from `kernels.configs.forward_launch_config` unless
+strided pointer loads instead. Triton configs come from `kernels.configs.forward_launch_config` unless
 `JOINTATTN_TRITON_AUTOTUNE=1` asks for a timed search over `forward_candidates`, cached per
-(dh, dtype, N, L, padding). CPU tensors run in Triton's interpreter when `TRITON_INTERPRET=1`.
+(dh, dtype, N, L, padding); the search applies where the Triton kernel runs (not where the Hopper kernel does). CPU tensors run in Triton's interpreter when `TRITON_INTERPRET=1`.
 """
 
 from __future__ import annotations
@@ -210,6 +212,10 @@ def _run_hopper(tensors, lse, scale, logical_n, logical_l, hopper: bool | None, 
         _stand_in(joint_q, q), _stand_in(joint_k, k), _stand_in(joint_v, v),
         _stand_in(out, joint_out), _stand_in(joint_out, out),
     )  # fmt: skip
+    if hopper and triton_knobs:
+        raise ValueError(
+            "joint_attention: hopper=True takes no Triton knob (config, use_tma, warp_specialize)"
+        )
     if hopper is False or (hopper is None and triton_knobs):
         return False
     if hopper is None and not getattr(hopper_forward_config(q.shape[-1]), "default", False):

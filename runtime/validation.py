@@ -128,8 +128,10 @@ def assert_lengths_async(name: str, value: torch.Tensor | None, limit: int) -> N
 
 def as_length_tensor(value, b: int, full: int, device) -> torch.Tensor | None:
     """An int valid length as a [b] int32 tensor; None, or an int meaning "all valid", as None (no masking at
-    all); tensors pass through."""
-    if value is None or isinstance(value, torch.Tensor):
+    all); tensors pass through, made contiguous."""
+    if isinstance(value, torch.Tensor):
+        return value.contiguous()  # the kernels read element bz at offset bz
+    if value is None:
         return value
     if value == full:
         return None

@@ -4,10 +4,12 @@ Gluon has no CPU interpreter, so the suite has two halves:
 - Everywhere (CI included): the kernel compiled offline for sm_90a with the wheel's own ptxas. Asserts the
   properties its speed rests on, each of which an innocent-looking edit can lose: registers raised to the
   config's budget with no spills, shared memory within Hopper's 227 KB, and the softmax scheduled between the
-  two wgmma waits (the overlap). Plus the launcher's envelope (what it refuses, and why).
+  two wgmma waits (the overlap). Plus the launcher's envelope (what it refuses, and why) and `launch_forward`'s
+  choice between the Hopper and the Triton kernel.
 - On a CUDA device of compute capability 9.x (`gpu` marker): outputs against a float64 cat -> masked softmax
   -> slice reference, on fresh random inputs, lengths that are not multiples of the 128-row tiles, padding on
-  both token sets (different per batch element), empty sets, rows with no valid key, and strided layouts.
+  both token sets (different per batch element), int32/int64/int/out-of-range lengths, empty sets, rows with no
+  valid key, strided layouts, and outputs that are slices of one buffer (lse: nothing written past its end).
   Tolerance: relative error 1e-2 in bf16 / 5e-3 in fp16 (both products take 16-bit operands), lse absolute
   2e-3. Outputs are poisoned with NaN first, so an unwritten element fails.
 """
@@ -23,7 +25,8 @@ import sys
 import pytest
 import torch
 from helpers import unfused_float64
-from jointattn.kernels.configs import SHARED_MEMORY_BYTES, hopper_forward_config
+from jointattn.kernels.configs import SHARED_MEMORY_BYTES, LaunchConfig, hopper_forward_config
+from jointattn.runtime import triton_runtime
 from jointattn.runtime.hopper_launch import hopper_unsupported
 from jointattn.runtime.triton_runtime import launch_forward
 
@@ -56,12 +59,50 @@ def test_offline_build_keeps_the_schedule(dh):
     assert len(inside) == 2 and min(inside) >= config.block_m * config.block_n // 128, inside
 
 
-def test_envelope_refuses_with_reasons():
+def test_envelope_refuses_with_reasons(monkeypatch):
     q = torch.zeros(1, 1, 8, 64)
     reason = hopper_unsupported((q,) * 8, 0.125)
     assert reason is not None and "CUDA" in reason
+    monkeypatch.setenv("JOINTATTN_HOPPER_KERNEL", "0")
+    assert hopper_unsupported((q,) * 8, 0.125) == "JOINTATTN_HOPPER_KERNEL=0"
     assert hopper_forward_config(64) and hopper_forward_config(128)
     assert hopper_forward_config(96) is None and hopper_forward_config(256) is None
+
+
+@pytest.fixture
+def hopper_everywhere(monkeypatch):
+    """`launch_forward`'s dispatch with the envelope check answering "supported" and the Hopper launcher replaced
+    by a recorder (so it runs on any device): returns the list of calls it received."""
+    calls = []
+    monkeypatch.setattr(triton_runtime, "hopper_unsupported", lambda tensors, scale: None)
+    monkeypatch.setattr(triton_runtime, "launch_forward_hopper", lambda *args: calls.append(args))
+    return calls
+
+
+def _dispatch(dh, **knobs):
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the Triton kernel runs in the interpreter
+    q, k, v, jq, jk, jv = (torch.randn(1, 2, s, dh, device=device) for s in (37, 37, 37, 7, 7, 7))
+    out, joint_out, lse = torch.empty_like(q), torch.empty_like(jq), torch.empty(1, 2, 44, device=device)
+    launch_forward(q, k, v, jq, jk, jv, out, joint_out, lse, 0.125, 30, None, **knobs)
+
+
+def test_dispatch_picks_hopper_only_where_it_is_the_default(hopper_everywhere):
+    _dispatch(128)
+    assert len(hopper_everywhere) == 1
+    n, l, logical_n = hopper_everywhere[0][10:13]  # noqa: E741
+    assert (n, l) == (37, 7) and logical_n.tolist() == [30]
+    _dispatch(64)  # dh 64: the Triton kernel is the faster one (it runs here in the interpreter)
+    _dispatch(128, hopper=False)
+    _dispatch(128, config=LaunchConfig(16, 16, 4, 1))
+    _dispatch(128, use_tma=False)
+    assert len(hopper_everywhere) == 1
+    _dispatch(64, hopper=True)  # asked for: runs at dh 64 too
+    assert len(hopper_everywhere) == 2
+
+
+def test_dispatch_insisting_on_hopper_with_a_triton_knob_raises(hopper_everywhere):
+    with pytest.raises(ValueError, match="hopper=True takes no Triton knob"):
+        _dispatch(128, hopper=True, config=LaunchConfig(16, 16, 4, 1))
 
 
 # (b, nh, N, L, dh, logical_n, logical_l)
@@ -74,6 +115,8 @@ CASES = {
     "l_empty": (1, 2, 200, 0, 64, [150], None),
     "no_valid_key": (2, 1, 130, 40, 128, [0, 130], [0, 40]),
     "short": (1, 1, 5, 3, 64, None, None),
+    "int_length_out_of_range": (2, 2, 300, 90, 128, 250, [-3, 999]),  # an int, then clamped tensor values
+    "long_padded": (1, 2, 2000, 300, 128, [1777], [101]),  # 18 key blocks
 }
 
 
@@ -90,8 +133,9 @@ def _inputs(case, dtype, layout, seed):
             t = torch.randn(b, nh, s, dh, generator=gen)
         return t.to("cuda", dtype)
 
-    def lengths(value):
-        return torch.tensor(value, device="cuda", dtype=torch.int64) if isinstance(value, list) else value
+    def lengths(value):  # int64 for odd batch sizes, int32 otherwise (both reach the kernels)
+        dtype = torch.int64 if b % 2 else torch.int32
+        return torch.tensor(value, device="cuda", dtype=dtype) if isinstance(value, list) else value
 
     return tuple(make(s) for s in (n, n, n, l, l, l)), lengths(logical_n), lengths(logical_l)
 
@@ -113,10 +157,18 @@ def test_matches_float64(case, layout, dtype):
     b, nh, n, dh = q.shape
     l = jq.shape[2]  # noqa: E741
     scale = dh**-0.5
-    out = torch.full((b, n, nh, dh), float("nan"), dtype=dtype, device="cuda").transpose(1, 2)
-    joint_out = torch.full((b, nh, l, dh), float("nan"), dtype=dtype, device="cuda")
-    lse = torch.full((b, nh, n + l), float("nan"), device="cuda")
+    if layout == "bshd":  # both outputs slices of one [b, N+L, nh, dh] buffer, lse a slice of a wider one
+        buffer = torch.full((b, n + l, nh, dh), float("nan"), dtype=dtype, device="cuda")
+        out, joint_out = buffer[:, :n].transpose(1, 2), buffer[:, n:].transpose(1, 2)
+        lse_buffer = torch.full((b, nh, n + l + 5), float("nan"), device="cuda")
+        lse = lse_buffer[..., : n + l]
+    else:
+        out = torch.full((b, n, nh, dh), float("nan"), dtype=dtype, device="cuda").transpose(1, 2)
+        joint_out = torch.full((b, nh, l, dh), float("nan"), dtype=dtype, device="cuda")
+        lse = torch.full((b, nh, n + l), float("nan"), device="cuda")
     launch_forward(q, k, v, jq, jk, jv, out, joint_out, lse, scale, logical_n, logical_l, hopper=True)
+    if layout == "bshd":
+        assert torch.isnan(lse_buffer[..., n + l :]).all(), "lse written past its N + L columns"
     ref_out, ref_joint, ref_lse = unfused_float64(q, k, v, jq, jk, jv, scale=scale, logical_n=logical_n,
                                                   logical_l=logical_l)  # fmt: skip
     tol = 1e-2 if dtype == torch.bfloat16 else 5e-3

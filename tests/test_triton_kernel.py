@@ -136,8 +136,24 @@ def run_forward(case: str, layout: str, config, seed: int, scale=None, use_tma=N
     (q, k, v, jq, jk, jv), logical_n, logical_l = _make_inputs(case, layout, seed)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     out, joint_out, lse = _poisoned_outputs(q, jq.shape[2])
+    # hopper=False: this file tests the Triton kernel, also where the Hopper kernel would take the call
+    # (tests/test_hopper_kernel.py tests that one).
     launch_forward(
-        q, k, v, jq, jk, jv, out, joint_out, lse, scale, logical_n, logical_l, config, use_tma=use_tma
+        q,
+        k,
+        v,
+        jq,
+        jk,
+        jv,
+        out,
+        joint_out,
+        lse,
+        scale,
+        logical_n,
+        logical_l,
+        config,
+        use_tma=use_tma,
+        hopper=False,
     )
     ref_out, ref_joint, ref_lse = _dense_reference(q, k, v, jq, jk, jv, scale, logical_n, logical_l)
     _assert_close("out", out, ref_out)
@@ -306,7 +322,8 @@ def test_cpu_without_interpreter_is_unsupported(monkeypatch):
 
 
 @pytest.mark.gpu
-def test_gpu_bf16_large_padded_shape_never_nan():
+@pytest.mark.parametrize("hopper", [False, None], ids=["triton_kernel", "default_kernel"])
+def test_gpu_bf16_large_padded_shape_never_nan(hopper):
     """A Flux-like padded layer at reduced size on the GPU: bf16 within 1e-2, no NaN, default config."""
     b, nh, n, l, dh = 1, 4, 1000, 300, 128  # noqa: E741
     gen = torch.Generator().manual_seed(0)
@@ -316,11 +333,24 @@ def test_gpu_bf16_large_padded_shape_never_nan():
     ]
     logical_l = torch.tensor([77], device="cuda")
     out, joint_out, lse = _poisoned_outputs(ts[0], l)
-    launch_forward(*ts, out, joint_out, lse, dh**-0.5, None, logical_l)
+    launch_forward(*ts, out, joint_out, lse, dh**-0.5, None, logical_l, hopper=hopper)
     r_out, r_joint, r_lse = _dense_reference(*ts, dh**-0.5, None, logical_l)
     _assert_close("out", out, r_out)
     _assert_close("joint_out", joint_out, r_joint)
     _assert_lse_close(lse, r_lse)
+
+
+def test_strided_lengths_tensor_is_read_by_element():
+    """A lengths tensor that is a column of a wider one (stride 2) gives what its contiguous copy gives."""
+    (q, k, v, jq, jk, jv), _, _ = _make_inputs("n37_l7_pad_both", "bshd", seed=5)
+    table = torch.tensor([[37, 1], [20, 1]], device=DEVICE)
+    results = []
+    for lengths in (table[:, 0], table[:, 0].contiguous()):
+        out, joint_out, lse = _poisoned_outputs(q, jq.shape[2])
+        launch_forward(q, k, v, jq, jk, jv, out, joint_out, lse, 0.2, lengths, None, SMALL)
+        results.append((out, joint_out, lse))
+    for got, want in zip(results[0], results[1], strict=True):
+        assert torch.equal(got, want)
 
 
 def test_configs_fit_and_are_documented():
