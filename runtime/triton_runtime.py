@@ -152,19 +152,15 @@ def launch_forward(
         _check_interpretable(q)
     logical_n = as_length_tensor(logical_n, b, n, q.device)
     logical_l = as_length_tensor(logical_l, b, l, q.device)
+    tensors = _with_stand_ins(q, k, v, joint_q, joint_k, joint_v, out, joint_out)
     triton_knobs = config is not None or use_tma is not None or warp_specialize
-    inputs_outputs = (q, k, v, joint_q, joint_k, joint_v, out, joint_out)
-    if _run_hopper(inputs_outputs, lse, scale, logical_n, logical_l, hopper, triton_knobs):
+    if _run_hopper(tensors, (n, l), lse, scale, logical_n, logical_l, hopper, triton_knobs):
         return
-    if config is None:
+    if config is None:  # on the caller's tensors: each timed launch applies the stand-ins itself
         config = _forward_config(
             q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale, logical_n, logical_l
         )
-    q, joint_q = _stand_in(q, joint_q), _stand_in(joint_q, q)
-    k, joint_k = _stand_in(k, joint_k), _stand_in(joint_k, k)
-    v, joint_v = _stand_in(v, joint_v), _stand_in(joint_v, v)
-    out, joint_out = _stand_in(out, joint_out), _stand_in(joint_out, out)
-    tensors = (q, k, v, joint_q, joint_k, joint_v, out, joint_out)
+    q, k, v, joint_q, joint_k, joint_v, out, joint_out = tensors
     block_d = head_block(dh)
     if use_tma is None:
         use_tma = _tma_eligible(tensors, dh) and n > 0 and l > 0
@@ -202,30 +198,35 @@ def launch_forward(
     )  # fmt: skip
 
 
-def _run_hopper(tensors, lse, scale, logical_n, logical_l, hopper: bool | None, triton_knobs: bool) -> bool:
-    """Launches the Gluon Hopper kernel on `tensors` (q, k, v, joint_q/k/v, out, joint_out) if `hopper` asks for
-    it, or (None) if no Triton knob was given and it supports the call; returns whether it ran."""
-    q, k, v, joint_q, joint_k, joint_v, out, joint_out = tensors
-    n, l = q.shape[2], joint_q.shape[2]  # noqa: E741
-    tensors = (
+def _with_stand_ins(q, k, v, joint_q, joint_k, joint_v, out, joint_out) -> tuple[torch.Tensor, ...]:
+    """The eight tensors of a forward launch with `_stand_in` applied to each pair of an empty token set."""
+    return (
         _stand_in(q, joint_q), _stand_in(k, joint_k), _stand_in(v, joint_v),
         _stand_in(joint_q, q), _stand_in(joint_k, k), _stand_in(joint_v, v),
         _stand_in(out, joint_out), _stand_in(joint_out, out),
     )  # fmt: skip
+
+
+def _run_hopper(
+    tensors, sizes, lse, scale, logical_n, logical_l, hopper: bool | None, triton_knobs: bool
+) -> bool:
+    """Launches the Gluon Hopper kernel on `tensors` (q, k, v, joint_q/k/v, out, joint_out, stand-ins applied;
+    sizes the real (N, L)) if `hopper` asks for it, or (None) if no Triton knob was given and it supports the
+    call; returns whether it ran."""
     if hopper and triton_knobs:
         raise ValueError(
             "joint_attention: hopper=True takes no Triton knob (config, use_tma, warp_specialize)"
         )
     if hopper is False or (hopper is None and triton_knobs):
         return False
-    if hopper is None and not getattr(hopper_forward_config(q.shape[-1]), "default", False):
+    if hopper is None and not getattr(hopper_forward_config(tensors[0].shape[-1]), "default", False):
         return False  # the Triton kernel is the faster one at this dh
     reason = hopper_unsupported(tensors, scale)
     if reason is not None:
         if hopper:
             raise ValueError(f"joint_attention: the Hopper kernel cannot run this call: {reason}")
         return False
-    launch_forward_hopper(*tensors, lse, scale, n, l, logical_n, logical_l)
+    launch_forward_hopper(*tensors, lse, scale, *sizes, logical_n, logical_l)
     return True
 
 
