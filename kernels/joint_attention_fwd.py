@@ -10,7 +10,8 @@ Internals, one role per function (the layout of Triton's fused-attention tutoria
 - `softmax_step`: one key block of the online softmax (FlashAttention-2), in base 2 with the scale
   pre-multiplied by log2(e).
 - `attend_token_set`: walks the valid keys of one token set: full blocks without any mask (their count comes
-  from the valid length, so blocks past it are never loaded), then the one boundary block, masked.
+  from the valid length, so blocks past it are never loaded), then the one boundary block, masked. No padded
+  key row reaches the products, so whatever padding holds (NaN from torch.empty) cannot reach the result.
 - `joint_attention_fwd_kernel`: picks the query tile (spatial rows, then joint rows), walks the spatial keys,
   then the joint keys (no concatenation: each loop reads its own tensor), and writes out / joint_out / lse.
 
@@ -49,8 +50,8 @@ def load_tile(
     """Rows [row0, row0 + BLOCK_ROWS) of one (batch, head) slice; rows >= row_end and columns >= HEAD_DIM
     read as zero. `base` already points at the slice; `desc` is a [b, nh, S, dh] descriptor (TMA)."""
     if USE_TMA:
-        # The descriptor's own bounds zero-fill rows past S; rows in [row_end, S) are real keys that the
-        # caller masks in the scores.
+        # The descriptor's own bounds zero-fill rows before 0 and past S; the caller never asks for rows in
+        # [row_end, S) (padding) in a key block.
         tile = desc.load([bz, h, row0, 0]).reshape([BLOCK_ROWS, BLOCK_D])
     else:
         rows = row0 + tl.arange(0, BLOCK_ROWS)
@@ -78,17 +79,20 @@ def softmax_step(
     k,
     v,
     key0,
-    key_end,
+    key_lo,
+    key_hi,
     qk_scale,
     BLOCK_N: tl.constexpr,
     MASK_KEYS: tl.constexpr,
     POSITIVE_SCALE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """Folds one key block into (acc, l_i, m_i). Scores are in base 2: s = q.k * scale * log2(e)."""
+    """Folds one key block (keys key0 + [0, BLOCK_N)) into (acc, l_i, m_i); with MASK_KEYS only the keys in
+    [key_lo, key_hi) count. Scores are in base 2: s = q.k * scale * log2(e)."""
     qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
     if MASK_KEYS:
-        key_valid = (key0 + tl.arange(0, BLOCK_N)) < key_end
+        keys = key0 + tl.arange(0, BLOCK_N)
+        key_valid = (keys >= key_lo) & (keys < key_hi)
     if POSITIVE_SCALE:
         # max(qk) * scale == max(qk * scale) for scale > 0: one multiply per row instead of per score, and the
         # exponent's argument becomes a single fused multiply-add.
@@ -147,13 +151,20 @@ def attend_token_set(
         k = load_tile(k_base, k_desc, bz, h, key0, key_end, stride_ks, stride_kd, BLOCK_N, BLOCK_D, HEAD_DIM, False, USE_TMA)
         v = load_tile(v_base, v_desc, bz, h, key0, key_end, stride_vs, stride_vd, BLOCK_N, BLOCK_D, HEAD_DIM, False, USE_TMA)
         acc, l_i, m_i = softmax_step(
-            acc, l_i, m_i, q, k, v, key0, key_end, qk_scale, BLOCK_N, False, POSITIVE_SCALE, DOT_PRECISION
+            acc, l_i, m_i, q, k, v, key0, key0, key_end, qk_scale, BLOCK_N, False, POSITIVE_SCALE, DOT_PRECISION
         )
     if full_end < key_end:
-        k = load_tile(k_base, k_desc, bz, h, full_end, key_end, stride_ks, stride_kd, BLOCK_N, BLOCK_D, HEAD_DIM, True, USE_TMA)
-        v = load_tile(v_base, v_desc, bz, h, full_end, key_end, stride_vs, stride_vd, BLOCK_N, BLOCK_D, HEAD_DIM, True, USE_TMA)
+        # Pointer loads read the boundary block from full_end and mask its padded rows to zero. A TMA box
+        # cannot mask rows, so it ends at key_end instead (rows before 0 read as zero): no padded row is loaded,
+        # since one holding NaN would survive P.V as 0 * NaN. Its keys before full_end were already counted.
+        if USE_TMA:
+            edge0 = key_end - BLOCK_N
+        else:
+            edge0 = full_end
+        k = load_tile(k_base, k_desc, bz, h, edge0, key_end, stride_ks, stride_kd, BLOCK_N, BLOCK_D, HEAD_DIM, True, USE_TMA)
+        v = load_tile(v_base, v_desc, bz, h, edge0, key_end, stride_vs, stride_vd, BLOCK_N, BLOCK_D, HEAD_DIM, True, USE_TMA)
         acc, l_i, m_i = softmax_step(
-            acc, l_i, m_i, q, k, v, full_end, key_end, qk_scale, BLOCK_N, True, POSITIVE_SCALE, DOT_PRECISION
+            acc, l_i, m_i, q, k, v, edge0, full_end, key_end, qk_scale, BLOCK_N, True, POSITIVE_SCALE, DOT_PRECISION
         )
     return acc, l_i, m_i
 

@@ -15,9 +15,10 @@ One CTA takes 2 * BLOCK_M query rows of one (batch, head) and runs three partiti
   O += P_{j-1} V_{j-1} asynchronously, wait for S_j only, run the softmax of S_j while P V is on the tensor
   cores, then wait for it. An mbarrier pair makes the two warpgroups take turns issuing (ping-pong), so one's
   softmax also overlaps the other's matrix products.
-- Padding: a token set's key blocks stop at its valid length; the one boundary block masks its columns
-  past the length with -inf (TMA zero-fills rows past the tensor's end). A row with no valid key at all gets
-  out = 0 and lse = -inf, as the exact reference does.
+- Padding: a token set's key blocks stop at its valid length. Its partial last block is loaded ending at
+  that length (its start may lie before row 0, which TMA zero-fills), and the columns it shares with the block
+  before are masked with -inf, so no padded row is ever read. A row with no valid key at all gets out = 0 and
+  lse = -inf, as the exact reference does.
 
 Descriptors are 4-D over each tensor as it is ([b, nh, S, dh], strides kept), block [1, 1, rows, dh], so any
 layout TMA can address works without a copy. O reuses its warpgroup's Q buffer in shared memory.
@@ -44,11 +45,14 @@ LN2 = gl.constexpr(0.6931471805599453)
 
 @gluon.jit
 def _key_block(j, n_blocks_a, len_a, len_b, BLOCK_N: gl.constexpr):
-    """Key block j of the joint sequence: (from the spatial set?, its first row, its count of valid keys)."""
+    """Key block j of the joint sequence: (from the spatial set?, the row its load starts at, how many of its
+    first columns to mask). A set's partial last block is loaded so that it ends at the set's valid length:
+    padded rows never reach shared memory (a NaN there would survive P V as 0 * NaN). Its first columns then
+    repeat keys of the block before, or lie before row 0 (TMA reads them as zero), and are masked."""
     in_a = j < n_blocks_a
     row0 = gl.where(in_a, j, j - n_blocks_a) * BLOCK_N
-    valid = gl.where(in_a, len_a, len_b) - row0
-    return in_a, row0, valid
+    skip = gl.maximum(row0 + BLOCK_N - gl.where(in_a, len_a, len_b), 0)
+    return in_a, row0 - skip, skip
 
 
 @gluon.jit
@@ -71,7 +75,7 @@ def _producer(desc_q, desc_k, desc_v, desc_jq, desc_jk, desc_jv,
             s = j % NUM_STAGES
             mbarrier.wait(kv_empty.index(s), ((j // NUM_STAGES) & 1) ^ 1)
             mbarrier.expect(k_ready.index(s), desc_k.block_type.nbytes)
-            in_a, row0, valid = _key_block(j, n_blocks_a, len_a, len_b, BLOCK_N)
+            in_a, row0, skip = _key_block(j, n_blocks_a, len_a, len_b, BLOCK_N)
             if in_a:
                 tma.async_copy_global_to_shared(desc_k, [bz, h, row0, 0], k_ready.index(s), k_bufs.index(s))
             else:
@@ -80,7 +84,7 @@ def _producer(desc_q, desc_k, desc_v, desc_jq, desc_jk, desc_jv,
             sv = (j - 1) % NUM_STAGES
             mbarrier.wait(kv_empty.index(NUM_STAGES + sv), (((j - 1) // NUM_STAGES) & 1) ^ 1)
             mbarrier.expect(v_ready.index(sv), desc_v.block_type.nbytes)
-            in_a, row0, valid = _key_block(j - 1, n_blocks_a, len_a, len_b, BLOCK_N)
+            in_a, row0, skip = _key_block(j - 1, n_blocks_a, len_a, len_b, BLOCK_N)
             if in_a:
                 tma.async_copy_global_to_shared(desc_v, [bz, h, row0, 0], v_ready.index(sv), v_bufs.index(sv))
             else:
@@ -89,11 +93,11 @@ def _producer(desc_q, desc_k, desc_v, desc_jq, desc_jk, desc_jv,
 
 @gluon.jit
 def _scores_of_block(s, j, n_blocks_a, len_a, len_b, BLOCK_N: gl.constexpr, s_layout: gl.constexpr):
-    """S_j with the columns past its token set's valid length at -inf (only a boundary block has any)."""
-    in_a, row0, valid = _key_block(j, n_blocks_a, len_a, len_b, BLOCK_N)
-    if valid < BLOCK_N:
+    """S_j with the columns `_key_block` skips at -inf (only a set's partial last block has any)."""
+    in_a, row0, skip = _key_block(j, n_blocks_a, len_a, len_b, BLOCK_N)
+    if skip > 0:
         cols = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-        s = gl.where((cols < valid)[None, :], s, float("-inf"))
+        s = gl.where((cols >= skip)[None, :], s, float("-inf"))
     return s
 
 

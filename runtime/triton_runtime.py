@@ -16,10 +16,12 @@ out (a stride that is not a multiple of 16 bytes, dh not a power of two, a tenso
 strided pointer loads instead. Triton configs come from `kernels.configs.forward_launch_config` unless
 `JOINTATTN_TRITON_AUTOTUNE=1` asks for a timed search over `forward_candidates`, cached per
 (dh, dtype, N, L, padding); the search applies where the Triton kernel runs (not where the Hopper kernel does). CPU tensors run in Triton's interpreter when `TRITON_INTERPRET=1`.
+Every grid walks b * nh on its second axis; past CUDA's 65535 there, both launchers run in batch chunks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -54,6 +56,9 @@ except ImportError as error:  # pragma: no cover - exercised only where triton i
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_HEAD_DIM = 256
 AUTOTUNE_ENV = "JOINTATTN_TRITON_AUTOTUNE"
+# CUDA's limit on a grid's second axis. Every launch here walks b * nh on it (consecutive programs then share
+# one head's keys in L2), so a larger b * nh is launched in batch chunks.
+MAX_GRID_Y = 65535
 
 
 def _interpreting() -> bool:
@@ -152,6 +157,28 @@ def launch_forward(
         _check_interpretable(q)
     logical_n = as_length_tensor(logical_n, b, n, q.device)
     logical_l = as_length_tensor(logical_l, b, l, q.device)
+    if b * nh > MAX_GRID_Y:
+        for rows in _batch_chunks(b, nh):
+            launch_forward(
+                *(t[rows] for t in (q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse)), scale,
+                _rows_of(logical_n, rows), _rows_of(logical_l, rows), config,
+                use_tma=use_tma, warp_specialize=warp_specialize, hopper=hopper,
+            )  # fmt: skip
+        return
+    with _on_device(q):
+        _launch_forward_one(
+            q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale, logical_n, logical_l, config,
+            use_tma, warp_specialize, hopper,
+        )  # fmt: skip
+
+
+def _launch_forward_one(
+    q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale, logical_n, logical_l, config,
+    use_tma, warp_specialize, hopper,
+) -> None:  # fmt: skip
+    """`launch_forward` for a b * nh that fits one grid, the device current, lengths as tensors or None."""
+    b, nh, n, dh = q.shape
+    l = joint_q.shape[2]  # noqa: E741
     tensors = _with_stand_ins(q, k, v, joint_q, joint_k, joint_v, out, joint_out)
     triton_knobs = config is not None or use_tma is not None or warp_specialize
     if _run_hopper(tensors, (n, l), lse, scale, logical_n, logical_l, hopper, triton_knobs):
@@ -196,6 +223,23 @@ def launch_forward(
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )  # fmt: skip
+
+
+def _batch_chunks(b: int, nh: int) -> list[slice]:
+    """Slices of the batch whose b * nh fits the grid's second axis (one slice when all of it does)."""
+    if nh > MAX_GRID_Y:
+        raise ValueError(f"joint_attention: nh={nh}; a kernel launch holds at most {MAX_GRID_Y} heads")
+    step = MAX_GRID_Y // nh
+    return [slice(start, min(start + step, b)) for start in range(0, b, step)]
+
+
+def _rows_of(lengths: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    return None if lengths is None else lengths[rows]
+
+
+def _on_device(t: torch.Tensor):
+    """The tensors' CUDA device made current for a launch: Triton launches on the current device."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def _with_stand_ins(q, k, v, joint_q, joint_k, joint_v, out, joint_out) -> tuple[torch.Tensor, ...]:
@@ -277,6 +321,32 @@ def launch_backward(
         _check_interpretable(q)
     logical_n = as_length_tensor(logical_n, b, n, q.device)
     logical_l = as_length_tensor(logical_l, b, l, q.device)
+    if b * nh > MAX_GRID_Y:
+        for rows in _batch_chunks(b, nh):
+            parts = launch_backward(
+                *(t[rows] for t in (q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, grad_out,
+                                    grad_joint_out)),
+                None if grad_lse is None else grad_lse[rows], scale,
+                _rows_of(logical_n, rows), _rows_of(logical_l, rows), config,
+            )  # fmt: skip
+            for grad, part in zip(grads, parts, strict=True):
+                grad[rows] = part
+        return grads
+    with _on_device(q):
+        _launch_backward_one(
+            q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, grad_out, grad_joint_out, grad_lse,
+            scale, logical_n, logical_l, config, grads,
+        )  # fmt: skip
+    return grads
+
+
+def _launch_backward_one(
+    q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, grad_out, grad_joint_out, grad_lse,
+    scale, logical_n, logical_l, config, grads,
+) -> None:  # fmt: skip
+    """`launch_backward` into `grads` for a b * nh that fits one grid, the device current."""
+    b, nh, n, dh = q.shape
+    l = joint_q.shape[2]  # noqa: E741
     config = config or backward_launch_config(dh, q.dtype, n, l)
     block_d = head_block(dh)
     dq, dk, dv, djq, djk, djv = grads
@@ -325,7 +395,6 @@ def launch_backward(
         *_strides4(dq), *_strides4(djq),
         scale, scale * LOG2E, n, l, nh, **common,
     )  # fmt: skip
-    return grads
 
 
 class TritonRuntime:

@@ -23,7 +23,19 @@ def valid_mask(lengths, size, b):
         return torch.ones(b, size, dtype=torch.bool)
     if isinstance(lengths, int):
         lengths = torch.full((b,), lengths)
-    return torch.arange(size)[None, :] < lengths.cpu().reshape(b, 1)
+    return torch.arange(size)[None, :] < lengths.cpu().reshape(b, 1).to(torch.int64)
+
+
+def with_padding_poisoned(t, lengths):
+    """A copy of t [b, nh, S, dh] whose rows past each batch element's valid length hold NaN, inf and -inf: what
+    padding allocated with torch.empty may hold, and what no fused path may let reach a result."""
+    t = t.clone()
+    junk = torch.tensor([float("nan"), float("inf"), float("-inf")], dtype=t.dtype, device=t.device)
+    for bz, keep in enumerate(valid_mask(lengths, t.shape[2], t.shape[0])):
+        padded = ~keep.to(t.device)
+        shape = t[bz][:, padded].shape
+        t[bz][:, padded] = junk[torch.arange(shape.numel(), device=t.device) % 3].reshape(shape)
+    return t
 
 
 def unfused_float64(q, k, v, joint_q, joint_k, joint_v, *, scale=None, logical_n=None, logical_l=None):

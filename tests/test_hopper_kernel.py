@@ -8,8 +8,9 @@ Gluon has no CPU interpreter, so the suite has two halves:
   choice between the Hopper and the Triton kernel.
 - On a CUDA device of compute capability 9.x (`gpu` marker): outputs against a float64 cat -> masked softmax
   -> slice reference, on fresh random inputs, lengths that are not multiples of the 128-row tiles, padding on
-  both token sets (different per batch element), int32/int64/int/out-of-range lengths, empty sets, rows with no
-  valid key, strided layouts, and outputs that are slices of one buffer (lse: nothing written past its end).
+  both token sets (different per batch element), padded rows holding NaN/inf, int32/int64/int/out-of-range
+  lengths, empty sets, rows with no valid key, strided layouts, and outputs that are slices of one buffer (lse:
+  nothing written past its end).
   Tolerance: relative error 1e-2 in bf16 / 5e-3 in fp16 (both products take 16-bit operands), lse absolute
   2e-3. Outputs are poisoned with NaN first, so an unwritten element fails.
 """
@@ -24,7 +25,7 @@ import sys
 
 import pytest
 import torch
-from helpers import unfused_float64
+from helpers import unfused_float64, with_padding_poisoned
 from jointattn.kernels.configs import SHARED_MEMORY_BYTES, LaunchConfig, hopper_forward_config
 from jointattn.runtime import triton_runtime
 from jointattn.runtime.hopper_launch import hopper_unsupported
@@ -114,6 +115,7 @@ CASES = {
     "n_empty": (2, 2, 0, 200, 128, None, [200, 3]),
     "l_empty": (1, 2, 200, 0, 64, [150], None),
     "no_valid_key": (2, 1, 130, 40, 128, [0, 130], [0, 40]),
+    "dh64_no_valid_key": (2, 1, 130, 40, 64, [0, 130], [0, 40]),
     "short": (1, 1, 5, 3, 64, None, None),
     "int_length_out_of_range": (2, 2, 300, 90, 128, 250, [-3, 999]),  # an int, then clamped tensor values
     "long_padded": (1, 2, 2000, 300, 128, [1777], [101]),  # 18 key blocks
@@ -178,6 +180,30 @@ def test_matches_float64(case, layout, dtype):
     finite = torch.isfinite(ref_lse)
     if finite.any():
         assert (lse[finite].double() - ref_lse[finite]).abs().max().item() <= 2e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HOPPER, reason="the Hopper kernel needs compute capability 9.x")
+@pytest.mark.parametrize("hopper", [True, False], ids=["hopper_kernel", "triton_tma"])
+@pytest.mark.parametrize("case", ["pad_both_per_batch", "boundary_on_block", "dh64_sd3_like", "long_padded",
+                                  "int_length_out_of_range", "no_valid_key"])  # fmt: skip
+def test_padded_rows_holding_nan_change_nothing(case, hopper):
+    """Padded key/value rows hold NaN/inf (torch.empty padding). Both TMA kernels load a set's partial last
+    block ending at its valid length, so no padded row reaches P V (where 0 * NaN would be NaN)."""
+    (q, k, v, jq, jk, jv), logical_n, logical_l = _inputs(case, torch.bfloat16, "bshd", seed=3)
+    scale = q.shape[-1] ** -0.5
+    poisoned = (with_padding_poisoned(k, logical_n), with_padding_poisoned(v, logical_n),
+                with_padding_poisoned(jk, logical_l), with_padding_poisoned(jv, logical_l))  # fmt: skip
+    assert all(not torch.isfinite(t).all() for t in poisoned), "every case pads both token sets"
+    out, joint_out = torch.empty_like(q), torch.empty_like(jq)
+    lse = torch.empty(q.shape[0], q.shape[1], q.shape[2] + jq.shape[2], device="cuda")
+    launch_forward(q, poisoned[0], poisoned[1], jq, poisoned[2], poisoned[3], out, joint_out, lse, scale,
+                   logical_n, logical_l, hopper=hopper)  # fmt: skip
+    ref_out, ref_joint, ref_lse = unfused_float64(q, k, v, jq, jk, jv, scale=scale, logical_n=logical_n,
+                                                  logical_l=logical_l)  # fmt: skip
+    _check("out", out, ref_out, 1e-2)
+    _check("joint_out", joint_out, ref_joint, 1e-2)
+    assert torch.equal(torch.isinf(lse), torch.isinf(ref_lse))
 
 
 @pytest.mark.gpu

@@ -22,6 +22,7 @@ import pathlib
 
 import pytest
 import torch
+from helpers import with_padding_poisoned
 from jointattn.kernels.configs import (
     SHARED_MEMORY_BYTES,
     LaunchConfig,
@@ -132,28 +133,19 @@ def _assert_lse_close(got: torch.Tensor, ref: torch.Tensor) -> None:
         assert (got[finite].double() - ref[finite]).abs().max().item() <= LSE_TOL
 
 
-def run_forward(case: str, layout: str, config, seed: int, scale=None, use_tma=None) -> None:
+def run_forward(case: str, layout: str, config, seed: int, scale=None, use_tma=None, poison=False) -> None:
+    """poison: padded key/value rows hold NaN/inf in the launch (the reference gets the clean tensors)."""
     (q, k, v, jq, jk, jv), logical_n, logical_l = _make_inputs(case, layout, seed)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     out, joint_out, lse = _poisoned_outputs(q, jq.shape[2])
+    launched = (q, k, v, jq, jk, jv)
+    if poison:
+        launched = (q, *(with_padding_poisoned(t, logical_n) for t in (k, v)), jq,
+                    *(with_padding_poisoned(t, logical_l) for t in (jk, jv)))  # fmt: skip
     # hopper=False: this file tests the Triton kernel, also where the Hopper kernel would take the call
     # (tests/test_hopper_kernel.py tests that one).
     launch_forward(
-        q,
-        k,
-        v,
-        jq,
-        jk,
-        jv,
-        out,
-        joint_out,
-        lse,
-        scale,
-        logical_n,
-        logical_l,
-        config,
-        use_tma=use_tma,
-        hopper=False,
+        *launched, out, joint_out, lse, scale, logical_n, logical_l, config, use_tma=use_tma, hopper=False
     )
     ref_out, ref_joint, ref_lse = _dense_reference(q, k, v, jq, jk, jv, scale, logical_n, logical_l)
     _assert_close("out", out, ref_out)
@@ -183,6 +175,15 @@ def test_forward_tma_and_pointer_paths(use_tma):
     """The descriptor path (Hopper) and the strided-pointer path compute the same thing; the interpreter
     runs both, so CI covers the TMA code too."""
     run_forward("n130_l37_pad", "bshd", SMALL, seed=11, use_tma=use_tma)
+
+
+@pytest.mark.parametrize("config", [None, SMALL], ids=["default_cfg", "small_cfg"])
+@pytest.mark.parametrize("use_tma", [True, False], ids=["tma", "pointers"])
+@pytest.mark.parametrize("case", ["n130_l37_pad", "n37_l7_pad_both"])
+def test_forward_ignores_what_padded_keys_hold(case, use_tma, config):
+    """Padded key and value rows holding NaN/inf change nothing. The TMA path cannot mask rows, so a padded
+    row loaded into a boundary block would reach the output as 0 * NaN in P.V: the kernel must not load one."""
+    run_forward(case, "bshd", config, seed=5, use_tma=use_tma, poison=True)
 
 
 def run_backward(case: str, layout: str, config, seed: int, with_lse_grad: bool = True) -> None:
@@ -234,6 +235,34 @@ def test_backward_matches_float64(case, config):
 @pytest.mark.parametrize("layout", ["bhsd", "strided"])
 def test_backward_any_strides_without_lse_grad(layout):
     run_backward("n37_l7_pad_both", layout, SMALL, seed=21, with_lse_grad=False)
+
+
+def test_batch_split_where_b_times_nh_exceeds_the_grid(monkeypatch):
+    """The grid's second axis walks b * nh and CUDA caps it at 65535: larger calls run in batch chunks. Here the
+    cap is lowered to 3, so each batch element (2 heads) is its own launch, each with its own valid lengths."""
+    from jointattn.runtime import triton_runtime
+
+    monkeypatch.setattr(triton_runtime, "MAX_GRID_Y", 3)
+    launches = []
+
+    def counted(name):
+        real = getattr(triton_runtime, name)
+
+        def launch(q, *args):
+            launches.append((name, q.shape[0]))
+            return real(q, *args)
+
+        return launch
+
+    for name in ("_launch_forward_one", "_launch_backward_one"):
+        monkeypatch.setattr(triton_runtime, name, counted(name))
+    run_forward("n37_l7_pad_both", "bshd", SMALL, seed=9)
+    assert launches == [("_launch_forward_one", 1)] * 2
+    launches.clear()
+    run_backward("n37_l7_pad_both", "bshd", SMALL, seed=9)
+    assert launches == [("_launch_forward_one", 1)] * 2 + [("_launch_backward_one", 1)] * 2
+    with pytest.raises(ValueError, match="nh=4"):
+        triton_runtime._batch_chunks(1, 4)
 
 
 def test_backward_row_without_keys_matches_reference():
