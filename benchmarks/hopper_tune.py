@@ -38,17 +38,16 @@ def tune_shape(name: str) -> None:
     variants = {
         "triton": lambda: launch_forward(q, k, v, jq, jk, jv, out, jout, lse, scale, ln, ll, hopper=False)
     }
-    # (rows per consumer warpgroup, keys per block, stages, consumer warpgroups, their registers): two
-    # consumers take 240 registers each, three (FlashAttention-3's choice at dh 64) at most 160.
+    # (rows per consumer warpgroup, keys per block, stages)
     tiles = (
-        [(64, 128, 2, 2, 240), (64, 128, 3, 2, 240)]
+        [(64, 128, 2), (64, 128, 3)]
         if dh == 128
-        else [(64, 128, 2, 2, 240), (64, 64, 2, 3, 160), (64, 64, 3, 3, 160), (64, 128, 2, 3, 160)]
+        else [(64, 128, 2), (128, 64, 2), (128, 64, 3), (128, 64, 4)]
     )
-    for block_m, block_n, stages, consumers, regs in tiles:
-        cfg = HopperConfig(block_m, block_n, stages, regs, default=False, consumers=consumers)
-        variants[f"hopper_c{consumers}_m{block_m}_n{block_n}_s{stages}"] = lambda cfg=cfg: (
-            launch_forward_hopper(q, k, v, jq, jk, jv, out, jout, lse, scale, n, l, ln, ll, cfg)
+    for block_m, block_n, stages in tiles:
+        cfg = HopperConfig(block_m, block_n, stages, 240, default=False)
+        variants[f"hopper_m{block_m}_n{block_n}_s{stages}"] = lambda cfg=cfg: launch_forward_hopper(
+            q, k, v, jq, jk, jv, out, jout, lse, scale, n, l, ln, ll, cfg
         )
     if ln is None and ll is None:
         qq, kk, vv = (torch.cat([a, c], 2) for a, c in ((q, jq), (k, jk), (v, jv)))

@@ -150,7 +150,6 @@ class HopperConfig:
     num_stages: int
     consumer_regs: int
     default: bool
-    consumers: int = 2
 
 
 # dh -> Hopper forward config (H100 measurements in benchmarks/NOTES-triton.md, "Hopper kernel"):

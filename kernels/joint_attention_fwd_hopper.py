@@ -59,15 +59,15 @@ def _key_block(j, n_blocks_a, len_a, len_b, BLOCK_N: gl.constexpr):
 def _producer(desc_q, desc_k, desc_v, desc_jq, desc_jk, desc_jv,
               q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
               bz, h, q_row0, q_spatial, n_blocks_a, n_kv, len_a, len_b,
-              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr,
-              NUM_CONSUMERS: gl.constexpr):
-    # Q: one BLOCK_M-row part per consumer, one barrier. Rows past the tensor's end read as zero.
-    mbarrier.expect(q_bar, NUM_CONSUMERS * desc_q.block_type.nbytes)
-    for c in gl.static_range(NUM_CONSUMERS):
-        if q_spatial:
-            tma.async_copy_global_to_shared(desc_q, [bz, h, q_row0 + c * BLOCK_M, 0], q_bar, q_smem.index(c))
-        else:
-            tma.async_copy_global_to_shared(desc_jq, [bz, h, q_row0 + c * BLOCK_M, 0], q_bar, q_smem.index(c))
+              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # Q: two BLOCK_M-row halves (one per consumer), one barrier. Rows past the tensor's end read as zero.
+    mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)
+    if q_spatial:
+        tma.async_copy_global_to_shared(desc_q, [bz, h, q_row0, 0], q_bar, q_smem.index(0))
+        tma.async_copy_global_to_shared(desc_q, [bz, h, q_row0 + BLOCK_M, 0], q_bar, q_smem.index(1))
+    else:
+        tma.async_copy_global_to_shared(desc_jq, [bz, h, q_row0, 0], q_bar, q_smem.index(0))
+        tma.async_copy_global_to_shared(desc_jq, [bz, h, q_row0 + BLOCK_M, 0], q_bar, q_smem.index(1))
     # kv_empty[s]: "K stage s free", kv_empty[NUM_STAGES + s]: "V stage s free" (one arrival per consumer). A
     # fresh mbarrier counts as "phase 1 complete", so the first pass through the ring does not block.
     for j in range(n_kv + 1):
@@ -130,7 +130,7 @@ def _consumer(desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_re
               bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
               n_blocks_a, n_kv, len_a, len_b, qk_scale,
               C: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-              NUM_STAGES: gl.constexpr, NUM_CONSUMERS: gl.constexpr):
+              NUM_STAGES: gl.constexpr):
     dtype: gl.constexpr = desc_o.dtype
     # One warpgroup: wgmma m64 tiles, 4 warps along the rows.
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -143,11 +143,8 @@ def _consumer(desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_re
 
     q_buf = q_smem.index(C)
     q = q_buf.reshape([BLOCK_M, HEAD_DIM])
-    # Turns go round the consumers: C waits on sched[C], then passes the turn to the next one. Consumer 0's
-    # first wait passes at once (a fresh mbarrier counts as "phase 1 complete"); the others wait for phase 0.
     my_turn = sched.index(C)
-    next_turn = sched.index((C + 1) % NUM_CONSUMERS)
-    first: gl.constexpr = 1 if C == 0 else 0
+    other_turn = sched.index(1 - C)
     turn = 0
 
     m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=row_s)
@@ -159,11 +156,11 @@ def _consumer(desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_re
     if n_kv > 0:
         # Prologue: S_0 and its softmax.
         mbarrier.wait(k_ready.index(0), 0)
-        mbarrier.wait(my_turn, (turn & 1) ^ first)
+        mbarrier.wait(my_turn, (turn & 1) ^ (1 - C))  # consumer 0 passes first (fresh barrier), 1 waits for it
         turn += 1
         s = warpgroup_mma(q, k_bufs.index(0).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), s_zero,
                           use_acc=False, is_async=True)
-        mbarrier.arrive(next_turn, count=1)
+        mbarrier.arrive(other_turn, count=1)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
         mbarrier.arrive(kv_empty.index(0), count=1)  # K_0 consumed
         s = _scores_of_block(s, 0, n_blocks_a, len_a, len_b, BLOCK_N, s_layout)
@@ -175,14 +172,14 @@ def _consumer(desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_re
             pst = (j - 1) % NUM_STAGES
             mbarrier.wait(k_ready.index(st), (j // NUM_STAGES) & 1)
             mbarrier.wait(v_ready.index(pst), ((j - 1) // NUM_STAGES) & 1)
-            mbarrier.wait(my_turn, (turn & 1) ^ first)
+            mbarrier.wait(my_turn, (turn & 1) ^ (1 - C))
             turn += 1
             # p stays fp32 until here, so no softmax instruction writes registers the in-flight wgmma reads.
             p_op = gl.convert_layout(p.to(dtype), p_layout)
             s = warpgroup_mma(q, k_bufs.index(st).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), s_zero,
                               use_acc=False, is_async=True)
             acc = warpgroup_mma(p_op, v_bufs.index(pst).reshape([BLOCK_N, HEAD_DIM]), acc, is_async=True)
-            mbarrier.arrive(next_turn, count=1)
+            mbarrier.arrive(other_turn, count=1)
             s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))  # S_j done, P V still in flight
             mbarrier.arrive(kv_empty.index(st), count=1)  # K_j consumed
             s = _scores_of_block(s, j, n_blocks_a, len_a, len_b, BLOCK_N, s_layout)
@@ -236,7 +233,7 @@ def joint_attention_fwd_hopper_kernel(
     qk_scale,
     N, L, H,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
-    HAS_N_LEN: gl.constexpr, HAS_L_LEN: gl.constexpr, CONSUMER_REGS: gl.constexpr, NUM_CONSUMERS: gl.constexpr,
+    HAS_N_LEN: gl.constexpr, HAS_L_LEN: gl.constexpr, CONSUMER_REGS: gl.constexpr,
 ):
     """q/k/v/joint_*/out/joint_out as 4-D TMA descriptors (block [1, 1, rows, HEAD_DIM]); LSE [b, nh, N+L] f32;
     N_LEN/L_LEN: [b] valid lengths (unused without HAS_*_LEN); qk_scale = scale * log2(e), positive."""
@@ -250,72 +247,47 @@ def joint_attention_fwd_hopper_kernel(
     n_blocks_a = gl.cdiv(len_a, BLOCK_N)
     n_kv = n_blocks_a + gl.cdiv(len_b, BLOCK_N)
 
-    # Query tile: the first cdiv(N, TILE_M) programs take spatial rows, the rest joint rows.
-    TILE_M: gl.constexpr = NUM_CONSUMERS * BLOCK_M
-    spatial_tiles = gl.cdiv(N, TILE_M)
+    # Query tile: the first cdiv(N, 2 * BLOCK_M) programs take spatial rows, the rest joint rows.
+    spatial_tiles = gl.cdiv(N, 2 * BLOCK_M)
     q_spatial = pid_m < spatial_tiles
-    q_row0 = gl.where(q_spatial, pid_m, pid_m - spatial_tiles) * TILE_M
+    q_row0 = gl.where(q_spatial, pid_m, pid_m - spatial_tiles) * (2 * BLOCK_M)
     q_rows = gl.where(q_spatial, N, L)
     lse_row0 = gl.where(q_spatial, q_row0, N + q_row0)
     lse_offset = bz.to(gl.int64) * stride_lb + h.to(gl.int64) * stride_lh
 
-    q_smem = gl.allocate_shared_memory(dtype, [NUM_CONSUMERS] + desc_q.block_type.shape, desc_q.layout)
+    q_smem = gl.allocate_shared_memory(dtype, [2] + desc_q.block_type.shape, desc_q.layout)
     k_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + desc_k.block_type.shape, desc_k.layout)
     v_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + desc_v.block_type.shape, desc_v.layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     kv_empty = gl.allocate_shared_memory(gl.int64, [2 * NUM_STAGES, 1], mbarrier.MBarrierLayout())  # K | V
-    sched = gl.allocate_shared_memory(gl.int64, [NUM_CONSUMERS, 1], mbarrier.MBarrierLayout())
+    sched = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     mbarrier.init(q_bar, count=1)
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(kv_empty.index(i), count=NUM_CONSUMERS)
-        mbarrier.init(kv_empty.index(NUM_STAGES + i), count=NUM_CONSUMERS)
-    for i in gl.static_range(NUM_CONSUMERS):
+        mbarrier.init(kv_empty.index(i), count=2)
+        mbarrier.init(kv_empty.index(NUM_STAGES + i), count=2)
+    for i in gl.static_range(2):
         mbarrier.init(sched.index(i), count=1)
 
-    if NUM_CONSUMERS == 2:
-        gl.warp_specialize(
-            [
-                (_producer, (desc_q, desc_k, desc_v, desc_jq, desc_jk, desc_jv,
-                             q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
-                             bz, h, q_row0, q_spatial, n_blocks_a, n_kv, len_a, len_b,
-                             BLOCK_M, BLOCK_N, NUM_STAGES, NUM_CONSUMERS)),
-                (_consumer, (desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
-                             bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
-                             n_blocks_a, n_kv, len_a, len_b, qk_scale,
-                             0, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_CONSUMERS)),
-                (_consumer, (desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
-                             bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
-                             n_blocks_a, n_kv, len_a, len_b, qk_scale,
-                             1, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_CONSUMERS)),
-            ],
-            [4, 4],
-            [CONSUMER_REGS, CONSUMER_REGS],
-        )
-    else:
-        gl.warp_specialize(
-            [
-                (_producer, (desc_q, desc_k, desc_v, desc_jq, desc_jk, desc_jv,
-                             q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
-                             bz, h, q_row0, q_spatial, n_blocks_a, n_kv, len_a, len_b,
-                             BLOCK_M, BLOCK_N, NUM_STAGES, NUM_CONSUMERS)),
-                (_consumer, (desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
-                             bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
-                             n_blocks_a, n_kv, len_a, len_b, qk_scale,
-                             0, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_CONSUMERS)),
-                (_consumer, (desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
-                             bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
-                             n_blocks_a, n_kv, len_a, len_b, qk_scale,
-                             1, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_CONSUMERS)),
-                (_consumer, (desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
-                             bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
-                             n_blocks_a, n_kv, len_a, len_b, qk_scale,
-                             2, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, NUM_CONSUMERS)),
-            ],
-            [4, 4, 4],
-            [CONSUMER_REGS, CONSUMER_REGS, CONSUMER_REGS],
-        )
+    gl.warp_specialize(
+        [
+            (_producer, (desc_q, desc_k, desc_v, desc_jq, desc_jk, desc_jv,
+                         q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
+                         bz, h, q_row0, q_spatial, n_blocks_a, n_kv, len_a, len_b,
+                         BLOCK_M, BLOCK_N, NUM_STAGES)),
+            (_consumer, (desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
+                         bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
+                         n_blocks_a, n_kv, len_a, len_b, qk_scale,
+                         0, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES)),
+            (_consumer, (desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
+                         bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
+                         n_blocks_a, n_kv, len_a, len_b, qk_scale,
+                         1, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES)),
+        ],
+        [4, 4],
+        [CONSUMER_REGS, CONSUMER_REGS],
+    )
 # fmt: on

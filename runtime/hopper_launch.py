@@ -108,8 +108,7 @@ def launch_forward_hopper(
             (q, k, v, joint_q, joint_k, joint_v, out, joint_out), (bm, bn, bn, bm, bn, bn, bm, bm)
         )
     ]
-    tile_m = config.consumers * bm
-    grid = (triton.cdiv(n, tile_m) + triton.cdiv(l, tile_m), b * nh)
+    grid = (triton.cdiv(n, 2 * bm) + triton.cdiv(l, 2 * bm), b * nh)
     joint_attention_fwd_hopper_kernel[grid](
         *descs, lse,
         logical_n if logical_n is not None else lse, logical_l if logical_l is not None else lse,
@@ -118,6 +117,6 @@ def launch_forward_hopper(
         n, l, nh,
         BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=dh, NUM_STAGES=config.num_stages,
         HAS_N_LEN=logical_n is not None, HAS_L_LEN=logical_l is not None,
-        CONSUMER_REGS=config.consumer_regs, NUM_CONSUMERS=config.consumers,
+        CONSUMER_REGS=config.consumer_regs,
         num_warps=4,
     )  # fmt: skip

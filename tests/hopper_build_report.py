@@ -36,8 +36,7 @@ def compile_for_sm90(dh: int):
     signature |= {"LSE": "*fp32", "N_LEN": "*i32", "L_LEN": "*i32", "stride_lb": "i32", "stride_lh": "i32",
                   "stride_ls": "i32", "qk_scale": "fp32", "N": "i32", "L": "i32", "H": "i32"}  # fmt: skip
     constexprs = dict(BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=dh, NUM_STAGES=config.num_stages, HAS_N_LEN=True,
-                      HAS_L_LEN=True, CONSUMER_REGS=config.consumer_regs,
-                      NUM_CONSUMERS=config.consumers)  # fmt: skip
+                      HAS_L_LEN=True, CONSUMER_REGS=config.consumer_regs)  # fmt: skip
     signature |= dict.fromkeys(constexprs, "constexpr")
     source = GluonASTSource(joint_attention_fwd_hopper_kernel, signature, constexprs=constexprs)
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})

@@ -26,8 +26,8 @@ import sys
 import pytest
 import torch
 from helpers import unfused_float64, with_padding_poisoned
-from jointattn.kernels.configs import SHARED_MEMORY_BYTES, HopperConfig, LaunchConfig, hopper_forward_config
-from jointattn.runtime import hopper_launch, triton_runtime
+from jointattn.kernels.configs import SHARED_MEMORY_BYTES, LaunchConfig, hopper_forward_config
+from jointattn.runtime import triton_runtime
 from jointattn.runtime.hopper_launch import hopper_unsupported
 from jointattn.runtime.triton_runtime import launch_forward
 
@@ -180,30 +180,6 @@ def test_matches_float64(case, layout, dtype):
     finite = torch.isfinite(ref_lse)
     if finite.any():
         assert (lse[finite].double() - ref_lse[finite]).abs().max().item() <= 2e-3
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not HOPPER, reason="the Hopper kernel needs compute capability 9.x")
-@pytest.mark.parametrize("case", ["dh64_sd3_like", "dh64_no_valid_key", "l_empty", "short"])
-def test_three_consumer_warpgroups_match_float64(case, monkeypatch):
-    """The kernel with three consumer warpgroups (192-row query tiles; the turns go round all three), on
-    poisoned padding."""
-    config = HopperConfig(64, 64, 2, 160, default=False, consumers=3)
-    monkeypatch.setattr(hopper_launch, "hopper_forward_config", lambda dh: config)
-    (q, k, v, jq, jk, jv), logical_n, logical_l = _inputs(case, torch.bfloat16, "bshd", seed=4)
-    b, nh, n, dh = q.shape
-    l = jq.shape[2]  # noqa: E741
-    scale = dh**-0.5
-    out, joint_out = torch.full_like(q, float("nan")), torch.full_like(jq, float("nan"))
-    lse = torch.full((b, nh, n + l), float("nan"), device="cuda")
-    poisoned = (with_padding_poisoned(k, logical_n), with_padding_poisoned(v, logical_n), jq,
-                with_padding_poisoned(jk, logical_l), with_padding_poisoned(jv, logical_l))  # fmt: skip
-    launch_forward(q, *poisoned, out, joint_out, lse, scale, logical_n, logical_l, hopper=True)
-    ref_out, ref_joint, ref_lse = unfused_float64(q, k, v, jq, jk, jv, scale=scale, logical_n=logical_n,
-                                                  logical_l=logical_l)  # fmt: skip
-    _check("out", out, ref_out, 1e-2)
-    _check("joint_out", joint_out, ref_joint, 1e-2)
-    assert torch.equal(torch.isinf(lse), torch.isinf(ref_lse))
 
 
 @pytest.mark.gpu
