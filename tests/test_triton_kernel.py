@@ -288,14 +288,24 @@ def test_backward_row_without_keys_matches_reference():
     assert grads[0][0].abs().max().item() == 0.0, "a row with no valid key gets a zero dq"
 
 
-@pytest.mark.parametrize("case", ["n37_l7_pad_both", "n130_l37_pad", "logical_l_0"])
-def test_op_runtime_triton_forward_and_autograd(case):
-    """What users call: jointattn.joint_attention(..., runtime="triton") and its autograd formula."""
+@pytest.mark.parametrize("case", ["n37_l7_pad_both", "n130_l37_pad", "logical_l_0", "dh128"])
+def test_op_runtime_triton_forward_and_autograd(case, monkeypatch):
+    """What users call: jointattn.joint_attention(..., runtime="triton") and its autograd formula. On Hopper
+    the dh-128 case runs the Gluon forward, whose out and lse the Triton backward then takes."""
+    from jointattn.runtime import triton_runtime
+
+    hopper_launches = []
+    real_hopper = triton_runtime.launch_forward_hopper
+    monkeypatch.setattr(
+        triton_runtime, "launch_forward_hopper", lambda *a: (hopper_launches.append(a), real_hopper(*a))
+    )
     (q, k, v, jq, jk, jv), logical_n, logical_l = _make_inputs(case, "bshd", seed=13)
     leaves = [t.detach().clone().requires_grad_() for t in (q, k, v, jq, jk, jv)]
     out, joint_out, lse = jointattn.joint_attention(
         *leaves, logical_n=logical_n, logical_l=logical_l, runtime="triton"
     )
+    on_hopper = ON_GPU and torch.cuda.get_device_capability()[0] == 9
+    assert len(hopper_launches) == (1 if on_hopper and q.shape[-1] == 128 else 0)
     scale = q.shape[-1] ** -0.5
     ref_leaves = [t.detach().double().requires_grad_() for t in (q, k, v, jq, jk, jv)]
     r_out, r_joint, r_lse = _dense_reference(*ref_leaves, scale, logical_n, logical_l)
