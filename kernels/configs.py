@@ -157,7 +157,8 @@ class HopperConfig:
 #   not a multiple of 8 silently drops setmaxnreg).
 # - dh 128: 2 stages (Flux 0.423 ms, Mochi 37.2 ms) beat 3 (0.430, 37.4) and the Triton kernel (0.485, 42.8).
 # - dh 64: correct, but slower than the Triton kernel on SD3.5: 0.91 ms against 0.87 (128-row warpgroup tiles
-#   with 64-key blocks: 1.05-1.07 ms; 4 stages: no gain). Runs only when asked for.
+#   with 64-key blocks: 1.05-1.07 ms; 4 stages: no gain; three consumer warpgroups, FA-3's dh-64 setup:
+#   0.864-0.925 ms, reverted). Runs only when asked for.
 _HOPPER_CONFIGS: dict[int, HopperConfig] = {
     64: HopperConfig(64, 128, 2, 240, default=False),
     128: HopperConfig(64, 128, 2, 240, default=True),
