@@ -23,7 +23,7 @@ def valid_mask(lengths, size, b):
         return torch.ones(b, size, dtype=torch.bool)
     if isinstance(lengths, int):
         lengths = torch.full((b,), lengths)
-    return torch.arange(size)[None, :] < lengths.cpu().reshape(b, 1).to(torch.int64)
+    return torch.arange(size)[None, :] < lengths.cpu().reshape(b, 1)
 
 
 def with_padding_poisoned(t, lengths):
