@@ -3,6 +3,7 @@
     python benchmarks/joint_attention.py                     # all shapes, table + JSON/PNG/markdown
     python benchmarks/joint_attention.py --shapes flux_1024 --out /tmp/r
     python benchmarks/joint_attention.py --sweep             # forward config sweep (tuning), JSON only
+    python benchmarks/joint_attention.py --sweep --ws-top 0 --shapes sd35_1024 --configs 256,64,8,3  # listed ones
 
 What one run measures, per shape (bf16; CUDA-event timing through triton.testing.do_bench, median, L2 flushed
 between repetitions):
@@ -332,16 +333,17 @@ FOCUSED = {
 }
 
 
-def sweep(shape_names, rows: list, top: int = 3, focused: bool = False) -> None:
+def sweep(shape_names, rows: list, top: int = 3, focused: bool = False, listed=None) -> None:
     """Forward config sweep per shape: every kept candidate with BLOCK_N >= 64, TMA on and off (or, focused,
-    the FOCUSED list with TMA); then Triton's automatic warp specialization on the `top` fastest. Prints one
-    JSON row per variant."""
+    the FOCUSED list with TMA; or the `listed` (block_m, block_n, num_warps, num_stages) tuples with TMA, which
+    may lie outside the autotune space); then Triton's automatic warp specialization on the `top` fastest.
+    Prints one JSON row per variant."""
     for name in shape_names:
-        _sweep_shape(name, rows, top, focused)
+        _sweep_shape(name, rows, top, focused, listed)
         torch.cuda.empty_cache()
 
 
-def _sweep_shape(name: str, rows: list, top: int, focused: bool = False) -> None:
+def _sweep_shape(name: str, rows: list, top: int, focused: bool = False, listed=None) -> None:
     from jointattn.kernels.configs import forward_candidates
     from jointattn.runtime.triton_runtime import launch_forward
 
@@ -374,12 +376,12 @@ def _sweep_shape(name: str, rows: list, top: int, focused: bool = False) -> None
     from jointattn.kernels.configs import LaunchConfig
 
     timed = []
-    if focused:
-        for cfg in (LaunchConfig(*c) for c in FOCUSED[dh]):
-            row = measure(cfg, True, False)
-            if "ms" in row:
-                timed.append((row["ms"], cfg, True))
-    for cfg in [] if focused else forward_candidates(dh, DTYPE):
+    short_list = listed or (FOCUSED[dh] if focused else None)
+    for cfg in (LaunchConfig(*c) for c in short_list or ()):
+        row = measure(cfg, True, False)
+        if "ms" in row:
+            timed.append((row["ms"], cfg, True))
+    for cfg in [] if short_list else forward_candidates(dh, DTYPE):
         if cfg.block_n < 64:
             continue
         for use_tma in (True, False):
@@ -453,6 +455,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--sweep", action="store_true", help="forward config sweep instead of the benchmark")
     parser.add_argument("--focused", action="store_true", help="sweep only the FOCUSED short list")
+    parser.add_argument(
+        "--configs", nargs="*", metavar="BM,BN,WARPS,STAGES", help="sweep only these configs (TMA on)"
+    )
     parser.add_argument("--ws-top", type=int, default=3, help="sweep: warp-specialize the N fastest configs")
     parser.add_argument(
         "--no-flex", action="store_true", help="skip FlexAttention (its compile takes a while)"
@@ -465,7 +470,8 @@ def main(argv=None) -> int:
     meta = versions()
     rows: list = []
     if args.sweep:
-        sweep(args.shapes, rows, args.ws_top, args.focused)
+        listed = [tuple(int(x) for x in c.split(",")) for c in args.configs or ()]
+        sweep(args.shapes, rows, args.ws_top, args.focused, listed)
         meta["kernels"] = kernel_report()
         for k in meta["kernels"]:
             print(
