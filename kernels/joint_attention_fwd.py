@@ -15,7 +15,8 @@ Internals, one role per function (the layout of Triton's fused-attention tutoria
 - `joint_attention_fwd_kernel`: picks the query tile (spatial rows, then joint rows), walks the spatial keys,
   then the joint keys (no concatenation: each loop reads its own tensor), and writes out / joint_out / lse.
 
-A row that sees no valid key at all gets out = 0 and lse = -inf, as the exact reference does.
+A row that sees no valid key at all gets out = 0 and lse = -inf, as the exact reference does; a NaN in a valid
+key, query or value row reaches every output it touches, as in SDPA.
 """
 
 from __future__ import annotations
@@ -258,8 +259,9 @@ def joint_attention_fwd_kernel(
         BLOCK_N, BLOCK_D, HEAD_DIM, POSITIVE_SCALE, DOT_PRECISION, USE_TMA, WARP_SPECIALIZE,
     )
 
-    # Epilogue: rows with no valid key (l_i = 0) get 0 and -inf instead of 0/0.
-    seen = l_i > 0.0
+    # Epilogue: rows with no valid key (l_i = 0) get 0 and -inf instead of 0/0. A NaN score or value makes
+    # l_i or acc NaN, and `l_i != 0` keeps that row NaN, as SDPA gives it.
+    seen = l_i != 0.0
     inv_l = tl.where(seen, 1.0 / tl.where(seen, l_i, 1.0), 0.0)
     out = (acc * inv_l[:, None]).to(Q.dtype.element_ty)
     lse = tl.where(seen, (m_i + tl.math.log2(tl.where(seen, l_i, 1.0))) * 0.6931471805599453, float("-inf"))

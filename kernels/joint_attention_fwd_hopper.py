@@ -196,8 +196,8 @@ def _consumer(desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_re
         acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p_op))
         mbarrier.arrive(kv_empty.index(NUM_STAGES + last), count=1)
 
-    # Epilogue: rows with no valid key (l = 0) get 0 and -inf instead of 0/0.
-    seen = l_i > 0.0
+    # Epilogue: rows with no valid key (l = 0) get 0 and -inf instead of 0/0; a NaN keeps its row NaN (SDPA's).
+    seen = l_i != 0.0
     lse = gl.where(seen, (m_i + gl.log2(gl.where(seen, l_i, 1.0))) * LN2, float("-inf"))
     inv_l = gl.where(seen, 1.0 / gl.where(seen, l_i, 1.0), 0.0)
     acc = acc * gl.convert_layout(inv_l, row_o)[:, None]

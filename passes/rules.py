@@ -37,8 +37,13 @@ def refuse_shapes(q_shape: Sequence, k_shape: Sequence, v_shape: Sequence) -> st
         )
     if q_shape[3] != k_shape[3] or k_shape[3] != v_shape[3]:
         return f"head dims differ: q {q_shape[3]}, k {k_shape[3]}, v {v_shape[3]}"
-    if q_shape[0] != k_shape[0]:
-        return "batch sizes of q and k differ"
+    if q_shape[0] != k_shape[0] or k_shape[0] != v_shape[0]:
+        return (
+            f"batch sizes differ: q {q_shape[0]}, k {k_shape[0]}, v {v_shape[0]} (SDPA broadcasts them; "
+            "the op takes one batch)"
+        )
+    if q_shape[3] == 0:
+        return "head dim 0 (an empty attention: nothing to compute)"
     return None
 
 

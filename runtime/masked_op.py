@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .op import _check_call, _empty_outputs, _laid_out_like_inputs, _make_call
+from .reference import reference_vjp
 from .reference_runtime import backward_with, forward_into
 
 # Additive mask entries at or below this mean "this key does not exist": -inf and finfo(bf16/fp32).min, for
@@ -232,6 +233,14 @@ def _backward(ctx, grad_out, grad_joint_out, grad_lse):
             "the fusion pass leaves learned attention biases to SDPA"
         )
     *inputs, out, joint_out, lse = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True: differentiable gradients (see op._backward)
+        tensors, (key_mask, joint_key_mask) = inputs[:6], inputs[6:8]
+        call = _make_call(*tensors, "rear", ctx.scale, None, None, "reference")
+        bias = key_bias_from_masks(call.q, call.joint_q, key_mask, joint_key_mask)
+        grads = reference_vjp(
+            call.tensors, call.scale, bias, (grad_out, grad_joint_out, grad_lse), ctx.needs_input_grad[:6]
+        )
+        return (*grads, None, None, None, None, None, None, None)
     grad_out = grad_out if grad_out is not None else torch.zeros_like(out)
     grad_joint_out = grad_joint_out if grad_joint_out is not None else torch.zeros_like(joint_out)
     grads = masked_joint_attention_backward(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .reference import reference_vjp
 from .registry import RUNTIME_NAMES, JointCall, select_runtime
 from .validation import (
     JointShape,
@@ -180,6 +181,21 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, grad_joint_out, grad_lse):
     q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, logical_n, logical_l = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        # Autograd runs a backward with grad mode on only for create_graph=True: the gradients must be
+        # differentiable again (double backward). The runtimes' kernels are not, so the exact reference
+        # computes them through autograd.
+        call = _make_call(
+            q, k, v, joint_q, joint_k, joint_v, "rear", ctx.scale, logical_n, logical_l, "reference"
+        )
+        grads = reference_vjp(
+            call.tensors,
+            call.scale,
+            call.key_bias(),
+            (grad_out, grad_joint_out, grad_lse),
+            ctx.needs_input_grad[:6],
+        )
+        return (*grads, None, None, None, None, None)
     grad_out = grad_out if grad_out is not None else torch.zeros_like(out)
     grad_joint_out = grad_joint_out if grad_joint_out is not None else torch.zeros_like(joint_out)
     grads = _joint_attention_backward_op(

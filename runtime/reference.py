@@ -63,13 +63,14 @@ def _scores(qb, kk, scale, key_bias):
 
 def _softmax(s):
     """(probabilities, lse) by max-shift: exact also where the scores are huge and equal (finfo.min biases),
-    where exp(s - logsumexp(s)) would lose log(S) to rounding. Rows that see no key: zeros and -inf."""
+    where exp(s - logsumexp(s)) would lose log(S) to rounding. Rows that see no key (every score -inf): zeros
+    and -inf. A NaN score, or +inf, makes its row NaN, as SDPA's softmax does."""
     m = s.amax(-1, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    e = torch.exp(s - m)
+    empty = torch.isneginf(m)
+    e = torch.exp(s - torch.where(empty, torch.zeros_like(m), m))
     total = e.sum(-1, keepdim=True)
-    p = torch.where(total > 0, e / total.clamp_min(torch.finfo(s.dtype).tiny), torch.zeros_like(e))
-    lse = torch.where(total > 0, m + torch.log(total), torch.full_like(total, float("-inf")))
+    p = torch.where(empty, torch.zeros_like(e), e / torch.where(empty, torch.ones_like(total), total))
+    lse = torch.where(empty, torch.full_like(total, float("-inf")), m + torch.log(total))
     return p, lse.squeeze(-1)
 
 
@@ -119,3 +120,26 @@ def reference_backward(
         dv += torch.matmul(p.transpose(-1, -2), d_o[:, :, rows])
     n = q.shape[2]
     return dq[:, :, :n], dk[:, :, :n], dv[:, :, :n], dq[:, :, n:], dk[:, :, n:], dv[:, :, n:]
+
+
+def reference_vjp(tensors, scale: float, key_bias, cotangents, needs) -> tuple:
+    """Gradients of the six inputs along `cotangents` (of out, joint_out, lse; None for an unused output),
+    taken by autograd through `reference_forward` with create_graph: themselves differentiable, which is what
+    a double backward needs. `needs` says which of the six to return (the others are None)."""
+    if not any(needs):
+        return (None,) * len(tensors)
+    with torch.enable_grad():
+        outputs = reference_forward(*tensors, scale, key_bias)
+        used = [(o, g.to(o.dtype)) for o, g in zip(outputs, cotangents) if g is not None]
+        wanted = [t for t, need in zip(tensors, needs) if need]
+        found = torch.autograd.grad(
+            [o for o, _ in used], wanted, [g for _, g in used], create_graph=True, allow_unused=True
+        )
+    found = iter(found)
+    grads = []
+    for t, need in zip(tensors, needs):
+        g = next(found) if need else None
+        if need and g is None:  # an input no output depends on (an empty token set)
+            g = torch.zeros_like(t)
+        grads.append(g.to(t.dtype) if g is not None else None)
+    return tuple(grads)

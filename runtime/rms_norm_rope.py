@@ -112,12 +112,21 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad):
     need_x, need_weight, _, need_cos, need_sin = ctx.needs_input_grad
     saved = zip(ctx.saved_tensors, (need_x, need_weight, need_cos, need_sin), strict=True)
+    # Grad mode is on in a backward only for create_graph=True: then the saved inputs themselves (with their
+    # history) are differentiated, so that the gradient is differentiable again (double backward).
+    create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
-        leaves = [t.detach().requires_grad_(need) if t is not None else None for t, need in saved]
-        flags = [t is not None and t.requires_grad for t in leaves]
+        if create_graph:
+            leaves = [t if t is not None else None for t, _ in saved]
+            flags = [
+                t is not None and need for t, need in zip(leaves, (need_x, need_weight, need_cos, need_sin))
+            ]
+        else:
+            leaves = [t.detach().requires_grad_(need) if t is not None else None for t, need in saved]
+            flags = [t is not None and t.requires_grad for t in leaves]
         wanted = [t for t, flag in zip(leaves, flags, strict=True) if flag]
         out = reference(leaves[0], leaves[1], ctx.eps, leaves[2], leaves[3])
-        grads = iter(torch.autograd.grad(out, wanted, grad) if wanted else ())
+        grads = iter(torch.autograd.grad(out, wanted, grad, create_graph=create_graph) if wanted else ())
     x_grad, weight_grad, cos_grad, sin_grad = (next(grads) if flag else None for flag in flags)
     return x_grad, weight_grad, None, cos_grad, sin_grad
 

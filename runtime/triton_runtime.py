@@ -107,7 +107,7 @@ def _tma_eligible(tensors: tuple[torch.Tensor, ...], dh: int) -> bool:
     for t in tensors:
         if t.numel() == 0 or t.stride(-1) != 1 or t.data_ptr() % 16:
             return False
-        if any((s * t.element_size()) % 16 for s in t.stride()[:-1]):
+        if any(s <= 0 or (s * t.element_size()) % 16 for s in t.stride()[:-1]):
             return False
     return True
 

@@ -62,6 +62,8 @@ def check_tensors(q, k, v, joint_q, joint_k, joint_v) -> JointShape:
             raise ValueError(f"joint_attention: {name} must be on device {q.device} like q; got {t.device}")
     if n + l == 0:
         raise ValueError("joint_attention: N + L must be at least 1; got N = L = 0")
+    if dh == 0:
+        raise ValueError("joint_attention: dh (the last dim of q, k, v) must be at least 1; got 0")
     return JointShape(b, nh, n, l, dh)
 
 

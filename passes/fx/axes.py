@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 import torch.fx as fx
 
+from .mutations import mutated_inputs
 from .nodes import arg, normalize_dim, op_name, same, shape, tensor_val, val, varargs
 
 AxisMap = dict  # fx.Node -> int | None  (None: broadcast along the axis)
@@ -428,8 +429,8 @@ def handler_for(node: fx.Node) -> Handler | None:
 def input_axes(node: fx.Node, out_axis: int) -> AxisMap | None:
     """See the module docstring; None when `node` is not position-wise along `out_axis`."""
     handler = handler_for(node)
-    if handler is None or tensor_val(node) is None:
-        return None
+    if handler is None or tensor_val(node) is None or mutated_inputs(node):
+        return None  # an in-place call (`relu(x, inplace=True)`) is never replayed per token set
     try:
         return handler.input_axes(node, out_axis)
     except (TypeError, ValueError, IndexError, KeyError, AttributeError):

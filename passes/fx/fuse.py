@@ -26,11 +26,12 @@ import torch.fx as fx
 from ..rules import refuse_key_mask_shape, refuse_part_lengths, refuse_sdpa_flags, refuse_shapes, spatial_part
 from .axes import TUPLE_PRODUCERS, handler_for
 from .masks import KeyPadding, classify
+from .mutations import MutationGuard, original_inputs
 from .nodes import GraphBuilder, arg, fake_mode_of, op_name, same, shape, tensor_val, val
 from .parts import CAT_NAMES, OutputPlan, PartResolver, Parts, fold_concat, is_metadata_assert, plan_outputs
 from .ranges import SPLITS
 from .report import Decision, FusionReport
-from .unpad import drop_unbacked_asserts, find_unpad_loops, rewrite_unpad_loop
+from .unpad import drop_unbacked_asserts, find_unpad_loops, loop_attentions, rewrite_unpad_loop
 
 SEQ = 2  # the sequence dim of SDPA's [b, nh, S, dh] inputs
 
@@ -64,24 +65,31 @@ def fuse_joint_attention(gm: fx.GraphModule, *, runtime: str = "auto") -> Fusion
     build = GraphBuilder(graph, fake_mode_of(graph))
     resolver = PartResolver(build)
     report = FusionReport()
-    unpadded = {}
+    guard = MutationGuard(graph)
+    unpadded, kept_loops = {}, {}
     shared_masks = {}
     for loop in find_unpad_loops(graph):
+        hazard = _unpad_hazard(guard, loop)
+        if hazard is not None:
+            kept_loops.update({sdpa: hazard for sdpa in loop_attentions(loop)})
+            continue
         sdpa, rejoined = rewrite_unpad_loop(build, loop, shared_masks)
         unpadded[sdpa] = rejoined
         _prune(graph, [loop.batch_cat, *drop_unbacked_asserts(graph, loop)])
     for node in list(graph.nodes):
         if op_name(node) == "scaled_dot_product_attention":
             try:
-                decision = _fuse(node, resolver, runtime)
+                decision = _fuse(node, resolver, runtime, guard)
             except _Refused as e:
                 decision = Decision(node.name, False, str(e))
             if node in unpadded:
-                decision = Decision(
-                    decision.node,
-                    decision.fused,
-                    f"per-sample nonzero/pad loop read as key padding; {decision.reason}",
-                )
+                note = "per-sample nonzero/pad loop read as key padding"
+            elif node in kept_loops:
+                note = f"per-sample nonzero/pad loop left as it is: {kept_loops[node]}"
+            else:
+                note = None
+            if note is not None:
+                decision = Decision(decision.node, decision.fused, f"{note}; {decision.reason}")
             report.decisions.append(decision)
     for rejoined in unpadded.values():
         _prune(graph, fold_concat(rejoined, SEQ, resolver))
@@ -96,7 +104,18 @@ def _check(reason: str | None, prefix: str = "") -> None:
         raise _Refused(prefix + reason)
 
 
-def _fuse(node: fx.Node, resolver: PartResolver, runtime: str) -> Decision:
+def _unpad_hazard(guard: MutationGuard, loop) -> str | None:
+    """The loop's rewrite reads its full-batch sources at the batch cat and hands the cat's range users the
+    new result's parts: both must be invisible to in-place writes."""
+    s = loop.sample
+    reads = {*s.dense, *s.gathered, s.mask}
+    mutation = guard.writes_to_family(loop.batch_cat)
+    if mutation is not None:
+        return f"{mutation.describe(loop.batch_cat)}"
+    return guard.input_hazard(reads, [loop.batch_cat], loop.batch_cat)
+
+
+def _fuse(node: fx.Node, resolver: PartResolver, runtime: str, guard: MutationGuard) -> Decision:
     build = resolver.build
     call = sdpa_call(node)
     _check(
@@ -126,6 +145,7 @@ def _fuse(node: fx.Node, resolver: PartResolver, runtime: str) -> Decision:
         op = _insert_op(
             build, sets, spatial, joint, padding, call.scale, runtime, lengths, resolver.padding_checks
         )
+        _check(_mutation_hazard(guard, op, node, call, plan, build))
         parts = [None, None]
         parts[spatial] = build.call(operator.getitem, (op, 0))
         parts[joint] = build.call(operator.getitem, (op, 1))
@@ -136,6 +156,14 @@ def _fuse(node: fx.Node, resolver: PartResolver, runtime: str) -> Decision:
     rejoined = len(whole.users)
     _prune(build.graph, [whole])
     return Decision(node.name, True, _describe(lengths, spatial, padding, plan, rejoined))
+
+
+def _mutation_hazard(guard: MutationGuard, op, sdpa, call: SdpaCall, plan: OutputPlan, build) -> str | None:
+    """Why in-place work in the graph would see other values once `op` replaces `sdpa` (see mutations.py)."""
+    reads = original_inputs(op, set(build.created))
+    replaced = [x for x in (call.query, call.key, call.value, call.attn_mask) if isinstance(x, fx.Node)]
+    chain = [user for users in plan.chains.values() for user, _ in users]
+    return guard.input_hazard(reads, replaced, sdpa) or guard.output_hazard(sdpa, chain, plan.whole_uses > 0)
 
 
 def _key_padding(
@@ -266,6 +294,8 @@ def _removable(node: fx.Node) -> bool:
             "pad",
             "nonzero",
             "key_padding_lengths",
+            "joint_attention",  # a fusion refused after the op was built (mutations.py) leaves it dead
+            "masked_joint_attention",
         )
         or handler_for(node) is not None
     )

@@ -149,7 +149,11 @@ class GraphBuilder:
     def call(self, target, args: Sequence, kwargs: dict | None = None, *, method: bool = False) -> fx.Node:
         make = self.graph.call_method if method else self.graph.call_function
         node = make(target, tuple(args), kwargs or {})
-        infer_meta(node, self.fake_mode)
+        try:
+            infer_meta(node, self.fake_mode)
+        except Exception:
+            self.graph.erase_node(node)  # a call its inputs reject must not stay behind to run
+            raise
         self.created.append(node)
         return node
 

@@ -20,6 +20,7 @@ import torch.fx as fx
 
 from ..rules import PartRange, locate_range
 from .axes import input_axes, output_axis, part_args
+from .mutations import mutated_inputs
 from .nodes import GraphBuilder, latest, normalize_dim, op_name, same, shape, tensor_val
 from .ranges import SPLITS, Range, range_of, split_axis
 
@@ -69,9 +70,11 @@ class PartResolver:
             return "not a tensor computed in this graph"
         tensors = cat_parts(node, axis)
         if tensors is not None:
-            return Parts(list(tensors), [shape(t)[axis] for t in tensors])
+            return Parts([self._promoted(t, node) for t in tensors], [shape(t)[axis] for t in tensors])
         axes = input_axes(node, axis)
         if axes is None:
+            if mutated_inputs(node):
+                return f"{node.name} ({op_name(node) or node.op}) is written in place (an in-place call is never replayed)"
             return f"{node.name} ({op_name(node) or node.op}) is neither a concat on the sequence dim nor position-wise"
         full = shape(node)[axis]
         carried, sliced, reasons = {}, {}, []
@@ -97,6 +100,15 @@ class PartResolver:
         except Exception as e:  # noqa: BLE001  any call this table cannot re-express per set: not a match
             return f"{node.name} cannot be applied to each token set: {type(e).__name__}: {e}"
         return Parts(nodes, lengths)
+
+    def _promoted(self, part: fx.Node, cat: fx.Node) -> fx.Node:
+        """`part` in the dtype `cat` promotes it to (`torch.cat([half, float])` is float): the same conversion
+        the concat applies, so the op sees one dtype."""
+        dtype = tensor_val(cat).dtype
+        if tensor_val(part).dtype == dtype:
+            return part
+        with self.graph.inserting_before(cat):
+            return self.build.call(torch.ops.aten._to_copy.default, (part,), {"dtype": dtype})
 
     def slice_like(self, t: fx.Node, axis: int, reference: Parts, ref_axis: int, before: fx.Node) -> Parts:
         """`t` cut along `axis` where `reference`'s token sets are cut (a per-key mask, say), inserted

@@ -75,6 +75,11 @@ def _match(batch_cat: fx.Node) -> UnpadLoop | None:
     return UnpadLoop(batch_cat, first, tuple(nonzeros))
 
 
+def loop_attentions(loop: UnpadLoop) -> list[fx.Node]:
+    """The per-sample SDPA calls of a loop (what each padded item of the batch cat pads)."""
+    return [item.args[0] for item in cat_parts(loop.batch_cat, 0)]
+
+
 def _zero_pad(item: fx.Node):
     """`F.pad(x, pad)` / `aten.pad` with zeros, or `aten.constant_pad_nd(x, pad, 0)`: the pad list, else None."""
     name = op_name(item)

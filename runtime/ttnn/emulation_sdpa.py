@@ -120,7 +120,7 @@ class _Online:
 
     def result(self, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(out, lse): out normalized, lse natural-log of the sum of exp(scale * score); rows with no key: 0, -inf."""
-        seen = self.row_sum > 0
+        seen = self.row_sum != 0  # NaN (from a NaN score or value) keeps its row NaN, as on the device
         out = torch.where(seen[..., None], self.acc / torch.where(seen, self.row_sum, 1.0)[..., None], 0.0)
         lse = torch.where(
             seen, self.row_max * scale + torch.log(torch.where(seen, self.row_sum, 1.0)), NEG_INF

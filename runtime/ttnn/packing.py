@@ -116,8 +116,8 @@ def decode_rows(rows: torch.Tensor, ch: Channels, sinks: int, shift: torch.Tenso
     """out' rows -> (out [..., dh], lse): out'[:dh] / out'[a], log out'[a] - log out'[b] + log P + shift."""
     real = rows[..., ch.a]
     sink = rows[..., ch.b]
-    seen = real > 0
-    if bool((seen & ~(sink > 0)).any()):
+    seen = real != 0  # 0: no valid key; NaN (a NaN input) counts as seen, so its row stays NaN as in SDPA
+    if bool((seen & (sink <= 0)).any()):
         raise RuntimeError(
             "ttnn lowering: a row's lse lies ~80 or more above its host-side lower bound, so the sinks' weight "
             "out'[b] underflowed and its lse cannot be recovered (see packing._row_shifts)"
