@@ -268,9 +268,9 @@ def _group_ms(bench: Bench, fn, args) -> tuple[float, list[list[float]]]:
 
 def _resolved_runtime(runtime: str, tensors) -> str:
     """The runtime the op runs for such tensors ("auto" resolved), so a fallback cannot go unnoticed."""
-    from jointattn.runtime.registry import JointCall, select_runtime
+    from jointattn.runtime.registry import JointCall, forward_path
 
-    return select_runtime(runtime, JointCall(*tensors, 1.0, None, None)).name
+    return forward_path(runtime, JointCall(*tensors, 1.0, None, None))
 
 
 def run_shape(jointattn, bench: Bench, name: str, shape, args, dtype) -> list[dict]:

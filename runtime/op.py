@@ -177,6 +177,9 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, logical_n, logical_l)
     ctx.scale = scale
     ctx.runtime = runtime
+    # An output nobody differentiates (lse, most of the time) then arrives as None, not as a tensor of zeros:
+    # the backward skips it, and paths that take no gradient through lse stay open.
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_out, grad_joint_out, grad_lse):

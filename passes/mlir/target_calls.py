@@ -45,23 +45,19 @@ def resolved_scale(scale: SSAValue, q: SSAValue) -> float | str:
 
 def unsupported_by_target(target: str, q: SSAValue) -> str | None:
     """Why `target`'s kernels cannot take a joint attention on `q` (its dtype, its head dim), or None. `q`'s
-    sizes are known (`joint_sizes` passed)."""
+    sizes are known (`joint_sizes` passed). The Triton kernels' limits are the dispatcher's
+    (`jointattn.runtime.dispatch`), asked for a CUDA GPU."""
     if target != "triton":
         return None
-    from jointattn.runtime.triton_runtime import MAX_HEAD_DIM, SUPPORTED_DTYPES
+    from jointattn.runtime.dispatch import planned_problem, unsupported
 
     element_type = q.type.element_type
     try:
         dtype = torch_dtype(element_type)
     except ValueError:
-        dtype = None
-    if dtype not in SUPPORTED_DTYPES:
-        names = [str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES]
-        return f"the Triton kernels take {', '.join(names[:-1])} or {names[-1]}; got {element_type}"
-    dh = shape_of(q)[3]
-    if not 1 <= dh <= MAX_HEAD_DIM:
-        return f"the Triton kernels support 1 <= dh <= {MAX_HEAD_DIM}; got dh={dh}"
-    return None
+        return f"the Triton kernels take float16, bfloat16 or float32; got {element_type}"
+    b, nh, n, dh = shape_of(q)
+    return unsupported("triton", planned_problem(dtype, b, nh, n, 0, dh))
 
 
 def target_call(
