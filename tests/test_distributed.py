@@ -334,7 +334,7 @@ MISMATCHES = (
         dict(logical_n=10),
         RING + "logical_n: {o} [13, 13], rank 1 has [10, 10]",
         everyone=dict(logical_n=13),
-    ),  # fmt: skip
+    ),
     Mismatch(
         "logical_n-tensor", dict(logical_n=(13, 7)), RING + "logical_n: {o} [13, 6], rank 1 has [13, 7]"
     ),
@@ -372,7 +372,7 @@ MISMATCHES = (
         dict(logical_l=(5, 3)),
         RING + "logical_l: {o} [5, 2], rank 1 has [5, 3]",
         subgroup=True,
-    ),  # fmt: skip
+    ),
     # Equivalent arguments agree: int and per-batch lengths, None and 1/sqrt(dh) as the scale, the chooser
     # with strategy="ring" and ring_joint_attention. Last: it also shows the group still works.
     Mismatch(
