@@ -408,8 +408,8 @@ def _print_table(rows):
     cols = [
         ("shape", 18), ("strategy", 8), ("world_size", 3), ("single_ms", 10), ("group_ms", 10), ("speedup", 7),
         ("scaling_efficiency", 6), ("eff_tflops", 8), ("compute_only_ms", 10), ("comm_only_ms", 10),
-        ("comm_hidden_fraction", 6), ("exposed_comm_ms", 9), ("unchecked_ms", 10), ("check_ms", 8), ("check_min_ms", 8),
-        ("check_fraction", 6), ("max_abs_err_out", 9), ("ok", 5),
+        ("comm_hidden_fraction", 6), ("exposed_comm_ms", 9), ("unchecked_ms", 10), ("check_ms", 8),
+        ("check_min_ms", 8), ("check_fraction", 6), ("max_abs_err_out", 9), ("ok", 5),
     ]  # fmt: skip
     heads = {
         "world_size": "P",

@@ -202,7 +202,7 @@ def ring_joint_attention(
             raise the same `RanksDisagreeError` instead of aborting, hanging or mixing results. None
             (default): on, unless the environment sets JOINTATTN_CHECK_RANKS=0. Pass the same on every
             rank. Cost per call: one small collective and ~50 us of Python, plus a host sync on GPUs;
-            measured on CPU/gloo (a loaded 2-core machine) 0.4-1.2 ms with 2 ranks, 1.5-4 ms with 4.
+            measured on CPU/gloo (a loaded 2-core machine) 0.4-1.5 ms with 2 ranks, 1.5-4 ms with 4.
 
     Returns:
         out [b, nh, N_local, dh] (this rank's rows), joint_out [b, nh, L, dh] (bitwise identical on every
