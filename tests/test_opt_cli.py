@@ -345,9 +345,21 @@ def processes(tmp_path_factory) -> tuple[dict[str, subprocess.CompletedProcess],
         )
         for name, (args, _) in PROCESSES.items()
     }
+    # A reader that goes away before the output comes (`jointattn-opt ... | head`, head already done).
+    started["closed-stdout"] = subprocess.Popen(
+        [sys.executable, "-m", "jointattn.compiler.opt_main", str(directory / "good.mlir")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    started["closed-stdout"].stdout.close()
     results = {}
     for name, process in started.items():
-        out, err = process.communicate(timeout=120)
+        if process.stdout.closed:
+            out, err = "", process.stderr.read()
+            process.wait(timeout=120)
+        else:
+            out, err = process.communicate(timeout=120)
         results[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
     return results, directory
 
@@ -366,3 +378,9 @@ def test_a_process_with_debug_prints_the_traceback(processes):
     assert result.returncode == 1
     assert "Traceback (most recent call last)" in result.stderr
     assert f"PassError: {REFUSAL}" in result.stderr
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(processes):
+    result = processes[0]["closed-stdout"]
+    assert result.returncode == 1
+    assert result.stderr == ""
