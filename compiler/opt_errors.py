@@ -3,8 +3,9 @@ what was expected, instead of a traceback out of xDSL's internals.
 
 Entry points: the `OptError` family (`UsageError`, `InputError`, `OutputError`, `PassError`; `str(e)` is the
 line after `jointattn-opt: error: `, `e.exit_code` the CLI's status), `passes_from_spec` (a `-p` pipeline to
-pass instances), `parse_input` (MLIR text to a module), `run_passes` (the passes in order, each failure
-attributed to its pass) and `os_error_line`.
+pass instances), `check_text` and `parse_input` (the input to a module), `run_passes` (the passes in order, each
+failure attributed to its pass), and the line builders the CLI also uses (`parse_error_line`, `os_error_line`,
+`spec_syntax_line`, `exception_line`, `first_line`).
 
 Internals: xDSL reports a pipeline syntax error as a multi-line caret dump (`ArgSpecParseError`), an option of
 the wrong type as "Incompatible types: given ('maybe',), expected <class 'bool'>", a parse error as a caret dump
@@ -113,7 +114,7 @@ def pass_from_spec(pass_type: type[ModulePass], spec: ArgSpec) -> ModulePass:
     try:
         return pass_type.from_pass_spec(spec)
     except ValueError as e:  # what the checks above do not cover (tuple-typed options of xDSL's passes)
-        raise UsageError(f"{spec.name}: {_first_line(str(e))}") from e
+        raise UsageError(f"{spec.name}: {first_line(str(e))}") from e
 
 
 def spec_syntax_line(subject: str, error: ArgSpecParseError) -> str:
@@ -187,22 +188,22 @@ def check_text(data: bytes | str, source: str) -> str:
     return data
 
 
-def parse_input(text: str, ctx: Context, source: str, *, line_offset: int = 0) -> ModuleOp:
+def parse_input(text: str, ctx: Context, source: str) -> ModuleOp:
     """Parses MLIR `text` (named `source` in diagnostics); an `InputError` with the parser's location and
     message if it cannot."""
     try:
         return Parser(ctx, text, source).parse_module()
     except ParseError as e:
-        raise InputError(parse_error_line(e, line_offset)) from e
+        raise InputError(parse_error_line(e)) from e
     except VerifyException as e:  # an attribute that fails its own check while it is being built
-        raise InputError(f"{source}: {_first_line(str(e))}") from e
+        raise InputError(f"{source}: {first_line(str(e))}") from e
 
 
 def parse_error_line(error: ParseError, line_offset: int = 0) -> str:
     """`file:line:col: message`, the parser's diagnostic without its caret dump."""
     span = dataclasses.replace(error.span, line_offset=error.span.line_offset + line_offset)
     location = span.get_location()
-    message = _first_line(error.msg)
+    message = first_line(error.msg)
     if re.fullmatch(r"Operation \S+ is not registered", message):
         message += (
             ": expected an op of torch-mlir's torch dialect, the jointattn dialects or xDSL's"
@@ -213,7 +214,7 @@ def parse_error_line(error: ParseError, line_offset: int = 0) -> str:
 
 def verify_error_line(module: ModuleOp, error: VerifyException) -> str:
     """`op: message` for a module that does not verify (xDSL puts the whole module in the exception's notes)."""
-    message = _first_line(str(error))
+    message = first_line(str(error))
     op = _first_failing_op(module)
     if op is None or op.name in message:
         return message
@@ -257,7 +258,7 @@ def run_passes(
         except ShrinkException:  # xDSL's test-case reducer's signal, not a failure
             raise
         except PassFailedException as e:
-            message = _first_line(str(e))
+            message = first_line(str(e))
             if not message.startswith(f"{current.name}:"):
                 message = f"{current.name}: {message}"
             raise PassError(message) from e
@@ -280,9 +281,10 @@ def os_error_line(subject: str, error: OSError, expected: str) -> str:
 
 def exception_line(error: BaseException) -> str:
     """`Type: first line of the message`, for exceptions that are bugs rather than bad input."""
-    message = _first_line(str(error))
+    message = first_line(str(error))
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
+    """The first non-blank line of `text`, stripped (exception messages can hold dumps after it)."""
     return next((line.strip() for line in text.splitlines() if line.strip()), "")

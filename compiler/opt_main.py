@@ -42,6 +42,7 @@ from .opt_errors import (
     UsageError,
     check_text,
     exception_line,
+    first_line,
     os_error_line,
     parse_error_line,
     parse_input,
@@ -131,7 +132,7 @@ class JointAttnOptMain(xDSLOptMain):
                 raise
             raise InputError(parse_error_line(e, start_offset)) from e
         except VerifyException as e:
-            raise InputError(f"{self.get_input_name()}: {exception_line(e)}") from e
+            raise InputError(f"{self.get_input_name()}: {first_line(str(e))}") from e
 
     def apply_passes(self, prog: ModuleOp):
         if self.args.verify_diagnostics:  # xDSL prints the diagnostic itself and exits 0
@@ -156,7 +157,7 @@ class JointAttnOptMain(xDSLOptMain):
         try:
             return super().output_resulting_program(prog)
         except (ValueError, NotImplementedError) as e:  # the target's own refusals
-            raise OptError(f"target {self.args.target!r}: {str(e).strip().splitlines()[0]}") from e
+            raise OptError(f"target {self.args.target!r}: {first_line(str(e))}") from e
         except Exception as e:
             error = OptError(f"target {self.args.target!r}: internal error: {exception_line(e)}")
             error.debug_hint = True
