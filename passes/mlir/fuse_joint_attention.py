@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
@@ -115,6 +116,7 @@ class FuseJointAttentionPass(ModulePass):
     """Fuses cat -> scaled_dot_product_attention -> split into one joint-attention op."""
 
     name = "fuse-joint-attention"
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"emit": EMIT_FORMS}  # checked by jointattn-opt's -p
 
     emit: str = "jointattn"
     remarks: bool = False

@@ -18,6 +18,7 @@ take: `target_calls.unsupported_by_target`) fails the pass with the reason, befo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
@@ -122,6 +123,7 @@ class LowerJointAttentionPass(ModulePass):
     """Lowers joint-attention ops to ttnn's joint SDPA or to the Triton kernel launch."""
 
     name = "lower-joint-attention"
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"target": TARGETS}  # checked by jointattn-opt's -p
 
     target: str
 

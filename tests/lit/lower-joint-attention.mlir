@@ -6,7 +6,7 @@
 // launch, with the configuration the runtime would choose, printed into the IR. Exact values of the choice are
 // checked against `runtime/ttnn/config.py` and `kernels/configs.py` in tests/test_mlir_lowering.py.
 
-// BAD-TARGET: lower-joint-attention: target must be one of ttnn, triton; got 'cuda'
+// BAD-TARGET: jointattn-opt: error: lower-joint-attention: option target=cuda: expected one of ttnn, triton
 
 // The typed op, no padding.
 func.func @typed(%q: !torch.vtensor<[1,2,5,8],f32>, %k: !torch.vtensor<[1,2,5,8],f32>, %v: !torch.vtensor<[1,2,5,8],f32>, %jq: !torch.vtensor<[1,2,3,8],f32>, %jk: !torch.vtensor<[1,2,3,8],f32>, %jv: !torch.vtensor<[1,2,3,8],f32>) -> (!torch.vtensor<[1,2,5,8],f32>, !torch.vtensor<[1,2,3,8],f32>) {
