@@ -27,8 +27,9 @@ _RUNTIMES = {
     "reference": "jointattn.runtime.reference_runtime:ReferenceRuntime",
     "triton": "jointattn.runtime.triton_runtime:TritonRuntime",
     "ttnn": "jointattn.runtime.ttnn_runtime:TtnnRuntime",
+    "ttlang": "jointattn.runtime.ttlang_runtime:TtlangRuntime",
 }
-# ttnn is never picked implicitly: it would move CPU tensors onto a Tenstorrent device behind the user's back.
+# ttnn and ttlang are never picked implicitly: it would move CPU tensors onto a Tenstorrent device behind the user's back.
 AUTO_ORDER = ("triton", "reference")
 RUNTIME_NAMES = ("auto", *_RUNTIMES)
 

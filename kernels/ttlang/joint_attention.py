@@ -64,8 +64,9 @@ def make_joint_attention(plan: JointPlan, scale: float):
             for item in plan.core_items(ttl.node(dims=1)):
                 rows = slice(item.row, item.row + item.count)
                 spatial = item.token_set == SPATIAL
-                with q_dfb[item.count].reserve() as q_blk:
-                    ttl.copy((q if spatial else joint_q)[rows, 0:dt], q_blk).wait()
+                if item.pieces:  # an item with no key to attend to needs no query either
+                    with q_dfb[item.count].reserve() as q_blk:
+                        ttl.copy((q if spatial else joint_q)[rows, 0:dt], q_blk).wait()
                 if item.carry:
                     with prev_o_dfb[item.count].reserve() as o_blk, prev_lse_dfb[item.count].reserve() as l_blk:
                         o_xf = ttl.copy((out if spatial else joint_out)[rows, 0:dt], o_blk)
@@ -93,42 +94,45 @@ def make_joint_attention(plan: JointPlan, scale: float):
                 qs = item.count
                 m_buf, l_buf, acc_buf = m_dfb[qs], l_dfb[qs], acc_dfb[qs]
                 started = item.carry
-                with q_dfb[qs].wait() as q_blk:
-                    if item.carry:  # continue from (out, lse): m = lse, l = 1, acc = out
-                        with prev_o_dfb[qs].wait() as o_blk, prev_lse_dfb[qs].wait() as l_blk:
-                            with m_buf.reserve() as m_new, l_buf.reserve() as l_new, acc_buf.reserve() as acc_new:
-                                m_new.store(l_blk)
-                                l_new.store(ttl.block.fill(1.0, shape=(qs, 1)))
-                                acc_new.store(o_blk)
-                    for piece in item.pieces:
-                        ks = piece.count
-                        with k_dfb[ks].wait() as k_blk, v_dfb[ks].wait() as v_blk:
-                            s = (q_blk @ ttl.block.transpose(k_blk)) * ttl.block.fill(scale, shape=(qs, ks))
-                            if piece.valid_rows < TILE:
-                                with mask_dfb.wait() as mask_blk:
-                                    s = s + ttl.block.broadcast(mask_blk, dims=[0], shape=(qs, 1))
-                            row_max = ttl.math.reduce_max(s, dims=[-1], shape=(qs, 1))
-                            if started:
-                                with m_buf.wait() as m_old, l_buf.wait() as l_old, acc_buf.wait() as acc_old:
-                                    m = ttl.math.max(m_old, row_max)
-                                    alpha = ttl.math.exp(m_old - m)
-                                    p = ttl.math.exp(s - ttl.block.broadcast(m, dims=[-1], shape=(qs, ks)))
-                                    with m_buf.reserve() as m_new:
-                                        m_new.store(m)
-                                    with l_buf.reserve() as l_new:
-                                        l_new.store(l_old * alpha + ttl.math.reduce_sum(p, dims=[-1], shape=(qs, 1)))
-                                    with acc_buf.reserve() as acc_new:
-                                        rescale = ttl.block.broadcast(alpha, dims=[-1], shape=(qs, dt))
-                                        acc_new.store(acc_old * rescale + p @ v_blk)
-                            else:
-                                p = ttl.math.exp(s - ttl.block.broadcast(row_max, dims=[-1], shape=(qs, ks)))
+                if item.carry:  # continue from (out, lse): m = lse, l = 1, acc = out
+                    with prev_o_dfb[qs].wait() as o_blk, prev_lse_dfb[qs].wait() as l_blk:
+                        with m_buf.reserve() as m_new, l_buf.reserve() as l_new, acc_buf.reserve() as acc_new:
+                            m_new.store(l_blk)
+                            l_new.store(ttl.block.fill(1.0, shape=(qs, 1)))
+                            acc_new.store(o_blk)
+                if item.pieces:
+                    q_blk = q_dfb[qs].wait()
+                for piece in item.pieces:
+                    ks = piece.count
+                    with k_dfb[ks].wait() as k_blk, v_dfb[ks].wait() as v_blk:
+                        s = (q_blk @ ttl.block.transpose(k_blk)) * ttl.block.fill(scale, shape=(qs, ks))
+                        if piece.valid_rows < TILE:
+                            with mask_dfb.wait() as mask_blk:
+                                s = s + ttl.block.broadcast(mask_blk, dims=[0], shape=(qs, 1))
+                        row_max = ttl.math.reduce_max(s, dims=[-1], shape=(qs, 1))
+                        if started:
+                            with m_buf.wait() as m_old, l_buf.wait() as l_old, acc_buf.wait() as acc_old:
+                                m = ttl.math.max(m_old, row_max)
+                                alpha = ttl.math.exp(m_old - m)
+                                p = ttl.math.exp(s - ttl.block.broadcast(m, dims=[-1], shape=(qs, ks)))
                                 with m_buf.reserve() as m_new:
-                                    m_new.store(row_max)
+                                    m_new.store(m)
                                 with l_buf.reserve() as l_new:
-                                    l_new.store(ttl.math.reduce_sum(p, dims=[-1], shape=(qs, 1)))
+                                    l_new.store(l_old * alpha + ttl.math.reduce_sum(p, dims=[-1], shape=(qs, 1)))
                                 with acc_buf.reserve() as acc_new:
-                                    acc_new.store(p @ v_blk)
-                                started = True
+                                    rescale = ttl.block.broadcast(alpha, dims=[-1], shape=(qs, dt))
+                                    acc_new.store(acc_old * rescale + p @ v_blk)
+                        else:
+                            p = ttl.math.exp(s - ttl.block.broadcast(row_max, dims=[-1], shape=(qs, ks)))
+                            with m_buf.reserve() as m_new:
+                                m_new.store(row_max)
+                            with l_buf.reserve() as l_new:
+                                l_new.store(ttl.math.reduce_sum(p, dims=[-1], shape=(qs, 1)))
+                            with acc_buf.reserve() as acc_new:
+                                acc_new.store(p @ v_blk)
+                            started = True
+                if item.pieces:
+                    q_blk.pop()
                 with o_dfb[qs].reserve() as o_blk, lse_dfb[qs].reserve() as lse_blk:
                     if started:
                         with m_buf.wait() as m, l_buf.wait() as l_sum, acc_buf.wait() as acc:

@@ -189,3 +189,43 @@ def grid_for(items: int, max_grid: tuple[int, int]) -> tuple[int, int]:
         if r * cols >= needed:
             return (r, -(-needed // r))
     return (rows, cols)
+
+
+def shard_valid(valid_n, origin: int, shard_rows: int) -> tuple[int, ...]:
+    """Valid spatial keys, per batch, of the ring shard that started on device `origin`."""
+    return tuple(min(max(v - origin * shard_rows, 0), shard_rows) for v in valid_n)
+
+
+def ring_plans(
+    b: int,
+    nh: int,
+    shard_rows: int,
+    l: int,  # noqa: E741
+    dh: int,
+    *,
+    ring: int,
+    valid_n: tuple[int, ...],
+    valid_l: tuple[int, ...],
+    q_chunk: int,
+    k_chunk: int,
+    grid: tuple[int, int],
+) -> list[list[JointPlan]]:
+    """plans[step][device] of ring attention (`ring.py`): at step s device d holds the K/V shard of device
+    (d - s) mod ring; the joint keys take part at step 0; a batch carries the (out, lse) of earlier steps once one
+    of them saw a valid key."""
+    seen = [[False] * b for _ in range(ring)]
+    plans = []
+    for step in range(ring):
+        row = []
+        for d in range(ring):
+            valid = shard_valid(valid_n, (d - step) % ring, shard_rows)
+            row.append(
+                plan_joint_attention(
+                    b, nh, shard_rows, l, dh,
+                    valid_n=valid, valid_l=tuple(valid_l), q_chunk=q_chunk, k_chunk=k_chunk, grid=grid,
+                    joint_keys=(step == 0,) * b, carry=tuple(seen[d]),
+                )  # fmt: skip
+            )
+            seen[d] = [seen[d][bz] or valid[bz] > 0 or (step == 0 and valid_l[bz] > 0) for bz in range(b)]
+        plans.append(row)
+    return plans
