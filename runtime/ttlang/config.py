@@ -124,7 +124,7 @@ def choose_chunks(n, l, dh, *, b=1, nh=1, ring_size=1, grid=DEFAULT_GRID, dtype=
                 continue
             if l1_bytes(q, k, d_tiles, dtype, ring) > L1_BYTES:
                 continue
-            cost = (_cost(n_tiles, l_tiles, key_tiles, q, k, b, nh, grid[0] * grid[1]), -q, -k)
+            cost = (_cost(n_tiles, l_tiles, key_tiles, q, k, b, nh, grid[0] * grid[1]), q, k)
             if best is None or cost < best[0]:
                 best = (cost, (q, k))
     if best is None:
