@@ -20,7 +20,8 @@ from jointattn.runtime.ttnn.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, pcc
 import jointattn
 
 pytestmark = pytest.mark.skipif(
-    backend._simulator_missing() is not None, reason=f"tt-lang-sim unavailable: {backend._simulator_missing()}"
+    backend._simulator_missing() is not None,
+    reason=f"tt-lang-sim unavailable: {backend._simulator_missing()}",
 )
 
 
@@ -33,12 +34,27 @@ def lengths(values):
     return None if values is None else torch.tensor(values)
 
 
-def run_ttlang_case(b, nh, n, l, dh, logical_n, logical_l, *, dtype=torch.float32, chunks=(None, None), grid=(8, 8), seed=0):  # noqa: E741
+def run_ttlang_case(
+    b,
+    nh,
+    n,
+    l,  # noqa: E741
+    dh,
+    logical_n,
+    logical_l,
+    *,
+    dtype=torch.float32,
+    chunks=(None, None),
+    grid=(8, 8),
+    seed=0,
+):
     inputs = joint_inputs(b, nh, n, l, dh, seed=seed)
     ln, ll = lengths(logical_n), lengths(logical_l)
     want = unfused_float64(*inputs, logical_n=ln, logical_l=ll)
     with config.overrides(q_chunk=chunks[0], k_chunk=chunks[1], grid=grid):
-        got = jointattn.joint_attention(*(t.to(dtype) for t in inputs), logical_n=ln, logical_l=ll, runtime="ttlang")
+        got = jointattn.joint_attention(
+            *(t.to(dtype) for t in inputs), logical_n=ln, logical_l=ll, runtime="ttlang"
+        )
     return got, want
 
 
@@ -64,7 +80,9 @@ CASES = [
 IDS = ["1x1", "15x19", "100x19", "300x77-1core", "one-set", "no-key", "N0", "L0", "chosen"]
 
 
-@pytest.mark.parametrize(("b", "nh", "n", "l", "dh", "logical_n", "logical_l", "chunks", "grid"), CASES, ids=IDS)
+@pytest.mark.parametrize(
+    ("b", "nh", "n", "l", "dh", "logical_n", "logical_l", "chunks", "grid"), CASES, ids=IDS
+)
 def test_float32_matches_float64(b, nh, n, l, dh, logical_n, logical_l, chunks, grid):  # noqa: E741
     got, want = run_ttlang_case(b, nh, n, l, dh, logical_n, logical_l, chunks=chunks, grid=grid, seed=n + l)
     assert_close_fp32(got, want)
@@ -82,7 +100,9 @@ def test_long_sequence_matches_float64():
     ids=["100x19", "257x33"],
 )
 def test_bfloat16_meets_tt_metal_thresholds(b, nh, n, l, dh, logical_n, logical_l, chunks):  # noqa: E741
-    got, want = run_ttlang_case(b, nh, n, l, dh, logical_n, logical_l, dtype=torch.bfloat16, chunks=chunks, seed=7)
+    got, want = run_ttlang_case(
+        b, nh, n, l, dh, logical_n, logical_l, dtype=torch.bfloat16, chunks=chunks, seed=7
+    )
     for g, w in zip(got[:2], want[:2]):
         assert g.dtype == torch.bfloat16
         assert pcc(w, g) >= PCC_THRESHOLD and rmse(w, g) < RMSE_THRESHOLD, (pcc(w, g), rmse(w, g))
@@ -96,7 +116,17 @@ def test_nan_and_inf_in_padded_keys_never_reach_a_result():
     want = unfused_float64(q, k, v, jq, jk, jv, logical_n=ln, logical_l=ll)
     poisoned = [with_padding_poisoned(t, lens) for t, lens in ((k, ln), (v, ln), (jk, ll), (jv, ll))]
     with config.overrides(q_chunk=2, k_chunk=2):
-        got = jointattn.joint_attention(q, poisoned[0], poisoned[1], jq, poisoned[2], poisoned[3], logical_n=ln, logical_l=ll, runtime="ttlang")
+        got = jointattn.joint_attention(
+            q,
+            poisoned[0],
+            poisoned[1],
+            jq,
+            poisoned[2],
+            poisoned[3],
+            logical_n=ln,
+            logical_l=ll,
+            runtime="ttlang",
+        )
     assert_close_fp32(got, want)
 
 
@@ -104,7 +134,17 @@ def test_nan_and_inf_in_padded_keys_never_reach_a_result():
     ("ring", "b", "nh", "n", "l", "dh", "logical_n", "logical_l", "chunks"),
     [
         (2, 1, 2, 100, 19, 32, [90], [19], (2, 1)),
-        (3, 2, 1, 101, 33, 40, [101, 20], [7, 33], (1, 3)),  # N not divisible by 3; batch 1's keys on device 0
+        (
+            3,
+            2,
+            1,
+            101,
+            33,
+            40,
+            [101, 20],
+            [7, 33],
+            (1, 3),
+        ),  # N not divisible by 3; batch 1's keys on device 0
         (4, 2, 1, 130, 5, 64, [130, 0], [5, 0], (2, 2)),  # batch 1 sees no key on any device
     ],
     ids=["ring2", "ring3", "ring4"],
@@ -118,7 +158,9 @@ def test_ring_matches_float64(ring, b, nh, n, l, dh, logical_n, logical_l, chunk
 def test_ring_joint_out_agrees_on_every_device():
     q, k, v, jq, jk, jv = joint_inputs(1, 2, 90, 19, 32, seed=5)
     with config.overrides(ring_size=3, q_chunk=1, k_chunk=2):
-        outs = lowering.ring_joint_outputs(q, k, v, jq, jk, jv, scale=0.2, logical_n=torch.tensor([80]), logical_l=None)
+        outs = lowering.ring_joint_outputs(
+            q, k, v, jq, jk, jv, scale=0.2, logical_n=torch.tensor([80]), logical_l=None
+        )
     want = unfused_float64(q, k, v, jq, jk, jv, scale=0.2, logical_n=torch.tensor([80]))[1]
     assert len(outs) == 3
     for out in outs:
@@ -157,19 +199,36 @@ def test_key_pieces_read_exactly_the_valid_tiles(valid, k_chunk):
 
 
 def test_plan_splits_items_over_cores_and_refuses_too_many_buffers():
-    plan = plan_joint_attention(2, 3, 100, 19, 64, valid_n=(100, 1), valid_l=(19, 0), q_chunk=3, k_chunk=2, grid=(2, 2))
+    plan = plan_joint_attention(
+        2, 3, 100, 19, 64, valid_n=(100, 1), valid_l=(19, 0), q_chunk=3, k_chunk=2, grid=(2, 2)
+    )
     assert len(plan.items) == 2 * 3 * (2 + 1)
     assert [i for c in range(4) for i in plan.core_items(c)] == list(plan.items)
     with pytest.raises(ValueError, match="dataflow buffers per core"):
         # query shapes 5, 1, 2 (41 and 7 tiles); key shapes 8, 4, 2, 1 (15 whole tiles and a boundary tile)
-        plan_joint_attention(1, 1, 41 * 32, 7 * 32, 32, valid_n=(15 * 32 + 5,), valid_l=(1,), q_chunk=5, k_chunk=8, grid=(1, 1), carry=(True,))
+        plan_joint_attention(
+            1,
+            1,
+            41 * 32,
+            7 * 32,
+            32,
+            valid_n=(15 * 32 + 5,),
+            valid_l=(1,),
+            q_chunk=5,
+            k_chunk=8,
+            grid=(1, 1),
+            carry=(True,),
+        )
 
 
 def test_chosen_chunks_always_fit_a_core():
     for n, l, dh in [(1, 1, 32), (100, 19, 64), (4096, 333, 64), (44520, 256, 128), (3001, 77, 256)]:  # noqa: E741
         q_chunk, k_chunk = config.chunk_sizes(n, l, dh, b=1, nh=24)
         worst = config.worst_dataflow_buffers(-(-n // 32), -(-l // 32), q_chunk, k_chunk, ring=False)
-        assert worst <= 32 and config.l1_bytes(q_chunk, k_chunk, -(-dh // 32), "bfloat16", False) <= config.L1_BYTES
+        assert (
+            worst <= 32
+            and config.l1_bytes(q_chunk, k_chunk, -(-dh // 32), "bfloat16", False) <= config.L1_BYTES
+        )
 
 
 def test_without_the_variable_the_compiler_and_a_device_are_required(monkeypatch):

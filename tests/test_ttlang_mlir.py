@@ -14,7 +14,8 @@ from jointattn.passes.mlir.dialects import TtlangJointAttentionOp, parse_module
 from jointattn.runtime.ttlang import backend, config
 
 pytestmark = pytest.mark.skipif(
-    backend._simulator_missing() is not None, reason=f"tt-lang-sim unavailable: {backend._simulator_missing()}"
+    backend._simulator_missing() is not None,
+    reason=f"tt-lang-sim unavailable: {backend._simulator_missing()}",
 )
 LOWER = "fuse-joint-attention{emit=operator},lower-joint-attention{target=ttlang}"
 
@@ -61,7 +62,9 @@ def _only_ttlang_op(text):
     ],
     ids=["chosen", "overridden"],
 )
-def test_padded_joint_attention_lowered_to_ttlang_and_run(b, h, n, length, dh, image_lengths, text_lengths, chunks):
+def test_padded_joint_attention_lowered_to_ttlang_and_run(
+    b, h, n, length, dh, image_lengths, text_lengths, chunks
+):
     module = BothPadded()
     lengths = (torch.tensor(image_lengths), torch.tensor(text_lengths))
     with config.overrides(q_chunk=chunks[0], k_chunk=chunks[1], grid=(2, 3)):

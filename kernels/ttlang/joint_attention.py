@@ -42,15 +42,27 @@ def make_joint_attention(plan: JointPlan, scale: float):
 
     @ttl.operation(grid=plan.grid)
     def joint_attention(q, k, v, joint_q, joint_k, joint_v, mask_tiles, out, joint_out, lse, joint_lse):
-        q_dfb = {s: ttl.make_dataflow_buffer_like(out, shape=(s, dt), block_count=2) for s in plan.query_shapes}
+        q_dfb = {
+            s: ttl.make_dataflow_buffer_like(out, shape=(s, dt), block_count=2) for s in plan.query_shapes
+        }
         k_dfb = {s: ttl.make_dataflow_buffer_like(out, shape=(s, dt), block_count=2) for s in plan.key_shapes}
         v_dfb = {s: ttl.make_dataflow_buffer_like(out, shape=(s, dt), block_count=2) for s in plan.key_shapes}
         mask_dfb = ttl.make_dataflow_buffer_like(mask_tiles, shape=(1, 1), block_count=2)
-        m_dfb = {s: ttl.make_dataflow_buffer_like(lse, shape=(s, 1), block_count=2) for s in plan.query_shapes}
-        l_dfb = {s: ttl.make_dataflow_buffer_like(lse, shape=(s, 1), block_count=2) for s in plan.query_shapes}
-        acc_dfb = {s: ttl.make_dataflow_buffer_like(out, shape=(s, dt), block_count=2) for s in plan.query_shapes}
-        o_dfb = {s: ttl.make_dataflow_buffer_like(out, shape=(s, dt), block_count=2) for s in plan.query_shapes}
-        lse_dfb = {s: ttl.make_dataflow_buffer_like(lse, shape=(s, 1), block_count=2) for s in plan.query_shapes}
+        m_dfb = {
+            s: ttl.make_dataflow_buffer_like(lse, shape=(s, 1), block_count=2) for s in plan.query_shapes
+        }
+        l_dfb = {
+            s: ttl.make_dataflow_buffer_like(lse, shape=(s, 1), block_count=2) for s in plan.query_shapes
+        }
+        acc_dfb = {
+            s: ttl.make_dataflow_buffer_like(out, shape=(s, dt), block_count=2) for s in plan.query_shapes
+        }
+        o_dfb = {
+            s: ttl.make_dataflow_buffer_like(out, shape=(s, dt), block_count=2) for s in plan.query_shapes
+        }
+        lse_dfb = {
+            s: ttl.make_dataflow_buffer_like(lse, shape=(s, 1), block_count=2) for s in plan.query_shapes
+        }
         if plan.carries:
             prev_o_dfb = {
                 s: ttl.make_dataflow_buffer_like(out, shape=(s, dt), block_count=2) for s in plan.query_shapes
@@ -68,7 +80,10 @@ def make_joint_attention(plan: JointPlan, scale: float):
                     with q_dfb[item.count].reserve() as q_blk:
                         ttl.copy((q if spatial else joint_q)[rows, 0:dt], q_blk).wait()
                 if item.carry:
-                    with prev_o_dfb[item.count].reserve() as o_blk, prev_lse_dfb[item.count].reserve() as l_blk:
+                    with (
+                        prev_o_dfb[item.count].reserve() as o_blk,
+                        prev_lse_dfb[item.count].reserve() as l_blk,
+                    ):
                         o_xf = ttl.copy((out if spatial else joint_out)[rows, 0:dt], o_blk)
                         l_xf = ttl.copy((lse if spatial else joint_lse)[rows, 0:1], l_blk)
                         o_xf.wait()
@@ -118,7 +133,9 @@ def make_joint_attention(plan: JointPlan, scale: float):
                                 with m_buf.reserve() as m_new:
                                     m_new.store(m)
                                 with l_buf.reserve() as l_new:
-                                    l_new.store(l_old * alpha + ttl.math.reduce_sum(p, dims=[-1], shape=(qs, 1)))
+                                    l_new.store(
+                                        l_old * alpha + ttl.math.reduce_sum(p, dims=[-1], shape=(qs, 1))
+                                    )
                                 with acc_buf.reserve() as acc_new:
                                     rescale = ttl.block.broadcast(alpha, dims=[-1], shape=(qs, dt))
                                     acc_new.store(acc_old * rescale + p @ v_blk)

@@ -16,7 +16,8 @@ def execute(ttnn, device, request: dict):
     if request["kind"] == "joint":
         plan, dtype = request["plan"], request["dtype"]
         inputs = [
-            launch.upload(ttnn, device, t, dtype if i < 6 else "float32") for i, t in enumerate(request["inputs"])
+            launch.upload(ttnn, device, t, dtype if i < 6 else "float32")
+            for i, t in enumerate(request["inputs"])
         ]
         outputs = launch.output_tensors(ttnn, device, plan, dtype)
         launch.run(plan, request["scale"], inputs, outputs)

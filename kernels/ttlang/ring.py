@@ -59,7 +59,8 @@ def ring_joint_attention(
     queries = [upload(ttnn, mesh, q, dtype) for q, _, _ in shards]
     held = [(upload(ttnn, mesh, k, dtype), upload(ttnn, mesh, v, dtype)) for _, k, v in shards]
     joint_tensors = [
-        [upload(ttnn, mesh, t, dtype if i < 3 else "float32") for i, t in enumerate(joint)] for _ in range(ring)
+        [upload(ttnn, mesh, t, dtype if i < 3 else "float32") for i, t in enumerate(joint)]
+        for _ in range(ring)
     ]
     outputs = [output_tensors(ttnn, mesh, plans[0][d], dtype) for d in range(ring)]
     for step_plans in plans:

@@ -221,9 +221,18 @@ def ring_plans(
             valid = shard_valid(valid_n, (d - step) % ring, shard_rows)
             row.append(
                 plan_joint_attention(
-                    b, nh, shard_rows, l, dh,
-                    valid_n=valid, valid_l=tuple(valid_l), q_chunk=q_chunk, k_chunk=k_chunk, grid=grid,
-                    joint_keys=(step == 0,) * b, carry=tuple(seen[d]),
+                    b,
+                    nh,
+                    shard_rows,
+                    l,
+                    dh,
+                    valid_n=valid,
+                    valid_l=tuple(valid_l),
+                    q_chunk=q_chunk,
+                    k_chunk=k_chunk,
+                    grid=grid,
+                    joint_keys=(step == 0,) * b,
+                    carry=tuple(seen[d]),
                 )  # fmt: skip
             )
             seen[d] = [seen[d][bz] or valid[bz] > 0 or (step == 0 and valid_l[bz] > 0) for bz in range(b)]

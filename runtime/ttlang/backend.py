@@ -25,7 +25,9 @@ SIM = "sim"
 def simulation_requested() -> bool:
     value = os.environ.get(ENV_VAR, "")
     if value not in ("", SIM):
-        raise ValueError(f"{ENV_VAR} must be unset or {SIM!r} (run the TT-Lang kernels on tt-lang-sim); got {value!r}")
+        raise ValueError(
+            f"{ENV_VAR} must be unset or {SIM!r} (run the TT-Lang kernels on tt-lang-sim); got {value!r}"
+        )
     return value == SIM
 
 
@@ -74,7 +76,6 @@ def execute(request: dict):
 
 def _execute_on_device(request: dict):  # pragma: no cover - needs the TT-Lang compiler and a device
     import ttnn
-
     from jointattn.kernels.ttlang.program import execute as run_program
 
     device = ttnn.open_device(device_id=0)

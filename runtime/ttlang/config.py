@@ -44,7 +44,9 @@ class TtlangSettings:
         for name in ("q_chunk", "k_chunk"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"ttlang settings: {name} must be None or a positive number of tiles; got {value!r}")
+                raise ValueError(
+                    f"ttlang settings: {name} must be None or a positive number of tiles; got {value!r}"
+                )
         grid = self.grid
         if (
             not isinstance(grid, tuple)
@@ -112,7 +114,17 @@ def _cost(n_tiles, l_tiles, key_tiles, q, k, b, nh, cores) -> float:
     return rounds * (q * sum(key_tiles) + PIECE_OVERHEAD * pieces)
 
 
-def choose_chunks(n, l, dh, *, b=1, nh=1, ring_size=1, grid=DEFAULT_GRID, dtype="bfloat16") -> tuple[int, int]:  # noqa: E741
+def choose_chunks(
+    n,
+    l,  # noqa: E741
+    dh,
+    *,
+    b=1,
+    nh=1,
+    ring_size=1,
+    grid=DEFAULT_GRID,
+    dtype="bfloat16",
+) -> tuple[int, int]:
     """(q_chunk, k_chunk) in tiles for a device problem of n spatial rows (per device on a ring) and l joint rows."""
     n_tiles, l_tiles, d_tiles = tiles(n), tiles(l), tiles(dh)
     ring = ring_size > 1

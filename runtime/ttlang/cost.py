@@ -6,8 +6,9 @@ Entry points:
   plan the kernel runs (`jointattn.kernels.ttlang.schedule`), item by item.
 - `ttnn_joint_sdpa_cost(b, nh, n, l, dh, q_chunk, k_chunk) -> Cost`: the same counts for ttnn's
   `joint_scaled_dot_product_attention` on tile-padded inputs of N and L rows, as its program factory does the work:
-  N and L each padded up to a multiple of both chunk sizes; every query chunk of every (batch, head) reads its
-  chunk and every key chunk (K and V) of both padded sets and writes its output chunk. The op has no valid
+  the query rows of each set padded up to a multiple of q_chunk and its key rows to a multiple of k_chunk; every
+  query chunk of every (batch, head) reads its chunk and every key chunk (K and V) of both padded sets and writes
+  its output chunk. The op has no valid
   lengths, so it reads every key, padded or not (its mask tiles are made on the core, not read).
 - `compare(...)`: both, for the README's table (`python -m jointattn.runtime.ttlang.cost` prints it).
 """
@@ -58,27 +59,17 @@ def _round_up(x: int, m: int) -> int:
 
 
 def ttnn_joint_sdpa_cost(b: int, nh: int, n: int, l: int, dh: int, q_chunk: int, k_chunk: int) -> Cost:  # noqa: E741
-    """q_chunk, k_chunk in tiles (ttnn's sizes divided by 32)."""
+    """q_chunk, k_chunk in tiles (ttnn's sizes divided by 32). Query rows of each set are padded to q chunks, key
+    rows to k chunks (as `jointattn.runtime.ttnn.config` models the program factory)."""
     dt = tiles(dh)
-    both = q_chunk * k_chunk // _gcd(q_chunk, k_chunk)  # padded to a multiple of both chunk sizes
-
-    def padded(rows):
-        return _round_up(tiles(rows), both) if rows else 0
-
-    n_t, l_t = padded(n), padded(l)
-    q_chunks = (n_t + l_t) // q_chunk
-    per_chunk_read = q_chunk * dt + 2 * (n_t + l_t) * dt
+    q_chunks = -(-tiles(n) // q_chunk) + -(-tiles(l) // q_chunk)
+    key_tiles = _round_up(tiles(n), k_chunk) + _round_up(tiles(l), k_chunk)
+    per_chunk_read = q_chunk * dt + 2 * key_tiles * dt
     return Cost(
         b * nh * q_chunks * per_chunk_read,
         b * nh * q_chunks * q_chunk * dt,
-        b * nh * q_chunks * 2 * q_chunk * (n_t + l_t) * dt,
+        b * nh * q_chunks * 2 * q_chunk * key_tiles * dt,
     )
-
-
-def _gcd(a: int, b: int) -> int:
-    while b:
-        a, b = b, a % b
-    return a
 
 
 @dataclass(frozen=True)

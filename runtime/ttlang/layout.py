@@ -13,7 +13,6 @@ Entry points:
 from __future__ import annotations
 
 import torch
-
 from jointattn.kernels.ttlang.schedule import TILE, tiles
 
 
@@ -29,8 +28,10 @@ def to_device_layout(x: torch.Tensor, valid: list[int] | None = None, *, bfloat1
 
 def mask_tiles() -> torch.Tensor:
     column = torch.arange(TILE)
-    tiles_ = [torch.where(column >= r, float("-inf"), 0.0).expand(TILE, TILE) if r else torch.zeros(TILE, TILE)
-              for r in range(TILE)]
+    tiles_ = [
+        torch.where(column >= r, float("-inf"), 0.0).expand(TILE, TILE) if r else torch.zeros(TILE, TILE)
+        for r in range(TILE)
+    ]
     return torch.cat(tiles_, dim=1).contiguous()
 
 

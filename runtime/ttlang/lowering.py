@@ -14,7 +14,6 @@ with): the plan reads only the valid key tiles of each batch, and the upload cop
 from __future__ import annotations
 
 import torch
-
 from jointattn.kernels.ttlang.schedule import TILE, plan_joint_attention, ring_plans
 
 from . import config
@@ -43,7 +42,16 @@ def plan(b, nh, n, l, dh, *, valid_n, valid_l, dtype="bfloat16", q_chunk=None, k
     if ring == 1:
         return [
             plan_joint_attention(
-                b, nh, n, l, dh, valid_n=valid_n, valid_l=valid_l, q_chunk=q_chunk, k_chunk=k_chunk, grid=settings.grid
+                b,
+                nh,
+                n,
+                l,
+                dh,
+                valid_n=valid_n,
+                valid_l=valid_l,
+                q_chunk=q_chunk,
+                k_chunk=k_chunk,
+                grid=settings.grid,
             )
         ]
     rows = -(-n // ring)
@@ -54,19 +62,18 @@ def plan(b, nh, n, l, dh, *, valid_n, valid_l, dtype="bfloat16", q_chunk=None, k
     return [p for step in steps for p in step]
 
 
-def joint_attention(q, k, v, joint_q, joint_k, joint_v, *, scale, logical_n=None, logical_l=None, q_chunk=None, k_chunk=None):
+def joint_attention(
+    q, k, v, joint_q, joint_k, joint_v, *, scale, logical_n=None, logical_l=None, q_chunk=None, k_chunk=None
+):
     b, nh, n, dh = q.shape
     l = joint_q.shape[2]  # noqa: E741
     valid_n, valid_l = lengths(logical_n, b, n), lengths(logical_l, b, l)
     dtype = config.device_dtype(q.dtype)
     bf16 = dtype == "bfloat16"
-    plans = plan(b, nh, n, l, dh, valid_n=valid_n, valid_l=valid_l, dtype=dtype, q_chunk=q_chunk, k_chunk=k_chunk)
-    joint = [
-        _nonempty(to_device_layout(joint_q, bfloat16=bf16)),
-        _nonempty(to_device_layout(joint_k, list(valid_l), bfloat16=bf16)),
-        _nonempty(to_device_layout(joint_v, list(valid_l), bfloat16=bf16)),
-        mask_tiles(),
-    ]
+    plans = plan(
+        b, nh, n, l, dh, valid_n=valid_n, valid_l=valid_l, dtype=dtype, q_chunk=q_chunk, k_chunk=k_chunk
+    )
+    joint = _joint_inputs(joint_q, joint_k, joint_v, valid_l, bf16)
     ring = config.current().ring_size
     if ring == 1:
         spatial = [
@@ -74,13 +81,21 @@ def joint_attention(q, k, v, joint_q, joint_k, joint_v, *, scale, logical_n=None
             _nonempty(to_device_layout(k, list(valid_n), bfloat16=bf16)),
             _nonempty(to_device_layout(v, list(valid_n), bfloat16=bf16)),
         ]
-        request = {"kind": "joint", "plan": plans[0], "scale": scale, "dtype": dtype, "inputs": spatial + joint}
+        request = {
+            "kind": "joint",
+            "plan": plans[0],
+            "scale": scale,
+            "dtype": dtype,
+            "inputs": spatial + joint,
+        }
         o, jo, m, jm = execute(request)
         out = from_device_layout(o, b, nh, n, dh)
         lse = [lse_from_device_layout(m, b, nh, n)]
     else:
         out, lse, per_device = _ring(q, k, v, joint, valid_n, valid_l, ring, scale, dtype, plans[0])
-        _, jo, _, jm = per_device[0]  # joint_out is replicated: every device computed it (kernels/ttlang/ring.py)
+        _, jo, _, jm = per_device[
+            0
+        ]  # joint_out is replicated: every device computed it (kernels/ttlang/ring.py)
     joint_out = from_device_layout(jo, b, nh, l, dh)
     lse = torch.cat([*lse, lse_from_device_layout(jm, b, nh, l)], dim=-1)
     return out.to(q.dtype), joint_out.to(q.dtype), lse.float()
@@ -136,15 +151,20 @@ def ring_joint_outputs(q, k, v, joint_q, joint_k, joint_v, *, scale, logical_n=N
     dtype = config.device_dtype(q.dtype)
     bf16 = dtype == "bfloat16"
     plans = plan(b, nh, n, l, dh, valid_n=valid_n, valid_l=valid_l, dtype=dtype)
-    joint = [
+    joint = _joint_inputs(joint_q, joint_k, joint_v, valid_l, bf16)
+    ring = config.current().ring_size
+    _, _, per_device = _ring(q, k, v, joint, valid_n, valid_l, ring, scale, dtype, plans[0])
+    return [from_device_layout(o[1], b, nh, l, dh) for o in per_device]
+
+
+def _joint_inputs(joint_q, joint_k, joint_v, valid_l, bf16: bool) -> list[torch.Tensor]:
+    """joint_q, joint_k, joint_v and the mask tiles in the device layout: the same on every device."""
+    return [
         _nonempty(to_device_layout(joint_q, bfloat16=bf16)),
         _nonempty(to_device_layout(joint_k, list(valid_l), bfloat16=bf16)),
         _nonempty(to_device_layout(joint_v, list(valid_l), bfloat16=bf16)),
         mask_tiles(),
     ]
-    ring = config.current().ring_size
-    _, _, per_device = _ring(q, k, v, joint, valid_n, valid_l, ring, scale, dtype, plans[0])
-    return [from_device_layout(o[1], b, nh, l, dh) for o in per_device]
 
 
 def _nonempty(t: torch.Tensor) -> torch.Tensor:
