@@ -252,3 +252,27 @@ def test_auto_never_picks_ttlang():
 def test_bad_settings_are_refused(change):
     with pytest.raises(ValueError, match="ttlang settings"):
         config.set_defaults(**change)
+
+
+def test_backend_option_runs_the_fused_attention_on_ttlang(monkeypatch):
+    """`options={"runtime": "ttlang"}`: the fused op of a compiled module runs the TT-Lang kernel."""
+    import torch.nn.functional as F
+    from jointattn.runtime import ttlang_runtime
+
+    class Joint(torch.nn.Module):
+        def forward(self, q, k, v, jq, jk, jv):
+            o = F.scaled_dot_product_attention(
+                torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
+            )
+            return o[:, :, : q.shape[2]], o[:, :, q.shape[2] :]
+
+    calls = []
+    real = ttlang_runtime.TtlangRuntime.forward
+    monkeypatch.setattr(ttlang_runtime.TtlangRuntime, "forward", lambda *a: calls.append(1) or real(*a))
+    inputs = joint_inputs(1, 2, 37, 5, 32, seed=4)
+    compiled = torch.compile(Joint(), backend="jointattn", options={"runtime": "ttlang", "inner": "eager"})
+    got = compiled(*inputs)
+    assert calls == [1]
+    want = unfused_float64(*inputs)
+    for g, w in zip(got, want[:2]):
+        torch.testing.assert_close(g.double(), w, rtol=2e-5, atol=2e-6)
