@@ -20,8 +20,8 @@ from jointattn.runtime.ttnn.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, pcc
 import jointattn
 
 pytestmark = pytest.mark.skipif(
-    backend._simulator_missing() is not None,
-    reason=f"tt-lang-sim unavailable: {backend._simulator_missing()}",
+    backend.simulator_missing() is not None,
+    reason=f"tt-lang-sim unavailable: {backend.simulator_missing()}",
 )
 
 

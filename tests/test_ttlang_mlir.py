@@ -14,8 +14,8 @@ from jointattn.passes.mlir.dialects import TtlangJointAttentionOp, parse_module
 from jointattn.runtime.ttlang import backend, config
 
 pytestmark = pytest.mark.skipif(
-    backend._simulator_missing() is not None,
-    reason=f"tt-lang-sim unavailable: {backend._simulator_missing()}",
+    backend.simulator_missing() is not None,
+    reason=f"tt-lang-sim unavailable: {backend.simulator_missing()}",
 )
 LOWER = "fuse-joint-attention{emit=operator},lower-joint-attention{target=ttlang}"
 

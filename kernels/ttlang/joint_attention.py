@@ -3,7 +3,8 @@
 Entry point: `make_joint_attention(plan, scale)` -> a `ttl.operation` to call as
 `op(q, k, v, joint_q, joint_k, joint_v, mask_tiles, out, joint_out, lse, joint_lse)`, all tiled 2-D ttnn tensors
 laid out as `schedule.py` says ([b * nh * S_tiles * 32, dh_tiles * 32]; lse [.., 32], value in column 0).
-`mask_tiles` is [32, 32 * 32]: tile r holds 0 in columns < r and -inf from column r on (`boundary_mask_tiles`).
+`mask_tiles` is [32, 32 * 32]: tile r holds 0 in columns < r and -inf from column r on (`jointattn.runtime.ttlang
+.layout.mask_tiles`).
 The plan (`schedule.plan_joint_attention`) fixes everything the host knows: chunk shapes, per-batch key pieces,
 the work of each core. There is no index primitive in TT-Lang, so valid lengths are this shape metadata, not
 tensors.
@@ -29,7 +30,7 @@ This module imports `ttl` and `ttnn` by name, as kernels for the TT-Lang compile
 
 from __future__ import annotations
 
-import ttl  # noqa: F401  (the compiler's, or tt-lang-sim's under that name)
+import ttl  # the compiler's, or tt-lang-sim's under that name
 
 from .schedule import SPATIAL, TILE, JointPlan
 

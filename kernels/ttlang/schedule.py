@@ -24,7 +24,6 @@ left instead of from nothing, and a batch whose step has no valid key passes the
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 TILE = 32
@@ -177,18 +176,6 @@ def plan_joint_attention(
             f"{MAX_DATAFLOW_BUFFERS}. Pick chunk sizes with fewer distinct tails."
         )
     return plan
-
-
-def grid_for(items: int, max_grid: tuple[int, int]) -> tuple[int, int]:
-    """The smallest grid of at most `max_grid` whose cores each get ceil(items / cores_max) items: no core idle
-    for lack of work where a smaller grid does the same in as many rounds."""
-    rows, cols = max_grid
-    rounds = max(1, math.ceil(items / (rows * cols)))
-    needed = max(1, math.ceil(items / rounds))
-    for r in range(1, rows + 1):
-        if r * cols >= needed:
-            return (r, -(-needed // r))
-    return (rows, cols)
 
 
 def shard_valid(valid_n, origin: int, shard_rows: int) -> tuple[int, ...]:

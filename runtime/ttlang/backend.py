@@ -31,7 +31,7 @@ def simulation_requested() -> bool:
     return value == SIM
 
 
-def _simulator_missing() -> str | None:
+def simulator_missing() -> str | None:
     if sys.version_info < (3, 11):
         return f"tt-lang-sim needs CPython >= 3.11; this is {sys.version_info.major}.{sys.version_info.minor}"
     if importlib.util.find_spec("ttl") is None or importlib.util.find_spec("ttl.sim") is None:
@@ -60,7 +60,7 @@ def _hardware_missing(ring_size: int) -> str | None:
 def unavailable_reason(ring_size: int = 1) -> str | None:
     try:
         if simulation_requested():
-            return _simulator_missing()
+            return simulator_missing()
     except ValueError as error:
         return str(error)
     return _hardware_missing(ring_size)

@@ -93,9 +93,8 @@ def joint_attention(
         lse = [lse_from_device_layout(m, b, nh, n)]
     else:
         out, lse, per_device = _ring(q, k, v, joint, valid_n, valid_l, ring, scale, dtype, plans[0])
-        _, jo, _, jm = per_device[
-            0
-        ]  # joint_out is replicated: every device computed it (kernels/ttlang/ring.py)
+        # joint_out is replicated: every device computed it (kernels/ttlang/ring.py); device 0's is returned.
+        _, jo, _, jm = per_device[0]
     joint_out = from_device_layout(jo, b, nh, l, dh)
     lse = torch.cat([*lse, lse_from_device_layout(jm, b, nh, l)], dim=-1)
     return out.to(q.dtype), joint_out.to(q.dtype), lse.float()
