@@ -170,7 +170,7 @@ def _bad(**changes):
         (
             _bad(runtime="cuda"),
             ValueError,
-            r"runtime must be one of \('auto', 'reference', 'triton', 'ttnn'\)",
+            r"runtime must be one of \('auto', 'reference', 'triton', 'ttnn', 'ttlang'\)",
         ),
         (_bad(scale="x"), TypeError, r"scale must be a float or None"),
     ],
