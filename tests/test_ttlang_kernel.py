@@ -276,3 +276,11 @@ def test_backend_option_runs_the_fused_attention_on_ttlang(monkeypatch):
     want = unfused_float64(*inputs)
     for g, w in zip(got, want[:2]):
         torch.testing.assert_close(g.double(), w, rtol=2e-5, atol=2e-6)
+
+
+def test_a_failure_in_the_simulator_comes_back_with_its_traceback():
+    from jointattn.runtime.ttlang.simulator import simulate
+
+    with pytest.raises(RuntimeError, match=r"(?s)failed in tt-lang-sim.*unknown request kind 'nope'"):
+        simulate({"kind": "nope"})
+    run_ttlang_case(1, 1, 5, 3, 32, None, None)  # the worker is still up for the next call
