@@ -284,3 +284,13 @@ def test_a_failure_in_the_simulator_comes_back_with_its_traceback():
     with pytest.raises(RuntimeError, match=r"(?s)failed in tt-lang-sim.*unknown request kind 'nope'"):
         simulate({"kind": "nope"})
     run_ttlang_case(1, 1, 5, 3, 32, None, None)  # the worker is still up for the next call
+
+
+def test_chunk_overrides_that_overflow_a_core_are_refused_before_running():
+    # query shapes 5, 3, 2 (128 and 7 tiles); key shapes 64, 32, 16, 8, 4, 2, 1 (127 whole tiles, a boundary tile)
+    inputs = joint_inputs(1, 1, 127 * 32 + 5, 7 * 32, 32)
+    with (
+        config.overrides(q_chunk=5, k_chunk=64),
+        pytest.raises(ValueError, match=r"need 33 dataflow buffers per core"),
+    ):
+        jointattn.joint_attention(*inputs, runtime="ttlang")
