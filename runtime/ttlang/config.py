@@ -12,8 +12,10 @@ Settings: `q_chunk`, `k_chunk` (tiles; None: chosen), `grid` (cores, default Wor
 The choice: among q_chunk in 1..8 and k_chunk in 1..16 tiles, the pair that keeps the worst-case number of
 dataflow buffers per core within 32 (whatever the valid lengths: tails are split into powers of two, see
 `schedule.py`) and their L1 within a core's, minimizing a model of the busiest core's work: rounds of work
-items (ceil(items / cores)), each item the query tiles times the key tiles it reads plus a fixed cost per key
-piece (`PIECE_OVERHEAD`, in tile products: the max/sum/rescale steps a piece pays whatever its size).
+items (ceil(items / cores)), each item its tile products (q @ k^T and p @ v), its K and V tile reads
+(`TILE_READ_COST` each: every query chunk reads every key again, which favours larger query chunks) and a fixed
+cost per key piece (`PIECE_OVERHEAD`: the max/sum/rescale steps a piece pays whatever its size), all in tile
+products.
 Nothing here was measured on hardware.
 """
 
@@ -29,6 +31,7 @@ Q_CHUNKS = (1, 2, 4, 8)
 K_CHUNKS = (1, 2, 4, 8, 16)
 DEFAULT_GRID = (8, 8)
 PIECE_OVERHEAD = 4
+TILE_READ_COST = 1  # a K or V tile read from DRAM, in tile products (assumed, not measured)
 L1_BYTES = 1336 * 1024  # worker L1 left to dataflow buffers (tt-lang-sim's default limit, Wormhole/Blackhole)
 TILE_BYTES = {"bfloat16": 2048, "float32": 4096}
 
@@ -99,19 +102,25 @@ def worst_dataflow_buffers(n_tiles: int, l_tiles: int, q: int, k: int, ring: boo
 
 
 def l1_bytes(q: int, k: int, d_tiles: int, dtype: str, ring: bool) -> int:
-    """Dataflow-buffer bytes per core at the largest shapes (two blocks each): q, k, v, acc, out (and the carried
-    out) in `dtype`; m, l, lse (and the carried lse) and the mask tile in float32."""
+    """Dataflow-buffer bytes per core, two blocks each, at the worst case of every shape present: query shapes q and
+    two tails (< q each), key shapes k and the powers of two below it. q, k, v, acc, out (and the carried out) in
+    `dtype`; m, l, lse (and the carried lse) and the mask tile in float32."""
     data, stats = TILE_BYTES[dtype], TILE_BYTES["float32"]
-    data_tiles = (q * d_tiles) * (4 if ring else 3) + 2 * k * d_tiles
-    stat_tiles = q * (4 if ring else 3) + 1
+    query_rows = q + 2 * (q - 1)
+    key_rows = k + sum(1 << i for i in range((k - 1).bit_length()))
+    per_query = 4 if ring else 3
+    data_tiles = query_rows * d_tiles * per_query + 2 * key_rows * d_tiles
+    stat_tiles = query_rows * per_query + 1
     return 2 * (data_tiles * data + stat_tiles * stats)
 
 
-def _cost(n_tiles, l_tiles, key_tiles, q, k, b, nh, cores) -> float:
+def _cost(n_tiles, l_tiles, key_tiles, d_tiles, q, k, b, nh, cores) -> float:
     items = b * nh * (-(-n_tiles // q) + -(-l_tiles // q))
     rounds = -(-items // cores)
     pieces = sum(-(-t // k) + 1 for t in key_tiles)  # chunks, plus one for tails
-    return rounds * (q * sum(key_tiles) + PIECE_OVERHEAD * pieces)
+    keys = sum(key_tiles)
+    per_item = 2 * q * keys * d_tiles + TILE_READ_COST * 2 * keys * d_tiles + PIECE_OVERHEAD * pieces
+    return rounds * per_item
 
 
 def choose_chunks(
@@ -136,7 +145,7 @@ def choose_chunks(
                 continue
             if l1_bytes(q, k, d_tiles, dtype, ring) > L1_BYTES:
                 continue
-            cost = (_cost(n_tiles, l_tiles, key_tiles, q, k, b, nh, grid[0] * grid[1]), q, k)
+            cost = (_cost(n_tiles, l_tiles, key_tiles, d_tiles, q, k, b, nh, grid[0] * grid[1]), q, k)
             if best is None or cost < best[0]:
                 best = (cost, (q, k))
     if best is None:
