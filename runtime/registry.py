@@ -27,6 +27,7 @@ _RUNTIMES = {
     "triton": "jointattn.runtime.triton_runtime:TritonRuntime",
     "sdpa": "jointattn.runtime.sdpa_runtime:SdpaRuntime",
     "ttnn": "jointattn.runtime.ttnn_runtime:TtnnRuntime",
+    "ttlang": "jointattn.runtime.ttlang_runtime:TtlangRuntime",
 }
 RUNTIME_NAMES = ("auto", *_RUNTIMES)
 
@@ -97,8 +98,8 @@ def get_runtime(name: str) -> Runtime:
 
 def select_runtime(name: str, call: JointCall) -> Runtime:
     """The runtime that will run `call`: the named one (or an error saying why it cannot), or "auto", which picks
-    a path per pass. ttnn is never picked by "auto": it would move CPU tensors onto a Tenstorrent device behind
-    the user's back."""
+    a path per pass. ttnn and ttlang are never picked by "auto": they would move CPU tensors onto a Tenstorrent
+    device behind the user's back."""
     if name == "auto":
         from .auto_runtime import AutoRuntime
 

@@ -104,7 +104,7 @@ CASES = {
     "missing-target": (
         ["{d}/good.mlir", "-p", "lower-joint-attention"],
         2,
-        "lower-joint-attention: option target is missing: expected target=ttnn|triton",
+        "lower-joint-attention: option target is missing: expected target=ttnn|triton|ttlang",
     ),
     "bool-as-word": (
         ["{d}/good.mlir", "-p", "fuse-joint-attention{remarks=maybe}"],
