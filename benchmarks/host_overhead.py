@@ -63,6 +63,40 @@ def _variants(jointattn, tensors, lengths):
     return variants
 
 
+def breakdown(jointattn, tensors, iters):
+    """Host µs of each step of one op call, each timed alone over `iters` repetitions."""
+    from jointattn.runtime import dispatch, op
+    from jointattn.runtime.auto_runtime import run_forward
+    from jointattn.runtime.registry import JointCall
+    from jointattn.runtime.triton_runtime import launch_forward
+
+    q, k, v, jq, jk, jv = tensors
+    call = JointCall(*tensors, q.shape[-1] ** -0.5, None, None)
+    out, joint_out, lse = op._empty_outputs(q, call.shape)
+    problem = dispatch.describe(call)
+    steps = {
+        "wrapper checks": lambda: op._check_call(q, k, v, jq, jk, jv, "rear", None, None, None, "auto"),
+        "impl: make call": lambda: op._make_call(q, k, v, jq, jk, jv, "rear", None, None, None, "auto"),
+        "impl: empty outputs": lambda: op._empty_outputs(q, call.shape),
+        "dispatch: describe": lambda: dispatch.describe(call),
+        "dispatch: choose": lambda: dispatch.choose(problem),
+        "launch: triton": lambda: launch_forward(*tensors, out, joint_out, lse, call.scale, hopper=False),
+        "launch: hopper": lambda: launch_forward(*tensors, out, joint_out, lse, call.scale, hopper=True),
+        "path: sdpa": lambda: run_forward("sdpa", call, out, joint_out, lse),
+        "torch.ops call (auto)": lambda: torch.ops.jointattn.joint_attention(
+            *tensors, "rear", None, None, None, "auto"
+        ),
+        "joint_attention (auto)": lambda: jointattn.joint_attention(*tensors),
+    }
+    found = {}
+    for name, fn in steps.items():
+        try:
+            found[name] = measure(fn, iters)[0]
+        except Exception as e:  # noqa: BLE001
+            print(f"  {name}: {type(e).__name__}: {str(e)[:100]}")
+    return found
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="benchmarks/results")
@@ -91,6 +125,9 @@ def main():
                 f"{str((b, nh, n, l, dh)):24s} {name:20s} host {host:8.1f} us  wall {wall:8.1f} us",
                 flush=True,
             )
+        for name, us in breakdown(jointattn, (q, k, v, jq, jk, jv), args.iters).items():
+            rows.append(dict(shape=[b, nh, n, l, dh], variant=f"step: {name}", host_us=us, wall_us=None))
+            print(f"{str((b, nh, n, l, dh)):24s} step {name:26s} host {us:8.1f} us", flush=True)
         profiler = cProfile.Profile()
         profiler.enable()
         for _ in range(200):

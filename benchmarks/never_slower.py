@@ -34,6 +34,18 @@ import torch.nn.functional as F
 SDPA_BACKENDS = ("default", "cudnn", "flash", "efficient")
 
 
+def coarse_grid():
+    """The dispatcher's table: every head size on a coarse grid of sizes, per-path times only."""
+    points = []
+    for dh in (64, 96, 128, 256):
+        for n in (256, 1024, 4096, 16384):
+            for l in (77, 512):  # noqa: E741
+                for b, nh in ((1, 8), (2, 24)) if n < 16384 else ((1, 24),):
+                    for padded in (False, True):
+                        points.append((b, nh, n, l, dh, torch.bfloat16, padded))
+    return points
+
+
 def grid(quick: bool):
     """(b, nh, N, L, dh, dtype, padded) points: the issue's sweep, pruned to one run's budget (long sequences
     only at small b*nh, fp16 on a subset)."""
@@ -106,7 +118,7 @@ def _backend(name):
     )  # fmt: skip
 
 
-def run_point(point, budget_ms, measure_paths=True):
+def run_point(point, budget_ms, measure_paths=True, baselines_too=True):
     import jointattn
 
     b, nh, n, l, dh, dtype, padded = point  # noqa: E741
@@ -154,6 +166,8 @@ def run_point(point, budget_ms, measure_paths=True):
 
     # PyTorch's ways
     baselines = {"forward": {}, "fwd+bwd": {}}
+    if not baselines_too:
+        return [], paths
     if not padded:
         for backend in SDPA_BACKENDS:
 
@@ -272,6 +286,7 @@ def main():
     parser.add_argument("--limit-s", type=float, default=480.0, help="stop starting new points after this")
     parser.add_argument("--dh", default=None, help="only these head sizes, e.g. 64,128")
     parser.add_argument("--no-paths", action="store_true", help="skip timing each of our paths alone")
+    parser.add_argument("--coarse", action="store_true", help="the dispatcher's coarse grid, paths only")
     args = parser.parse_args()
     import triton
 
@@ -286,17 +301,21 @@ def main():
     )  # fmt: skip
     print(json.dumps(env))
     rows, table, t0 = [], [], time.time()
-    points = grid(args.quick)
+    points = coarse_grid() if args.coarse else grid(args.quick)
     if args.dh:
         points = [p for p in points if p[4] in {int(x) for x in args.dh.split(",")}]
     for i, point in enumerate(points):
         if time.time() - t0 > args.limit_s:
             print(f"time limit: {len(points) - i} points not measured", file=sys.stderr)
             break
-        results, paths = run_point(point, args.budget_ms, measure_paths=not args.no_paths)
+        results, paths = run_point(
+            point, args.budget_ms, measure_paths=not args.no_paths, baselines_too=not args.coarse
+        )
         rows += results
         if not args.no_paths:
             table += table_rows(point, paths, arch)
+        if args.coarse:
+            print(point[:5], point[6], json.dumps(paths), flush=True)
         for r in results:
             ratio = f"{r['ratio']:.2f}" if r["ratio"] else "-"
             print(f"{r['dh']:4d} {r['n']:6d} {r['l']:4d} {r['b'] * r['nh']:3d} {r['dtype']:8s} {'pad' if r['padded'] else '   '} "

@@ -282,7 +282,13 @@ def forced_path(backward: bool) -> str | None:
 
 
 def choose(p: Problem, allowed: tuple[str, ...] = PATHS) -> Choice:
-    """The path that runs `p` among `allowed` (see the module docstring for the order of the rules)."""
+    """The path that runs `p` among `allowed` (see the module docstring for the order of the rules). Cached per
+    problem: a call's host time must not grow with the table."""
+    return _choose(p, allowed, os.environ.get(DISPATCH_ENV, ""), os.environ.get(HOPPER_ENV, "1"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _choose(p: Problem, allowed: tuple[str, ...], _forced: str, _hopper: str) -> Choice:
     forced = forced_path(p.backward)
     if forced is not None:
         reason = unsupported(forced, p) or (None if forced in allowed else f"not allowed here ({allowed})")
@@ -319,8 +325,12 @@ def _default(p: Problem, candidates: list[str]) -> Choice:
 # --- measurements ------------------------------------------------------------------------------------------
 
 
-@functools.cache
 def _table() -> dict:
+    return _load_table()
+
+
+@functools.cache
+def _load_table() -> dict:
     if not MEASUREMENTS.exists():
         return {}
     return json.loads(MEASUREMENTS.read_text())
@@ -333,15 +343,21 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def _measured_best(p: Problem, candidates: list[str]) -> Choice | None:
     if p.arch is None:
         return None
-    rows = [
-        r
-        for r in _table().get("rows", [])
-        if r["arch"] == p.arch
-        and r["dtype"] == _dtype_name(p.dtype)
-        and r["dh"] == p.dh
-        and r["pass"] == p.pass_name
-        and r["padded"] == p.padded
-    ]
+
+    def rows_for(dtype):
+        return [
+            r
+            for r in _table().get("rows", [])
+            if r["arch"] == p.arch
+            and r["dtype"] == _dtype_name(dtype)
+            and r["dh"] == p.dh
+            and r["pass"] == p.pass_name
+            and r["padded"] == p.padded
+        ]
+
+    rows = rows_for(p.dtype)
+    if not rows and p.dtype in _HOPPER_DTYPES:  # fp16 and bf16 run the same kernels at the same speed
+        rows = rows_for(torch.bfloat16 if p.dtype == torch.float16 else torch.float16)
     if not rows:
         return None
 
@@ -366,5 +382,6 @@ def _measured_best(p: Problem, candidates: list[str]) -> Choice | None:
 
 
 def reload_measurements() -> None:
-    """Forget the cached table (after the benchmark rewrote it, or in tests)."""
-    _table.cache_clear()
+    """Forget the cached table and choices (after the benchmark rewrote the table, or in tests)."""
+    _load_table.cache_clear()
+    _choose.cache_clear()

@@ -16,6 +16,14 @@ def _problem(**changes) -> Problem:
     return Problem(**{**base.__dict__, **changes})
 
 
+@pytest.fixture(autouse=True)
+def fresh_choices():
+    """Choices are cached per problem; tests that change the table or the limits start and end afresh."""
+    dispatch.reload_measurements()
+    yield
+    dispatch.reload_measurements()
+
+
 @pytest.fixture
 def no_measurements(monkeypatch):
     monkeypatch.setattr(dispatch, "_table", lambda: {})

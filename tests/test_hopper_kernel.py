@@ -81,7 +81,9 @@ def hopper_everywhere(monkeypatch):
     monkeypatch.setitem(dispatch._UNSUPPORTED, "hopper", lambda problem: None)
     monkeypatch.setattr(dispatch, "_table", lambda: {})
     monkeypatch.setattr(triton_runtime, "launch_forward_hopper", lambda *args: calls.append(args))
-    return calls
+    dispatch.reload_measurements()  # cached choices were made under the real limits
+    yield calls
+    dispatch.reload_measurements()
 
 
 def _dispatch(dh, **knobs):

@@ -99,7 +99,7 @@ CASES = {
     "bad-target": (
         ["{d}/good.mlir", "-p", "lower-joint-attention{target=foo}"],
         2,
-        "lower-joint-attention: option target=foo: expected one of ttnn, triton",
+        "lower-joint-attention: option target=foo: expected one of ttnn, triton, ttlang",
     ),
     "missing-target": (
         ["{d}/good.mlir", "-p", "lower-joint-attention"],
