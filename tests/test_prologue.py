@@ -155,9 +155,9 @@ def test_every_mochi_prologue_becomes_the_op(replacements, dtype):
     torch.testing.assert_close(out, eager, **tolerance)
 
 
-def mochi_prologue(x, weight, cos, sin):
+def mochi_prologue(x, weight, cos, sin, eps=1e-5):
     variance = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
-    y = (x * torch.rsqrt(variance + 1e-5) * weight).to(x.dtype)
+    y = (x * torch.rsqrt(variance + eps) * weight).to(x.dtype)
     even, odd = y[..., 0::2].float(), y[..., 1::2].float()
     c = (even * cos - odd * sin).to(x.dtype)
     s = (even * sin + odd * cos).to(x.dtype)
@@ -229,6 +229,8 @@ def rotation_reversed(x, weight, cos, sin):
         (rotation_reversed, 0),
         (rotation_with_alpha, 0),
         (eps_with_alpha, 1),  # the rope alone: the norm's eps is scaled
+        (lambda x, w, c, s: mochi_prologue(x, w, c, s, eps=x.new_full((), 1e-5)), 1),  # the rope alone
+        (lambda x, w, c, s: mochi_prologue(x, w[:1], c, s), 1),  # the rope alone: the op's weight is [dh]
     ],
     ids=[
         "mochi-form",
@@ -242,6 +244,8 @@ def rotation_reversed(x, weight, cos, sin):
         "rotation-reversed",
         "rotation-with-alpha",
         "eps-with-alpha",
+        "eps-as-a-tensor",
+        "weight-broadcast-over-dh",
     ],
 )
 def test_only_the_exact_form_is_replaced(replacements, fn, expected):
@@ -281,6 +285,19 @@ def test_a_weight_that_broadcasts_x_up_is_not_taken_for_the_norm(replacements):
     args = torch.randn(2, 5, 3, 1), torch.rand(16), torch.rand(5, 1, 1), torch.rand(5, 1, 1)
     got = torch.compile(norm_rope, backend="jointattn")(*args)
     torch.testing.assert_close(got, norm_rope(*args))
+
+
+def test_an_odd_head_dim_is_left_alone(replacements):
+    """dh = 1: the pairs are [..., 1] and [..., 0], which broadcast, so the formula traces; the op refuses it."""
+
+    def rope_only(x, cos, sin):
+        even, odd = x[..., 0::2], x[..., 1::2]
+        return torch.stack([even * cos - odd * sin, even * sin + odd * cos], -1).flatten(-2)
+
+    args = torch.randn(2, 5, 3, 1), torch.rand(5, 1, 1), torch.rand(5, 1, 1)
+    got = torch.compile(rope_only, backend="jointattn")(*args)
+    assert sum(replacements) == 0
+    torch.testing.assert_close(got, rope_only(*args))
 
 
 def test_tables_that_would_broadcast_x_up_are_left_alone(replacements):
