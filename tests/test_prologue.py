@@ -300,6 +300,18 @@ def test_an_odd_head_dim_is_left_alone(replacements):
     torch.testing.assert_close(got, rope_only(*args))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_training_graphs_are_left_alone(replacements, dtype):
+    """The forward graph saves the norm's rsqrt for the backward: neither the prologue nor the RoPE after its norm
+    is replaced (review repro: the RoPE alone was)."""
+    x, weight, cos, sin = _inputs(b=2, s=11, nh=3, dh=16, seed=5, dtype=dtype)
+    x.requires_grad_()
+    got = torch.compile(mochi_prologue, backend="jointattn")(x, weight, cos, sin)
+    assert sum(replacements) == 0
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=0.02, atol=0.02)
+    torch.testing.assert_close(got, mochi_prologue(x, weight, cos, sin), **tolerance)
+
+
 def test_tables_that_would_broadcast_x_up_are_left_alone(replacements):
     x, weight, cos, sin = _inputs(b=1, s=11, nh=3, dh=16)
     cos, sin = cos.expand(2, 11, 3, 8), sin.expand(2, 11, 3, 8)  # batch 2 against x's batch 1

@@ -3,34 +3,41 @@
 Entry points: `fuse_prologues(graph) -> int` (how many it replaced) and `PROLOGUE_PASS`, the
 `CustomGraphPass` the backend hands inductor as `post_grad_custom_post_pass`.
 
-How: inductor's pattern matcher, as its `fx_passes/fuse_attention.py` uses it. The search functions are the
-op's own formula (`runtime.rms_norm_rope.reference`, which is Mochi's code with every cast where that code puts
-it); the replacements call the op. `_register_patterns` traces them once, the way inductor sees the model by
-now (`_trace`). The matcher finds candidates with sizes, dims, dtypes and scalars left open, then traces the
-formula again on each candidate's own inputs and requires the same graph to the letter: a cast, slice, dim or
-exponent elsewhere than in the formula is refused there. `_fits` adds what a formula cannot say: CUDA tensors
-of the kernel's dtypes, an even head dim, a weight `[dh]`, cos/sin of at most float32 (so every product is
-float32) broadcasting to `[b, S, nh, dh/2]` without growing it, and a constant eps.
-The variants, tried in this order at each candidate output: norm + RoPE, norm without weight + RoPE, RoPE
-alone. Each is traced twice: with float32 x (no casts) and bfloat16 x (casts; float16 takes the same pattern).
+How: inductor's pattern matcher, used as its `fx_passes/fuse_attention.py` uses it. The search functions are
+the op's own formula (`runtime.rms_norm_rope.reference`: Mochi's code, every cast where that code puts it), the
+replacements call the op, and `_register_patterns` traces them once, as inductor sees the model by now
+(`_trace`). The matcher finds candidates with sizes, dims, dtypes and scalars left open, then traces the formula
+again on each candidate's own inputs and requires that graph to the letter: a cast, slice, dim or exponent
+elsewhere than in the formula is refused. `_fits` checks what a formula cannot say: CUDA tensors of the kernel's
+dtypes, an even head dim, a weight `[dh]`, cos/sin of at most float32 (so every product is float32) that
+broadcast to `[b, S, nh, dh/2]` without growing it, a constant eps, and no keyword (`alpha`) the matcher skips.
+Variants, tried in this order at each candidate output: norm + RoPE, norm without weight + RoPE, RoPE alone,
+each traced with float32 x (no casts) and bfloat16 x (casts; float16 matches the same pattern).
 
 Why post-grad: at ATen level, after AOT autograd, the prologue is one fixed sequence of ATen ops whatever the
-model code's spelling. A training graph's saved intermediates show up as outside users, which the matcher
-refuses (and RoPE alone is not taken on a norm's output that was refused so), so nothing is replaced there:
-inductor's code stays, and the op never needs a backward here. Why at all: inductor compiles Mochi's form
-poorly (`kernels/rms_norm_rope.py`; timings in `benchmarks/NOTES-models.md`).
+model code's spelling. In a training graph the norm's intermediates are saved for the backward: they have users
+outside the match, which the matcher refuses, and RoPE alone is not taken after a norm of the formula (`NORMS`
+finds it whatever else reads its intermediates). So nothing is replaced there: inductor's code stays, and the op
+never needs a backward here. Why at all: inductor compiles Mochi's form poorly (`kernels/rms_norm_rope.py`;
+timings in `benchmarks/NOTES-models.md`).
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 import torch.fx as fx
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 from torch._inductor.fx_passes.post_grad import view_to_reshape
 from torch._inductor.pattern_matcher import (
+    MULTIPLE,
+    CallFunction,
     Match,
+    PatternExpr,
     PatternMatcherPass,
     fwd_only,
+    fx_to_pattern,
     init_once_fakemode,
     is_match,
     register_replacement,
@@ -47,8 +54,9 @@ DEVICES = {"cuda"}
 TRACE_EPS = 1e-6
 
 PATTERNS = PatternMatcherPass(pass_name="jointattn_rms_norm_rope")
-# The norms alone: never applied (inductor keeps a norm without RoPE); they tell RoPE alone where a norm precedes.
-NORMS = PatternMatcherPass(pass_name="jointattn_rms_norm")
+# The norms alone, exact and with users anywhere: never replaced (inductor keeps a norm without RoPE), they tell
+# RoPE alone where a norm precedes it.
+NORMS: list[PatternExpr] = []
 
 
 def norm_rope(x, weight, cos, sin, eps):
@@ -91,20 +99,42 @@ def fuse_prologues(graph: fx.Graph) -> int:
 
 @init_once_fakemode  # once, on fake example inputs, outside the graph being compiled (as inductor's own inits)
 def _register_patterns() -> None:
-    """Traces every variant, in the order they are tried at a node."""
-    for dtype in (torch.float32, torch.bfloat16):
-        x = torch.empty(2, 3, 2, 8, dtype=dtype)
-        weight, cos, sin = torch.empty(8, dtype=dtype), torch.empty(3, 2, 4), torch.empty(3, 2, 4)
-        for search, replace, inputs, check, pass_dict in (
-            (norm_rope, norm_rope_fused, (x, weight, cos, sin), _fits, PATTERNS),
-            (unweighted_norm_rope, unweighted_norm_rope_fused, (x, cos, sin), _fits, PATTERNS),
-            (rope, rope_fused, (x, cos, sin), _fits_after_no_norm, PATTERNS),
-            (norm, norm, (x, weight), _fits, NORMS),  # NORMS is never applied: no replacement
-            (unweighted_norm, unweighted_norm, (x,), _fits, NORMS),
+    """Traces every variant, in the order they are tried at a node, and the norms."""
+    for dtype in (torch.float32, torch.bfloat16):  # float16 takes bfloat16's patterns: dtypes are open there
+        x, weight, cos, sin = _examples(dtype)
+        for search, replace, inputs, check in (
+            (norm_rope, norm_rope_fused, (x, weight, cos, sin), _fits),
+            (unweighted_norm_rope, unweighted_norm_rope_fused, (x, cos, sin), _fits),
+            (rope, rope_fused, (x, cos, sin), _fits_after_no_norm),
         ):
             register_replacement(
-                search, replace, inputs, _trace, pass_dict, check, scalar_workaround={"eps": TRACE_EPS}
+                search, replace, inputs, _trace, PATTERNS, check, scalar_workaround={"eps": TRACE_EPS}
             )
+    for dtype in KERNEL_DTYPES:  # NORMS are exact, casts included
+        x, weight, _, _ = _examples(dtype)
+        NORMS.extend(
+            (_exact_pattern(norm, (x, weight, TRACE_EPS)), _exact_pattern(unweighted_norm, (x, TRACE_EPS)))
+        )
+
+
+def _examples(dtype: torch.dtype):
+    """x, weight, cos, sin to trace with (their sizes are open in the patterns)."""
+    x, weight = torch.empty(2, 3, 2, 8, dtype=dtype), torch.empty(8, dtype=dtype)
+    return x, weight, torch.empty(3, 2, 4), torch.empty(3, 2, 4)
+
+
+def _exact_pattern(fn, args) -> PatternExpr:
+    """fn's trace with every constant as traced, eps open, and users anywhere: it matches where fn is computed,
+    whatever else reads its intermediates (a training graph saves some for the backward)."""
+    names = [*inspect.signature(fn).parameters]
+    pattern = fx_to_pattern(_trace(fn, args), argnames=names, scalar_workaround={"eps": TRACE_EPS})
+    pending = [pattern]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, CallFunction):
+            node.users = MULTIPLE
+            pending.extend(node.args)
+    return pattern
 
 
 def _trace(fn, args, **kwargs) -> fx.GraphModule:
@@ -143,9 +173,8 @@ def _fits_after_no_norm(match: Match) -> bool:
 
 
 def _is_norm(node) -> bool:
-    """node is a norm as `NORMS` matches it (the entries' extra_check traces the formula again, as for PATTERNS)."""
-    entries = NORMS.patterns.get((node.op, node.target), ()) if isinstance(node, fx.Node) else ()
-    return any(is_match(m := entry.pattern.match(node)) and entry.extra_check(m) for entry in entries)
+    """node is the output of a norm the op would take, whatever else reads the norm's intermediates."""
+    return isinstance(node, fx.Node) and any(is_match(m := p.match(node)) and _fits(m) for p in NORMS)
 
 
 def _on(t: torch.Tensor | None, device: torch.device) -> bool:
