@@ -3,7 +3,8 @@ where Mochi's attention computes it.
 
 The kernel runs in Triton's interpreter here (float32); the op is checked against the model code's own formula
 (`runtime.rms_norm_rope.reference`) and its gradient against that formula's; the pass is checked on a tiny stock
-Mochi (every q/k prologue replaced, outputs equal eager's) and on look-alike forms it must leave alone.
+Mochi (every q/k prologue replaced, outputs equal eager's), on look-alike forms it must leave alone, and on a
+training graph.
 """
 
 import pytest
@@ -303,7 +304,7 @@ def test_an_odd_head_dim_is_left_alone(replacements):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_training_graphs_are_left_alone(replacements, dtype):
     """The forward graph saves the norm's rsqrt for the backward: neither the prologue nor the RoPE after its norm
-    is replaced (review repro: the RoPE alone was)."""
+    is replaced (the first pattern-matcher version replaced that RoPE alone)."""
     x, weight, cos, sin = _inputs(b=2, s=11, nh=3, dh=16, seed=5, dtype=dtype)
     x.requires_grad_()
     got = torch.compile(mochi_prologue, backend="jointattn")(x, weight, cos, sin)

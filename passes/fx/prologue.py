@@ -105,7 +105,7 @@ def _register_patterns() -> None:
         for search, replace, inputs, check in (
             (norm_rope, norm_rope_fused, (x, weight, cos, sin), _fits),
             (unweighted_norm_rope, unweighted_norm_rope_fused, (x, cos, sin), _fits),
-            (rope, rope_fused, (x, cos, sin), _fits_after_no_norm),
+            (rope, rope_fused, (x, cos, sin), _fits_rope_alone),
         ):
             register_replacement(
                 search, replace, inputs, _trace, PATTERNS, check, scalar_workaround={"eps": TRACE_EPS}
@@ -166,8 +166,8 @@ def _fits(match: Match) -> bool:
     )
 
 
-def _fits_after_no_norm(match: Match) -> bool:
-    """RoPE alone, where x is not the output of a norm of the formula (one not taken with its RoPE because its
+def _fits_rope_alone(match: Match) -> bool:
+    """`_fits`, and x is not the output of a norm of the formula (one not taken with its RoPE because its
     intermediates are used elsewhere, as in a training graph)."""
     return _fits(match) and not _is_norm(match.kwargs["x"])
 
