@@ -1,25 +1,26 @@
 """Post-grad pass: the QK-norm + RoPE prologue of an attention becomes one `jointattn::rms_norm_rope` call.
 
-Entry points: `fuse_prologues(graph) -> int` (how many it replaced) and `PROLOGUE_PASS`, the
-`CustomGraphPass` the backend hands inductor as `post_grad_custom_post_pass`.
+Entry points: `fuse_prologues(graph) -> int` (how many it replaced) and `PROLOGUE_PASS`, the `CustomGraphPass`
+the backend hands inductor as `post_grad_custom_post_pass`.
 
 How: inductor's pattern matcher, used as its `fx_passes/fuse_attention.py` uses it. The search functions are
-the op's own formula (`runtime.rms_norm_rope.reference`: Mochi's code, every cast where that code puts it), the
-replacements call the op, and `_register_patterns` traces them once, as inductor sees the model by now
-(`_trace`). The matcher finds candidates with sizes, dims, dtypes and scalars left open, then traces the formula
-again on each candidate's own inputs and requires that graph to the letter: a cast, slice, dim or exponent
-elsewhere than in the formula is refused. `_fits` checks what a formula cannot say: CUDA tensors of the kernel's
-dtypes, an even head dim, a weight `[dh]`, cos/sin of at most float32 (so every product is float32) that
-broadcast to `[b, S, nh, dh/2]` without growing it, a constant eps, and no keyword (`alpha`) the matcher skips.
-Variants, tried in this order at each candidate output: norm + RoPE, norm without weight + RoPE, RoPE alone,
-each traced with float32 x (no casts) and bfloat16 x (casts; float16 matches the same pattern).
+the op's own formula (`runtime.rms_norm_rope.reference`: Mochi's code, every cast where that code puts it),
+the replacements call the op, and `_register_patterns` traces them once, as inductor sees the model by now
+(`_trace`). The matcher finds candidates with sizes, dims, dtypes and scalars left open, then traces the
+formula again on each candidate's own inputs and requires that graph to the letter: a cast, slice, dim (`-1`,
+not `3`), exponent or operand order other than the formula's is refused (another spelling would be another
+variant). `_fits` checks what a formula cannot say: CUDA tensors of the kernel's dtypes, an even head dim, a
+weight `[dh]`, cos/sin of at most float32 (so every product is float32) that broadcast to `[b, S, nh, dh/2]`
+without growing it, a constant eps, and no keyword (`alpha`) the matcher skips. Variants, tried in this order
+at each candidate output: norm + RoPE, norm without weight + RoPE, RoPE alone, each traced with float32 x (no
+casts) and bfloat16 x (casts; float16 matches the same pattern).
 
-Why post-grad: at ATen level, after AOT autograd, the prologue is one fixed sequence of ATen ops whatever the
-model code's spelling. In a training graph the norm's intermediates are saved for the backward: they have users
-outside the match, which the matcher refuses, and RoPE alone is not taken after a norm of the formula (`NORMS`
-finds it whatever else reads its intermediates). So nothing is replaced there: inductor's code stays, and the op
-never needs a backward here. Why at all: inductor compiles Mochi's form poorly (`kernels/rms_norm_rope.py`;
-timings in `benchmarks/NOTES-models.md`).
+Why post-grad: at ATen level, after AOT autograd, the prologue is one fixed sequence of ATen ops, whether the
+model code calls functions or methods. In a training graph the norm's intermediates are saved for the
+backward: they have users outside the match, which the matcher refuses, and RoPE alone is not taken after a
+norm of the formula (`NORMS` finds it whatever else reads its intermediates). So nothing is replaced there:
+inductor's code stays, and the op never needs a backward here. Why at all: inductor compiles Mochi's form
+poorly (`kernels/rms_norm_rope.py`; timings in `benchmarks/NOTES-models.md`).
 """
 
 from __future__ import annotations
@@ -47,15 +48,16 @@ from ...runtime import rms_norm_rope as op_module
 from ...runtime.rms_norm_rope import KERNEL_DTYPES, reference
 from .nodes import same, tensor_val
 
-# Devices whose tensors the op runs its Triton kernel on; elsewhere inductor's own code is kept (tests widen this).
+# Devices whose tensors the op runs its Triton kernel on; elsewhere inductor's own code is kept (tests widen
+# this).
 DEVICES = {"cuda"}
-# Stands for eps while tracing: inductor's `scalar_workaround` turns the constant equal to it into an argument,
-# so it must differ from every other constant of the formula.
+# Stands for eps while tracing: inductor's `scalar_workaround` turns the constant equal to it into an
+# argument, so it must differ from every other constant of the formula.
 TRACE_EPS = 1e-6
 
 PATTERNS = PatternMatcherPass(pass_name="jointattn_rms_norm_rope")
-# The norms alone, exact and with users anywhere: never replaced (inductor keeps a norm without RoPE), they tell
-# RoPE alone where a norm precedes it.
+# The norms alone, exact and with users anywhere: never replaced (inductor keeps a norm without RoPE), they
+# tell RoPE alone where a norm precedes it.
 NORMS: list[PatternExpr] = []
 
 
@@ -97,7 +99,7 @@ def fuse_prologues(graph: fx.Graph) -> int:
     return PATTERNS.apply(graph)
 
 
-@init_once_fakemode  # once, on fake example inputs, outside the graph being compiled (as inductor's own inits)
+@init_once_fakemode  # once, on fake inputs, outside the graph being compiled (as inductor's own inits)
 def _register_patterns() -> None:
     """Traces every variant, in the order they are tried at a node, and the norms."""
     for dtype in (torch.float32, torch.bfloat16):  # float16 takes bfloat16's patterns: dtypes are open there
@@ -124,8 +126,8 @@ def _examples(dtype: torch.dtype):
 
 
 def _exact_pattern(fn, args) -> PatternExpr:
-    """fn's trace with every constant as traced, eps open, and users anywhere: it matches where fn is computed,
-    whatever else reads its intermediates (a training graph saves some for the backward)."""
+    """fn's trace with every constant as traced, eps open, and users anywhere: it matches where fn is
+    computed, whatever else reads its intermediates (a training graph saves some for the backward)."""
     names = [*inspect.signature(fn).parameters]
     pattern = fx_to_pattern(_trace(fn, args), argnames=names, scalar_workaround={"eps": TRACE_EPS})
     pending = [pattern]
@@ -138,8 +140,8 @@ def _exact_pattern(fn, args) -> PatternExpr:
 
 
 def _trace(fn, args, **kwargs) -> fx.GraphModule:
-    """`fn` as an ATen graph the way the post-grad passes see the model: `fwd_only`'s decompositions, and views
-    turned into reshapes as inductor turns them before its post-grad passes."""
+    """`fn` as an ATen graph the way the post-grad passes see the model: `fwd_only`'s decompositions, and
+    views turned into reshapes as inductor turns them before its post-grad passes."""
     gm = fwd_only(fn, args, **kwargs)
     view_to_reshape(gm)
     gm.recompile()
@@ -147,7 +149,7 @@ def _trace(fn, args, **kwargs) -> fx.GraphModule:
 
 
 def _fits(match: Match) -> bool:
-    """What the formula cannot say (see the module docstring): the kernel takes the inputs, eps is a constant."""
+    """What the formula cannot say (module docstring): the kernel takes the inputs, eps is a constant."""
     x = tensor_val(match.kwargs["x"])
     if x is None or x.device.type not in DEVICES or x.dtype not in KERNEL_DTYPES or x.dim() != 4:
         return False
