@@ -7,8 +7,9 @@ sink tokens (`runtime/ttnn/packing.py`), on one device and on a ring alike.
 Backward: ttnn has no backward for these ops, so the gradients are the exact reference backward
 (`reference.reference_backward`), computed on the host from the saved inputs.
 
-`JOINTATTN_TTNN=emulate` runs all of it on the CPU emulation of ttnn (`runtime/ttnn/emulation.py`); without it
-the real `ttnn` module is imported, and when that fails the runtime says why instead of running anything else.
+`JOINTATTN_TTNN=emulate` runs all of it on the CPU emulation of ttnn (`jointattn.testing.ttnn_emulation`);
+without it the real `ttnn` module is imported, and when that fails the runtime says why instead of running
+anything else.
 """
 
 from __future__ import annotations

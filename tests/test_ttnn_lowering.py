@@ -14,12 +14,12 @@ import torch
 from jointattn.runtime.reference import key_bias_from_lengths, reference_forward
 from jointattn.runtime.registry import JointCall
 from jointattn.runtime.ttnn import config, lowering
-from jointattn.runtime.ttnn.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, fa_rand, pcc, rmse
 from jointattn.runtime.ttnn.module import ENV_VAR, TtnnUnavailable, load_ttnn, recording
 from jointattn.runtime.ttnn.packing import normalizer_channels, plan_ring, plan_single
 from jointattn.runtime.ttnn_runtime import TtnnRuntime
 
 import jointattn
+from jointattn.testing.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, fa_rand, pcc, rmse
 
 
 @pytest.fixture(autouse=True)

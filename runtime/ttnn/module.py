@@ -1,7 +1,7 @@
 """Which ttnn the lowering talks to, and the one door every call to it goes through.
 
 Entry points:
-- `load_ttnn()`: the real `ttnn` module, or the CPU emulation (`emulation.py`) when the environment variable
+- `load_ttnn()`: the real `ttnn` module, or the CPU emulation (`jointattn.testing.ttnn_emulation`) when the environment variable
   `JOINTATTN_TTNN=emulate` asks for it. Nothing else selects the emulation: when ttnn cannot be imported and the
   variable is not set, `TtnnUnavailable` says so (never a silent fallback to the emulation).
 - `ttnn_api()`: `load_ttnn()` behind a recording proxy. `api.transformer.joint_scaled_dot_product_attention(...)`
@@ -54,9 +54,9 @@ def import_real_ttnn() -> ModuleType:
 
 def load_ttnn() -> ModuleType:
     if emulation_requested():
-        from . import emulation
+        from jointattn.testing import ttnn_emulation
 
-        return emulation
+        return ttnn_emulation
     return import_real_ttnn()
 
 
