@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from .reference_runtime import ReferenceRuntime
 from .ttnn import config
-from .ttnn.module import ttnn_api, unavailable_reason
+from .ttnn.module import load_ttnn, unavailable_reason
 
 
 class TtnnRuntime:
@@ -31,7 +31,7 @@ class TtnnRuntime:
         if call.scale <= 0:
             return f"ttnn's kernels fold the scale into exp((s - max) * scale) with the max of unscaled scores; scale {call.scale} <= 0"
         settings = config.current()
-        available = ttnn_api().get_num_devices()
+        available = load_ttnn().get_num_devices()
         if available < settings.ring_size:
             what = "no Tenstorrent device" if available == 0 else f"{available} Tenstorrent device(s)"
             return f"{what} (ttnn.get_num_devices() is {available}); the call needs {settings.ring_size}"
