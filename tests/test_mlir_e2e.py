@@ -21,10 +21,10 @@ from jointattn.passes.mlir.dialects import JointSDPAOp, LaunchForwardOp, parse_m
 from jointattn.passes.mlir.dialects.torch_types import torch_dtype
 from jointattn.passes.mlir.fuse_joint_attention import fuse_joint_attention
 from jointattn.runtime.ttnn import config as ttnn_config
-from jointattn.runtime.ttnn.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, pcc, rmse
 from jointattn.runtime.ttnn.module import ENV_VAR
 
 from jointattn import model_zoo
+from jointattn.testing.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, pcc, rmse
 
 LOWER = {
     "ttnn": "fuse-joint-attention{emit=operator},lower-joint-attention{target=ttnn}",

@@ -16,6 +16,10 @@ from jointattn.runtime.rms_norm_rope import reference
 import jointattn  # noqa: F401
 from jointattn import model_zoo
 
+# The pass tests turn the compile caches off, so that the pass runs on every compile; Dynamo warns that this
+# turns its profile-guided cache off too.
+pytestmark = pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled:UserWarning:torch._dynamo.pgo")
+
 OP = torch.ops.jointattn.rms_norm_rope
 # The kernel tests run on the GPU where there is one, else in Triton's interpreter (conftest).
 KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
