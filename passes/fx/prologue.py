@@ -100,8 +100,9 @@ def fuse_prologues(graph: fx.Graph) -> int:
 
 
 @init_once_fakemode  # once, on fake inputs, outside the graph being compiled (as inductor's own inits)
-def _register_patterns() -> None:
-    """Traces every variant, in the order they are tried at a node, and the norms."""
+def _register_patterns(*_ignored, **_ignored_too) -> None:
+    """Traces every variant, in the order they are tried at a node, and the norms. (torch 2.11's
+    `init_once_fakemode` passes the input device, 2.13's only the arguments the function names.)"""
     for dtype in (torch.float32, torch.bfloat16):  # float16 takes bfloat16's patterns: dtypes are open there
         x, weight, cos, sin = _examples(dtype)
         for search, replace, inputs, check in (
