@@ -9,6 +9,7 @@ import sys
 import torch
 import torch.nn.functional as F
 from jointattn.kernels.configs import HopperConfig
+from jointattn.runtime.call import JointCall
 from jointattn.runtime.hopper_launch import launch_forward_hopper
 from jointattn.runtime.triton_runtime import launch_forward
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -35,9 +36,8 @@ def tune_shape(name: str) -> None:
     lse = torch.empty(b, nh, n + l, device="cuda")
     scale = dh**-0.5
     flops = 4 * b * nh * (n + l) * (nv + lv) * dh
-    variants = {
-        "triton": lambda: launch_forward(q, k, v, jq, jk, jv, out, jout, lse, scale, ln, ll, hopper=False)
-    }
+    call = JointCall.of(q, k, v, jq, jk, jv, scale, ln, ll)
+    variants = {"triton": lambda: launch_forward(call, out, jout, lse, hopper=False)}
     # (rows per consumer warpgroup, keys per block, stages)
     tiles = (
         [(64, 128, 2), (64, 128, 3)]
@@ -47,7 +47,7 @@ def tune_shape(name: str) -> None:
     for block_m, block_n, stages in tiles:
         cfg = HopperConfig(block_m, block_n, stages, 240, default=False)
         variants[f"hopper_m{block_m}_n{block_n}_s{stages}"] = lambda cfg=cfg: launch_forward_hopper(
-            q, k, v, jq, jk, jv, out, jout, lse, scale, n, l, ln, ll, cfg
+            call, out, jout, lse, n, l, cfg
         )
     if ln is None and ll is None:
         qq, kk, vv = (torch.cat([a, c], 2) for a, c in ((q, jq), (k, jk), (v, jv)))

@@ -65,23 +65,24 @@ def _variants(jointattn, tensors, lengths):
 
 def breakdown(jointattn, tensors, iters):
     """Host µs of each step of one op call, each timed alone over `iters` repetitions."""
-    from jointattn.runtime import dispatch, op
+    from jointattn.runtime import dispatch
     from jointattn.runtime.auto_runtime import run_forward
-    from jointattn.runtime.registry import JointCall
+    from jointattn.runtime.call import JointCall
+    from jointattn.runtime.ops import contract
     from jointattn.runtime.triton_runtime import launch_forward
 
     q, k, v, jq, jk, jv = tensors
     call = JointCall(*tensors, q.shape[-1] ** -0.5, None, None)
-    out, joint_out, lse = op._empty_outputs(q, call.shape)
+    out, joint_out, lse = contract.empty_outputs_of(q, call.shape)
     problem = dispatch.describe(call)
     steps = {
-        "wrapper checks": lambda: op._check_call(q, k, v, jq, jk, jv, "rear", None, None, None, "auto"),
-        "impl: make call": lambda: op._make_call(q, k, v, jq, jk, jv, "rear", None, None, None, "auto"),
-        "impl: empty outputs": lambda: op._empty_outputs(q, call.shape),
+        "wrapper checks": lambda: contract.check_call(q, k, v, jq, jk, jv, "rear", None, None, None, "auto"),
+        "impl: make call": lambda: contract.make_call(q, k, v, jq, jk, jv, "rear", None, None, None, "auto"),
+        "impl: empty outputs": lambda: contract.empty_outputs_of(q, call.shape),
         "dispatch: describe": lambda: dispatch.describe(call),
         "dispatch: choose": lambda: dispatch.choose(problem),
-        "launch: triton": lambda: launch_forward(*tensors, out, joint_out, lse, call.scale, hopper=False),
-        "launch: hopper": lambda: launch_forward(*tensors, out, joint_out, lse, call.scale, hopper=True),
+        "launch: triton": lambda: launch_forward(call, out, joint_out, lse, hopper=False),
+        "launch: hopper": lambda: launch_forward(call, out, joint_out, lse, hopper=True),
         "path: sdpa": lambda: run_forward("sdpa", call, out, joint_out, lse),
         "torch.ops call (auto)": lambda: torch.ops.jointattn.joint_attention(
             *tensors, "rear", None, None, None, "auto"

@@ -166,6 +166,7 @@ def kernel_report() -> list[dict]:
 
 
 def run_shape(name: str, gemm_tflops: float, bw_tbs: float, with_flex: bool, rows: list) -> None:
+    from jointattn.runtime.call import JointCall
     from jointattn.runtime.triton_runtime import launch_forward
 
     import jointattn
@@ -254,13 +255,13 @@ def run_shape(name: str, gemm_tflops: float, bw_tbs: float, with_flex: bool, row
     record(
         "triton_launch_forward(raw, Triton kernel)",
         lambda: launch_forward(
-            q, k, v, jq, jk, jv, out, joint_out, lse, scale, logical_n, logical_l, hopper=False
+            JointCall.of(q, k, v, jq, jk, jv, scale, logical_n, logical_l), out, joint_out, lse, hopper=False
         ),
         "ours_raw",
     )
     record(
         "triton_launch_forward(raw, default kernel)",  # the Gluon Hopper kernel where it applies
-        lambda: launch_forward(q, k, v, jq, jk, jv, out, joint_out, lse, scale, logical_n, logical_l),
+        lambda: launch_forward(JointCall.of(q, k, v, jq, jk, jv, scale, logical_n, logical_l), out, joint_out, lse),
         "ours_raw",
     )
     ours = record("jointattn.joint_attention(runtime=triton)",
@@ -345,6 +346,7 @@ def sweep(shape_names, rows: list, top: int = 3, focused: bool = False, listed=N
 
 def _sweep_shape(name: str, rows: list, top: int, focused: bool = False, listed=None) -> None:
     from jointattn.kernels.configs import forward_candidates
+    from jointattn.runtime.call import JointCall
     from jointattn.runtime.triton_runtime import launch_forward
 
     b, nh, n, l, dh, nv, lv = SHAPES[name]  # noqa: E741
@@ -357,8 +359,8 @@ def _sweep_shape(name: str, rows: list, top: int, focused: bool = False, listed=
     computed = 4 * b * nh * (n + l) * (nv + lv) * dh
 
     def measure(cfg, use_tma, ws):
-        fn = lambda: launch_forward(q, k, v, jq, jk, jv, out, joint_out, lse, dh**-0.5, logical_n, logical_l,
-                                    cfg, use_tma=use_tma, warp_specialize=ws)  # fmt: skip
+        fn = lambda: launch_forward(JointCall.of(q, k, v, jq, jk, jv, dh**-0.5, logical_n, logical_l), out,
+                                    joint_out, lse, cfg, use_tma=use_tma, warp_specialize=ws)  # fmt: skip
         row = dict(shape=name, kind="sweep", config=cfg.__dict__, tma=use_tma, warp_specialize=ws)
         try:
             t0 = time.time()

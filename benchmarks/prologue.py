@@ -20,7 +20,7 @@ import pathlib
 
 import torch
 import triton
-from jointattn.runtime.rms_norm_rope import reference
+from jointattn.runtime.ops.rms_norm_rope import reference
 
 N, HEADS, DH = 44520, 24, 128
 

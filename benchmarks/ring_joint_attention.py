@@ -286,7 +286,8 @@ def _group_ms(bench: Bench, fn, args, fastest: bool = False):
 
 def _resolved_runtime(runtime: str, tensors) -> str:
     """The runtime the op runs for such tensors ("auto" resolved), so a fallback cannot go unnoticed."""
-    from jointattn.runtime.registry import JointCall, forward_path
+    from jointattn.runtime.call import JointCall
+    from jointattn.runtime.registry import forward_path
 
     return forward_path(runtime, JointCall(*tensors, 1.0, None, None))
 

@@ -24,7 +24,7 @@ What each op becomes:
   chunk sizes, inside `config.overrides(...)` carrying its grid and ring size (the TT-Lang compiler and a device,
   or tt-lang-sim under `JOINTATTN_TTLANG=sim`);
 - `jointattn.key_padding_lengths` / `jointattn.masked_joint_attention` -> the `torch.library` ops of
-  `runtime/masked_op.py` (the check's one host sync, then the length-based op or the exact path);
+  `runtime/ops/masked.py` (the check's one host sync, then the length-based op or the exact path);
   `jointattn.masked_reference` -> `masked_reference(...)` below, that exact path by itself;
 - `scf.if` -> a Python `if`/`else`, each branch's `scf.yield` assigning the if's results; `torch_c.to_i1` -> the
   `!torch.bool` it converts (a Python bool already).
@@ -105,7 +105,7 @@ def emit_python(module: ModuleOp, ctx: Context) -> str:
 
 def joint_outputs(q: torch.Tensor, joint_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Outputs for a kernel launch, laid out as the op lays them out."""
-    from jointattn.runtime.op import empty_outputs
+    from jointattn.runtime.ops.contract import empty_outputs
 
     return empty_outputs(q, joint_q)
 
@@ -113,8 +113,8 @@ def joint_outputs(q: torch.Tensor, joint_q: torch.Tensor) -> tuple[torch.Tensor,
 def masked_reference(q, k, v, joint_q, joint_k, joint_v, key_mask, joint_key_mask, *, scale: float):
     """`jointattn.masked_reference`: the exact path of `jointattn::masked_joint_attention` by itself (the same
     code, so both paths read a mask identically)."""
-    from jointattn.runtime.masked_op import masked_exact_forward
-    from jointattn.runtime.registry import JointCall
+    from jointattn.runtime.call import JointCall
+    from jointattn.runtime.ops.masked import masked_exact_forward
 
     return masked_exact_forward(
         JointCall(q, k, v, joint_q, joint_k, joint_v, scale, None, None), key_mask, joint_key_mask
@@ -139,9 +139,11 @@ def _runtime_namespace(module: ModuleOp) -> dict:
     if any(isinstance(op, LaunchForwardOp) for op in ops):
         from jointattn.kernels.configs import LaunchConfig
         from jointattn.runtime import triton_runtime
+        from jointattn.runtime.call import JointCall
 
         names["triton_runtime"] = triton_runtime
         names["LaunchConfig"] = LaunchConfig
+        names["JointCall"] = JointCall
     if any(isinstance(op, TtlangJointAttentionOp) for op in ops):
         from jointattn.runtime.ttlang import config as ttlang_config
         from jointattn.runtime.ttlang import lowering as ttlang_lowering
@@ -320,8 +322,8 @@ class _Emitter:
             config = ", ".join(f"{k}={v}" for k, v in op.config.values().items())
             self.emit(f"{', '.join(targets)} = joint_outputs({self.expr(op.q)}, {self.expr(op.joint_q)})")
             self.emit(
-                f"triton_runtime.launch_forward({tensors}, {', '.join(targets)}, {scale}, "
-                f"logical_n={lengths['logical_n']}, logical_l={lengths['logical_l']}, config=LaunchConfig({config}))"
+                f"triton_runtime.launch_forward(JointCall.of({tensors}, {scale}, {lengths['logical_n']}, "
+                f"{lengths['logical_l']}), {', '.join(targets)}, config=LaunchConfig({config}))"
             )
         elif isinstance(op, TtlangJointAttentionOp):
             config = op.config.values()

@@ -40,7 +40,7 @@ from typing import Literal
 
 import torch
 from jointattn.runtime.merge import merge_partials
-from jointattn.runtime.op import joint_attention
+from jointattn.runtime.ops import joint_attention
 from jointattn.runtime.reference import accumulation_dtype
 from torch import Tensor
 

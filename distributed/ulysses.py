@@ -20,7 +20,7 @@ gradient of its head slice, zeros elsewhere).
 from __future__ import annotations
 
 import torch
-from jointattn.runtime.op import joint_attention
+from jointattn.runtime.ops import joint_attention
 from torch import Tensor
 
 from ._checks import check_sequence_parallel_call, check_ulysses_heads, ulysses_eligible

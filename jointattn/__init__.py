@@ -5,7 +5,7 @@
     compiled = torch.compile(model, backend="jointattn")
     print(jointattn.explain(model, *inputs))
 
-Data path: model -> capture (Dynamo) -> `passes.fx` (fusion) -> `runtime.op` (the op) -> a runtime
+Data path: model -> capture (Dynamo) -> `passes.fx` (fusion) -> `runtime.ops` (the ops) -> a runtime
 (`runtime.registry`) -> `kernels` (Triton) or ttnn.
 """
 

@@ -1,13 +1,12 @@
-"""The `joint_attention` op, its exact reference and the runtimes it dispatches to."""
+"""The ops (`ops/`: what the passes emit and users call), their exact reference, the dispatcher and the runtimes
+the ops run on (the registry, the launchers of our kernels, ttnn and TT-Lang)."""
 
-from . import (
-    masked_op,  # noqa: F401  (registers jointattn::masked_joint_attention)
-    rms_norm_rope,  # noqa: F401  (registers jointattn::rms_norm_rope)
-)
-from .op import BACKWARD_OP_NAME, OP_NAME, joint_attention
+from . import ops
+from .ops import BACKWARD_OP_NAME, OP_NAME, joint_attention
 from .registry import RUNTIME_NAMES, forward_path, get_runtime, select_runtime
 
 __all__ = [
+    "ops",
     "OP_NAME",
     "BACKWARD_OP_NAME",
     "joint_attention",

@@ -23,16 +23,7 @@ def run_forward(path: str, call, out, joint_out, lse) -> None:
     if path in ("hopper", "triton"):
         from .triton_runtime import launch_forward
 
-        launch_forward(
-            *call.tensors,
-            out,
-            joint_out,
-            lse,
-            call.scale,
-            call.logical_n,
-            call.logical_l,
-            hopper=path == "hopper",
-        )
+        launch_forward(call, out, joint_out, lse, hopper=path == "hopper")
         return
     from .registry import get_runtime
 

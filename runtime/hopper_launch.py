@@ -54,23 +54,27 @@ def _descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
 
 
 def launch_forward_hopper(
-    q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale: float, n: int, l: int,  # noqa: E741
-    logical_n: torch.Tensor | None, logical_l: torch.Tensor | None, config: HopperConfig | None = None,
-) -> None:  # fmt: skip
+    call,
+    out,
+    joint_out,
+    lse,
+    n: int,
+    l: int,  # noqa: E741
+    config: HopperConfig | None = None,
+) -> None:
     """Joint attention forward on Hopper into `out`, `joint_out` and `lse` (see `launch_forward`).
 
-    The caller has checked `hopper_unsupported`, replaced an empty token set's tensors by the other set's
-    (never read: its loops run zero times; `n` and `l` are the real lengths), and turned the valid lengths into
-    [b] tensors or None.
+    The caller has asked the dispatcher, and passes the call with stand-ins for an empty token set
+    (`JointCall.with_stand_ins`, never read: its loops run zero times; `n` and `l` are the real lengths) and the
+    outputs likewise.
     """
-    b, nh, _, dh = q.shape
+    b, nh, _, dh = call.q.shape
+    logical_n, logical_l, scale = call.logical_n, call.logical_l, call.scale
     config = config or hopper_forward_config(dh)
     bm, bn = config.block_m, config.block_n
     descs = [
         _descriptor(t, rows)
-        for t, rows in zip(
-            (q, k, v, joint_q, joint_k, joint_v, out, joint_out), (bm, bn, bn, bm, bn, bn, bm, bm)
-        )
+        for t, rows in zip((*call.tensors, out, joint_out), (bm, bn, bn, bm, bn, bn, bm, bm))
     ]
     grid = (triton.cdiv(n, 2 * bm) + triton.cdiv(l, 2 * bm), b * nh)
     joint_attention_fwd_hopper_kernel[grid](

@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import functools
 import importlib
-from dataclasses import dataclass
 from typing import Protocol
 
-import torch
-
-from .reference import key_bias_from_lengths
-from .validation import JointShape
+from .call import JointCall
 
 # name -> "module:attribute" of a zero-argument factory, imported on first use.
 _RUNTIMES = {
@@ -30,34 +26,6 @@ _RUNTIMES = {
     "ttlang": "jointattn.runtime.ttlang_runtime:TtlangRuntime",
 }
 RUNTIME_NAMES = ("auto", *_RUNTIMES)
-
-
-@dataclass(frozen=True)
-class JointCall:
-    """One call's inputs after validation: six tensors, a resolved scale and per-batch valid lengths."""
-
-    q: torch.Tensor
-    k: torch.Tensor
-    v: torch.Tensor
-    joint_q: torch.Tensor
-    joint_k: torch.Tensor
-    joint_v: torch.Tensor
-    scale: float
-    logical_n: torch.Tensor | None
-    logical_l: torch.Tensor | None
-
-    @property
-    def shape(self) -> JointShape:
-        b, nh, n, dh = self.q.shape
-        return JointShape(b, nh, n, self.joint_q.shape[2], dh)
-
-    @property
-    def tensors(self) -> tuple[torch.Tensor, ...]:
-        return (self.q, self.k, self.v, self.joint_q, self.joint_k, self.joint_v)
-
-    def key_bias(self) -> torch.Tensor | None:
-        s = self.shape
-        return key_bias_from_lengths(self.logical_n, self.logical_l, s.b, s.n, s.l, self.q.device)
 
 
 class Runtime(Protocol):

@@ -1,13 +1,13 @@
 """The "triton" runtime of `joint_attention`: host launchers of the Triton (and Gluon) kernels in `jointattn.kernels`.
 
-Entry points:
-- `launch_forward(q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale, logical_n, logical_l,
-  config)`: one kernel launch that writes out [b,nh,N,dh], joint_out [b,nh,L,dh] and lse [b,nh,N+L] in place.
-  Any strides; nothing is concatenated, copied or made contiguous. On sm_90 at dh 128 (fp16/bf16, positive
-  scale, TMA-addressable tensors) it runs the Gluon Hopper kernel (`hopper_launch.py`) unless a Triton knob
-  (`config`, `use_tma`, `warp_specialize`) or `hopper=False` asks for the Triton kernel. The MLIR lowering calls
-  it with a `LaunchConfig` printed into the IR, so lowered programs run the Triton kernel.
-- `launch_backward(...)`: three launches (preprocess, dk/dv, dq) returning the six input gradients.
+Entry points (a call is a `JointCall`: six tensors, the scale and valid lengths; `JointCall.of` builds one):
+- `launch_forward(call, out, joint_out, lse, config)`: one kernel launch that writes out [b,nh,N,dh], joint_out
+  [b,nh,L,dh] and lse [b,nh,N+L] in place. Any strides; nothing is concatenated, copied or made contiguous.
+  It runs the Gluon Hopper kernel (`hopper_launch.py`) where the dispatcher (`dispatch.py`) picks it over the
+  Triton kernel, unless a Triton knob (`config`, `use_tma`, `warp_specialize`) or `hopper=False` asks for the
+  Triton kernel.
+- `launch_backward(call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse)`: three launches (preprocess,
+  dk/dv, dq) returning the six input gradients.
 - `TritonRuntime`: the runtime protocol of `registry.py` on top of both.
 
 Internals: on Hopper (and newer) the forward reads q/k/v tiles through TMA tensor descriptors built on the
@@ -34,16 +34,9 @@ from ..kernels.configs import (
     forward_launch_config,
     head_block,
 )
-from .dispatch import (
-    _INTERPRETER_BF16,
-    TRITON_DTYPES,
-    choose,
-    describe,
-    describe_tensors,
-    unsupported,
-)
+from .call import JointCall
+from .dispatch import _INTERPRETER_BF16, TRITON_DTYPES, Problem, choose, describe, unsupported
 from .hopper_launch import launch_forward_hopper
-from .validation import as_length_tensor
 
 try:
     import triton
@@ -86,145 +79,12 @@ def _dot_precision(dtype: torch.dtype) -> str:
 
 
 def _stand_in(t: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """A token set with no rows is never dereferenced (its loops run zero times); it passes the other set's
-    tensor as its pointer so that no null pointer reaches the launcher."""
+    """An output of an empty token set is never written (see `JointCall.with_stand_ins`)."""
     return other if t.shape[2] == 0 else t
-
-
-@functools.cache
-def _device_capability(index: int) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(index)
-
-
-def _tma_eligible(tensors: tuple[torch.Tensor, ...], dh: int) -> bool:
-    """TMA needs: CUDA sm90+, unit stride along dh, other strides and the base 16-byte aligned, dh a power of
-    two (the box is the head block) and rows in every tensor (a descriptor cannot describe an empty tensor)."""
-    first = tensors[0]
-    if _interpreting() or not first.is_cuda or _device_capability(first.device.index or 0)[0] < 9:
-        return False
-    if head_block(dh) != dh or first.dtype == torch.float32:
-        return False
-    for t in tensors:
-        if t.numel() == 0 or t.stride(-1) != 1 or t.data_ptr() % 16:
-            return False
-        if any(s <= 0 or (s * t.element_size()) % 16 for s in t.stride()[:-1]):
-            return False
-    return True
 
 
 def _descriptor(t: torch.Tensor, rows: int, block_d: int) -> TensorDescriptor:
     return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, block_d])
-
-
-def launch_forward(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    joint_q: torch.Tensor,
-    joint_k: torch.Tensor,
-    joint_v: torch.Tensor,
-    out: torch.Tensor,
-    joint_out: torch.Tensor,
-    lse: torch.Tensor,
-    scale: float,
-    logical_n: torch.Tensor | int | None = None,
-    logical_l: torch.Tensor | int | None = None,
-    config: LaunchConfig | None = None,
-    *,
-    use_tma: bool | None = None,
-    warp_specialize: bool = False,
-    hopper: bool | None = None,
-) -> None:
-    """Joint attention forward into preallocated `out`, `joint_out` (input dtype) and `lse` (float32).
-
-    Args:
-        q, k, v: [b, nh, N, dh]; joint_q, joint_k, joint_v: [b, nh, L, dh]; any strides, one dtype/device.
-        out, joint_out, lse: outputs, written completely (every row, padded or not); any strides.
-        scale: softmax scale (a float; may be zero or negative).
-        logical_n, logical_l: valid lengths, int tensors [b] (any integer dtype), ints, or None (all valid).
-        config: tiles/warps/stages; None takes `forward_launch_config` (or the autotuned one, see module doc).
-        use_tma: force TMA descriptors on/off (None: on where eligible); warp_specialize: Triton's automatic
-            warp specialization of the key loop. Both are tuning knobs for the benchmark.
-        hopper: run the Gluon Hopper kernel (`hopper_launch.py`): None where it supports the call, its config
-            for this dh is a default (faster than the Triton kernel), and no Triton knob (config, use_tma,
-            warp_specialize) was given; True insists (ValueError with the reason if it cannot); False never.
-    """
-    b, nh, n, dh = q.shape
-    l = joint_q.shape[2]  # noqa: E741
-    if b * nh == 0:
-        return
-    if _interpreting():
-        _check_interpretable(q)
-    logical_n = as_length_tensor(logical_n, b, n, q.device)
-    logical_l = as_length_tensor(logical_l, b, l, q.device)
-    if b * nh > MAX_GRID_Y:
-        for rows in _batch_chunks(b, nh):
-            launch_forward(
-                *(t[rows] for t in (q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse)), scale,
-                _rows_of(logical_n, rows), _rows_of(logical_l, rows), config,
-                use_tma=use_tma, warp_specialize=warp_specialize, hopper=hopper,
-            )  # fmt: skip
-        return
-    with _on_device(q):
-        _launch_forward_one(
-            q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale, logical_n, logical_l, config,
-            use_tma, warp_specialize, hopper,
-        )  # fmt: skip
-
-
-def _launch_forward_one(
-    q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale, logical_n, logical_l, config,
-    use_tma, warp_specialize, hopper,
-) -> None:  # fmt: skip
-    """`launch_forward` for a b * nh that fits one grid, the device current, lengths as tensors or None."""
-    b, nh, n, dh = q.shape
-    l = joint_q.shape[2]  # noqa: E741
-    triton_knobs = config is not None or use_tma is not None or warp_specialize
-    padded = logical_n is not None or logical_l is not None
-    problem = describe_tensors((q, k, v, joint_q, joint_k, joint_v), scale, padded)
-    tensors = _with_stand_ins(q, k, v, joint_q, joint_k, joint_v, out, joint_out)
-    if _run_hopper(tensors, problem, lse, scale, logical_n, logical_l, hopper, triton_knobs):
-        return
-    if config is None:  # on the caller's tensors: each timed launch applies the stand-ins itself
-        config = _forward_config(
-            q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale, logical_n, logical_l
-        )
-    q, k, v, joint_q, joint_k, joint_v, out, joint_out = tensors
-    block_d = head_block(dh)
-    if use_tma is None:
-        use_tma = _tma_eligible(tensors, dh) and n > 0 and l > 0
-    if use_tma:
-        bm, bn = config.block_m, config.block_n
-        descs = [
-            _descriptor(t, rows, block_d)
-            for t, rows in zip(tensors, (bm, bn, bn, bm, bn, bn, bm, bm), strict=True)
-        ]
-    else:
-        descs = [None] * 8
-    grid = (triton.cdiv(n, config.block_m) + triton.cdiv(l, config.block_m), b * nh)
-    joint_attention_fwd_kernel[grid](
-        q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse,
-        *descs,
-        logical_n, logical_l,
-        *_strides4(q), *_strides4(k), *_strides4(v),
-        *_strides4(joint_q), *_strides4(joint_k), *_strides4(joint_v),
-        *_strides4(out), *_strides4(joint_out),
-        *lse.stride(),
-        float(scale) * LOG2E,
-        n, l, nh,
-        HEAD_DIM=dh,
-        BLOCK_M=config.block_m,
-        BLOCK_N=config.block_n,
-        BLOCK_D=block_d,
-        HAS_N_LEN=logical_n is not None,
-        HAS_L_LEN=logical_l is not None,
-        POSITIVE_SCALE=float(scale) > 0,
-        DOT_PRECISION=_dot_precision(q.dtype),
-        USE_TMA=bool(use_tma),
-        WARP_SPECIALIZE=bool(warp_specialize),
-        num_warps=config.num_warps,
-        num_stages=config.num_stages,
-    )  # fmt: skip
 
 
 def _batch_chunks(b: int, nh: int) -> list[slice]:
@@ -235,8 +95,19 @@ def _batch_chunks(b: int, nh: int) -> list[slice]:
     return [slice(start, min(start + step, b)) for start in range(0, b, step)]
 
 
-def _rows_of(lengths: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
-    return None if lengths is None else lengths[rows]
+def _in_batch_chunks(call: JointCall, tensors, launch) -> None:
+    """`launch(call_part, *tensor_parts)` once per batch chunk that fits a grid (once when all of the batch
+    does), on the tensors' device (Triton launches on the current one). `tensors` are per-batch outputs (or
+    None), sliced as the call is: the launches write straight into them."""
+    b, nh = call.q.shape[0], call.q.shape[1]
+    if b * nh == 0:
+        return
+    if _interpreting():
+        _check_interpretable(call.q)
+    with _on_device(call.q):
+        for rows in _batch_chunks(b, nh):
+            part = call if rows == slice(0, b) else call.rows(rows)
+            launch(part, *(t if t is None or rows == slice(0, b) else t[rows] for t in tensors))
 
 
 def _on_device(t: torch.Tensor):
@@ -244,21 +115,101 @@ def _on_device(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
-def _with_stand_ins(q, k, v, joint_q, joint_k, joint_v, out, joint_out) -> tuple[torch.Tensor, ...]:
-    """The eight tensors of a forward launch with `_stand_in` applied to each pair of an empty token set."""
-    return (
-        _stand_in(q, joint_q), _stand_in(k, joint_k), _stand_in(v, joint_v),
-        _stand_in(joint_q, q), _stand_in(joint_k, k), _stand_in(joint_v, v),
-        _stand_in(out, joint_out), _stand_in(joint_out, out),
+def launch_forward(
+    call: JointCall,
+    out: torch.Tensor,
+    joint_out: torch.Tensor,
+    lse: torch.Tensor,
+    config: LaunchConfig | None = None,
+    *,
+    use_tma: bool | None = None,
+    warp_specialize: bool = False,
+    hopper: bool | None = None,
+) -> None:
+    """Joint attention forward into preallocated `out`, `joint_out` (input dtype) and `lse` (float32).
+
+    Args:
+        call: q, k, v [b, nh, N, dh], joint_q, joint_k, joint_v [b, nh, L, dh] (any strides, one dtype and
+            device), the scale (a float; may be zero or negative) and valid lengths ([b] tensors or None).
+        out, joint_out, lse: outputs, written completely (every row, padded or not); any strides.
+        config: tiles/warps/stages; None takes `forward_launch_config` (or the autotuned one, see module doc).
+        use_tma: force TMA descriptors on/off (None: on where eligible); warp_specialize: Triton's automatic
+            warp specialization of the key loop. Both are tuning knobs for the benchmark.
+        hopper: run the Gluon Hopper kernel (`hopper_launch.py`): None where the dispatcher picks it and no
+            Triton knob (config, use_tma, warp_specialize) was given; True insists (ValueError with the reason if
+            it cannot); False never.
+    """
+
+    def launch(part, out, joint_out, lse):
+        _launch_forward_one(part, out, joint_out, lse, config, use_tma, warp_specialize, hopper)
+
+    _in_batch_chunks(call, (out, joint_out, lse), launch)
+
+
+def _launch_forward_one(
+    call: JointCall, out, joint_out, lse, config, use_tma, warp_specialize, hopper
+) -> None:
+    """`launch_forward` for a b * nh that fits one grid, the device current."""
+    b, nh, n, l, dh = (getattr(call.shape, f) for f in ("b", "nh", "n", "l", "dh"))  # noqa: E741
+    triton_knobs = config is not None or use_tma is not None or warp_specialize
+    problem = describe(call)
+    run = call.with_stand_ins()
+    out, joint_out = _stand_in(out, joint_out), _stand_in(joint_out, out)
+    if _run_hopper(run, problem, out, joint_out, lse, hopper, triton_knobs):
+        return
+    if config is None:  # on the caller's tensors: each timed launch applies the stand-ins itself
+        config = _forward_config(call, out, joint_out, lse)
+    tensors = (*run.tensors, out, joint_out)
+    block_d = head_block(dh)
+    if use_tma is None:
+        use_tma = _tma_eligible(problem, dh) and n > 0 and l > 0
+    if use_tma:
+        bm, bn = config.block_m, config.block_n
+        descs = [
+            _descriptor(t, rows, block_d)
+            for t, rows in zip(tensors, (bm, bn, bn, bm, bn, bn, bm, bm), strict=True)
+        ]
+    else:
+        descs = [None] * 8
+    q, k, v, joint_q, joint_k, joint_v = run.tensors
+    grid = (triton.cdiv(n, config.block_m) + triton.cdiv(l, config.block_m), b * nh)
+    joint_attention_fwd_kernel[grid](
+        q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse,
+        *descs,
+        run.logical_n, run.logical_l,
+        *_strides4(q), *_strides4(k), *_strides4(v),
+        *_strides4(joint_q), *_strides4(joint_k), *_strides4(joint_v),
+        *_strides4(out), *_strides4(joint_out),
+        *lse.stride(),
+        call.scale * LOG2E,
+        n, l, nh,
+        HEAD_DIM=dh,
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        BLOCK_D=block_d,
+        HAS_N_LEN=run.logical_n is not None,
+        HAS_L_LEN=run.logical_l is not None,
+        POSITIVE_SCALE=call.scale > 0,
+        DOT_PRECISION=_dot_precision(q.dtype),
+        USE_TMA=bool(use_tma),
+        WARP_SPECIALIZE=bool(warp_specialize),
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
     )  # fmt: skip
 
 
-def _run_hopper(
-    tensors, problem, lse, scale, logical_n, logical_l, hopper: bool | None, triton_knobs: bool
-) -> bool:
-    """Launches the Gluon Hopper kernel on `tensors` (q, k, v, joint_q/k/v, out, joint_out, stand-ins applied)
-    if `hopper` asks for it, or (None) if no Triton knob was given and the dispatcher picks it over the Triton
-    kernel for `problem`; returns whether it ran."""
+def _tma_eligible(problem: Problem, dh: int) -> bool:
+    """The Triton kernel's TMA loads need what the Hopper kernel's do (`Problem.tma_ok`: sm_90+, unit dh stride,
+    16-byte aligned strides and base, rows present), a power-of-two dh (the box is the head block) and 16-bit
+    data."""
+    arch_ok = problem.arch is not None and int(problem.arch[3:]) >= 90
+    return arch_ok and problem.tma_ok and head_block(dh) == dh and problem.dtype != torch.float32
+
+
+def _run_hopper(run: JointCall, problem: Problem, out, joint_out, lse, hopper, triton_knobs: bool) -> bool:
+    """Launches the Gluon Hopper kernel (`run`: the call with stand-ins) if `hopper` asks for it, or (None) if
+    no Triton knob was given and the dispatcher picks it over the Triton kernel for `problem`; returns whether
+    it ran."""
     if hopper and triton_knobs:
         raise ValueError(
             "joint_attention: hopper=True takes no Triton knob (config, use_tma, warp_specialize)"
@@ -271,30 +222,26 @@ def _run_hopper(
             raise ValueError(f"joint_attention: the Hopper kernel cannot run this call: {reason}")
     elif choose(problem, allowed=("hopper", "triton")).path != "hopper":
         return False
-    launch_forward_hopper(*tensors, lse, scale, problem.n, problem.l, logical_n, logical_l)
+    launch_forward_hopper(run, out, joint_out, lse, problem.n, problem.l)
     return True
 
 
 _TUNED: dict[tuple, LaunchConfig] = {}
 
 
-def _forward_config(q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale, logical_n, logical_l):
+def _forward_config(call: JointCall, out, joint_out, lse) -> LaunchConfig:
     """The documented default, or (JOINTATTN_TRITON_AUTOTUNE=1 on CUDA) the fastest kept candidate."""
-    b, nh, n, dh = q.shape
-    l = joint_q.shape[2]  # noqa: E741
-    default = forward_launch_config(dh, q.dtype, n, l)
-    if os.environ.get(AUTOTUNE_ENV, "0") != "1" or not q.is_cuda or _interpreting():
+    s = call.shape
+    default = forward_launch_config(s.dh, call.q.dtype, s.n, s.l)
+    if os.environ.get(AUTOTUNE_ENV, "0") != "1" or not call.q.is_cuda or _interpreting():
         return default
-    key = (dh, q.dtype, n, l, logical_n is not None, logical_l is not None)
+    key = (s.dh, call.q.dtype, s.n, s.l, call.logical_n is not None, call.logical_l is not None)
     if key not in _TUNED:
         from triton.testing import do_bench
 
         timings = {}
-        for candidate in forward_candidates(dh, q.dtype):
-            run = functools.partial(
-                launch_forward, q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, scale,
-                logical_n, logical_l, candidate,
-            )  # fmt: skip
+        for candidate in forward_candidates(s.dh, call.q.dtype):
+            run = functools.partial(launch_forward, call, out, joint_out, lse, candidate)
             try:
                 timings[candidate] = do_bench(run, warmup=5, rep=20, return_mode="median")
             except Exception:  # a candidate that does not compile or launch here is skipped, not fatal
@@ -304,61 +251,45 @@ def _forward_config(q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, sca
 
 
 def launch_backward(
-    q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, grad_out, grad_joint_out, grad_lse,
-    scale: float, logical_n=None, logical_l=None, config: LaunchConfig | None = None,
-):  # fmt: skip
+    call: JointCall,
+    out,
+    joint_out,
+    lse,
+    grad_out,
+    grad_joint_out,
+    grad_lse,
+    config: LaunchConfig | None = None,
+):
     """Gradients (dq, dk, dv, djoint_q, djoint_k, djoint_v) of (out, joint_out, lse), in the input dtype.
 
     `grad_lse` may be None (lse unused) or a float tensor [b, nh, N+L]: the gradient through lse is folded
     into delta (dS = P * (dP - (rowsum(dO * O) - dlse))). Padded keys get zero gradients; every query row
     gets its gradient.
     """
-    b, nh, n, dh = q.shape
-    l = joint_q.shape[2]  # noqa: E741
-    grads = tuple(torch.empty_like(t) for t in (q, k, v, joint_q, joint_k, joint_v))
-    if b * nh == 0:
-        return grads
-    if _interpreting():
-        _check_interpretable(q)
-    logical_n = as_length_tensor(logical_n, b, n, q.device)
-    logical_l = as_length_tensor(logical_l, b, l, q.device)
-    if b * nh > MAX_GRID_Y:
-        for rows in _batch_chunks(b, nh):
-            parts = launch_backward(
-                *(t[rows] for t in (q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, grad_out,
-                                    grad_joint_out)),
-                None if grad_lse is None else grad_lse[rows], scale,
-                _rows_of(logical_n, rows), _rows_of(logical_l, rows), config,
-            )  # fmt: skip
-            for grad, part in zip(grads, parts, strict=True):
-                grad[rows] = part
-        return grads
-    with _on_device(q):
-        _launch_backward_one(
-            q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, grad_out, grad_joint_out, grad_lse,
-            scale, logical_n, logical_l, config, grads,
-        )  # fmt: skip
+    grads = tuple(torch.empty_like(t) for t in call.tensors)
+
+    def launch(part, *tensors):
+        _launch_backward_one(part, *tensors[:6], config, tensors[6:])
+
+    _in_batch_chunks(call, (out, joint_out, lse, grad_out, grad_joint_out, grad_lse, *grads), launch)
     return grads
 
 
 def _launch_backward_one(
-    q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, grad_out, grad_joint_out, grad_lse,
-    scale, logical_n, logical_l, config, grads,
-) -> None:  # fmt: skip
+    call: JointCall, out, joint_out, lse, grad_out, grad_joint_out, grad_lse, config, grads
+):
     """`launch_backward` into `grads` for a b * nh that fits one grid, the device current."""
-    b, nh, n, dh = q.shape
-    l = joint_q.shape[2]  # noqa: E741
-    config = config or backward_launch_config(dh, q.dtype, n, l)
+    b, nh, n, l, dh = (getattr(call.shape, f) for f in ("b", "nh", "n", "l", "dh"))  # noqa: E741
+    config = config or backward_launch_config(dh, call.q.dtype, n, l)
     block_d = head_block(dh)
+    q, k, v, joint_q, joint_k, joint_v = call.with_stand_ins().tensors
     dq, dk, dv, djq, djk, djv = grads
-    q, joint_q = _stand_in(q, joint_q), _stand_in(joint_q, q)
-    k, joint_k = _stand_in(k, joint_k), _stand_in(joint_k, k)
-    v, joint_v = _stand_in(v, joint_v), _stand_in(joint_v, v)
     out, joint_out = _stand_in(out, joint_out), _stand_in(joint_out, out)
     grad_out, grad_joint_out = _stand_in(grad_out, grad_joint_out), _stand_in(grad_joint_out, grad_out)
     dq, djq = _stand_in(dq, djq), _stand_in(djq, dq)
     dk, djk = _stand_in(dk, djk), _stand_in(djk, dk)
     dv, djv = _stand_in(dv, djv), _stand_in(djv, dv)
+    logical_n, logical_l = call.logical_n, call.logical_l
 
     stats = torch.empty((2, b, nh, n + l), dtype=torch.float32, device=q.device)
     delta, m = stats[0], stats[1]
@@ -383,7 +314,7 @@ def _launch_backward_one(
     )
     inputs = (*_strides4(q), *_strides4(k), *_strides4(v), *_strides4(joint_q), *_strides4(joint_k),
               *_strides4(joint_v), *_strides4(grad_out), *_strides4(grad_joint_out))  # fmt: skip
-    scale = float(scale)
+    scale = call.scale
     joint_attention_bwd_dkdv_kernel[(triton.cdiv(n, config.block_n) + triton.cdiv(l, config.block_n), b * nh)](
         q, k, v, joint_q, joint_k, joint_v, grad_out, grad_joint_out, m, delta, dk, dv, djk, djv,
         logical_n, logical_l, *inputs,
@@ -408,10 +339,7 @@ class TritonRuntime:
         return unsupported("triton", describe(call))
 
     def forward(self, call, out, joint_out, lse) -> None:
-        launch_forward(*call.tensors, out, joint_out, lse, call.scale, call.logical_n, call.logical_l)
+        launch_forward(call, out, joint_out, lse)
 
     def backward(self, call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse):
-        return launch_backward(
-            *call.tensors, out, joint_out, lse, grad_out, grad_joint_out, grad_lse,
-            call.scale, call.logical_n, call.logical_l,
-        )  # fmt: skip
+        return launch_backward(call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse)

@@ -28,6 +28,7 @@ import torch
 from helpers import unfused_float64, with_padding_poisoned
 from jointattn.kernels.configs import SHARED_MEMORY_BYTES, LaunchConfig, hopper_forward_config
 from jointattn.runtime import triton_runtime
+from jointattn.runtime.call import JointCall
 from jointattn.runtime.hopper_launch import hopper_unsupported
 from jointattn.runtime.triton_runtime import launch_forward
 
@@ -90,13 +91,13 @@ def _dispatch(dh, **knobs):
     device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the Triton kernel runs in the interpreter
     q, k, v, jq, jk, jv = (torch.randn(1, 2, s, dh, device=device) for s in (37, 37, 37, 7, 7, 7))
     out, joint_out, lse = torch.empty_like(q), torch.empty_like(jq), torch.empty(1, 2, 44, device=device)
-    launch_forward(q, k, v, jq, jk, jv, out, joint_out, lse, 0.125, 30, None, **knobs)
+    launch_forward(JointCall.of(q, k, v, jq, jk, jv, 0.125, 30, None), out, joint_out, lse, **knobs)
 
 
 def test_dispatch_picks_hopper_only_where_it_is_the_default(hopper_everywhere):
     _dispatch(128)
     assert len(hopper_everywhere) == 1
-    n, l, logical_n = hopper_everywhere[0][10:13]  # noqa: E741
+    n, l, logical_n = *hopper_everywhere[0][4:6], hopper_everywhere[0][0].logical_n  # noqa: E741
     assert (n, l) == (37, 7) and logical_n.tolist() == [30]
     _dispatch(64)  # dh 64: the Triton kernel is the faster one (it runs here in the interpreter)
     _dispatch(128, hopper=False)
@@ -174,7 +175,9 @@ def test_matches_float64(case, layout, dtype):
         out = torch.full((b, n, nh, dh), float("nan"), dtype=dtype, device="cuda").transpose(1, 2)
         joint_out = torch.full((b, nh, l, dh), float("nan"), dtype=dtype, device="cuda")
         lse = torch.full((b, nh, n + l), float("nan"), device="cuda")
-    launch_forward(q, k, v, jq, jk, jv, out, joint_out, lse, scale, logical_n, logical_l, hopper=True)
+    launch_forward(
+        JointCall.of(q, k, v, jq, jk, jv, scale, logical_n, logical_l), out, joint_out, lse, hopper=True
+    )
     if layout == "bshd":
         assert torch.isnan(lse_buffer[..., n + l :]).all(), "lse written past its N + L columns"
     ref_out, ref_joint, ref_lse = unfused_float64(q, k, v, jq, jk, jv, scale=scale, logical_n=logical_n,
@@ -203,8 +206,10 @@ def test_padded_rows_holding_nan_change_nothing(case, hopper):
     assert all(not torch.isfinite(t).all() for t in poisoned), "every case pads both token sets"
     out, joint_out = torch.empty_like(q), torch.empty_like(jq)
     lse = torch.empty(q.shape[0], q.shape[1], q.shape[2] + jq.shape[2], device="cuda")
-    launch_forward(q, poisoned[0], poisoned[1], jq, poisoned[2], poisoned[3], out, joint_out, lse, scale,
-                   logical_n, logical_l, hopper=hopper)  # fmt: skip
+    call = JointCall.of(
+        q, poisoned[0], poisoned[1], jq, poisoned[2], poisoned[3], scale, logical_n, logical_l
+    )
+    launch_forward(call, out, joint_out, lse, hopper=hopper)
     ref_out, ref_joint, ref_lse = unfused_float64(q, k, v, jq, jk, jv, scale=scale, logical_n=logical_n,
                                                   logical_l=logical_l)  # fmt: skip
     _check("out", out, ref_out, 1e-2)
@@ -219,10 +224,12 @@ def test_outside_envelope_runs_triton_and_insisting_raises():
     out, joint_out = torch.empty_like(q), torch.empty_like(jq)
     lse = torch.empty(1, 1, 8, device="cuda")
     with pytest.raises(ValueError, match="positive scale"):
-        launch_forward(q, k, v, jq, jk, jv, out, joint_out, lse, -0.5, hopper=True)
-    launch_forward(q, k, v, jq, jk, jv, out, joint_out, lse, -0.5)  # the Triton kernel takes it
+        launch_forward(JointCall.of(q, k, v, jq, jk, jv, -0.5), out, joint_out, lse, hopper=True)
+    launch_forward(JointCall.of(q, k, v, jq, jk, jv, -0.5), out, joint_out, lse)  # the Triton kernel takes it
     ref_out, _, _ = unfused_float64(q, k, v, jq, jk, jv, scale=-0.5)
     _check("out", out, ref_out, 1e-2)
     with pytest.raises(ValueError, match="dh 64 and 128"):
         (q, k, v, jq, jk, jv) = (t[..., :32].contiguous() for t in (q, k, v, jq, jk, jv))
-        launch_forward(q, k, v, jq, jk, jv, out[..., :32], joint_out[..., :32], lse, 0.2, hopper=True)
+        launch_forward(
+            JointCall.of(q, k, v, jq, jk, jv, 0.2), out[..., :32], joint_out[..., :32], lse, hopper=True
+        )

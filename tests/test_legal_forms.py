@@ -126,7 +126,7 @@ def test_double_backward_through_lse_matches_the_unfused_graph():
 def test_double_backward_of_the_prologue_op():
     """The op's second derivatives equal those of the formula it implements (which computes its norm in float32,
     so numerical second differences would measure that rounding instead)."""
-    from jointattn.runtime.rms_norm_rope import reference
+    from jointattn.runtime.ops.rms_norm_rope import reference
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 3, 2, 4, dtype=torch.float64, generator=g, requires_grad=True)

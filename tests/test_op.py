@@ -205,7 +205,7 @@ def test_explicit_runtime_that_cannot_run_says_why():
 
 def test_auto_falls_back_to_the_exact_reference():
     from jointattn.runtime import forward_path
-    from jointattn.runtime.registry import JointCall
+    from jointattn.runtime.call import JointCall
 
     inputs = joint_inputs(1, 1, 3, 2, 8, dtype=torch.float64)  # float64: no fast runtime takes it
     call = JointCall(*inputs, 0.5, None, None)
@@ -215,7 +215,7 @@ def test_auto_falls_back_to_the_exact_reference():
 def test_plain_eager_calls_skip_the_dispatcher_layers_but_compute_the_same():
     """Without autograd, tracing or anyone watching the dispatcher, the wrapper runs the op's implementation
     itself (host time); results equal the custom op's, and the profiler and fake tensors still see the op."""
-    from jointattn.runtime import op
+    from jointattn.runtime.ops import joint as op
     from torch.profiler import ProfilerActivity, profile
 
     inputs = joint_inputs(2, 2, 9, 5, 16)

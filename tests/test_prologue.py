@@ -2,7 +2,7 @@
 where Mochi's attention computes it.
 
 The kernel runs in Triton's interpreter here (float32); the op is checked against the model code's own formula
-(`runtime.rms_norm_rope.reference`) and its gradient against that formula's; the pass is checked on a tiny stock
+(`runtime.ops.rms_norm_rope.reference`) and its gradient against that formula's; the pass is checked on a tiny stock
 Mochi (every q/k prologue replaced, outputs equal eager's), on look-alike forms it must leave alone, and on a
 training graph.
 """
@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import count_op_calls
 from jointattn.passes.fx import prologue
-from jointattn.runtime.rms_norm_rope import reference
+from jointattn.runtime.ops.rms_norm_rope import reference
 
 import jointattn  # noqa: F401
 from jointattn import model_zoo

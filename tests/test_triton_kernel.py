@@ -32,8 +32,8 @@ from jointattn.kernels.configs import (
     forward_shared_memory,
     keep,
 )
+from jointattn.runtime.call import JointCall
 from jointattn.runtime.reference import key_bias_from_lengths, reference_backward
-from jointattn.runtime.registry import JointCall
 from jointattn.runtime.triton_runtime import TritonRuntime, launch_backward, launch_forward
 
 import jointattn
@@ -145,7 +145,13 @@ def run_forward(case: str, layout: str, config, seed: int, scale=None, use_tma=N
     # hopper=False: this file tests the Triton kernel, also where the Hopper kernel would take the call
     # (tests/test_hopper_kernel.py tests that one).
     launch_forward(
-        *launched, out, joint_out, lse, scale, logical_n, logical_l, config, use_tma=use_tma, hopper=False
+        JointCall.of(*launched, scale, logical_n, logical_l),
+        out,
+        joint_out,
+        lse,
+        config,
+        use_tma=use_tma,
+        hopper=False,
     )
     ref_out, ref_joint, ref_lse = _dense_reference(q, k, v, jq, jk, jv, scale, logical_n, logical_l)
     _assert_close("out", out, ref_out)
@@ -191,14 +197,21 @@ def run_backward(case: str, layout: str, config, seed: int, with_lse_grad: bool 
     q, k, v, jq, jk, jv = inputs
     scale = q.shape[-1] ** -0.5
     out, joint_out, lse = _poisoned_outputs(q, jq.shape[2])
-    launch_forward(q, k, v, jq, jk, jv, out, joint_out, lse, scale, logical_n, logical_l)
+    launch_forward(JointCall.of(q, k, v, jq, jk, jv, scale, logical_n, logical_l), out, joint_out, lse)
     gen = torch.Generator().manual_seed(seed + 1)
     grad_out = torch.randn(out.shape, generator=gen).to(DEVICE, DTYPE)
     grad_joint = torch.randn(joint_out.shape, generator=gen).to(DEVICE, DTYPE)
     # lse rows with no valid key are -inf and carry no gradient (as in the reference).
     grad_lse = torch.randn(lse.shape, generator=gen).to(DEVICE) if with_lse_grad else None
     grads = launch_backward(
-        *inputs, out, joint_out, lse, grad_out, grad_joint, grad_lse, scale, logical_n, logical_l, config
+        JointCall.of(*inputs, scale, logical_n, logical_l),
+        out,
+        joint_out,
+        lse,
+        grad_out,
+        grad_joint,
+        grad_lse,
+        config,
     )
     leaves = [t.detach().double().requires_grad_() for t in (q, k, v, jq, jk, jv)]
     r_out, r_joint, r_lse = _dense_reference(*leaves, scale, logical_n, logical_l)
@@ -248,9 +261,9 @@ def test_batch_split_where_b_times_nh_exceeds_the_grid(monkeypatch):
     def counted(name):
         real = getattr(triton_runtime, name)
 
-        def launch(q, *args):
-            launches.append((name, q.shape[0]))
-            return real(q, *args)
+        def launch(call, *args):
+            launches.append((name, call.q.shape[0]))
+            return real(call, *args)
 
         return launch
 
@@ -271,11 +284,18 @@ def test_backward_row_without_keys_matches_reference():
     q, k, v, jq, jk, jv = inputs
     scale = 0.25
     out, joint_out, lse = _poisoned_outputs(q, jq.shape[2])
-    launch_forward(q, k, v, jq, jk, jv, out, joint_out, lse, scale, logical_n, logical_l, SMALL)
+    launch_forward(JointCall.of(q, k, v, jq, jk, jv, scale, logical_n, logical_l), out, joint_out, lse, SMALL)
     grad_out, grad_joint = torch.randn_like(out), torch.randn_like(joint_out)
     grad_lse = torch.randn_like(lse)
     grads = launch_backward(
-        *inputs, out, joint_out, lse, grad_out, grad_joint, grad_lse, scale, logical_n, logical_l, SMALL
+        JointCall.of(*inputs, scale, logical_n, logical_l),
+        out,
+        joint_out,
+        lse,
+        grad_out,
+        grad_joint,
+        grad_lse,
+        SMALL,
     )
     # Expected: the exact reference backward (itself checked against float64 autograd in test_op.py); autograd
     # through logsumexp cannot give it for rows with no key (their gradient is NaN there).
@@ -372,7 +392,7 @@ def test_gpu_bf16_large_padded_shape_never_nan(hopper):
     ]
     logical_l = torch.tensor([77], device="cuda")
     out, joint_out, lse = _poisoned_outputs(ts[0], l)
-    launch_forward(*ts, out, joint_out, lse, dh**-0.5, None, logical_l, hopper=hopper)
+    launch_forward(JointCall.of(*ts, dh**-0.5, None, logical_l), out, joint_out, lse, hopper=hopper)
     r_out, r_joint, r_lse = _dense_reference(*ts, dh**-0.5, None, logical_l)
     _assert_close("out", out, r_out)
     _assert_close("joint_out", joint_out, r_joint)
@@ -386,7 +406,7 @@ def test_strided_lengths_tensor_is_read_by_element():
     results = []
     for lengths in (table[:, 0], table[:, 0].contiguous()):
         out, joint_out, lse = _poisoned_outputs(q, jq.shape[2])
-        launch_forward(q, k, v, jq, jk, jv, out, joint_out, lse, 0.2, lengths, None, SMALL)
+        launch_forward(JointCall.of(q, k, v, jq, jk, jv, 0.2, lengths, None), out, joint_out, lse, SMALL)
         results.append((out, joint_out, lse))
     for got, want in zip(results[0], results[1], strict=True):
         assert torch.equal(got, want)

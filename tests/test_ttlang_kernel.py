@@ -15,9 +15,9 @@ from helpers import joint_inputs, unfused_float64, with_padding_poisoned
 from jointattn.kernels.ttlang.schedule import key_pieces, plan_joint_attention
 from jointattn.runtime.dispatch import PATHS
 from jointattn.runtime.ttlang import backend, config, lowering
-from jointattn.testing.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, pcc, rmse
 
 import jointattn
+from jointattn.testing.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, pcc, rmse
 
 pytestmark = pytest.mark.skipif(
     backend.simulator_missing() is not None,

@@ -11,8 +11,8 @@ import math
 
 import pytest
 import torch
+from jointattn.runtime.call import JointCall
 from jointattn.runtime.reference import key_bias_from_lengths, reference_forward
-from jointattn.runtime.registry import JointCall
 from jointattn.runtime.ttnn import config, lowering
 from jointattn.runtime.ttnn.module import ENV_VAR, TtnnUnavailable, load_ttnn
 from jointattn.runtime.ttnn.packing import normalizer_channels, plan_ring, plan_single

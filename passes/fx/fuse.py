@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
+from ...runtime import ops  # the ops this pass emits
 from ..rules import refuse_key_mask_shape, refuse_part_lengths, refuse_sdpa_flags, refuse_shapes, spatial_part
 from .axes import TUPLE_PRODUCERS, handler_for
 from .masks import KeyPadding, classify
@@ -215,16 +216,14 @@ def _insert_op(build, sets, spatial, joint, padding, scale, runtime, lengths, ch
         if padding is not None and any(p.kind == "check" for p in padding):
             masks = (padding[spatial].source, padding[joint].source)
             check = _padding_check(build, checks, masks, batch, lengths[spatial], lengths[joint])
-            return build.call(
-                torch.ops.jointattn.masked_joint_attention.default, (*tensors, *masks, *check, scale, runtime)
-            )
+            return build.call(ops.MASKED_JOINT_ATTENTION, (*tensors, *masks, *check, scale, runtime))
         valid = [None, None]
         if padding is not None:
             for i, p in enumerate(padding):
                 if p.kind == "lengths":
                     valid[i] = _valid_lengths(build, p.lengths, lengths[i], batch)
         return build.call(
-            torch.ops.jointattn.joint_attention.default,
+            ops.JOINT_ATTENTION,
             (*tensors, "rear", scale, valid[spatial], valid[joint], runtime),
         )
     except (ValueError, TypeError) as e:
@@ -234,7 +233,7 @@ def _insert_op(build, sets, spatial, joint, padding, scale, runtime, lengths, ch
 def _padding_check(build: GraphBuilder, checks: dict, masks, batch, n, l):  # noqa: E741
     """One run-time prefix check per distinct pair of mask parts: layers sharing a mask share its one sync."""
     if masks not in checks:
-        check = build.call(torch.ops.jointattn.key_padding_lengths.default, (*masks, batch, n, l))
+        check = build.call(ops.KEY_PADDING_LENGTHS, (*masks, batch, n, l))
         checks[masks] = tuple(build.call(operator.getitem, (check, i)) for i in range(3))
     return checks[masks]
 

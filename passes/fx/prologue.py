@@ -4,7 +4,7 @@ Entry points: `fuse_prologues(graph) -> int` (how many it replaced) and `PROLOGU
 the backend hands inductor as `post_grad_custom_post_pass`.
 
 How: inductor's pattern matcher, used as its `fx_passes/fuse_attention.py` uses it. The search functions are
-the op's own formula (`runtime.rms_norm_rope.reference`: Mochi's code, every cast where that code puts it),
+the op's own formula (`runtime.ops.rms_norm_rope.reference`: Mochi's code, every cast where that code puts it),
 the replacements call the op, and `_register_patterns` traces them once, as inductor sees the model by now
 (`_trace`). The matcher finds candidates with sizes, dims, dtypes and scalars left open, then traces the
 formula again on each candidate's own inputs and requires that graph to the letter: a cast, slice, dim (`-1`,
@@ -44,8 +44,9 @@ from torch._inductor.pattern_matcher import (
     register_replacement,
 )
 
-from ...runtime import rms_norm_rope as op_module
-from ...runtime.rms_norm_rope import KERNEL_DTYPES, reference
+from ...runtime import ops  # the op this pass emits
+from ...runtime.ops import rms_norm_rope as op_module
+from ...runtime.ops.rms_norm_rope import KERNEL_DTYPES, reference
 from .nodes import same, tensor_val
 
 # Devices whose tensors the op runs its Triton kernel on; elsewhere inductor's own code is kept (tests widen
@@ -66,7 +67,7 @@ def norm_rope(x, weight, cos, sin, eps):
 
 
 def norm_rope_fused(x, weight, cos, sin, eps):
-    return torch.ops.jointattn.rms_norm_rope(x, weight, eps, cos, sin)
+    return ops.RMS_NORM_ROPE(x, weight, eps, cos, sin)
 
 
 def unweighted_norm_rope(x, cos, sin, eps):
@@ -74,7 +75,7 @@ def unweighted_norm_rope(x, cos, sin, eps):
 
 
 def unweighted_norm_rope_fused(x, cos, sin, eps):
-    return torch.ops.jointattn.rms_norm_rope(x, None, eps, cos, sin)
+    return ops.RMS_NORM_ROPE(x, None, eps, cos, sin)
 
 
 def rope(x, cos, sin):
@@ -82,7 +83,7 @@ def rope(x, cos, sin):
 
 
 def rope_fused(x, cos, sin):
-    return torch.ops.jointattn.rms_norm_rope(x, None, None, cos, sin)
+    return ops.RMS_NORM_ROPE(x, None, None, cos, sin)
 
 
 def norm(x, weight, eps):

@@ -23,7 +23,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from ...runtime.padding import compact_valid_rows
+from ...runtime.ops import compact_valid_rows
 from .nodes import GraphBuilder, arg, latest, normalize_dim, op_name, same, shape, val
 from .parts import CAT_NAMES, cat_parts
 from .ranges import range_of

@@ -12,7 +12,7 @@ before the SDPA
 - `masked_joint_attention(q, k, v, joint_q, joint_k, joint_v, key_mask, joint_key_mask, lengths_n, lengths_l,
   is_prefix, scale, runtime)`,
 each as `torch.operator "torch.jointattn.<name>"` (emit=operator: what torch-mlir's importer writes for the
-`torch.library` ops of `runtime/masked_op.py`) or as the typed ops of `dialects/jointattn_masked.py`.
+`torch.library` ops of `runtime/ops/masked.py`) or as the typed ops of `dialects/jointattn_masked.py`.
 """
 
 from __future__ import annotations

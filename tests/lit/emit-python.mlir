@@ -58,7 +58,7 @@ func.func @masked(%q: !torch.vtensor<[2,2,5,8],f32>, %jq: !torch.vtensor<[2,2,3,
 // TRITON:      def main(arg0, arg1, arg2):
 // TRITON-NEXT:     v0 = torch.ops.aten.clamp.default(arg2, 0, 3)
 // TRITON-NEXT:     v1, v2, v3 = joint_outputs(arg0, arg1)
-// TRITON-NEXT:     triton_runtime.launch_forward(arg0, arg0, arg0, arg1, arg1, arg1, v1, v2, v3, 0.3535533905932738, logical_n=None, logical_l=v0, config=LaunchConfig(block_m={{[0-9]+}}, block_n={{[0-9]+}}, num_warps={{[0-9]+}}, num_stages={{[0-9]+}}))
+// TRITON-NEXT:     triton_runtime.launch_forward(JointCall.of(arg0, arg0, arg0, arg1, arg1, arg1, 0.3535533905932738, None, v0), v1, v2, v3, config=LaunchConfig(block_m={{[0-9]+}}, block_n={{[0-9]+}}, num_warps={{[0-9]+}}, num_stages={{[0-9]+}}))
 // TRITON-NEXT:     return v1, v2
 
 // UNFUSED:      def main(arg0, arg1, arg2):
@@ -93,7 +93,7 @@ func.func @masked(%q: !torch.vtensor<[2,2,5,8],f32>, %jq: !torch.vtensor<[2,2,3,
 // TRITON-NEXT:     [[FLAG:v[0-9]+]] = torch.ops.aten.Bool.Tensor([[OK]])
 // TRITON-NEXT:     if [[FLAG]]:
 // TRITON-NEXT:         [[P:v[0-9]+, v[0-9]+, v[0-9]+]] = joint_outputs(arg0, arg1)
-// TRITON-NEXT:         triton_runtime.launch_forward(arg0, arg0, arg0, arg1, arg1, arg1, [[P]], 0.25, logical_n=[[LN]], logical_l=[[LL]], config=LaunchConfig(
+// TRITON-NEXT:         triton_runtime.launch_forward(JointCall.of(arg0, arg0, arg0, arg1, arg1, arg1, 0.25, [[LN]], [[LL]]), [[P]], config=LaunchConfig(
 // TRITON-NEXT:         [[R:v[0-9]+, v[0-9]+, v[0-9]+]] = [[P]]
 // TRITON-NEXT:     else:
 // TRITON-NEXT:         [[E:v[0-9]+, v[0-9]+, v[0-9]+]] = masked_reference(arg0, arg0, arg0, arg1, arg1, arg1, arg2, arg3, scale=0.25)

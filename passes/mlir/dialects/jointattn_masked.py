@@ -1,5 +1,5 @@
 """Joint attention under a key-padding mask the compiler could not prove to be a prefix of each token set, in
-the `jointattn` dialect: the typed twins of the two ops of `runtime/masked_op.py`, plus the exact path alone.
+the `jointattn` dialect: the typed twins of the two ops of `runtime/ops/masked.py`, plus the exact path alone.
 
 Entry points:
 - `KeyPaddingLengthsOp` (`jointattn.key_padding_lengths`): per-batch valid-key counts of both masks and

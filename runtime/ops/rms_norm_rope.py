@@ -94,7 +94,7 @@ def rms_norm_rope(
 ) -> Tensor:
     check_arguments(x, weight, eps, cos, sin)
     if _kernel_takes(x, weight, cos):
-        from ..kernels.rms_norm_rope import rms_norm_rope as launch
+        from ...kernels.rms_norm_rope import rms_norm_rope as launch
 
         return launch(x, weight, eps, cos, sin)
     return reference(x, weight, eps, cos, sin)

@@ -21,9 +21,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .op import _check_call, _empty_outputs, _laid_out_like_inputs, _make_call
-from .reference import reference_vjp
-from .reference_runtime import backward_with, forward_into
+from ..reference import reference_vjp
+from ..reference_runtime import backward_with, forward_into
+from .contract import check_call, empty_outputs_of, make_call, outputs_like_inputs
 
 # Additive mask entries at or below this mean "this key does not exist": -inf and finfo(bf16/fp32).min, for
 # which exp(score + bias) is exactly 0 in float32 at any finite score. (finfo(fp16).min = -65504 is above it:
@@ -113,7 +113,7 @@ def masked_joint_attention(
     scale: float | None = None,
     runtime: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor]:
-    call = _make_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, lengths_n, lengths_l, runtime)
+    call = make_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, lengths_n, lengths_l, runtime)
     if bool(is_prefix):  # a CPU tensor: no sync
         return torch.ops.jointattn.joint_attention(
             q, k, v, joint_q, joint_k, joint_v, "rear", scale, lengths_n, lengths_l, runtime
@@ -124,7 +124,7 @@ def masked_joint_attention(
 def masked_exact_forward(call, key_mask: Tensor, joint_key_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The exact path for any key mask: the masks as an additive per-key bias, into outputs laid out as the
     op's (shared with the MLIR emitter's `jointattn.masked_reference`)."""
-    out, joint_out, lse = _empty_outputs(call.q, call.shape)
+    out, joint_out, lse = empty_outputs_of(call.q, call.shape)
     forward_into(
         call, out, joint_out, lse, key_bias_from_masks(call.q, call.joint_q, key_mask, joint_key_mask)
     )
@@ -147,8 +147,8 @@ def _(
     scale=None,
     runtime="auto",
 ):
-    return _empty_outputs(
-        q, _check_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, lengths_n, lengths_l, runtime)
+    return empty_outputs_of(
+        q, check_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, lengths_n, lengths_l, runtime)
     )
 
 
@@ -194,9 +194,9 @@ def masked_joint_attention_backward(
             lengths_l,
             runtime,
         )
-    call = _make_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, lengths_n, lengths_l, runtime)
+    call = make_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, lengths_n, lengths_l, runtime)
     bias = key_bias_from_masks(q, joint_q, key_mask, joint_key_mask)
-    return _laid_out_like_inputs(call.tensors, backward_with(call, grad_out, grad_joint_out, grad_lse, bias))
+    return outputs_like_inputs(call.tensors, backward_with(call, grad_out, grad_joint_out, grad_lse, bias))
 
 
 @masked_joint_attention_backward.register_fake
@@ -238,7 +238,7 @@ def _backward(ctx, grad_out, grad_joint_out, grad_lse):
     *inputs, out, joint_out, lse = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph=True: differentiable gradients (see op._backward)
         tensors, (key_mask, joint_key_mask) = inputs[:6], inputs[6:8]
-        call = _make_call(*tensors, "rear", ctx.scale, None, None, "reference")
+        call = make_call(*tensors, "rear", ctx.scale, None, None, "reference")
         bias = key_bias_from_masks(call.q, call.joint_q, key_mask, joint_key_mask)
         grads = reference_vjp(
             call.tensors, call.scale, bias, (grad_out, grad_joint_out, grad_lse), ctx.needs_input_grad[:6]

@@ -18,52 +18,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .reference import reference_vjp
-from .registry import RUNTIME_NAMES, JointCall, select_runtime
-from .validation import (
-    JointShape,
-    as_length_tensor,
-    assert_lengths_async,
-    check_length_arg,
-    check_options,
-    check_tensors,
-)
+from ..call import JointCall
+from ..reference import reference_vjp
+from ..registry import select_runtime
+from ..validation import as_length_tensor, assert_lengths_async
+from .contract import check_call, empty_outputs_of, make_call, outputs_like_inputs
 
 OP_NAME = "jointattn::joint_attention"
 BACKWARD_OP_NAME = "jointattn::joint_attention_backward"
-
-
-def _check_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime):
-    shape = check_tensors(q, k, v, joint_q, joint_k, joint_v)
-    check_options(joint_strategy, scale, runtime, RUNTIME_NAMES)
-    check_length_arg("logical_n", logical_n, shape, q.device)
-    check_length_arg("logical_l", logical_l, shape, q.device)
-    return shape
-
-
-def _make_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime):
-    shape = _check_call(
-        q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
-    )
-    assert_lengths_async("logical_n", logical_n, shape.n)
-    assert_lengths_async("logical_l", logical_l, shape.l)
-    resolved = float(scale) if scale is not None else shape.dh**-0.5
-    return JointCall(q, k, v, joint_q, joint_k, joint_v, resolved, logical_n, logical_l)
-
-
-def empty_outputs(q: Tensor, joint_q: Tensor):
-    """Outputs as the op lays them out, for code that launches a runtime itself (the MLIR emitter)."""
-    b, nh, n, dh = q.shape
-    return _empty_outputs(q, JointShape(b, nh, n, joint_q.shape[2], dh))
-
-
-def _empty_outputs(q: Tensor, shape: JointShape):
-    """Outputs in [b, S, nh, dh] memory order, viewed as [b, nh, S, dh]; lse [b, nh, N+L] float32."""
-    b, nh, n, l, dh = shape.b, shape.nh, shape.n, shape.l, shape.dh  # noqa: E741
-    out = q.new_empty((b, n, nh, dh)).transpose(1, 2)
-    joint_out = q.new_empty((b, l, nh, dh)).transpose(1, 2)
-    lse = q.new_empty((b, nh, n + l), dtype=torch.float32)
-    return out, joint_out, lse
 
 
 @torch.library.custom_op(OP_NAME, mutates_args=())
@@ -80,14 +42,12 @@ def _joint_attention_op(
     logical_l: Tensor | None = None,
     runtime: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor]:
-    call = _make_call(
-        q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
-    )
+    call = make_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime)
     return _forward(call, runtime)
 
 
 def _forward(call: JointCall, runtime: str):
-    out, joint_out, lse = _empty_outputs(call.q, call.shape)
+    out, joint_out, lse = empty_outputs_of(call.q, call.shape)
     select_runtime(runtime, call).forward(call, out, joint_out, lse)
     return out, joint_out, lse
 
@@ -121,10 +81,10 @@ def _(
     logical_l=None,
     runtime="auto",
 ):
-    shape = _check_call(
+    shape = check_call(
         q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
     )
-    return _empty_outputs(q, shape)
+    return empty_outputs_of(q, shape)
 
 
 @torch.library.custom_op(BACKWARD_OP_NAME, mutates_args=())
@@ -146,26 +106,11 @@ def _joint_attention_backward_op(
     logical_l: Tensor | None,
     runtime: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    call = _make_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, logical_n, logical_l, runtime)
+    call = make_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, logical_n, logical_l, runtime)
     grads = select_runtime(runtime, call).backward(
         call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse
     )
-    return _laid_out_like_inputs(call.tensors, grads)
-
-
-def _laid_out_like_inputs(inputs, grads):
-    """Gradients as the fake kernel promises them: dtype and strides of the inputs, no two sharing memory.
-
-    A runtime that already returns such tensors (the Triton backward does) is passed through uncopied."""
-    result, storages = [], set()
-    for t, g in zip(inputs, grads):
-        storage = g.untyped_storage().data_ptr()
-        if g.dtype != t.dtype or g.stride() != t.stride() or g.shape != t.shape or storage in storages:
-            g = torch.empty_like(t).copy_(g)
-            storage = g.untyped_storage().data_ptr()
-        storages.add(storage)
-        result.append(g)
-    return tuple(result)
+    return outputs_like_inputs(call.tensors, grads)
 
 
 @_joint_attention_backward_op.register_fake
@@ -207,7 +152,7 @@ def _backward(ctx, grad_out, grad_joint_out, grad_lse):
         # Autograd runs a backward with grad mode on only for create_graph=True: the gradients must be
         # differentiable again (double backward). The runtimes' kernels are not, so the exact reference
         # computes them through autograd.
-        call = _make_call(
+        call = make_call(
             q, k, v, joint_q, joint_k, joint_v, "rear", ctx.scale, logical_n, logical_l, "reference"
         )
         grads = reference_vjp(
@@ -273,7 +218,7 @@ def joint_attention(
     Returns:
         out [b, nh, N, dh], joint_out [b, nh, L, dh] and lse [b, nh, N+L] (float32, natural log).
     """
-    shape = _check_call(
+    shape = check_call(
         q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
     )
     logical_n = as_length_tensor(logical_n, shape.b, shape.n, q.device)

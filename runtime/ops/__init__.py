@@ -1,0 +1,38 @@
+"""The ops the passes emit and users call, defined in one place: their schemas, argument checks, fake kernels
+and autograd. Importing this package registers them with torch; which implementation runs a call is decided
+below them, in `jointattn.runtime.registry` and `dispatch.py`.
+
+- `joint_attention` (`jointattn::joint_attention`, `jointattn::joint_attention_backward`): joint.py;
+- `key_padding_lengths` and `masked_joint_attention` (a key mask checked at run time): masked.py;
+- `rms_norm_rope` (the attention's QK-norm + RoPE prologue): rms_norm_rope.py;
+- `compact_valid_rows` (Mochi's unpad bookkeeping, which the FX pass writes into graphs): padding.py;
+- contract.py: what they share (checks, the validated `JointCall`, output layouts).
+"""
+
+import torch
+
+from . import masked, rms_norm_rope
+from .joint import BACKWARD_OP_NAME, OP_NAME, joint_attention
+from .masked import key_padding_lengths, masked_joint_attention
+from .padding import compact_valid_rows
+
+# The overloads graphs call (what the FX pass inserts and what inductor and torch.export see).
+JOINT_ATTENTION = torch.ops.jointattn.joint_attention.default
+MASKED_JOINT_ATTENTION = torch.ops.jointattn.masked_joint_attention.default
+KEY_PADDING_LENGTHS = torch.ops.jointattn.key_padding_lengths.default
+RMS_NORM_ROPE = torch.ops.jointattn.rms_norm_rope.default
+
+__all__ = [
+    "JOINT_ATTENTION",
+    "MASKED_JOINT_ATTENTION",
+    "KEY_PADDING_LENGTHS",
+    "RMS_NORM_ROPE",
+    "OP_NAME",
+    "BACKWARD_OP_NAME",
+    "joint_attention",
+    "key_padding_lengths",
+    "masked_joint_attention",
+    "masked",
+    "rms_norm_rope",
+    "compact_valid_rows",
+]
