@@ -19,7 +19,7 @@ from jointattn.compiler.opt_main import run_pipeline
 from jointattn.kernels.configs import forward_launch_config
 from jointattn.passes.mlir.dialects import JointSDPAOp, LaunchForwardOp, parse_module
 from jointattn.passes.mlir.dialects.torch_types import torch_dtype
-from jointattn.passes.mlir.fuse_joint_attention import fuse_joint_attention
+from jointattn.passes.mlir.fuse import fuse_joint_attention
 from jointattn.runtime.ttnn import config as ttnn_config
 from jointattn.runtime.ttnn.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, pcc, rmse
 from jointattn.runtime.ttnn.module import ENV_VAR

@@ -36,7 +36,7 @@ from jointattn.compiler.mlir_emit import compile_module
 from jointattn.compiler.mlir_import import import_module
 from jointattn.compiler.opt_main import run_pipeline
 from jointattn.passes.mlir.dialects import parse_module
-from jointattn.passes.mlir.fuse_joint_attention import fuse_joint_attention
+from jointattn.passes.mlir.fuse import fuse_joint_attention
 
 
 def decisions_of(text, emit="jointattn"):

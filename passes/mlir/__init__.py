@@ -1,7 +1,7 @@
 """The MLIR path's passes (xDSL), over torch-mlir's torch dialect; `jointattn-opt` runs them.
 
-- `fuse_joint_attention.py`: `fuse-joint-attention{emit=jointattn|operator remarks=true}`, the MLIR twin of the
-  FX pass (matching in `joint_match.py`, `sequence_parts.py`, `key_padding.py`; masks checked at run time in
+- `fuse.py`: `fuse-joint-attention{emit=jointattn|operator remarks=true}`, the MLIR twin of the FX pass
+  (`passes/fx/fuse.py`; matching in `joint_match.py`, `parts.py`, `masks.py`; masks checked at run time in
   `padding_check.py`; rules in `passes/rules.py`).
 - `lower_joint_attention.py`: `lower-joint-attention{target=ttnn|triton}` (device calls in `target_calls.py`,
   the masked form's `scf.if` in `lower_masked.py`).
@@ -10,7 +10,7 @@
 Import -> passes -> emitted Python: `compiler/mlir_import.py`, `compiler/opt_main.py`, `compiler/mlir_emit.py`.
 """
 
-from .fuse_joint_attention import FuseJointAttentionPass, FusionDecision, fuse_joint_attention
+from .fuse import FuseJointAttentionPass, FusionDecision, fuse_joint_attention
 from .lower_joint_attention import LowerJointAttentionPass, lower_joint_attention
 
 __all__ = [

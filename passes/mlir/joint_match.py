@@ -7,7 +7,7 @@ already a `permute`, `chunk`/`split` are `split_with_sizes` + `prim.ListUnpack` 
 and also the un-decomposed spellings (`transpose.int`, `split.Tensor`, `chunk`, `narrow`, `flatten`).
 
 What matches, per input (q, k, v): a concat of two token sets along the sequence dim, possibly below
-position-wise ops (`sequence_parts.resolve`): `cat([a, b], dim=2)` of `[B, H, S, D]` tensors, `cat([a, b],
+position-wise ops (`parts.resolve`): `cat([a, b], dim=2)` of `[B, H, S, D]` tensors, `cat([a, b],
 dim=1)` of `[B, S, H, D]` tensors followed by `permute(0, 2, 1, 3)` / `transpose(1, 2)`, RoPE or any other
 elementwise op applied to the whole concat; negative dims are normalized;
 and on the output, uses of the SDPA result that end, possibly after `permute`/`transpose`, `view`/`reshape`
@@ -15,7 +15,7 @@ and on the output, uses of the SDPA result that end, possibly after `permute`/`t
 (`slice`, `narrow`, `split`, `split_with_sizes`, `chunk`) are mapped to the token set they lie in
 (`rules.locate_range`; a cut across the boundary refuses the whole match). Any other use needs the whole
 sequence: it is counted, and the rewrite concatenates the two op outputs back for it (as the FX pass does).
-An `attn_mask` is read by `key_padding.key_padding`: valid lengths proven at compile time, a mask checked at
+An `attn_mask` is read by `masks.key_padding`: valid lengths proven at compile time, a mask checked at
 run time (`JointMatch.checked_mask`), or a refusal.
 """
 
@@ -56,8 +56,8 @@ from .ir_values import (
     shape_of,
     view_keeps_seq_dim,
 )
-from .key_padding import CheckedMask, Length, key_padding
-from .sequence_parts import PartsPlan, resolve
+from .masks import CheckedMask, Length, key_padding
+from .parts import PartsPlan, resolve
 
 SPLIT_OPS = (AtenSplitTensorOp, AtenSplitWithSizesOp, AtenSplitSizesOp, AtenChunkOp)
 CUT_OPS = (AtenSliceTensorOp, AtenNarrowOp, *SPLIT_OPS)

@@ -12,16 +12,16 @@ Options:
   `jointattn::joint_attention` op, so FX-fused and MLIR-fused IR agree and the result stays valid for
   `torch-mlir-opt`;
 - `remarks=true` prints one line per SDPA on stderr: fused, or not fused and why (the rule's sentence).
-Matching is in `joint_match.py` (and `key_padding.py` for masks); a refused SDPA is left untouched.
+Matching is in `joint_match.py` (and `masks.py` for masks); a refused SDPA is left untouched.
 
-Key-padding masks (`key_padding.py`): one proven to be a prefix of each token set becomes valid lengths; any other
+Key-padding masks (`masks.py`): one proven to be a prefix of each token set becomes valid lengths; any other
 mask that varies only over batch and keys (an argument, bool or additive) becomes `key_padding_lengths` +
 `masked_joint_attention` (`padding_check.py`; one check per distinct mask, shared by the layers that read it),
 which check at run time that it is prefix padding and otherwise take the exact path, as the FX pass does.
 
 Rewrite: the token sets of q, k, v feed the op, the longer one as the spatial side (`rules.spatial_part`);
 position-wise ops between the concat and the SDPA (a permute from [B, S, H, D], RoPE) are replayed per token
-set (`sequence_parts.py`), position-dependent operands sliced to match; every cut of the old output is rebuilt on
+set (`parts.py`), position-dependent operands sliced to match; every cut of the old output is rebuilt on
 the matching op output (same layout ops, sequence size replaced, a narrower slice where the cut was a
 sub-range of a token set); then the SDPA and whatever only fed it or only read it are erased. A concat with
 another user stays for that user.
@@ -56,9 +56,9 @@ from .dialects.torch_ops import (
 )
 from .ir_values import shape_of
 from .joint_match import JointMatch, PartUse, match_joint_attention
-from .key_padding import Length
+from .masks import Length
 from .padding_check import PaddingChecks
-from .sequence_parts import PartsBuilder, is_position_wise
+from .parts import PartsBuilder, is_position_wise
 from .torch_builder import TorchBuilder
 
 EMIT_FORMS = ("jointattn", "operator")
