@@ -396,7 +396,7 @@ def test_unmodified_diffusers_model_every_joint_attention_fused(name):
     model = Positional(case)
     text = import_module(model, *case.inputs.values())
     decisions = fuse_joint_attention(parse_module(text))
-    assert sum(d.fused for d in decisions) == case.joint_layers, "\n".join(d.remark() for d in decisions)
+    assert sum(d.fused for d in decisions) == case.joint_layers, "\n".join(map(str, decisions))
     lowered = run_pipeline(text, LOWER["triton"])
     assert lowered.count("jointattn_triton.launch_forward") == case.joint_layers
     fresh = model_zoo.build(name, seed=5).inputs.values()  # inputs of the same shapes, other values

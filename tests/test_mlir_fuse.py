@@ -47,7 +47,7 @@ def run_case(module, inputs, *, fused=1, fresh_inputs=None):
     """Import, fuse (both emit forms), run; returns the emit=jointattn text and the decisions."""
     text = import_module(module, *inputs)
     decisions = decisions_of(text)
-    assert sum(d.fused for d in decisions) == fused, "\n".join(d.remark() for d in decisions)
+    assert sum(d.fused for d in decisions) == fused, "\n".join(map(str, decisions))
     fresh = fresh_inputs() if fresh_inputs else inputs
     want = float64_eager(module, fresh)
     texts = {}

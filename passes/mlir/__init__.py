@@ -10,13 +10,14 @@
 Import -> passes -> emitted Python: `compiler/mlir_import.py`, `compiler/opt_main.py`, `compiler/mlir_emit.py`.
 """
 
-from .fuse import FuseJointAttentionPass, FusionDecision, fuse_joint_attention
+from .fuse import Decision, FuseJointAttentionPass, fuse_joint_attention, remark
 from .lower_joint_attention import LowerJointAttentionPass, lower_joint_attention
 
 __all__ = [
     "FuseJointAttentionPass",
-    "FusionDecision",
+    "Decision",
     "fuse_joint_attention",
+    "remark",
     "LowerJointAttentionPass",
     "lower_joint_attention",
 ]
