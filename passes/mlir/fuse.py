@@ -49,6 +49,7 @@ from xdsl.traits import Pure
 from xdsl.utils.exceptions import PassFailedException
 
 from ..decisions import CHECKED_MASK, NO_PADDING, PROVEN_LENGTHS, Decision, summarize
+from .axes import is_position_wise
 from .dialects.joint_op_base import joint_result_types
 from .dialects.jointattn import JointAttentionOp
 from .dialects.torch_ops import (
@@ -61,7 +62,7 @@ from .ir_values import shape_of
 from .joint_match import JointMatch, PartUse, match_joint_attention
 from .masks import Length
 from .padding_check import PaddingChecks
-from .parts import PartsBuilder, is_position_wise
+from .parts import PartsBuilder
 from .torch_builder import TorchBuilder
 
 EMIT_FORMS = ("jointattn", "operator")

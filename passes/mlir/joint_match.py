@@ -26,21 +26,15 @@ from dataclasses import dataclass
 from jointattn.passes import rules
 from xdsl.ir import Operation, SSAValue
 
+from .axes import output_dim
 from .dialects.torch_ops import (
     AtenChunkOp,
-    AtenContiguousOp,
-    AtenFlattenUsingIntsOp,
     AtenNarrowOp,
-    AtenPermuteOp,
-    AtenReshapeOp,
     AtenScaledDotProductAttentionOp,
     AtenSliceTensorOp,
     AtenSplitSizesOp,
     AtenSplitTensorOp,
     AtenSplitWithSizesOp,
-    AtenTransposeIntOp,
-    AtenUnflattenIntOp,
-    AtenViewOp,
     PrimListUnpackOp,
 )
 from .dialects.torch_types import DYNAMIC
@@ -52,9 +46,7 @@ from .ir_values import (
     is_none,
     normalize_bound,
     normalize_dim,
-    permutation_of,
     shape_of,
-    view_keeps_seq_dim,
 )
 from .masks import CheckedMask, Length, key_padding
 from .parts import PartsPlan, resolve
@@ -162,7 +154,7 @@ def _walk_uses(value: SSAValue, seq_dim: int, chain: tuple, lengths, found: list
     whole = 0
     for use in list(value.uses):
         op = use.operation
-        step = _layout_step(op, seq_dim, rank) if use.index == 0 else None
+        step = output_dim(op, seq_dim) if use.index == 0 else None
         if step is not None:
             below = _walk_uses(op.results[0], step, (*chain, (op, step)), lengths, found)
         elif use.index == 0 and isinstance(op, CUT_OPS) and _cut_dim(op, rank) == seq_dim:
@@ -173,40 +165,6 @@ def _walk_uses(value: SSAValue, seq_dim: int, chain: tuple, lengths, found: list
             return below
         whole += below
     return whole
-
-
-def _layout_step(op: Operation, seq_dim: int, rank: int) -> int | None:
-    """Where the sequence dim is in `op`'s result, if `op` only moves or regroups the other dims."""
-    if isinstance(op, (AtenPermuteOp, AtenTransposeIntOp)):
-        perm = permutation_of(op, rank)
-        return None if perm is None else perm.index(seq_dim)
-    if isinstance(op, (AtenViewOp, AtenReshapeOp)):
-        return seq_dim if view_keeps_seq_dim(op, seq_dim) else None
-    if isinstance(op, AtenFlattenUsingIntsOp):
-        return _flattened_seq_dim(op, seq_dim, rank)
-    if isinstance(op, AtenUnflattenIntOp):
-        return _unflattened_seq_dim(op, seq_dim, rank)
-    if isinstance(op, AtenContiguousOp):
-        return seq_dim
-    return None
-
-
-def _flattened_seq_dim(op: AtenFlattenUsingIntsOp, seq_dim: int, rank: int) -> int | None:
-    start, end = normalize_dim(const_int(op.start_dim), rank), normalize_dim(const_int(op.end_dim), rank)
-    if start is None or end is None:
-        return None
-    if end < seq_dim:
-        return seq_dim - (end - start)
-    if start > seq_dim or start == end:
-        return seq_dim
-    return None
-
-
-def _unflattened_seq_dim(op: AtenUnflattenIntOp, seq_dim: int, rank: int) -> int | None:
-    dim, sizes = normalize_dim(const_int(op.dim), rank), const_int_list(op.sizes)
-    if dim is None or sizes is None or dim == seq_dim:
-        return None
-    return seq_dim + len(sizes) - 1 if dim < seq_dim else seq_dim
 
 
 def _cut_dim(op: Operation, rank: int) -> int | None:
