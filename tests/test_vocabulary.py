@@ -1,5 +1,5 @@
-"""The vocabulary both passes share (`passes/positionwise.py`): one table of position-wise ops derived from
-ATen's tags.
+"""The vocabulary both passes share (`passes/positionwise.py`, `passes/mask_proofs.py`, `passes/decisions.py`):
+one table of position-wise ops derived from ATen's tags, one set of mask-proof rules, one decision summary.
 
 The FX and MLIR suites check the passes' behaviour; these check the table itself: that it covers every op
 either pass used to list by hand (so moving to one table lost nothing), that it comes from ATen's `pointwise`
@@ -9,6 +9,8 @@ tag rather than a list, and that it never admits what would be wrong to replay p
 import pytest
 import torch
 from jointattn.passes import positionwise as pw
+from jointattn.passes.decisions import CHECKED_MASK, NO_PADDING, PROVEN_LENGTHS, summarize
+from jointattn.passes.mask_proofs import admits_every_key, factory_fill, keeps_mask_meaning, positions_exact
 
 # The MLIR pass's hand list before the shared table (overload names, as torch-mlir spells them).
 MLIR_ELEMENTWISE = (
@@ -111,3 +113,67 @@ def test_along_dims_facts_are_the_same_for_a_packet_and_its_overload():
     assert pw.along_dims("select.int").keeps is False
     assert pw.along_dims("layer_norm.default").trailing
     assert pw.along_dims("add.Tensor") is None
+
+
+@pytest.mark.parametrize(
+    "dtype,size,exact",
+    [
+        (torch.int64, 2**40, True),
+        (torch.uint8, 256, True),
+        (torch.uint8, 257, False),
+        (torch.int8, 128, True),
+        (torch.int8, 129, False),
+        (torch.float32, 2**24, True),
+        (torch.float32, 2**24 + 1, False),
+        (torch.float64, 2**53, True),
+        (torch.bfloat16, 2, False),
+        (torch.float16, 2, False),
+        (torch.bool, 1, False),
+        (None, 1, False),
+    ],
+)
+def test_positions_exact(dtype, size, exact):
+    assert positions_exact(dtype, size) is exact
+    if exact and size <= 2**16:  # the claim, checked (the rule is conservative: bf16 holds 0 and 1)
+        positions = torch.arange(size, dtype=torch.int64)
+        assert torch.equal(positions.to(dtype).to(torch.int64), positions)
+
+
+@pytest.mark.parametrize(
+    "source,result,keeps",
+    [
+        (torch.bool, torch.bool, True),
+        (torch.float32, torch.bfloat16, True),
+        (torch.int64, torch.int64, True),  # no conversion at all
+        (torch.bool, torch.float32, False),  # validity becomes a +1/+0 bias
+        (torch.float32, torch.bool, False),  # a bias read as validity flips it
+        (torch.float32, torch.int64, False),  # -inf does not survive an integer
+        (torch.int64, torch.float32, False),
+    ],
+)
+def test_casts_that_keep_a_mask_meaning(source, result, keeps):
+    assert keeps_mask_meaning(source, result) is keeps
+
+
+def test_factories_that_admit_every_key():
+    assert admits_every_key(torch.bool, factory_fill("ones"))
+    assert admits_every_key(torch.bool, factory_fill("full", True))
+    assert admits_every_key(torch.float16, factory_fill("zeros_like"))
+    assert admits_every_key(torch.float32, factory_fill("full", 0.0))
+    assert not admits_every_key(torch.float32, factory_fill("ones"))  # a +1 bias against the other set
+    assert not admits_every_key(torch.bool, factory_fill("zeros"))  # no key at all
+    assert factory_fill("empty") is None
+
+
+def test_the_summary_both_passes_print():
+    assert summarize([5, 3], 0, NO_PADDING, {0, 1}, 0) == (
+        "token sets [5, 3] (spatial-first), no padding, both outputs used"
+    )
+    assert summarize((3, 5), 1, PROVEN_LENGTHS, [1], 2) == (
+        "token sets [3, 5] (text-first), padding as valid lengths proven from the mask, only the second token "
+        "set used; re-joined for 2 whole-sequence consumer(s)"
+    )
+    assert summarize([5, 3], 0, CHECKED_MASK, set(), 1) == (
+        "token sets [5, 3] (spatial-first), key-padding mask checked at run time (exact path if it is not a "
+        "prefix), no per-set output; re-joined for 1 whole-sequence consumer(s)"
+    )

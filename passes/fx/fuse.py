@@ -25,7 +25,14 @@ import torch
 import torch.fx as fx
 
 from ..decisions import CHECKED_MASK, NO_PADDING, PROVEN_LENGTHS, Decision, FusionReport, summarize
-from ..rules import refuse_key_mask_shape, refuse_part_lengths, refuse_sdpa_flags, refuse_shapes, spatial_part
+from ..rules import (
+    refuse_key_mask_shape,
+    refuse_mask_constant_over_keys,
+    refuse_part_lengths,
+    refuse_sdpa_flags,
+    refuse_shapes,
+    spatial_part,
+)
 from .axes import TUPLE_PRODUCERS, handler_for
 from .masks import KeyPadding, classify
 from .mutations import MutationGuard, original_inputs
@@ -181,8 +188,7 @@ def _key_padding(
     _check(refuse_key_mask_shape(mask_shape, q_shape))
     if tensor_val(mask).requires_grad:
         raise _Refused("attn_mask requires grad (a learned bias, not padding)")
-    if same(mask_shape[-1], 1):
-        raise _Refused("attn_mask does not vary over keys")
+    _check(refuse_mask_constant_over_keys(not same(mask_shape[-1], 1)))
     axis = len(mask_shape) - 1
     resolved = resolver.resolve(mask, axis)
     lengths = key_sets.lengths
