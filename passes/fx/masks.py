@@ -17,17 +17,7 @@ from dataclasses import dataclass
 
 import torch.fx as fx
 
-from .. import positionwise
-from ..mask_proofs import (
-    BROADCASTS,
-    FILL_ARGUMENT,
-    admits_every_key,
-    arange_behind,
-    factory_fill,
-    is_absent_bias,
-    keeps_mask_meaning,
-    keeps_positions,
-)
+from .. import mask_proofs, positionwise
 from .nodes import arg, op_name, same, shape, val
 
 
@@ -45,14 +35,14 @@ def _peel(node):
     return node
 
 
-def _peeled_once(node, keeps=keeps_mask_meaning):
+def _peeled_once(node, keeps=mask_proofs.keeps_mask_meaning):
     """The operand `node` is such a view, index or cast of (a cast that `keeps` the source's meaning in the
     result's dtype), or None."""
     if not isinstance(node, fx.Node):
         return None
     name = op_name(node)
     if (
-        (name in BROADCASTS and _cast_keeps(node, lambda source, result: source == result))
+        (name in mask_proofs.BROADCASTS and _cast_keeps(node, lambda source, result: source == result))
         or (name == "getitem" and _is_plain_index(node))
         or (name is not None and positionwise.kind_of(name) == positionwise.CAST and _cast_keeps(node, keeps))
     ):
@@ -69,7 +59,9 @@ def _is_plain_index(node: fx.Node) -> bool:
 def _is_arange_of(node, size) -> bool:
     """`arange(size)` or `arange(0, size[, 1])` behind views, indexing and any casts, its positions exact at
     every step back to the arange (an exact float32 arange cast to bfloat16 is not)."""
-    node = arange_behind(node, size, _dtype, lambda n: _peeled_once(n, keeps=keeps_positions))
+    node = mask_proofs.arange_behind(
+        node, size, _dtype, lambda n: _peeled_once(n, keeps=mask_proofs.keeps_positions)
+    )
     if not isinstance(node, fx.Node) or op_name(node) != "arange":
         return False
     args = node.args
@@ -103,9 +95,11 @@ def classify(mask_part: fx.Node, size) -> KeyPadding:
     if not isinstance(node, fx.Node):
         return KeyPadding("check", mask_part)
     name = op_name(node)
-    fill_at = FILL_ARGUMENT.get(name)
-    fill = factory_fill(name, None if fill_at is None else _as_number(arg(node, fill_at, "fill_value")))
-    if fill is not None and admits_every_key(_dtype(node), fill):
+    fill_at = mask_proofs.FILL_ARGUMENT.get(name)
+    fill = mask_proofs.factory_fill(
+        name, None if fill_at is None else _as_number(arg(node, fill_at, "fill_value"))
+    )
+    if fill is not None and mask_proofs.admits_every_key(_dtype(node), fill):
         return KeyPadding("all", mask_part)
     if name in ("lt", "gt"):
         left, right = node.args[0], node.args[1]
@@ -115,7 +109,7 @@ def classify(mask_part: fx.Node, size) -> KeyPadding:
             return KeyPadding("lengths", mask_part, lengths)
     if name == "where" and len(node.args) == 3:
         zero, absent = _as_number(node.args[1]), _as_number(node.args[2])
-        if zero == 0 and is_absent_bias(absent):
+        if zero == 0 and mask_proofs.is_absent_bias(absent):
             inner = classify(node.args[0], size)
             if inner.kind != "check":
                 return KeyPadding(inner.kind, mask_part, inner.lengths)

@@ -29,21 +29,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jointattn.passes import rules
 from xdsl.dialects.builtin import IntegerType
 from xdsl.ir import SSAValue
 
-from .. import positionwise
-from ..mask_proofs import (
-    BROADCASTS,
-    FILL_ARGUMENT,
-    admits_every_key,
-    arange_behind,
-    factory_fill,
-    is_absent_bias,
-    keeps_mask_meaning,
-    keeps_positions,
-)
+from .. import mask_proofs, positionwise, rules
 from .axes import aten_name, op_kind
 from .dialects.torch_ops import (
     AtenArangeOp,
@@ -145,7 +134,7 @@ def _peel_broadcasts(value: SSAValue) -> SSAValue:
     return value
 
 
-def _peeled_once(value: SSAValue, keeps=keeps_mask_meaning) -> SSAValue | None:
+def _peeled_once(value: SSAValue, keeps=mask_proofs.keeps_mask_meaning) -> SSAValue | None:
     """The operand `value` is such a broadcast or conversion of (a conversion that `keeps` the source's meaning
     in the result's dtype), or None."""
     owner = value.owner
@@ -156,7 +145,11 @@ def _peeled_once(value: SSAValue, keeps=keeps_mask_meaning) -> SSAValue | None:
     ):
         return owner.operands[0]
     name = aten_name(owner)
-    if name is None or name.split(".")[0] not in BROADCASTS or _dtype(owner.operands[0]) != _dtype(value):
+    if (
+        name is None
+        or name.split(".")[0] not in mask_proofs.BROADCASTS
+        or _dtype(owner.operands[0]) != _dtype(value)
+    ):
         return None
     source = owner.operands[0]
     src_shape, dst_shape = shape_of(source), shape_of(value)
@@ -201,13 +194,13 @@ def _validity(mask: SSAValue) -> SSAValue | str:
     owner = mask.owner
     if isinstance(owner, (AtenWhereSelfOp, AtenWhereScalarOp, AtenWhereScalarOtherOp, AtenWhereScalarSelfOp)):
         when_true, when_false = _scalar_of(owner.self_), _scalar_of(owner.other)
-        if when_true == 0.0 and is_absent_bias(when_false):
+        if when_true == 0.0 and mask_proofs.is_absent_bias(when_false):
             return owner.condition
-        if is_absent_bias(when_true) and when_false == 0.0:
+        if mask_proofs.is_absent_bias(when_true) and when_false == 0.0:
             return _negated(owner.condition)
         return "additive attn_mask is not 0 for valid keys and -inf for padded ones"
     if isinstance(owner, AtenMaskedFillScalarOp):
-        if _scalar_of(owner.self_) == 0.0 and is_absent_bias(const_float(owner.value)):
+        if _scalar_of(owner.self_) == 0.0 and mask_proofs.is_absent_bias(const_float(owner.value)):
             return _negated(owner.mask)
         return "masked_fill attn_mask is not zeros filled with -inf"
     return "attn_mask is an arbitrary float tensor (cannot prove it is key padding)"
@@ -232,13 +225,13 @@ def _factory_fill(owner) -> float | bool | None:
     """The value a constant factory (`ones`, `zeros`, `full`, ...: `mask_proofs.factory_fill`) fills with."""
     name = aten_name(owner)
     packet = None if name is None else name.split(".")[0]
-    fill_at = FILL_ARGUMENT.get(packet)
+    fill_at = mask_proofs.FILL_ARGUMENT.get(packet)
     fill_value = None
     if fill_at is not None and fill_at < len(owner.operands):
         operand = owner.operands[fill_at]
         fill_value = const_bool(operand)
         fill_value = const_float(operand) if fill_value is None else fill_value
-    return factory_fill(packet, fill_value)
+    return mask_proofs.factory_fill(packet, fill_value)
 
 
 def _prefix_length(validity: SSAValue, size: int, batch: int) -> Length | str:
@@ -249,7 +242,7 @@ def _prefix_length(validity: SSAValue, size: int, batch: int) -> Length | str:
             return "a constant validity that is not all True or all False"
         return ALL_VALID if value != 0 else 0
     fill = _factory_fill(owner)
-    if fill is not None and admits_every_key(_dtype(validity), fill):
+    if fill is not None and mask_proofs.admits_every_key(_dtype(validity), fill):
         return ALL_VALID
     if isinstance(owner, AtenLtScalarOp) and _is_arange(owner.self_, size):
         n = const_int(owner.other)
@@ -266,7 +259,9 @@ def _prefix_length(validity: SSAValue, size: int, batch: int) -> Length | str:
 def _is_arange(value: SSAValue, size: int) -> bool:
     """`arange(S)` (any of its overloads, start 0, step 1), possibly unsqueezed to [1, S], whose positions
     0..S-1 are exact in its dtype and in every dtype it is converted to on the way (`mask_proofs`)."""
-    value = arange_behind(value, size, _dtype, lambda v: _peeled_once(v, keeps=keeps_positions))
+    value = mask_proofs.arange_behind(
+        value, size, _dtype, lambda v: _peeled_once(v, keeps=mask_proofs.keeps_positions)
+    )
     owner = None if value is None else value.owner
     if isinstance(owner, AtenArangeOp):
         return const_int(owner.end) == size
