@@ -15,6 +15,10 @@ What one run measures, per shape (bf16 on GPUs; forward only, as in inference):
   (same work, same valid lengths, no communication) and comm-only = the P - 1 K/V shifts and the joint
   gather alone; hidden = (compute + comm - total) / comm, clipped to [0, 1]. All-to-all: compute-only = the
   local op on its head group; its communication is not overlapped, exposed = total - compute;
+- the ranks' check (agreement.py: one all-gather of call descriptors, on by default): group_ms includes it;
+  unchecked_ms is the group's time with check_ranks=False, check_ms the check alone (the same exchange,
+  descriptor and verdict, without the attention; median, and check_min_ms the fastest iteration), the number
+  to read: a difference of two medians is noisier;
 - correctness: `out` gathered with `gather_sequence` (and lse, joint_out) against the single-GPU op; joint_out
   bitwise identical on every rank;
 - the chooser's pick and its modelled volumes for the shape and P.
@@ -260,17 +264,31 @@ def _errors(jd, bench, n, result, reference):
     }
 
 
-def _group_ms(bench: Bench, fn, args) -> tuple[float, list[list[float]]]:
-    """The group's time per call (per iteration the slowest rank; median) and every rank's times."""
+def _check_alone(bench, local, strategy, logical_n, logical_l, runtime):
+    """The ranks' check of one call without the call: descriptor, one all-gather, verdict."""
+    from jointattn.distributed.agreement import CallArgs, Checked, checked_call
+    from jointattn.runtime.validation import JointShape
+
+    b, nh, n_local, dh = local[0].shape
+    checked = Checked(JointShape(b, nh, n_local, local[3].shape[2], dh), strategy)
+    args = CallArgs(tuple(local), logical_n, logical_l, None, runtime)
+    entry = f"{strategy}_joint_attention"
+    return lambda: checked_call(entry, None, bench.world_size, True, lambda: checked, args)
+
+
+def _group_ms(bench: Bench, fn, args, fastest: bool = False):
+    """The group's time per call (per iteration the slowest rank; median) and every rank's times; with
+    `fastest`, also the fastest iteration's (on a loaded CPU machine, closer to the cost itself)."""
     per_rank = bench.gather(bench.time_ms(fn, args.iters, args.warmup))
-    return statistics.median(max(it) for it in zip(*per_rank, strict=True)), per_rank
+    group = [max(it) for it in zip(*per_rank, strict=True)]
+    return statistics.median(group), (min(group) if fastest else per_rank)
 
 
 def _resolved_runtime(runtime: str, tensors) -> str:
     """The runtime the op runs for such tensors ("auto" resolved), so a fallback cannot go unnoticed."""
-    from jointattn.runtime.registry import JointCall, select_runtime
+    from jointattn.runtime.registry import JointCall, forward_path
 
-    return select_runtime(runtime, JointCall(*tensors, 1.0, None, None)).name
+    return forward_path(runtime, JointCall(*tensors, 1.0, None, None))
 
 
 def run_shape(jointattn, bench: Bench, name: str, shape, args, dtype) -> list[dict]:
@@ -304,6 +322,12 @@ def run_shape(jointattn, bench: Bench, name: str, shape, args, dtype) -> list[di
         call = lambda: attend(*local, logical_n=logical_n, logical_l=logical_l, runtime=runtime)  # noqa: B023
         row.update(_errors(jd, bench, n, call(), reference))
         group_ms, per_rank = _group_ms(bench, call, args)
+        unchecked = lambda: attend(  # noqa: B023
+            *local, logical_n=logical_n, logical_l=logical_l, runtime=runtime, check_ranks=False
+        )
+        unchecked_ms = _group_ms(bench, unchecked, args)[0]
+        check_fn = _check_alone(bench, local, strategy, logical_n, logical_l, runtime)
+        check_ms, check_min_ms = _group_ms(bench, check_fn, args, fastest=True)
         if strategy == "ring":
             compute_fn, comm_fn = _ring_parts(jd, bench, local, logical_n, logical_l, runtime)
             comm_ms = _group_ms(bench, comm_fn, args)[0]
@@ -322,6 +346,10 @@ def run_shape(jointattn, bench: Bench, name: str, shape, args, dtype) -> list[di
             eff_tflops=round(flops / (group_ms * 1e-3) / 1e12, 2),
             compute_only_ms=round(compute_ms, 4),
             exposed_comm_ms=round(group_ms - compute_ms, 4),
+            unchecked_ms=round(unchecked_ms, 4),
+            check_ms=round(check_ms, 4),
+            check_min_ms=round(check_min_ms, 4),
+            check_fraction=round(check_ms / unchecked_ms, 4),
         )
         if comm_ms is not None:
             hidden = (compute_ms + comm_ms - group_ms) / comm_ms if comm_ms > 0 else 1.0
@@ -359,21 +387,36 @@ def _environment(bench: Bench, jointattn) -> dict:
             triton=triton.__version__,
         )
     else:
-        env.update(device=f"cpu ({platform.processor() or platform.machine()})")
+        env.update(
+            device=f"cpu ({_cpu_model()})",
+            cpus=os.cpu_count(),
+            threads_per_rank=torch.get_num_threads(),
+            load_average=[round(x, 2) for x in os.getloadavg()],  # CPU timings depend on what else runs
+        )
     return env
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def _print_table(rows):
     cols = [
         ("shape", 18), ("strategy", 8), ("world_size", 3), ("single_ms", 10), ("group_ms", 10), ("speedup", 7),
         ("scaling_efficiency", 6), ("eff_tflops", 8), ("compute_only_ms", 10), ("comm_only_ms", 10),
-        ("comm_hidden_fraction", 6), ("exposed_comm_ms", 9), ("max_abs_err_out", 9), ("ok", 5),
+        ("comm_hidden_fraction", 6), ("exposed_comm_ms", 9), ("unchecked_ms", 10), ("check_ms", 8),
+        ("check_min_ms", 8), ("check_fraction", 6), ("max_abs_err_out", 9), ("ok", 5),
     ]  # fmt: skip
     heads = {
         "world_size": "P",
         "scaling_efficiency": "eff",
         "comm_hidden_fraction": "hid",
         "max_abs_err_out": "err",
+        "check_fraction": "chk/t",
     }
     print(" ".join(f"{heads.get(c, c):>{w}}" for c, w in cols))
     for r in rows:

@@ -5,7 +5,7 @@ Entry point: `jointattn_backend(gm, example_inputs, options=...)`, registered th
 It runs the FX fusion pass on Dynamo's graph, then hands the graph to inductor (or runs it eagerly, for
 bisecting) with one post-grad pass of ours: QK-norm + RoPE prologues become `jointattn::rms_norm_rope`
 (`passes/fx/prologue.py`). Options (`torch.compile(..., options={...})`):
-- "runtime": the op's runtime for every fused attention: "auto" (default), "reference", "triton", "ttnn";
+- "runtime": the op's runtime for every fused attention: "auto" (default), "reference", "triton", "ttnn", "ttlang";
 - "inner": "inductor" (default) or "eager".
 Dynamic shapes: the pass reads symbolic sizes and never specializes them beyond the guards it needs to
 prove a slice lines up with the concat boundary, so a recompile for a new shape is correct.

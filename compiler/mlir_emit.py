@@ -20,6 +20,9 @@ What each op becomes:
 - `jointattn_triton.launch_forward` -> outputs allocated in the op's [b, S, nh, dh] memory order, then
   `jointattn.runtime.triton_runtime.launch_forward(...)` with the IR's `LaunchConfig` (Triton's interpreter
   on CPU when `TRITON_INTERPRET=1`);
+- `jointattn_ttlang.joint_attention` -> `jointattn.runtime.ttlang.lowering.joint_attention(...)` with the IR's
+  chunk sizes, inside `config.overrides(...)` carrying its grid and ring size (the TT-Lang compiler and a device,
+  or tt-lang-sim under `JOINTATTN_TTLANG=sim`);
 - `jointattn.key_padding_lengths` / `jointattn.masked_joint_attention` -> the `torch.library` ops of
   `runtime/masked_op.py` (the check's one host sync, then the length-based op or the exact path);
   `jointattn.masked_reference` -> `masked_reference(...)` below, that exact path by itself;
@@ -40,7 +43,14 @@ from xdsl.dialects.func import CallOp, FuncOp, ReturnOp
 from xdsl.dialects.scf import IfOp, YieldOp
 from xdsl.ir import Block, Operation, SSAValue
 
-from ..passes.mlir.dialects import JointAttentionOp, JointSDPAOp, LaunchForwardOp, make_context, parse_module
+from ..passes.mlir.dialects import (
+    JointAttentionOp,
+    JointSDPAOp,
+    LaunchForwardOp,
+    TtlangJointAttentionOp,
+    make_context,
+    parse_module,
+)
 from ..passes.mlir.dialects.joint_op_base import JointOpBase
 from ..passes.mlir.dialects.jointattn_masked import (
     KeyPaddingLengthsOp,
@@ -132,6 +142,12 @@ def _runtime_namespace(module: ModuleOp) -> dict:
 
         names["triton_runtime"] = triton_runtime
         names["LaunchConfig"] = LaunchConfig
+    if any(isinstance(op, TtlangJointAttentionOp) for op in ops):
+        from jointattn.runtime.ttlang import config as ttlang_config
+        from jointattn.runtime.ttlang import lowering as ttlang_lowering
+
+        names["ttlang_config"] = ttlang_config
+        names["ttlang_lowering"] = ttlang_lowering
     return names
 
 
@@ -306,6 +322,16 @@ class _Emitter:
             self.emit(
                 f"triton_runtime.launch_forward({tensors}, {', '.join(targets)}, {scale}, "
                 f"logical_n={lengths['logical_n']}, logical_l={lengths['logical_l']}, config=LaunchConfig({config}))"
+            )
+        elif isinstance(op, TtlangJointAttentionOp):
+            config = op.config.values()
+            grid = (config["grid_rows"], config["grid_cols"])
+            self.emit(f"with ttlang_config.overrides(grid={grid!r}, ring_size={config['ring_size']}):")
+            targets = [self.fresh(r) for r in op.results]
+            self.emit(
+                f"    {', '.join(targets)} = ttlang_lowering.joint_attention({tensors}, scale={scale}, "
+                f"logical_n={lengths['logical_n']}, logical_l={lengths['logical_l']}, "
+                f"q_chunk={config['q_chunk']}, k_chunk={config['k_chunk']})"
             )
         else:
             raise NotImplementedError(f"mlir_emit: no Python for op {op.name}")

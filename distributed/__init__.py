@@ -10,8 +10,12 @@ Two strategies, with the same arguments and results:
 and `sequence_parallel_joint_attention(..., strategy="auto")` picks one with `choose_strategy` (chooser.py).
 Helpers: `shard_sequence`, `gather_sequence`, `padded_length` (sharding.py). Per-block compute is the op
 `jointattn::joint_attention` itself, so it runs on the op's runtimes.
+Before its first collective every entry point compares the ranks' calls in one small all-gather
+(agreement.py; `check_ranks=False` or JOINTATTN_CHECK_RANKS=0 skips it): ranks that disagree all raise the
+same `RanksDisagreeError` instead of aborting, hanging or returning mixed results.
 """
 
+from .agreement import RanksDisagreeError
 from .chooser import StrategyChoice, choose_strategy, communication_volume, sequence_parallel_joint_attention
 from .ring import RingStep, ring_joint_attention, ring_schedule
 from .sharding import block_valid_length, gather_sequence, padded_length, shard_sequence
@@ -24,6 +28,7 @@ __all__ = [
     "choose_strategy",
     "communication_volume",
     "StrategyChoice",
+    "RanksDisagreeError",
     "ulysses_eligible",
     "ring_schedule",
     "RingStep",

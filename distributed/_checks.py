@@ -1,8 +1,9 @@
 """Argument checks shared by the sequence-parallel entry points (ring, all-to-all, chooser).
 
 They reuse the op's own checks (`jointattn.runtime.validation`) on this rank's shard, and check `logical_n`
-against the *global* padded length N = P * N_local. Ranks are not compared with each other (that would
-cost a collective per call): every rank must pass the same shapes, lengths, scale and runtime.
+against the *global* padded length N = P * N_local. They look at this rank's call only; comparing the
+ranks' calls with each other is agreement.py's exchange, which runs these checks first and passes their
+errors on to every rank (so a rank whose own call is invalid does not leave the others waiting).
 """
 
 from __future__ import annotations
@@ -29,4 +30,17 @@ def check_strategy(strategy) -> None:
     if strategy not in STRATEGIES:
         raise ValueError(
             f"sequence_parallel_joint_attention: strategy must be one of {STRATEGIES}; got {strategy!r}"
+        )
+
+
+def ulysses_eligible(num_heads: int, world_size: int) -> bool:
+    """The all-to-all strategy splits heads evenly across ranks."""
+    return num_heads % world_size == 0
+
+
+def check_ulysses_heads(num_heads: int, world_size: int) -> None:
+    if not ulysses_eligible(num_heads, world_size):
+        raise ValueError(
+            f"ulysses_joint_attention: the number of heads nh={num_heads} (q.shape[1]) must be divisible by "
+            f"the group size {world_size}; use ring_joint_attention (or strategy='auto')"
         )

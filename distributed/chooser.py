@@ -20,10 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from jointattn.runtime.validation import check_tensors
 from torch import Tensor
 
-from ._checks import check_strategy
+from ._checks import check_sequence_parallel_call, check_strategy, check_ulysses_heads
+from .agreement import CallArgs, Checked, checked_call
 from .comm import group_rank_and_size
 from .ring import ring_joint_attention
 from .ulysses import ulysses_eligible, ulysses_joint_attention
@@ -76,16 +76,32 @@ def sequence_parallel_joint_attention(
     scale: float | None = None,
     runtime: str = "auto",
     strategy: str = "auto",
+    check_ranks: bool | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """`ring_joint_attention` or `ulysses_joint_attention` (same arguments and results), chosen by
-    `choose_strategy` when strategy="auto". Every rank computes the same choice from the same shapes."""
-    check_strategy(strategy)
-    if strategy == "auto":
-        _, world_size = group_rank_and_size(group, "sequence_parallel_joint_attention")
-        local = check_tensors(q, k, v, joint_q, joint_k, joint_v)
-        strategy = choose_strategy(local.nh, local.n, local.l, world_size).strategy
-    attend = ring_joint_attention if strategy == "ring" else ulysses_joint_attention
+    `choose_strategy` when strategy="auto". Every rank computes the choice from its own shapes; with
+    check_ranks on, the one exchange (of this call, not repeated by the strategy) compares the choices."""
+    _, world_size = group_rank_and_size(group, "sequence_parallel_joint_attention")
+
+    def validate() -> Checked:
+        check_strategy(strategy)
+        local = check_sequence_parallel_call(
+            q, k, v, joint_q, joint_k, joint_v, logical_n, logical_l, scale, runtime, world_size
+        )
+        if strategy != "auto":
+            chosen = strategy
+        else:
+            chosen = choose_strategy(local.nh, local.n, local.l, world_size).strategy
+        if chosen == "ulysses":
+            check_ulysses_heads(local.nh, world_size)
+        return Checked(local, chosen, auto=strategy == "auto")
+
+    args = CallArgs((q, k, v, joint_q, joint_k, joint_v), logical_n, logical_l, scale, runtime)
+    checked = checked_call(
+        "sequence_parallel_joint_attention", group, world_size, check_ranks, validate, args
+    )
+    attend = ring_joint_attention if checked.strategy == "ring" else ulysses_joint_attention
     return attend(
         q, k, v, joint_q, joint_k, joint_v,
-        group=group, logical_n=logical_n, logical_l=logical_l, scale=scale, runtime=runtime,
+        group=group, logical_n=logical_n, logical_l=logical_l, scale=scale, runtime=runtime, check_ranks=False,
     )  # fmt: skip

@@ -23,13 +23,11 @@ import torch
 from jointattn.runtime.op import joint_attention
 from torch import Tensor
 
-from ._checks import check_sequence_parallel_call
+from ._checks import check_sequence_parallel_call, check_ulysses_heads, ulysses_eligible
+from .agreement import CallArgs, Checked, checked_call
 from .comm import all_gather, all_to_all, group_rank_and_size
 
-
-def ulysses_eligible(num_heads: int, world_size: int) -> bool:
-    """The all-to-all strategy splits heads evenly across ranks."""
-    return num_heads % world_size == 0
+__all__ = ["ulysses_eligible", "ulysses_joint_attention"]
 
 
 def ulysses_joint_attention(
@@ -45,19 +43,22 @@ def ulysses_joint_attention(
     logical_l: int | Tensor | None = None,
     scale: float | None = None,
     runtime: str = "auto",
+    check_ranks: bool | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Sequence-parallel joint attention by all-to-all over heads. Arguments and results as
-    `ring_joint_attention`; raises ValueError when nh is not divisible by the group size."""
+    """Sequence-parallel joint attention by all-to-all over heads. Arguments (check_ranks included) and
+    results as `ring_joint_attention`; raises ValueError when nh is not divisible by the group size."""
     rank, world_size = group_rank_and_size(group, "ulysses_joint_attention")
-    local = check_sequence_parallel_call(
-        q, k, v, joint_q, joint_k, joint_v, logical_n, logical_l, scale, runtime, world_size
-    )
-    b, nh, n_local, l, dh = local.b, local.nh, local.n, local.l, local.dh  # noqa: E741
-    if not ulysses_eligible(nh, world_size):
-        raise ValueError(
-            f"ulysses_joint_attention: the number of heads nh={nh} (q.shape[1]) must be divisible by the "
-            f"group size {world_size}; use ring_joint_attention (or strategy='auto')"
+
+    def validate() -> Checked:
+        local = check_sequence_parallel_call(
+            q, k, v, joint_q, joint_k, joint_v, logical_n, logical_l, scale, runtime, world_size
         )
+        check_ulysses_heads(local.nh, world_size)
+        return Checked(local, "ulysses")
+
+    args = CallArgs((q, k, v, joint_q, joint_k, joint_v), logical_n, logical_l, scale, runtime)
+    local = checked_call("ulysses_joint_attention", group, world_size, check_ranks, validate, args).shape
+    b, nh, n_local, l, dh = local.b, local.nh, local.n, local.l, local.dh  # noqa: E741
     if world_size == 1:
         return joint_attention(
             q, k, v, joint_q, joint_k, joint_v,

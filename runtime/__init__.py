@@ -5,14 +5,14 @@ from . import (
     rms_norm_rope,  # noqa: F401  (registers jointattn::rms_norm_rope)
 )
 from .op import BACKWARD_OP_NAME, OP_NAME, joint_attention
-from .registry import AUTO_ORDER, RUNTIME_NAMES, get_runtime, select_runtime
+from .registry import RUNTIME_NAMES, forward_path, get_runtime, select_runtime
 
 __all__ = [
     "OP_NAME",
     "BACKWARD_OP_NAME",
     "joint_attention",
     "RUNTIME_NAMES",
-    "AUTO_ORDER",
+    "forward_path",
     "get_runtime",
     "select_runtime",
 ]

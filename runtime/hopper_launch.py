@@ -1,21 +1,17 @@
 """Host launcher of the Gluon Hopper forward kernel (`kernels/joint_attention_fwd_hopper.py`).
 
 Entry points:
-- `hopper_unsupported(tensors, scale)`: why the Hopper kernel cannot take this call (None if it can).
-  `triton_runtime.launch_forward` asks it first and runs the Triton kernel whenever it answers with a reason,
-  so every case outside the kernel's envelope keeps the exact Triton path. Unasked, it runs only at head sizes
-  whose config is marked `default` (dh 128; at dh 64 the Triton kernel measured faster, `kernels/configs.py`).
 - `launch_forward_hopper(...)`: one launch writing out, joint_out and lse in place, like `launch_forward`.
-
-The envelope: a CUDA device of compute capability 9.x (wgmma and TMA, which Blackwell's sm_100 does not run as
-sm_90a code), float16/bfloat16, dh 64 or 128, a positive scale, every tensor TMA-addressable (unit stride along
-dh, other strides and the base 16-byte aligned, rows present). `JOINTATTN_HOPPER_KERNEL=0` turns it off.
+  `triton_runtime.launch_forward` calls it where the dispatcher (`dispatch.py`) picks the Hopper kernel.
+- `hopper_unsupported(tensors, scale)`: why the kernel cannot take a call (None if it can), as `dispatch.py`
+  states its envelope: a CUDA device of compute capability 9.x (wgmma and TMA, which Blackwell's sm_100 does
+  not run as sm_90a code), float16/bfloat16, dh 64 or 128, a positive scale, every tensor TMA-addressable.
+  `JOINTATTN_HOPPER_KERNEL=0` turns it off.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 
@@ -32,48 +28,16 @@ try:
 except ImportError as error:  # pragma: no cover - Gluon is experimental; other Triton versions may lack it
     _IMPORT_ERROR = error
 
-HOPPER_ENV = "JOINTATTN_HOPPER_KERNEL"
 LOG2E = 1.4426950408889634
 _GLUON_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
 
-@functools.cache
-def _capability(index: int) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(index)
-
-
-def _tma_addressable(t: torch.Tensor) -> bool:
-    size = t.element_size()
-    return (
-        t.numel() > 0
-        and t.stride(-1) == 1
-        and t.data_ptr() % 16 == 0
-        and all((s * size) % 16 == 0 and s > 0 for s in t.stride()[:-1])
-    )
-
-
 def hopper_unsupported(tensors: tuple[torch.Tensor, ...], scale: float) -> str | None:
-    """Why the Hopper kernel cannot run these eight tensors (q, k, v, joint_q/k/v, out, joint_out), or None."""
-    q = tensors[0]
-    if os.environ.get(HOPPER_ENV, "1") == "0":
-        return f"{HOPPER_ENV}=0"
-    if _IMPORT_ERROR is not None:
-        return f"Gluon cannot be imported ({type(_IMPORT_ERROR).__name__}: {_IMPORT_ERROR})"
-    if os.environ.get("TRITON_INTERPRET", "0") == "1" or not q.is_cuda:
-        return "the Hopper kernel runs on CUDA devices only (Gluon has no interpreter)"
-    if torch.version.hip is not None:
-        return "the Hopper kernel is NVIDIA code (this is a ROCm build of torch)"
-    if _capability(q.device.index or 0)[0] != 9:
-        return f"the Hopper kernel needs compute capability 9.x; got {_capability(q.device.index or 0)}"
-    if q.dtype not in _GLUON_DTYPES:
-        return f"the Hopper kernel takes float16 or bfloat16; got {q.dtype}"
-    if hopper_forward_config(q.shape[-1]) is None:
-        return f"the Hopper kernel has configs for dh 64 and 128; got dh={q.shape[-1]}"
-    if not float(scale) > 0:
-        return f"the Hopper kernel's softmax assumes a positive scale; got {scale}"
-    if not all(_tma_addressable(t) for t in tensors):
-        return "a tensor's layout is not TMA-addressable (unit dh stride, 16-byte aligned strides and base)"
-    return None
+    """Why the Hopper kernel cannot run q, k, v, joint_q/k/v (the first six of `tensors`), or None; the
+    envelope itself is stated in `dispatch.py`."""
+    from .dispatch import describe_tensors, unsupported
+
+    return unsupported("hopper", describe_tensors(tensors[:6], scale, padded=False))
 
 
 @functools.cache

@@ -224,6 +224,9 @@ def _setup_context(ctx, inputs, output):
         q, k, v, joint_q, joint_k, joint_v, key_mask, joint_key_mask, lengths_n, lengths_l, is_prefix, *output
     )
     ctx.scale, ctx.runtime = scale, runtime
+    # An output nobody differentiates (lse, most of the time) then arrives as None, not as a tensor of zeros:
+    # the backward skips it, and paths that take no gradient through lse stay open.
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_out, grad_joint_out, grad_lse):

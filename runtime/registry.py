@@ -1,13 +1,12 @@
-"""Runtimes of the `joint_attention` op: a name -> lazily imported implementation table, and the choice
-`runtime="auto"` makes.
+"""Runtimes of the `joint_attention` op: a name -> lazily imported implementation table.
 
 A runtime is an object with `name`, `unsupported(call) -> str | None` (None when it can run the call, else
 the reason it cannot), `forward(call, out, joint_out, lse)` writing into outputs the op allocated, and
 `backward(call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse) -> six gradients`.
 
-"auto" takes the first runtime of `AUTO_ORDER` that supports the call; the reference supports everything,
-so "auto" never fails and never gives a wrong answer. An explicitly named runtime that cannot run the call
-raises instead of silently running something else.
+"auto" asks the dispatcher (`dispatch.py`) for the fastest exact path of each pass (`auto_runtime.py`); the
+reference supports everything, so "auto" never fails and never gives a wrong answer. An explicitly named
+runtime that cannot run the call raises instead of silently running something else.
 """
 
 from __future__ import annotations
@@ -26,10 +25,10 @@ from .validation import JointShape
 _RUNTIMES = {
     "reference": "jointattn.runtime.reference_runtime:ReferenceRuntime",
     "triton": "jointattn.runtime.triton_runtime:TritonRuntime",
+    "sdpa": "jointattn.runtime.sdpa_runtime:SdpaRuntime",
     "ttnn": "jointattn.runtime.ttnn_runtime:TtnnRuntime",
+    "ttlang": "jointattn.runtime.ttlang_runtime:TtlangRuntime",
 }
-# ttnn is never picked implicitly: it would move CPU tensors onto a Tenstorrent device behind the user's back.
-AUTO_ORDER = ("triton", "reference")
 RUNTIME_NAMES = ("auto", *_RUNTIMES)
 
 
@@ -98,15 +97,24 @@ def get_runtime(name: str) -> Runtime:
 
 
 def select_runtime(name: str, call: JointCall) -> Runtime:
-    """The runtime that will run `call`: the named one (or an error saying why it cannot), or auto's pick."""
+    """The runtime that will run `call`: the named one (or an error saying why it cannot), or "auto", which picks
+    a path per pass. ttnn and ttlang are never picked by "auto": they would move CPU tensors onto a Tenstorrent
+    device behind the user's back."""
     if name == "auto":
-        for candidate in AUTO_ORDER:
-            runtime = get_runtime(candidate)
-            if runtime.unsupported(call) is None:
-                return runtime
-        raise AssertionError("the reference runtime supports every call")
+        from .auto_runtime import AutoRuntime
+
+        return AutoRuntime()
     runtime = get_runtime(name)
     reason = runtime.unsupported(call)
     if reason is not None:
         raise ValueError(f"joint_attention: runtime={name!r} cannot run this call: {reason}")
     return runtime
+
+
+def forward_path(name: str, call: JointCall) -> str:
+    """What runs the forward of `call` under runtime `name`: a dispatcher path for "auto", else the name."""
+    if name != "auto":
+        return select_runtime(name, call).name
+    from .auto_runtime import forward_choice
+
+    return forward_choice(call).path

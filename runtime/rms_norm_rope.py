@@ -26,7 +26,10 @@ KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 def reference(
     x: Tensor, weight: Tensor | None, eps: float | None, cos: Tensor | None, sin: Tensor | None
 ) -> Tensor:
-    """The model code's own formula (diffusers' MochiRMSNorm and Mochi's apply_rotary_emb)."""
+    """The model code's own formula (diffusers' MochiRMSNorm and Mochi's apply_rotary_emb).
+
+    It is also what the prologue pass searches for (`passes/fx/prologue.py` traces it to ATen and matches the
+    model's graph against that to the letter), so it stays written as the model writes it."""
     y = x
     if eps is not None:
         variance = x.to(torch.float32).pow(2).mean(-1, keepdim=True)

@@ -33,9 +33,16 @@ from ..kernels.configs import (
     forward_candidates,
     forward_launch_config,
     head_block,
-    hopper_forward_config,
 )
-from .hopper_launch import hopper_unsupported, launch_forward_hopper
+from .dispatch import (
+    _INTERPRETER_BF16,
+    TRITON_DTYPES,
+    choose,
+    describe,
+    describe_tensors,
+    unsupported,
+)
+from .hopper_launch import launch_forward_hopper
 from .validation import as_length_tensor
 
 try:
@@ -53,8 +60,7 @@ try:
 except ImportError as error:  # pragma: no cover - exercised only where triton is absent
     _IMPORT_ERROR = error
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-MAX_HEAD_DIM = 256
+SUPPORTED_DTYPES = TRITON_DTYPES  # the limits live in dispatch.py (one statement of every kernel's envelope)
 AUTOTUNE_ENV = "JOINTATTN_TRITON_AUTOTUNE"
 # CUDA's limit on a grid's second axis. Every launch here walks b * nh on it (consecutive programs then share
 # one head's keys in L2), so a larger b * nh is launched in batch chunks.
@@ -63,12 +69,6 @@ MAX_GRID_Y = 65535
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-_INTERPRETER_BF16 = (
-    "Triton 3.6's interpreter multiplies bfloat16 matrices wrongly (tl.dot on the raw bits); "
-    "interpret mode takes float32 or float16"
-)
 
 
 def _check_interpretable(q: torch.Tensor) -> None:
@@ -179,9 +179,11 @@ def _launch_forward_one(
     """`launch_forward` for a b * nh that fits one grid, the device current, lengths as tensors or None."""
     b, nh, n, dh = q.shape
     l = joint_q.shape[2]  # noqa: E741
-    tensors = _with_stand_ins(q, k, v, joint_q, joint_k, joint_v, out, joint_out)
     triton_knobs = config is not None or use_tma is not None or warp_specialize
-    if _run_hopper(tensors, (n, l), lse, scale, logical_n, logical_l, hopper, triton_knobs):
+    padded = logical_n is not None or logical_l is not None
+    problem = describe_tensors((q, k, v, joint_q, joint_k, joint_v), scale, padded)
+    tensors = _with_stand_ins(q, k, v, joint_q, joint_k, joint_v, out, joint_out)
+    if _run_hopper(tensors, problem, lse, scale, logical_n, logical_l, hopper, triton_knobs):
         return
     if config is None:  # on the caller's tensors: each timed launch applies the stand-ins itself
         config = _forward_config(
@@ -252,25 +254,24 @@ def _with_stand_ins(q, k, v, joint_q, joint_k, joint_v, out, joint_out) -> tuple
 
 
 def _run_hopper(
-    tensors, sizes, lse, scale, logical_n, logical_l, hopper: bool | None, triton_knobs: bool
+    tensors, problem, lse, scale, logical_n, logical_l, hopper: bool | None, triton_knobs: bool
 ) -> bool:
-    """Launches the Gluon Hopper kernel on `tensors` (q, k, v, joint_q/k/v, out, joint_out, stand-ins applied;
-    sizes the real (N, L)) if `hopper` asks for it, or (None) if no Triton knob was given and it supports the
-    call; returns whether it ran."""
+    """Launches the Gluon Hopper kernel on `tensors` (q, k, v, joint_q/k/v, out, joint_out, stand-ins applied)
+    if `hopper` asks for it, or (None) if no Triton knob was given and the dispatcher picks it over the Triton
+    kernel for `problem`; returns whether it ran."""
     if hopper and triton_knobs:
         raise ValueError(
             "joint_attention: hopper=True takes no Triton knob (config, use_tma, warp_specialize)"
         )
     if hopper is False or (hopper is None and triton_knobs):
         return False
-    if hopper is None and not getattr(hopper_forward_config(tensors[0].shape[-1]), "default", False):
-        return False  # the Triton kernel is the faster one at this dh
-    reason = hopper_unsupported(tensors, scale)
-    if reason is not None:
-        if hopper:
+    if hopper:
+        reason = unsupported("hopper", problem)
+        if reason is not None:
             raise ValueError(f"joint_attention: the Hopper kernel cannot run this call: {reason}")
+    elif choose(problem, allowed=("hopper", "triton")).path != "hopper":
         return False
-    launch_forward_hopper(*tensors, lse, scale, *sizes, logical_n, logical_l)
+    launch_forward_hopper(*tensors, lse, scale, problem.n, problem.l, logical_n, logical_l)
     return True
 
 
@@ -398,31 +399,13 @@ def _launch_backward_one(
 
 
 class TritonRuntime:
-    """Runs joint attention with the Triton kernels: CUDA tensors, or CPU tensors under TRITON_INTERPRET=1."""
+    """Runs joint attention with our kernels: the Gluon Hopper forward where the dispatcher picks it, else the
+    Triton kernels; CUDA tensors, or CPU tensors under TRITON_INTERPRET=1."""
 
     name = "triton"
 
     def unsupported(self, call) -> str | None:
-        if _IMPORT_ERROR is not None:
-            return f"triton cannot be imported ({type(_IMPORT_ERROR).__name__}: {_IMPORT_ERROR})"
-        q = call.q
-        if q.dtype not in SUPPORTED_DTYPES:
-            return f"the Triton kernels take float16, bfloat16 or float32; got {q.dtype}"
-        dh = q.shape[-1]
-        if not 1 <= dh <= MAX_HEAD_DIM:
-            return f"the Triton kernels support 1 <= dh <= {MAX_HEAD_DIM}; got dh={dh}"
-        if q.device.type == "cuda":
-            capability = _device_capability(q.device.index or 0)
-            if capability < (8, 0):
-                return f"the Triton kernels need a CUDA GPU of compute capability 8.0+; got {capability}"
-        elif q.device.type == "cpu":
-            if not _interpreting():
-                return "CPU tensors run the Triton kernels only in its interpreter (set TRITON_INTERPRET=1)"
-            if q.dtype == torch.bfloat16:
-                return _INTERPRETER_BF16
-        else:
-            return f"the Triton kernels run on CUDA tensors (or CPU under TRITON_INTERPRET=1); got {q.device}"
-        return None
+        return unsupported("triton", describe(call))
 
     def forward(self, call, out, joint_out, lse) -> None:
         launch_forward(*call.tensors, out, joint_out, lse, call.scale, call.logical_n, call.logical_l)

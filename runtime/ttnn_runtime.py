@@ -7,15 +7,16 @@ sink tokens (`runtime/ttnn/packing.py`), on one device and on a ring alike.
 Backward: ttnn has no backward for these ops, so the gradients are the exact reference backward
 (`reference.reference_backward`), computed on the host from the saved inputs.
 
-`JOINTATTN_TTNN=emulate` runs all of it on the CPU emulation of ttnn (`runtime/ttnn/emulation.py`); without it
-the real `ttnn` module is imported, and when that fails the runtime says why instead of running anything else.
+`JOINTATTN_TTNN=emulate` runs all of it on the CPU emulation of ttnn (`jointattn.testing.ttnn_emulation`);
+without it the real `ttnn` module is imported, and when that fails the runtime says why instead of running
+anything else.
 """
 
 from __future__ import annotations
 
 from .reference_runtime import ReferenceRuntime
 from .ttnn import config
-from .ttnn.module import ttnn_api, unavailable_reason
+from .ttnn.module import load_ttnn, unavailable_reason
 
 
 class TtnnRuntime:
@@ -30,7 +31,7 @@ class TtnnRuntime:
         if call.scale <= 0:
             return f"ttnn's kernels fold the scale into exp((s - max) * scale) with the max of unscaled scores; scale {call.scale} <= 0"
         settings = config.current()
-        available = ttnn_api().get_num_devices()
+        available = load_ttnn().get_num_devices()
         if available < settings.ring_size:
             what = "no Tenstorrent device" if available == 0 else f"{available} Tenstorrent device(s)"
             return f"{what} (ttnn.get_num_devices() is {available}); the call needs {settings.ring_size}"

@@ -11,6 +11,7 @@ Each world size starts one group of processes (spawned, one gloo process group) 
 4. compares: its rows of out / lse and its shards of dq, dk, dv with the reference's; joint_out and the joint
    lse with the reference and bitwise with every other rank's; the sum over ranks of the joint tensors'
    gradients with the reference's (the "sum over the group" convention of jointattn.distributed).
+Each group then runs `MISMATCHES`: ranks making different calls, which must all raise the same error at once.
 Ranks record each case's outcome in a JSON file; the tests below read them, one test per (world size, case).
 A hang fails instead of blocking: gloo operations time out, and the group is killed after a deadline.
 
@@ -26,8 +27,8 @@ import json
 import os
 import time
 import traceback
-from dataclasses import dataclass
-from functools import cache
+from dataclasses import dataclass, field
+from functools import cache, partial
 
 import pytest
 import torch
@@ -51,6 +52,7 @@ class Case:
     logical_l: tuple[int, ...] | int | None
     seed: int
     runtime: str = "reference"  # the distributed blocks' runtime (the ground truth is always the reference)
+    check_ranks: bool | None = None  # None: the ranks' calls are compared (one exchange per call)
 
 
 F64, F32 = torch.float64, torch.float32
@@ -76,6 +78,8 @@ CASES = (
     # The ring's blocks through the Triton kernels (in Triton's interpreter): length-0 joint tensors and
     # per-block valid lengths reach the kernels as they do on a GPU.
     Case("ring-f32-triton-interpreter", "ring", F32, 1, 2, 9, 3, 16, (8,), (2,), seed=7, runtime="triton"),
+    # The ranks' calls not compared (no exchange); the chooser's pick (ulysses) then skips it too.
+    Case("auto-f64-unchecked", "auto", F64, 2, 12, 13, 5, 8, (13, 6), (5, 2), seed=8, check_ranks=False),
 )
 # Within a process group of ranks 1..P-1 (`group=`): peers addressed by global rank, collectives on the group.
 SUBGROUP_CASES = tuple(c for c in CASES if c.id in ("ring-f64-padded", "ulysses-f64-padded"))
@@ -156,9 +160,11 @@ def _distributed(case, group, spatial, joint, grad_out, grad_lse, grad_joint, gr
         "auto": jd.sequence_parallel_joint_attention,
     }[case.strategy]
     logical_l = _lengths(case.logical_l, case.b)
-    out, joint_out, lse = attend(
-        *inputs, group=group, logical_n=logical_n, logical_l=logical_l, runtime=case.runtime
-    )
+    with _counting_exchanges() as exchanges:
+        out, joint_out, lse = attend(
+            *inputs, group=group, logical_n=logical_n, logical_l=logical_l, runtime=case.runtime,
+            check_ranks=case.check_ranks,
+        )  # fmt: skip
     n_local = inputs[0].shape[2]
     lse = _finite(lse)
     loss = (
@@ -168,7 +174,21 @@ def _distributed(case, group, spatial, joint, grad_out, grad_lse, grad_joint, gr
         + (lse[..., n_local:] * grad_joint_lse[rank]).sum()
     )
     loss.backward()
-    return out.detach(), joint_out.detach(), lse.detach(), [t.grad for t in inputs]
+    return out.detach(), joint_out.detach(), lse.detach(), [t.grad for t in inputs], len(exchanges)
+
+
+class _counting_exchanges:
+    """Records each call of the ranks' exchange (agreement.exchange) made inside the block."""
+
+    def __enter__(self):
+        from jointattn.distributed import agreement
+
+        self.module, self.original, calls = agreement, agreement.exchange, []
+        agreement.exchange = lambda row, group: calls.append(group) or self.original(row, group)
+        return calls
+
+    def __exit__(self, *exc):
+        self.module.exchange = self.original
 
 
 def _run_case(case: Case, group=None) -> None:
@@ -179,7 +199,7 @@ def _run_case(case: Case, group=None) -> None:
     rank, world_size = dist.get_rank(group), dist.get_world_size(group)
     data = _case_inputs(case, world_size)
     ref_out, ref_joint_out, ref_lse, ref_grads = _reference(case, *data)
-    out, joint_out, lse, grads = _distributed(case, group, *data)
+    out, joint_out, lse, grads, exchanges = _distributed(case, group, *data)
     # Every collective first: a rank whose assertion fails must not leave the others waiting in one.
     n_local = out.shape[2]
     gathered_out = jd.gather_sequence(out, group=group, length=case.n)  # the users' helper, unpadded
@@ -219,6 +239,9 @@ def _run_case(case: Case, group=None) -> None:
         ("djoint_q", "djoint_k", "djoint_v"), joint_grad_totals, ref_grads[3:], strict=True
     ):
         check(total, ref, f"{name} summed over ranks")
+    # One exchange of call descriptors per call when the check is on (the chooser's included), else none.
+    expected_exchanges = 0 if case.check_ranks is False or world_size == 1 else 1
+    assert exchanges == expected_exchanges, f"{exchanges} exchanges, expected {expected_exchanges}"
     # joint_out and the joint lse: the same bits on every rank.
     for name, gathered in copies.items():
         differing = [r for r, c in enumerate(gathered) if not torch.equal(c, gathered[0])]
@@ -254,6 +277,156 @@ class _raises:
         )
         assert self.text in str(value), f"expected {self.text!r} in: {value}"
         return True
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Ranks that disagree: rank 1 (of the group) makes another call than the others. Every rank must raise the
+# same error at once (before any other collective: nothing aborts or waits for the gloo timeout), and the
+# group must stay usable afterwards. What each kind did before the check (gloo abort, hang, silent wrong
+# result): README, "Sequence parallelism". The cases run in the groups above, after the others: without the
+# check the first of them aborts the group, which fails every test of that world size.
+
+MISMATCH_N = 13  # global spatial length, padded by the sharding on 2, 3 and 4 ranks
+MISMATCH_BASE = dict(
+    entry="ring", strategy=None, b=2, nh=12, l=5, dh=8, dtype=F64, extra_tokens=0,
+    logical_n=(13, 6), logical_l=(5, 2), scale=None, runtime="reference", grad=False,
+)  # fmt: skip
+MISMATCH_DEADLINE_S = 10  # far below GLOO_TIMEOUT_S: an error that waited on a peer would show here
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """rank1: what rank 1 passes differently. message: the error every rank raises, formatted with n
+    (N_local), n1 (N_local + 1), N (the padded global length) and o ("rank 0 has" / "ranks 0, 2 have");
+    None: the calls agree and must run."""
+
+    id: str
+    rank1: dict
+    message: str | None
+    kind: str = "RanksDisagreeError"
+    everyone: dict = field(default_factory=dict)  # overrides of MISMATCH_BASE on every rank
+    subgroup: bool = False  # in the group of ranks 1..P-1 (rank numbers in the message are group ranks)
+
+
+RING, AUTO = "ring_joint_attention: ranks disagree on ", "sequence_parallel_joint_attention: "
+MISMATCHES = (
+    Mismatch("N_local", dict(extra_tokens=1), RING + "N_local (q.shape[2]): {o} {n}, rank 1 has {n1}"),
+    Mismatch("L", dict(l=4, logical_l=(4, 2)), RING + "L (joint_q.shape[2]): {o} 5, rank 1 has 4"),
+    Mismatch("nh", dict(nh=6), RING + "nh (q.shape[1]): {o} 12, rank 1 has 6"),
+    # dh also changes the default scale 1/sqrt(dh): only the shape is reported.
+    Mismatch("dh", dict(dh=16), RING + "dh (q.shape[3]): {o} 8, rank 1 has 16"),
+    Mismatch("b", dict(b=1, logical_n=(13,), logical_l=(5,)), RING + "b (q.shape[0]): {o} 2, rank 1 has 1"),
+    Mismatch("dtype", dict(dtype=F32), RING + "dtype: {o} float64, rank 1 has float32"),
+    Mismatch(
+        "strategy",
+        dict(entry="ulysses"),
+        "jointattn.distributed: ranks disagree on strategy: {o} ring, rank 1 has ulysses",
+    ),
+    Mismatch(
+        "strategy-auto",
+        dict(strategy="ring"),
+        AUTO + "ranks disagree on strategy: {o} ulysses (strategy='auto'), rank 1 has ring",
+        everyone=dict(entry="auto", strategy="auto"),
+    ),
+    Mismatch("scale", dict(scale=0.2), RING + "scale: {o} None (= 0.3535533905932738), rank 1 has 0.2"),
+    Mismatch(
+        "logical_n-int",
+        dict(logical_n=10),
+        RING + "logical_n: {o} [13, 13], rank 1 has [10, 10]",
+        everyone=dict(logical_n=13),
+    ),
+    Mismatch(
+        "logical_n-tensor", dict(logical_n=(13, 7)), RING + "logical_n: {o} [13, 6], rank 1 has [13, 7]"
+    ),
+    Mismatch("logical_l", dict(logical_l=(5, 3)), RING + "logical_l: {o} [5, 2], rank 1 has [5, 3]"),
+    Mismatch("runtime", dict(runtime="triton"), RING + "runtime: {o} 'reference', rank 1 has 'triton'"),
+    Mismatch(
+        "grad",
+        dict(grad=True),
+        RING + "inputs requiring grad: {o} none, rank 1 has q, k, v, joint_q, joint_k, joint_v",
+    ),
+    Mismatch(
+        "several",
+        dict(scale=0.2, runtime="triton"),
+        RING + "runtime: {o} 'reference', rank 1 has 'triton'; "
+        "and on scale: {o} None (= 0.3535533905932738), rank 1 has 0.2",
+    ),
+    # Calls that only rank 1's own checks refuse: without a word from it, the others would wait.
+    Mismatch(
+        "invalid-on-one-rank",
+        dict(logical_n=(13, 99)),
+        "ring_joint_attention: the call is invalid on rank 1: "
+        "joint_attention: every entry of logical_n must lie in [0, N={N}]; got [13, 99]",
+        kind="ValueError",
+    ),
+    Mismatch(
+        "unknown-strategy-on-one-rank",
+        dict(strategy="tree"),
+        AUTO + "the call is invalid on rank 1: sequence_parallel_joint_attention: strategy must be one of "
+        "('auto', 'ring', 'ulysses'); got 'tree'",
+        kind="ValueError",
+        everyone=dict(entry="auto", strategy="ring"),
+    ),
+    Mismatch(
+        "subgroup-logical_l",
+        dict(logical_l=(5, 3)),
+        RING + "logical_l: {o} [5, 2], rank 1 has [5, 3]",
+        subgroup=True,
+    ),
+    # Equivalent arguments agree: int and per-batch lengths, None and 1/sqrt(dh) as the scale, the chooser
+    # with strategy="ring" and ring_joint_attention. Last: it also shows the group still works.
+    Mismatch(
+        "equivalent-forms",
+        dict(entry="auto", strategy="ring", logical_n=(13, 13), logical_l=5, scale=8**-0.5),
+        None,
+        kind="none",
+        everyone=dict(logical_n=13, logical_l=None),
+    ),
+)
+
+
+def _run_mismatch(case: Mismatch, group) -> dict:
+    """This rank's call of the case: the error it raised (kind, message, seconds), or for agreeing calls
+    the check of its result against the single-process op."""
+    import jointattn.distributed as jd
+    import torch.distributed as dist
+
+    from jointattn import joint_attention
+
+    rank, world_size = dist.get_rank(group), dist.get_world_size(group)
+    agreed = {**MISMATCH_BASE, **case.everyone}
+    args = {**agreed, **(case.rank1 if rank == 1 else {})}
+    g = torch.Generator().manual_seed(11)
+    randn = lambda s: torch.randn(args["b"], args["nh"], s, args["dh"], generator=g, dtype=args["dtype"])
+    full = [randn(MISMATCH_N) for _ in range(3)] + [randn(args["l"]) for _ in range(3)]
+    shard = lambda t: jd.shard_sequence(t, rank, world_size)
+    spatial = [shard(t) for t in full[:3]]
+    spatial = [torch.cat([t, t[:, :, : args["extra_tokens"]]], dim=2) for t in spatial]
+    inputs = [t.clone().requires_grad_(args["grad"]) for t in (*spatial, *full[3:])]
+    if args["entry"] == "auto":
+        attend = partial(jd.sequence_parallel_joint_attention, strategy=args["strategy"])
+    else:
+        attend = {"ring": jd.ring_joint_attention, "ulysses": jd.ulysses_joint_attention}[args["entry"]]
+    start = time.monotonic()
+    try:
+        out, joint_out, _ = attend(
+            *inputs, group=group, logical_n=_lengths(args["logical_n"], args["b"]),
+            logical_l=_lengths(args["logical_l"], args["b"]), scale=args["scale"], runtime=args["runtime"],
+        )  # fmt: skip
+        result = dict(kind="none", message="")
+    except Exception as exc:
+        result = dict(kind=type(exc).__name__, message=str(exc))
+    result["seconds"] = time.monotonic() - start
+    if result["kind"] == "none":
+        ref_out, ref_joint_out, _ = joint_attention(
+            *full, logical_n=_lengths(agreed["logical_n"], agreed["b"]),
+            logical_l=_lengths(agreed["logical_l"], agreed["b"]), scale=agreed["scale"], runtime="reference",
+        )  # fmt: skip
+        rows = max(0, min(out.shape[2], MISMATCH_N - rank * out.shape[2]))
+        tol = TOLERANCE["ring", args["dtype"]]
+        torch.testing.assert_close(out[:, :, :rows], shard(ref_out)[:, :, :rows], **tol)
+        torch.testing.assert_close(joint_out, ref_joint_out, **tol)
+    return result
 
 
 def _worker(rank: int, world_size: int, store: str, results_dir: str) -> None:
@@ -292,6 +465,16 @@ def _worker(rank: int, world_size: int, store: str, results_dir: str) -> None:
             outcome["errors"] = "ok"
         except Exception:
             outcome["errors"] = traceback.format_exc()
+        for case in MISMATCHES:
+            try:
+                if case.subgroup and world_size < 3:
+                    continue  # a group of one rank has no peer to disagree with
+                if case.subgroup and rank == 0:
+                    outcome[f"mismatch-{case.id}"] = dict(kind="not in the group")
+                    continue
+                outcome[f"mismatch-{case.id}"] = _run_mismatch(case, subgroup if case.subgroup else None)
+            except Exception:
+                outcome[f"mismatch-{case.id}"] = traceback.format_exc()
     finally:
         with open(os.path.join(results_dir, f"rank{rank}.json"), "w") as f:
             json.dump(outcome, f)
@@ -377,3 +560,28 @@ def test_subgroup_of_the_last_ranks(world_size, case_id):
 @pytest.mark.parametrize("world_size", WORLD_SIZES, ids=[f"P{p}" for p in WORLD_SIZES])
 def test_bad_calls_raise_before_communicating(world_size):
     _assert_all_ranks_ok(world_size, "errors")
+
+
+@pytest.mark.parametrize(
+    "world_size, case",
+    [(p, c) for p in WORLD_SIZES for c in MISMATCHES if p >= 3 or not c.subgroup],
+    ids=lambda x: f"P{x}" if isinstance(x, int) else x.id,
+)
+def test_ranks_that_disagree_all_raise_the_same_error_at_once(world_size, case):
+    outcomes = _group_outcomes(world_size)
+    if isinstance(outcomes, str):
+        pytest.fail(f"the {world_size}-process group failed:\n{outcomes}")
+    results = outcomes.get(f"mismatch-{case.id}", [])
+    assert len(results) == world_size, f"only {len(results)} of {world_size} ranks recorded {case.id!r}"
+    broken = [f"rank {r}:\n{result}" for r, result in enumerate(results) if isinstance(result, str)]
+    assert not broken, "\n".join(broken)
+    if case.subgroup:
+        results, world_size = results[1:], world_size - 1  # group ranks 0.. are global ranks 1..
+    n = -(-MISMATCH_N // world_size)
+    others = (
+        "rank 0 has" if world_size == 2 else f"ranks {', '.join(map(str, [0, *range(2, world_size)]))} have"
+    )
+    expected = (case.message or "").format(n=n, n1=n + 1, N=n * world_size, o=others)
+    assert [(r["kind"], r["message"]) for r in results] == [(case.kind, expected)] * world_size
+    slow = [round(r["seconds"], 2) for r in results if r["seconds"] > MISMATCH_DEADLINE_S]
+    assert not slow, f"ranks took {slow} s to raise"

@@ -1,7 +1,8 @@
 """benchmarks/ring_joint_attention.py in its --smoke mode: 3 processes under torchrun, gloo, tiny shapes.
 
 The multi-GPU run (NCCL) cannot happen in CI; this keeps the script's logic honest where it can run: launch,
-sharding, both strategies, the overlap and correctness measurements, the chooser report and the JSON.
+sharding, both strategies, the overlap, rank-check and correctness measurements, the chooser report and the
+JSON.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def test_benchmark_smoke_runs_and_reports(tmp_path):
         assert r["block_runtime"] == r["single_runtime"] == "reference"
         assert r["max_abs_err_out"] < 1e-4 and r["max_abs_err_joint_out"] < 1e-4
         assert len(r["per_rank_ms"]) == 3 and r["group_ms"] > 0 and r["compute_only_ms"] > 0
+        # The ranks' check: timed alone and as the difference it makes to a call.
+        assert 0 < r["check_min_ms"] <= r["check_ms"] and r["unchecked_ms"] > 0
+        assert r["check_fraction"] == pytest.approx(r["check_ms"] / r["unchecked_ms"], rel=1e-2, abs=2e-3)
         # The JSON rounds each field, so recompute with slack.
         assert r["speedup"] == pytest.approx(r["single_ms"] / r["group_ms"], rel=1e-2, abs=2e-3)
         assert r["scaling_efficiency"] == pytest.approx(r["speedup"] / 3, rel=1e-2, abs=2e-3)

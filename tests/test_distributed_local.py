@@ -1,5 +1,5 @@
-"""The single-process parts of jointattn.distributed: ring schedule, sharding, chooser, errors
-(the log-sum-exp merge itself is tested in test_merge.py).
+"""The single-process parts of jointattn.distributed: ring schedule, sharding, chooser, errors, and the
+ranks' call descriptors and verdict (the log-sum-exp merge itself is tested in test_merge.py).
 
 The multi-process behaviour (both strategies against the op, forward and backward) is in test_distributed.py.
 """
@@ -110,7 +110,119 @@ def test_calls_without_a_process_group_say_what_to_do():
             attend(q, q, q, q, q, q)
 
 
-def test_unknown_strategy_is_refused_first():
-    q = torch.zeros(1, 2, 3, 4)
-    with pytest.raises(ValueError, match=r"strategy must be one of \('auto', 'ring', 'ulysses'\)"):
-        jd.sequence_parallel_joint_attention(q, q, q, q, q, q, strategy="tree")
+# ----------------------------------------------------------------------------------------------------------
+# The ranks' call descriptors (agreement.py): what is packed, and the verdict every rank reaches from them.
+# The exchange itself, on 2-4 processes, is in test_distributed.py.
+
+
+def _summary(logical_n=None, logical_l=None, scale=None, strategy="ring", b=2, dh=8, world_size=2, **kw):
+    from jointattn.distributed import agreement
+    from jointattn.runtime.validation import JointShape
+
+    q = torch.zeros(b, 4, 7, dh)
+    joint = torch.zeros(b, 4, 5, dh)
+    args = agreement.CallArgs((q, q, q, joint, joint, joint), logical_n, logical_l, scale, "reference")
+    checked = agreement.Checked(JointShape(b, 4, 7, 5, dh), strategy, **kw)
+    return agreement.summarize("ring_joint_attention", checked, args, world_size)
+
+
+def test_descriptor_round_trip():
+    from jointattn.distributed import agreement
+
+    summaries = [
+        _summary(torch.tensor([13, 6]), 3, 0.25),
+        _summary(None, torch.tensor(list(range(5)) * 8), strategy="ulysses", auto=True, b=40),  # CRC part
+    ]
+    refusals = [
+        agreement.Refusal("sequence_parallel_joint_attention", TypeError, "joint_attention: q must é"),
+        agreement.refusal("ring_joint_attention", ValueError("x" * 1000 + "\nmore")),  # cut to the slots
+    ]
+    for record in summaries + refusals:
+        row = agreement.encode(record)
+        assert row.dtype == torch.int64 and row.shape == (agreement.SLOTS,)
+        assert agreement.decode(row) == record
+    assert refusals[1].message == "x" * agreement.MESSAGE_BYTES
+
+
+def test_equivalent_arguments_agree():
+    from jointattn.distributed import agreement
+
+    # None = all P * N_local valid; an int = every entry's length; None scale = 1/sqrt(dh), as the op reads it.
+    same = [
+        _summary(None, None, None),
+        _summary(14, 5, 8**-0.5),
+        _summary(torch.tensor([14, 14]), torch.tensor([5, 5], dtype=torch.int32), 8**-0.5),
+    ]
+    assert agreement.verdict(same) == (None, agreement.RanksDisagreeError)
+
+
+def test_verdict_names_each_field_with_every_rank_value():
+    from jointattn.distributed import agreement
+
+    base = _summary(None, torch.tensor([5, 2]))
+    message, kind = agreement.verdict([base, _summary(None, torch.tensor([5, 3]), 0.5), base])
+    assert kind is agreement.RanksDisagreeError and issubclass(kind, ValueError)
+    assert message == (
+        "ring_joint_attention: ranks disagree on scale: ranks 0, 2 have None (= 0.3535533905932738), "
+        "rank 1 has 0.5; and on logical_l: ranks 0, 2 have [5, 2], rank 1 has [5, 3]"
+    )
+
+
+def test_verdict_reports_shapes_alone_when_they_differ():
+    from jointattn.distributed import agreement
+
+    # dh 16 also changes the default scale and would change per-batch lengths' meaning: shapes come first.
+    message, _ = agreement.verdict([_summary(dh=8), _summary(dh=16, logical_l=2)])
+    assert message == "ring_joint_attention: ranks disagree on dh (q.shape[3]): rank 0 has 8, rank 1 has 16"
+
+
+def test_verdict_sees_a_difference_past_the_carried_lengths():
+    from jointattn.distributed import agreement
+
+    lengths = list(range(20))
+    other = lengths[:18] + [0, 19]  # differs only past the first LENGTH_VALUES = 16 values
+    message, _ = agreement.verdict(
+        [_summary(torch.tensor(lengths), b=20), _summary(torch.tensor(other), b=20)]
+    )
+    assert message.startswith("ring_joint_attention: ranks disagree on logical_n: rank 0 has [0, 1, 2,")
+    assert message.count("(20 values, crc32 ") == 2
+
+
+def test_verdict_passes_on_a_refusal():
+    from jointattn.distributed import agreement
+
+    refused = agreement.Refusal("ring_joint_attention", TypeError, "joint_attention: scale must be a float")
+    ok = _summary()
+    assert agreement.verdict([refused, refused]) == (refused.message, TypeError)  # raised as it is
+    message, kind = agreement.verdict([ok, refused, refused])
+    assert kind is TypeError
+    assert message == "ring_joint_attention: the call is invalid on ranks 1, 2: " + refused.message
+    other = agreement.Refusal("ring_joint_attention", ValueError, "joint_attention: other")
+    message, kind = agreement.verdict([other, refused])
+    assert kind is ValueError  # the lowest refusing rank's kind
+    assert (
+        message
+        == f"ring_joint_attention: the call is invalid on rank 0: {other.message}; on rank 1: {refused.message}"
+    )
+
+
+def test_verdict_names_a_rank_that_sent_no_descriptor():
+    from jointattn.distributed import agreement
+
+    records = [agreement.decode(agreement.encode(_summary())), agreement.decode(torch.zeros(agreement.SLOTS))]
+    message, kind = agreement.verdict(records)
+    assert kind is RuntimeError and "rank 1 sent no call description" in message and "check_ranks" in message
+
+
+def test_check_ranks_option_and_environment(monkeypatch):
+    from jointattn.distributed.agreement import ENV_VAR, ranks_check_enabled
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert ranks_check_enabled(None) and ranks_check_enabled(True) and not ranks_check_enabled(False)
+    monkeypatch.setenv(ENV_VAR, "0")
+    assert not ranks_check_enabled(None) and ranks_check_enabled(True)
+    monkeypatch.setenv(ENV_VAR, "yes")
+    with pytest.raises(ValueError, match="JOINTATTN_CHECK_RANKS must be 0 or 1; got 'yes'"):
+        ranks_check_enabled(None)
+    with pytest.raises(TypeError, match="check_ranks must be True, False or None; got int"):
+        ranks_check_enabled(1)

@@ -72,12 +72,18 @@ def test_envelope_refuses_with_reasons(monkeypatch):
 
 @pytest.fixture
 def hopper_everywhere(monkeypatch):
-    """`launch_forward`'s dispatch with the envelope check answering "supported" and the Hopper launcher replaced
-    by a recorder (so it runs on any device): returns the list of calls it received."""
+    """`launch_forward` with the dispatcher's Hopper envelope answering "supported", no measurements (the
+    defaults decide) and the Hopper launcher replaced by a recorder (so it runs on any device): returns the list
+    of calls it received."""
+    from jointattn.runtime import dispatch
+
     calls = []
-    monkeypatch.setattr(triton_runtime, "hopper_unsupported", lambda tensors, scale: None)
+    monkeypatch.setitem(dispatch._UNSUPPORTED, "hopper", lambda problem: None)
+    monkeypatch.setattr(dispatch, "_table", lambda: {})
     monkeypatch.setattr(triton_runtime, "launch_forward_hopper", lambda *args: calls.append(args))
-    return calls
+    dispatch.reload_measurements()  # cached choices were made under the real limits
+    yield calls
+    dispatch.reload_measurements()
 
 
 def _dispatch(dh, **knobs):

@@ -285,6 +285,7 @@ func.func @f(%n: !torch.int) -> !torch.int {
 """
 
 
+@pytest.mark.filterwarnings("error::DeprecationWarning")  # parsing it used an API xDSL deprecates
 def test_runtime_asserts_round_trip_and_run():
     """torch.export's size checks after `nonzero` (Mochi), as torch-mlir writes them."""
     from jointattn.compiler.mlir_emit import compile_module

@@ -21,10 +21,10 @@ from jointattn.passes.mlir.dialects import JointSDPAOp, LaunchForwardOp, parse_m
 from jointattn.passes.mlir.dialects.torch_types import torch_dtype
 from jointattn.passes.mlir.fuse import fuse_joint_attention
 from jointattn.runtime.ttnn import config as ttnn_config
-from jointattn.runtime.ttnn.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, pcc, rmse
 from jointattn.runtime.ttnn.module import ENV_VAR
 
 from jointattn import model_zoo
+from jointattn.testing.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, pcc, rmse
 
 LOWER = {
     "ttnn": "fuse-joint-attention{emit=operator},lower-joint-attention{target=ttnn}",
@@ -209,7 +209,7 @@ def test_masked_operator_with_a_run_time_scale_is_not_lowered():
 @pytest.mark.parametrize(
     "dtype,dh,reason",
     [
-        ("f64", 8, "the Triton kernels take float16, bfloat16 or float32; got f64"),
+        ("f64", 8, "the Triton kernels take float16, bfloat16 or float32; got torch.float64"),
         ("f32", 300, "the Triton kernels support 1 <= dh <= 256; got dh=300"),
     ],
     ids=["float64", "dh-300"],
@@ -232,7 +232,7 @@ def test_triton_lowering_refuses_a_masked_float64_attention():
 
     inputs = tuple(x.double() for x in _bhsd(2, 2, 9, 4, 8, 0))
     text = import_module(MaskInput(), *inputs, as_bool(holes_valid(3, batch=2, total=13)))
-    with pytest.raises(PassFailedException, match="float16, bfloat16 or float32; got f64"):
+    with pytest.raises(PassFailedException, match="float16, bfloat16 or float32; got torch.float64"):
         run_pipeline(text, LOWER["triton"])
 
 

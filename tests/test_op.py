@@ -170,7 +170,7 @@ def _bad(**changes):
         (
             _bad(runtime="cuda"),
             ValueError,
-            r"runtime must be one of \('auto', 'reference', 'triton', 'ttnn'\)",
+            r"runtime must be one of \('auto', 'reference', 'triton', .*'ttnn'.*\); got 'cuda'",
         ),
         (_bad(scale="x"), TypeError, r"scale must be a float or None"),
     ],
@@ -204,9 +204,33 @@ def test_explicit_runtime_that_cannot_run_says_why():
 
 
 def test_auto_falls_back_to_the_exact_reference():
-    from jointattn.runtime import select_runtime
+    from jointattn.runtime import forward_path
     from jointattn.runtime.registry import JointCall
 
     inputs = joint_inputs(1, 1, 3, 2, 8, dtype=torch.float64)  # float64: no fast runtime takes it
     call = JointCall(*inputs, 0.5, None, None)
-    assert select_runtime("auto", call).name == "reference"
+    assert forward_path("auto", call) == "reference"
+
+
+def test_plain_eager_calls_skip_the_dispatcher_layers_but_compute_the_same():
+    """Without autograd, tracing or anyone watching the dispatcher, the wrapper runs the op's implementation
+    itself (host time); results equal the custom op's, and the profiler and fake tensors still see the op."""
+    from jointattn.runtime import op
+    from torch.profiler import ProfilerActivity, profile
+
+    inputs = joint_inputs(2, 2, 9, 5, 16)
+    lengths = torch.tensor([3, 5])
+    assert op._plain_eager(inputs)
+    fast = jointattn.joint_attention(*inputs, logical_l=lengths)
+    slow = torch.ops.jointattn.joint_attention(*inputs, "rear", None, None, lengths, "auto")
+    for a, b in zip(fast, slow):
+        assert torch.equal(a, b)
+    assert not op._plain_eager([t.requires_grad_() for t in joint_inputs(1, 1, 3, 2, 8)])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        assert not op._plain_eager(inputs)
+        jointattn.joint_attention(*inputs)
+    assert sum(e.name == "jointattn::joint_attention" for e in prof.events()) >= 1
+    with torch._subclasses.fake_tensor.FakeTensorMode():
+        fake = [torch.empty(t.shape) for t in inputs]
+        assert not op._plain_eager(fake)
+        assert jointattn.joint_attention(*fake)[0].shape == inputs[0].shape

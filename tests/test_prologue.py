@@ -3,7 +3,8 @@ where Mochi's attention computes it.
 
 The kernel runs in Triton's interpreter here (float32); the op is checked against the model code's own formula
 (`runtime.rms_norm_rope.reference`) and its gradient against that formula's; the pass is checked on a tiny stock
-Mochi (every q/k prologue replaced, outputs equal eager's) and on look-alike forms it must leave alone.
+Mochi (every q/k prologue replaced, outputs equal eager's), on look-alike forms it must leave alone, and on a
+training graph.
 """
 
 import pytest
@@ -14,6 +15,10 @@ from jointattn.runtime.rms_norm_rope import reference
 
 import jointattn  # noqa: F401
 from jointattn import model_zoo
+
+# The pass tests turn the compile caches off, so that the pass runs on every compile; Dynamo warns that this
+# turns its profile-guided cache off too.
+pytestmark = pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled:UserWarning:torch._dynamo.pgo")
 
 OP = torch.ops.jointattn.rms_norm_rope
 # The kernel tests run on the GPU where there is one, else in Triton's interpreter (conftest).
@@ -155,9 +160,9 @@ def test_every_mochi_prologue_becomes_the_op(replacements, dtype):
     torch.testing.assert_close(out, eager, **tolerance)
 
 
-def mochi_prologue(x, weight, cos, sin):
+def mochi_prologue(x, weight, cos, sin, eps=1e-5):
     variance = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
-    y = (x * torch.rsqrt(variance + 1e-5) * weight).to(x.dtype)
+    y = (x * torch.rsqrt(variance + eps) * weight).to(x.dtype)
     even, odd = y[..., 0::2].float(), y[..., 1::2].float()
     c = (even * cos - odd * sin).to(x.dtype)
     s = (even * sin + odd * cos).to(x.dtype)
@@ -229,6 +234,8 @@ def rotation_reversed(x, weight, cos, sin):
         (rotation_reversed, 0),
         (rotation_with_alpha, 0),
         (eps_with_alpha, 1),  # the rope alone: the norm's eps is scaled
+        (lambda x, w, c, s: mochi_prologue(x, w, c, s, eps=x.new_full((), 1e-5)), 1),  # the rope alone
+        (lambda x, w, c, s: mochi_prologue(x, w[:1], c, s), 1),  # the rope alone: the op's weight is [dh]
     ],
     ids=[
         "mochi-form",
@@ -242,6 +249,8 @@ def rotation_reversed(x, weight, cos, sin):
         "rotation-reversed",
         "rotation-with-alpha",
         "eps-with-alpha",
+        "eps-as-a-tensor",
+        "weight-broadcast-over-dh",
     ],
 )
 def test_only_the_exact_form_is_replaced(replacements, fn, expected):
@@ -281,6 +290,31 @@ def test_a_weight_that_broadcasts_x_up_is_not_taken_for_the_norm(replacements):
     args = torch.randn(2, 5, 3, 1), torch.rand(16), torch.rand(5, 1, 1), torch.rand(5, 1, 1)
     got = torch.compile(norm_rope, backend="jointattn")(*args)
     torch.testing.assert_close(got, norm_rope(*args))
+
+
+def test_an_odd_head_dim_is_left_alone(replacements):
+    """dh = 1: the pairs are [..., 1] and [..., 0], which broadcast, so the formula traces; the op refuses it."""
+
+    def rope_only(x, cos, sin):
+        even, odd = x[..., 0::2], x[..., 1::2]
+        return torch.stack([even * cos - odd * sin, even * sin + odd * cos], -1).flatten(-2)
+
+    args = torch.randn(2, 5, 3, 1), torch.rand(5, 1, 1), torch.rand(5, 1, 1)
+    got = torch.compile(rope_only, backend="jointattn")(*args)
+    assert sum(replacements) == 0
+    torch.testing.assert_close(got, rope_only(*args))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_training_graphs_are_left_alone(replacements, dtype):
+    """The forward graph saves the norm's rsqrt for the backward: neither the prologue nor the RoPE after its norm
+    is replaced (the first pattern-matcher version replaced that RoPE alone)."""
+    x, weight, cos, sin = _inputs(b=2, s=11, nh=3, dh=16, seed=5, dtype=dtype)
+    x.requires_grad_()
+    got = torch.compile(mochi_prologue, backend="jointattn")(x, weight, cos, sin)
+    assert sum(replacements) == 0
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=0.02, atol=0.02)
+    torch.testing.assert_close(got, mochi_prologue(x, weight, cos, sin), **tolerance)
 
 
 def test_tables_that_would_broadcast_x_up_are_left_alone(replacements):

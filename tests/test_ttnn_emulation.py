@@ -9,10 +9,11 @@ import math
 
 import pytest
 import torch
-from jointattn.runtime.ttnn import emulation as tt
 from jointattn.runtime.ttnn import lowering
-from jointattn.runtime.ttnn.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, fa_rand, pcc, rmse
-from jointattn.runtime.ttnn.emulation_core import round_to_dtype
+
+from jointattn.testing import ttnn_emulation as tt
+from jointattn.testing.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, fa_rand, pcc, rmse
+from jointattn.testing.ttnn_emulation.core import round_to_dtype
 
 
 @pytest.fixture(autouse=True, scope="module")

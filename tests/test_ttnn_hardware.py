@@ -11,9 +11,11 @@ import sys
 import pytest
 import torch
 from jointattn.runtime.reference import key_bias_from_lengths, reference_forward
-from jointattn.runtime.ttnn import emulation, lowering
-from jointattn.runtime.ttnn.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, fa_rand, pcc, rmse
+from jointattn.runtime.ttnn import lowering
 from jointattn.runtime.ttnn.module import ENV_VAR
+
+from jointattn.testing import ttnn_emulation as emulation
+from jointattn.testing.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, fa_rand, pcc, rmse
 
 
 def _hardware():

@@ -14,12 +14,14 @@ import torch
 from jointattn.runtime.reference import key_bias_from_lengths, reference_forward
 from jointattn.runtime.registry import JointCall
 from jointattn.runtime.ttnn import config, lowering
-from jointattn.runtime.ttnn.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, fa_rand, pcc, rmse
-from jointattn.runtime.ttnn.module import ENV_VAR, TtnnUnavailable, load_ttnn, recording
+from jointattn.runtime.ttnn.module import ENV_VAR, TtnnUnavailable, load_ttnn
 from jointattn.runtime.ttnn.packing import normalizer_channels, plan_ring, plan_single
 from jointattn.runtime.ttnn_runtime import TtnnRuntime
 
 import jointattn
+from jointattn.testing import ttnn_emulation
+from jointattn.testing.comparison import PCC_THRESHOLD, RMSE_THRESHOLD, fa_rand, pcc, rmse
+from jointattn.testing.ttnn_recording import recording
 
 
 @pytest.fixture(autouse=True)
@@ -268,6 +270,21 @@ def test_an_unknown_variable_value_is_an_error(monkeypatch):
         match=r"JOINTATTN_TTNN must be unset or 'emulate' \(the CPU emulation of ttnn\); got 'yes'",
     ):
         load_ttnn()
+
+
+def test_the_lowering_calls_the_module_itself_and_a_recorder_only_inside_its_block():
+    assert load_ttnn() is ttnn_emulation  # no proxy in the product's path
+    lowering.joint_sdpa(*_good(), scale=0.2)  # opens the device outside any block
+    with recording() as outer:
+        with recording() as inner:
+            assert load_ttnn() is not ttnn_emulation
+            lowering.joint_sdpa(*_good(), scale=0.2)
+        assert load_ttnn() is not ttnn_emulation  # the outer block still records
+    assert load_ttnn() is ttnn_emulation
+    names = [c.name for c in outer]
+    assert outer == inner and "transformer.joint_scaled_dot_product_attention" in names
+    # The device was opened before the block; its methods are still seen (called through their class).
+    assert "MeshDevice.compute_with_storage_grid_size" in names and "open_device" not in names
 
 
 # --- the runtime inside joint_attention ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""Signature conformance of the ttnn lowering: every ttnn call it makes, recorded through `module.recording()`,
-binds (`inspect.Signature.bind`) to the signature recorded from the ttnn 0.81.1 wheel (or, where that record
-has none, from tt-metal's sources; see `signatures.py`), and to the live `ttnn` module when it imports.
+"""Signature conformance of the ttnn lowering: every ttnn call it makes, recorded through
+`jointattn.testing.ttnn_recording.recording()`, binds (`inspect.Signature.bind`) to the signature recorded from
+the ttnn 0.81.1 wheel (or, where that record has none, from tt-metal's sources; see
+`jointattn/testing/ttnn_signatures.py`), and to the live `ttnn` module when it imports.
 
 The calls come from the lowering running on the emulation (single device, per-batch padding, bfloat8_b, rings of
 2 and 4, and through `joint_attention(runtime="ttnn")`). The emulation's own signatures are checked against the
@@ -12,11 +13,14 @@ import sys
 
 import pytest
 import torch
-from jointattn.runtime.ttnn import config, emulation, lowering, signatures
-from jointattn.runtime.ttnn.emulation_sdpa import _RING_UNMODELLED
-from jointattn.runtime.ttnn.module import ENV_VAR, recording
+from jointattn.runtime.ttnn import config, lowering
+from jointattn.runtime.ttnn.module import ENV_VAR
 
 import jointattn
+from jointattn.testing import ttnn_emulation as emulation
+from jointattn.testing import ttnn_signatures as signatures
+from jointattn.testing.ttnn_emulation.sdpa import _RING_UNMODELLED
+from jointattn.testing.ttnn_recording import recording
 
 NOT_IMPORTABLE = f"ttnn not importable on CPython {sys.version_info.major}.{sys.version_info.minor}"
 

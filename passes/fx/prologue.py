@@ -1,292 +1,199 @@
 """Post-grad pass: the QK-norm + RoPE prologue of an attention becomes one `jointattn::rms_norm_rope` call.
 
-Entry points: `fuse_prologues(graph) -> int` (how many it replaced) and `PROLOGUE_PASS`, the
-`CustomGraphPass` the backend hands inductor as `post_grad_custom_post_pass`.
+Entry points: `fuse_prologues(graph) -> int` (how many it replaced) and `PROLOGUE_PASS`, the `CustomGraphPass`
+the backend hands inductor as `post_grad_custom_post_pass`.
 
-Why post-grad: at ATen level, after AOT autograd, the prologue is a fixed sequence of ATen ops whatever the model
-code's spelling, and a training graph's saved intermediates show up as outside users (then nothing is replaced:
-inductor's code stays, and the op never needs a backward here). Why at all: for Mochi's form inductor emits a
-kernel 6x slower than one pass over q/k (`kernels/rms_norm_rope.py`).
+How: inductor's pattern matcher, used as its `fx_passes/fuse_attention.py` uses it. The search functions are
+the op's own formula (`runtime.rms_norm_rope.reference`: Mochi's code, every cast where that code puts it),
+the replacements call the op, and `_register_patterns` traces them once, as inductor sees the model by now
+(`_trace`). The matcher finds candidates with sizes, dims, dtypes and scalars left open, then traces the
+formula again on each candidate's own inputs and requires that graph to the letter: a cast, slice, dim (`-1`,
+not `3`), exponent or operand order other than the formula's is refused (another spelling would be another
+variant). `_fits` checks what a formula cannot say: CUDA tensors of the kernel's dtypes, an even head dim, a
+weight `[dh]`, cos/sin of at most float32 (so every product is float32) that broadcast to `[b, S, nh, dh/2]`
+without growing it, a constant eps, and no keyword (`alpha`) the matcher skips. Variants, tried in this order
+at each candidate output: norm + RoPE, norm without weight + RoPE, RoPE alone, each traced with float32 x (no
+casts) and bfloat16 x (casts; float16 matches the same pattern).
 
-The form matched, anchored at the view that interleaves the rotated pairs back (x `[b, S, nh, dh]`; every
-cast optional, present exactly where x's dtype is not float32):
-    xf = float(x); y = to_x_dtype(x * rsqrt(mean(xf ** 2, [-1], keepdim) + eps) [* weight])    (or y = x)
-    e, o = float(y[..., 0::2]), float(y[..., 1::2])
-    out = view(cat([unsqueeze(to_x_dtype(e*cos - o*sin), -1), unsqueeze(to_x_dtype(e*sin + o*cos), -1)], -1))
-with every product in float32, cos/sin broadcasting to `[b, S, nh, dh/2]`, and no matched intermediate used
-outside the match. Anything else is left alone.
+Why post-grad: at ATen level, after AOT autograd, the prologue is one fixed sequence of ATen ops, whether the
+model code calls functions or methods. In a training graph the norm's intermediates are saved for the
+backward: they have users outside the match, which the matcher refuses, and RoPE alone is not taken after a
+norm of the formula (`NORMS` finds it whatever else reads its intermediates). So nothing is replaced there:
+inductor's code stays, and the op never needs a backward here. Why at all: inductor compiles Mochi's form
+poorly (`kernels/rms_norm_rope.py`; timings in `benchmarks/NOTES-models.md`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import inspect
 
 import torch
 import torch.fx as fx
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
-from torch.fx.experimental.symbolic_shapes import statically_known_true
+from torch._inductor.fx_passes.post_grad import view_to_reshape
+from torch._inductor.pattern_matcher import (
+    MULTIPLE,
+    CallFunction,
+    Match,
+    PatternExpr,
+    PatternMatcherPass,
+    fwd_only,
+    fx_to_pattern,
+    init_once_fakemode,
+    is_match,
+    register_replacement,
+)
 
-from .axes import same_shape
-from .nodes import arg, same, shape, tensor_val
+from ...runtime import rms_norm_rope as op_module
+from ...runtime.rms_norm_rope import KERNEL_DTYPES, reference
+from .nodes import same, tensor_val
 
-aten = torch.ops.aten
-prims = torch.ops.prims
-
-VIEWS = (aten.view.default, aten.reshape.default, aten._unsafe_view.default)
-# Devices whose tensors the op runs its Triton kernel on; elsewhere inductor's own code is kept (tests widen this).
+# Devices whose tensors the op runs its Triton kernel on; elsewhere inductor's own code is kept (tests widen
+# this).
 DEVICES = {"cuda"}
+# Stands for eps while tracing: inductor's `scalar_workaround` turns the constant equal to it into an
+# argument, so it must differ from every other constant of the formula.
+TRACE_EPS = 1e-6
+
+PATTERNS = PatternMatcherPass(pass_name="jointattn_rms_norm_rope")
+# The norms alone, exact and with users anywhere: never replaced (inductor keeps a norm without RoPE), they
+# tell RoPE alone where a norm precedes it.
+NORMS: list[PatternExpr] = []
 
 
-@dataclass
-class Prologue:
-    x: fx.Node
-    weight: fx.Node | None
-    eps: float | None
-    cos: fx.Node | None
-    sin: fx.Node | None
-    nodes: set[fx.Node] = field(default_factory=set)  # the matched nodes, anchor included
+def norm_rope(x, weight, cos, sin, eps):
+    return reference(x, weight, eps, cos, sin)
+
+
+def norm_rope_fused(x, weight, cos, sin, eps):
+    return torch.ops.jointattn.rms_norm_rope(x, weight, eps, cos, sin)
+
+
+def unweighted_norm_rope(x, cos, sin, eps):
+    return reference(x, None, eps, cos, sin)
+
+
+def unweighted_norm_rope_fused(x, cos, sin, eps):
+    return torch.ops.jointattn.rms_norm_rope(x, None, eps, cos, sin)
+
+
+def rope(x, cos, sin):
+    return reference(x, None, None, cos, sin)
+
+
+def rope_fused(x, cos, sin):
+    return torch.ops.jointattn.rms_norm_rope(x, None, None, cos, sin)
+
+
+def norm(x, weight, eps):
+    return reference(x, weight, eps, None, None)
+
+
+def unweighted_norm(x, eps):
+    return reference(x, None, eps, None, None)
 
 
 def fuse_prologues(graph: fx.Graph) -> int:
     """Replaces every matched prologue with the op; returns how many."""
-    from jointattn.runtime import rms_norm_rope  # noqa: F401  (registers the op)
-
-    replaced = 0
-    for node in list(graph.nodes):
-        prologue = match_prologue(node)
-        if prologue is None:
-            continue
-        with graph.inserting_before(node):
-            fused = graph.call_function(
-                torch.ops.jointattn.rms_norm_rope.default,
-                (prologue.x, prologue.weight, prologue.eps, prologue.cos, prologue.sin),
-            )
-        fused.meta["val"] = node.meta["val"]
-        node.replace_all_uses_with(fused)
-        _erase(prologue.nodes)
-        replaced += 1
-    return replaced
+    _register_patterns()
+    return PATTERNS.apply(graph)
 
 
-def match_prologue(out: fx.Node) -> Prologue | None:
-    """The prologue whose last node is `out`, or None."""
-    if out.op != "call_function" or out.target not in VIEWS or _dtype(out) is None:
-        return None
-    dtype = _dtype(out)
-    cat = out.args[0]
-    if not _is(cat, aten.cat.default) or len(cat.args[0]) != 2 or not _last_dim(cat, arg(cat, 1, "dim", 0)):
-        return None
-    halves = [_unsqueezed_last(part) for part in cat.args[0]]
-    if None in halves:
-        return None
-    first, second = (_cast_from(h, dtype) for h in halves)
-    if not (
-        _is(first, aten.sub.Tensor)
-        and _is(second, aten.add.Tensor)
-        and _unscaled(first)
-        and _unscaled(second)
-    ):
-        return None
-    rotation = _rotation(first, second)
-    if rotation is None:
-        return None
-    y, cos, sin, rotation_nodes = rotation
-    if (
-        _dtype(y) != dtype
-        or len(shape(y)) != 4
-        or not same_shape(shape(out), shape(y))
-        or not _even(shape(y)[3])
-    ):
-        return None
-    prologue = _norm(y, dtype) or Prologue(x=y, weight=None, eps=None, cos=None, sin=None)
-    prologue.cos, prologue.sin = cos, sin
-    prologue.nodes |= {out, cat, *cat.args[0], *halves, first, second, *rotation_nodes}
-    if (
-        not _tables_fit(prologue)
-        or _device(prologue.x) not in DEVICES
-        or not _used_inside(prologue.nodes, out)
-    ):
-        return None
-    return prologue
-
-
-def _rotation(first: fx.Node, second: fx.Node):
-    """(y, cos, sin, nodes) when first = e*cos - o*sin and second = e*sin + o*cos (float32 products)."""
-    products = [first.args[0], first.args[1], *second.args[:2]]
-    if not all(_is(p, aten.mul.Tensor) and _dtype(p) == torch.float32 for p in products):
-        return None
-    split = [_half_and_table(p) for p in products]
-    if None in split:
-        return None
-    (e1, cos), (o1, sin), *rest = split
-    if e1[1] != 0 or o1[1] != 1 or e1[0] is not o1[0]:
-        return None
-    by_start = {half[1]: (half, table) for half, table in rest}
-    if set(by_start) != {0, 1}:
-        return None
-    (e2, sin2), (o2, cos2) = by_start[0], by_start[1]
-    if e2[2] is not e1[2] or o2[2] is not o1[2] or sin2 is not sin or cos2 is not cos:
-        return None
-    nodes = {*products, e1[2], o1[2], *e1[3], *o1[3]}
-    return e1[0], cos, sin, nodes
-
-
-def _half_and_table(product: fx.Node):
-    """((y, start, half, half's nodes), table) for product = half * table with half = float(y[..., start::2])."""
-    a, b = product.args[:2]
-    for half, table in ((a, b), (b, a)):
-        parsed = _half(half)
-        if parsed is not None and isinstance(table, fx.Node):
-            return parsed, table
-    return None
-
-
-def _half(node) -> tuple | None:
-    """(y, start, node, nodes) when node = float32(y[..., start::2]), start 0 or 1, over y's whole last dim."""
-    if not isinstance(node, fx.Node) or _dtype(node) != torch.float32:
-        return None
-    sliced = _cast_from(node, torch.float32)
-    if not _is(sliced, aten.slice.Tensor):
-        return None
-    y, dim, start, end, step = (list(sliced.args) + [0, None, None, 1][len(sliced.args) - 1 :])[:5]
-    if not (_last_dim(y, dim) and step == 2 and start in (0, 1)):
-        return None
-    if end is not None and not statically_known_true(end >= shape(y)[-1]):
-        return None
-    return y, start, node, {node, sliced}
-
-
-def _norm(y: fx.Node, dtype: torch.dtype) -> Prologue | None:
-    """The RMS norm y = to_dtype(x * rsqrt(mean(float(x)**2, -1, keepdim) + eps) [* weight]), or None."""
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):  # float(x) * r is x * r only for these
-        return None
-    scaled = _cast_from(y, dtype)
-    if not _is(scaled, aten.mul.Tensor) or _dtype(scaled) != torch.float32:
-        return None
-    weight, normed = None, scaled
-    for a, b in ((scaled.args[0], scaled.args[1]), (scaled.args[1], scaled.args[0])):
-        if _is(a, aten.mul.Tensor) and isinstance(b, fx.Node) and shape(b) == shape(y)[-1:]:
-            weight, normed = b, a
-            break
-    for operand, inverse in ((normed.args[0], normed.args[1]), (normed.args[1], normed.args[0])):
-        x = _cast_from(operand, torch.float32)  # x * r, or float(x) * r (the same product)
-        eps_nodes = _inverse_rms(inverse, x)
-        if (
-            eps_nodes is not None
-            and isinstance(x, fx.Node)
-            and _dtype(x) == dtype
-            and same_shape(shape(x), shape(y))
+@init_once_fakemode  # once, on fake inputs, outside the graph being compiled (as inductor's own inits)
+def _register_patterns(*_ignored, **_ignored_too) -> None:
+    """Traces every variant, in the order they are tried at a node, and the norms. (torch 2.11's
+    `init_once_fakemode` passes the input device, 2.13's only the arguments the function names.)"""
+    for dtype in (torch.float32, torch.bfloat16):  # float16 takes bfloat16's patterns: dtypes are open there
+        x, weight, cos, sin = _examples(dtype)
+        for search, replace, inputs, check in (
+            (norm_rope, norm_rope_fused, (x, weight, cos, sin), _fits),
+            (unweighted_norm_rope, unweighted_norm_rope_fused, (x, cos, sin), _fits),
+            (rope, rope_fused, (x, cos, sin), _fits_rope_alone),
         ):
-            eps, nodes = eps_nodes
-            cast = {operand} if operand is not x else set()
-            return Prologue(
-                x=x, weight=weight, eps=eps, cos=None, sin=None, nodes={y, scaled, normed, *cast, *nodes}
+            register_replacement(
+                search, replace, inputs, _trace, PATTERNS, check, scalar_workaround={"eps": TRACE_EPS}
             )
-    return None
-
-
-def _inverse_rms(node, x) -> tuple[float, set] | None:
-    """(eps, nodes) when node = rsqrt(mean(float32(x) ** 2, [-1], keepdim=True) + eps)."""
-    if (
-        not _is(node, aten.rsqrt.default)
-        or not _is(node.args[0], aten.add.Tensor)
-        or not _unscaled(node.args[0])
-    ):
-        return None
-    add = node.args[0]
-    mean, eps = add.args[:2]
-    if not isinstance(eps, float) or not _is(mean, aten.mean.dim):
-        return None
-    if not all(_dtype(n) == torch.float32 for n in (node, add, mean)):  # e.g. mean(..., dtype=float16)
-        return None
-    dims = mean.args[1]
-    keepdim = mean.args[2] if len(mean.args) > 2 else mean.kwargs.get("keepdim", False)
-    if not (keepdim and len(dims) == 1 and _last_dim(mean.args[0], dims[0])):
-        return None
-    square = mean.args[0]
-    if not _is(square, aten.pow.Tensor_Scalar) or square.args[1] != 2 or _dtype(square) != torch.float32:
-        return None
-    if _cast_from(square.args[0], torch.float32) is not x:
-        return None
-    nodes = {node, add, mean, square} | ({square.args[0]} if square.args[0] is not x else set())
-    return eps, nodes
-
-
-def _tables_fit(prologue: Prologue) -> bool:
-    """cos/sin broadcast to [b, S, nh, dh/2] without growing it."""
-    sizes = shape(prologue.x)
-    pairs = (*sizes[:3], sizes[3] // 2)
-    try:
-        return all(
-            same_shape(torch.broadcast_shapes(shape(t), pairs), pairs)
-            and _is_float(t)
-            and _device(t) == _device(prologue.x)
-            for t in (prologue.cos, prologue.sin)
+    for dtype in KERNEL_DTYPES:  # NORMS are exact, casts included
+        x, weight, _, _ = _examples(dtype)
+        NORMS.extend(
+            (_exact_pattern(norm, (x, weight, TRACE_EPS)), _exact_pattern(unweighted_norm, (x, TRACE_EPS)))
         )
+
+
+def _examples(dtype: torch.dtype):
+    """x, weight, cos, sin to trace with (their sizes are open in the patterns)."""
+    x, weight = torch.empty(2, 3, 2, 8, dtype=dtype), torch.empty(8, dtype=dtype)
+    return x, weight, torch.empty(3, 2, 4), torch.empty(3, 2, 4)
+
+
+def _exact_pattern(fn, args) -> PatternExpr:
+    """fn's trace with every constant as traced, eps open, and users anywhere: it matches where fn is
+    computed, whatever else reads its intermediates (a training graph saves some for the backward)."""
+    names = [*inspect.signature(fn).parameters]
+    pattern = fx_to_pattern(_trace(fn, args), argnames=names, scalar_workaround={"eps": TRACE_EPS})
+    pending = [pattern]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, CallFunction):
+            node.users = MULTIPLE
+            pending.extend(node.args)
+    return pattern
+
+
+def _trace(fn, args, **kwargs) -> fx.GraphModule:
+    """`fn` as an ATen graph the way the post-grad passes see the model: `fwd_only`'s decompositions, and
+    views turned into reshapes as inductor turns them before its post-grad passes."""
+    gm = fwd_only(fn, args, **kwargs)
+    view_to_reshape(gm)
+    gm.recompile()
+    return gm
+
+
+def _fits(match: Match) -> bool:
+    """What the formula cannot say (module docstring): the kernel takes the inputs, eps is a constant."""
+    x = tensor_val(match.kwargs["x"])
+    if x is None or x.device.type not in DEVICES or x.dtype not in KERNEL_DTYPES or x.dim() != 4:
+        return False
+    if any(node.kwargs for node in match.nodes):  # the matcher skips keywords the formula lacks (alpha)
+        return False
+    if "eps" in match.kwargs and not isinstance(match.kwargs["eps"], float):  # a tensor, say
+        return False
+    dh = x.shape[-1]
+    pairs = (*x.shape[:3], dh // 2)
+    weights = [tensor_val(match.kwargs["weight"])] if "weight" in match.kwargs else []
+    tables = [tensor_val(match.kwargs[name]) for name in ("cos", "sin") if name in match.kwargs]
+    return (
+        same(dh % 2, 0)
+        and all(_on(w, x.device) and _same_shape(w.shape, (dh,)) for w in weights)
+        and all(_on(t, x.device) and t.dtype in KERNEL_DTYPES and _broadcasts(t.shape, pairs) for t in tables)
+    )
+
+
+def _fits_rope_alone(match: Match) -> bool:
+    """`_fits`, and x is not the output of a norm of the formula (one not taken with its RoPE because its
+    intermediates are used elsewhere, as in a training graph)."""
+    return _fits(match) and not _is_norm(match.kwargs["x"])
+
+
+def _is_norm(node) -> bool:
+    """node is the output of a norm the op would take, whatever else reads the norm's intermediates."""
+    return isinstance(node, fx.Node) and any(is_match(m := p.match(node)) and _fits(m) for p in NORMS)
+
+
+def _on(t: torch.Tensor | None, device: torch.device) -> bool:
+    return t is not None and t.device == device
+
+
+def _same_shape(a, b) -> bool:
+    return len(a) == len(b) and all(same(m, n) for m, n in zip(a, b, strict=True))
+
+
+def _broadcasts(size, target) -> bool:
+    """size broadcasts to target without growing it."""
+    try:
+        return _same_shape(torch.broadcast_shapes(size, target), target)
     except RuntimeError:
         return False
-
-
-def _used_inside(nodes: set[fx.Node], out: fx.Node) -> bool:
-    return all(user in nodes for node in nodes if node is not out for user in node.users)
-
-
-def _erase(nodes: set[fx.Node]) -> None:
-    pending = set(nodes)
-    while pending:
-        dead = {n for n in pending if not n.users}
-        if not dead:
-            return
-        for n in dead:
-            n.graph.erase_node(n)
-        pending -= dead
-
-
-def _cast_from(node, dtype: torch.dtype):
-    """node's input when node casts to dtype (the model's `.to(dtype)`/`.float()`), else node."""
-    if _is(node, prims.convert_element_type.default) and node.args[1] == dtype:
-        return node.args[0]
-    return node
-
-
-def _unsqueezed_last(node):
-    if _is(node, aten.unsqueeze.default) and _last_dim(node, node.args[1]):
-        return node.args[0]
-    return None
-
-
-def _unscaled(node: fx.Node) -> bool:
-    """add/sub without an `alpha` factor on the second operand."""
-    return len(node.args) == 2 and node.kwargs.get("alpha", 1) == 1
-
-
-def _even(size) -> bool:
-    return same(size % 2, 0)
-
-
-def _is(node, target) -> bool:
-    return isinstance(node, fx.Node) and node.op == "call_function" and node.target == target
-
-
-def _dtype(node):
-    t = tensor_val(node)
-    return t.dtype if t is not None else None
-
-
-def _is_float(node) -> bool:
-    dtype = _dtype(node)
-    return dtype is not None and dtype.is_floating_point and dtype != torch.float64
-
-
-def _device(node) -> str | None:
-    t = tensor_val(node)
-    return t.device.type if t is not None else None
-
-
-def _last_dim(node, dim) -> bool:
-    """dim (possibly negative) is the last dim of node's value."""
-    rank = len(shape(node))
-    return isinstance(dim, int) and rank > 0 and dim in (-1, rank - 1)
 
 
 class ProloguePass(CustomGraphPass):
@@ -296,7 +203,7 @@ class ProloguePass(CustomGraphPass):
         fuse_prologues(graph)
 
     def uuid(self):
-        return (get_hash_for_files((__file__,)), tuple(sorted(DEVICES)))
+        return (get_hash_for_files((__file__, op_module.__file__)), tuple(sorted(DEVICES)))
 
 
 class ChainedPass(CustomGraphPass):
@@ -316,12 +223,4 @@ class ChainedPass(CustomGraphPass):
 
 PROLOGUE_PASS = ProloguePass()
 
-__all__ = [
-    "fuse_prologues",
-    "match_prologue",
-    "Prologue",
-    "ProloguePass",
-    "ChainedPass",
-    "PROLOGUE_PASS",
-    "DEVICES",
-]
+__all__ = ["fuse_prologues", "ProloguePass", "ChainedPass", "PROLOGUE_PASS", "DEVICES"]

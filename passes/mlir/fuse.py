@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
@@ -112,6 +113,7 @@ class FuseJointAttentionPass(ModulePass):
     """Fuses cat -> scaled_dot_product_attention -> split into one joint-attention op."""
 
     name = "fuse-joint-attention"
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"emit": EMIT_FORMS}  # checked by jointattn-opt's -p
 
     emit: str = "jointattn"
     remarks: bool = False

@@ -1,4 +1,4 @@
-"""`lower-joint-attention{target=ttnn|triton}`: the joint-attention ops to device calls with their configuration.
+"""`lower-joint-attention{target=ttnn|triton|ttlang}`: the joint-attention ops to device calls with their configuration.
 
 Entry points: `LowerJointAttentionPass` (option `target`, required) and `lower_joint_attention(module, target)`.
 
@@ -8,7 +8,8 @@ Patterns (one per rewrite):
   The operator's `runtime` string is dropped: the target chosen here is the runtime.
 - `JointAttentionToTarget`: `jointattn.joint_attention` -> the target's call (`target_calls.py`):
   `ttnn.joint_scaled_dot_product_attention` with its program and compute-kernel configs, or
-  `jointattn_triton.launch_forward` with its launch config.
+  `jointattn_triton.launch_forward` with its launch config, or `jointattn_ttlang.joint_attention` with the TT-Lang
+  kernels' chunk sizes (tiles), grid and ring size.
 - the masked forms (`lower_masked.py`): the run-time check stays, and the attention becomes an `scf.if` on its
   host-side flag: the target's call with the counted valid lengths, or the exact path.
 An op that cannot be lowered (a run-time scale, unknown sizes, a dtype or head dim the target's kernels do not
@@ -18,6 +19,7 @@ take: `target_calls.unsupported_by_target`) fails the pass with the reason, befo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
@@ -119,9 +121,10 @@ def lower_joint_attention(module: ModuleOp, target: str) -> None:
 
 @dataclass(frozen=True)
 class LowerJointAttentionPass(ModulePass):
-    """Lowers joint-attention ops to ttnn's joint SDPA or to the Triton kernel launch."""
+    """Lowers joint-attention ops to ttnn's joint SDPA, the Triton kernel launch or the TT-Lang kernels."""
 
     name = "lower-joint-attention"
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"target": TARGETS}  # checked by jointattn-opt's -p
 
     target: str
 

@@ -6,7 +6,9 @@ Entry point: `target_call(target, tensors, scale, logical_n, logical_l) -> Opera
   `jointattn.runtime.ttnn.config.sdpa_chunk_sizes(N, L, dh, b=, nh=)` and the compute-kernel settings of
   `config.current()` (the choices the ttnn runtime makes at run time, now visible in the IR);
 - "triton": `jointattn_triton.launch_forward` with `jointattn.kernels.configs.forward_launch_config(dh, dtype,
-  N, L)` as its launch config.
+  N, L)` as its launch config;
+- "ttlang": `jointattn_ttlang.joint_attention` with the chunk sizes (tiles), grid and ring size of
+  `jointattn.runtime.ttlang.config` (`chunk_sizes(N, L, dh, b=, nh=, dtype=)`).
 Also `joint_sizes(q, joint_q)` (b, nh, N, L, dh, or why they are not known), `resolved_scale`, and
 `unsupported_by_target(target, q)`: the target runtime's own limits (the Triton kernels' dtypes and head dims,
 `runtime/triton_runtime.py`), checked before anything is rewritten.
@@ -19,11 +21,12 @@ from collections.abc import Sequence
 from xdsl.ir import Operation, SSAValue
 
 from .dialects.jointattn_triton import LaunchConfigAttr, LaunchForwardOp
+from .dialects.jointattn_ttlang import TtlangConfigAttr, TtlangJointAttentionOp
 from .dialects.torch_types import DYNAMIC, torch_dtype
 from .dialects.ttnn import ComputeKernelConfigAttr, JointSDPAOp, SDPAProgramConfigAttr
 from .ir_values import const_float, is_none, shape_of
 
-TARGETS = ("ttnn", "triton")
+TARGETS = ("ttnn", "triton", "ttlang")
 
 
 def joint_sizes(q: SSAValue, joint_q: SSAValue) -> tuple[int, int, int, int, int] | str:
@@ -45,23 +48,19 @@ def resolved_scale(scale: SSAValue, q: SSAValue) -> float | str:
 
 def unsupported_by_target(target: str, q: SSAValue) -> str | None:
     """Why `target`'s kernels cannot take a joint attention on `q` (its dtype, its head dim), or None. `q`'s
-    sizes are known (`joint_sizes` passed)."""
+    sizes are known (`joint_sizes` passed). The Triton kernels' limits are the dispatcher's
+    (`jointattn.runtime.dispatch`), asked for a CUDA GPU."""
     if target != "triton":
         return None
-    from jointattn.runtime.triton_runtime import MAX_HEAD_DIM, SUPPORTED_DTYPES
+    from jointattn.runtime.dispatch import planned_problem, unsupported
 
     element_type = q.type.element_type
     try:
         dtype = torch_dtype(element_type)
     except ValueError:
-        dtype = None
-    if dtype not in SUPPORTED_DTYPES:
-        names = [str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES]
-        return f"the Triton kernels take {', '.join(names[:-1])} or {names[-1]}; got {element_type}"
-    dh = shape_of(q)[3]
-    if not 1 <= dh <= MAX_HEAD_DIM:
-        return f"the Triton kernels support 1 <= dh <= {MAX_HEAD_DIM}; got dh={dh}"
-    return None
+        return f"the Triton kernels take float16, bfloat16 or float32; got {element_type}"
+    b, nh, n, dh = shape_of(q)
+    return unsupported("triton", planned_problem(dtype, b, nh, n, 0, dh))
 
 
 def target_call(
@@ -74,6 +73,8 @@ def target_call(
     """The `target`'s joint-attention call on `tensors` (q, k, v, joint_q, joint_k, joint_v)."""
     if target == "ttnn":
         return _ttnn_joint_sdpa(tensors, scale, logical_n, logical_l)
+    if target == "ttlang":
+        return _ttlang_joint_attention(tensors, scale, logical_n, logical_l)
     return _triton_launch(tensors, scale, logical_n, logical_l)
 
 
@@ -107,6 +108,22 @@ def _triton_launch(tensors, scale, logical_n, logical_l) -> LaunchForwardOp:
         tensors,
         scale=scale,
         config=LaunchConfigAttr(chosen.block_m, chosen.block_n, chosen.num_warps, chosen.num_stages),
+        logical_n=logical_n,
+        logical_l=logical_l,
+    )
+
+
+def _ttlang_joint_attention(tensors, scale, logical_n, logical_l) -> TtlangJointAttentionOp:
+    from jointattn.runtime.ttlang import config
+
+    b, nh, n, l, dh = joint_sizes(tensors[0], tensors[3])  # noqa: E741
+    dtype = config.device_dtype(torch_dtype(tensors[0].type.element_type))
+    q_chunk, k_chunk = config.chunk_sizes(n, l, dh, b=b, nh=nh, dtype=dtype)
+    settings = config.current()
+    return TtlangJointAttentionOp(
+        tensors,
+        scale=scale,
+        config=TtlangConfigAttr(q_chunk, k_chunk, *settings.grid, settings.ring_size),
         logical_n=logical_n,
         logical_l=logical_l,
     )

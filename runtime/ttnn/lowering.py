@@ -11,8 +11,10 @@ Steps: check everything ttnn would refuse, before any device call (`_check_input
 valid lengths (ttnn takes one length per call); per group lay the tokens out (`packing.py`: valid lengths become
 shapes or logical_n/logical_l, padded rows and the lse come from sink tokens and two value channels); upload
 (`from_torch`: bfloat16 or bfloat8_b, TILE layout, DRAM, on the device/mesh); call the op with the program and
-compute configs of `config.py`; read back (`to_torch`) and decode. Every ttnn call goes through
-`module.ttnn_api()`, which records it for the signature tests.
+compute configs of `config.py`; read back (`to_torch`) and decode. Every ttnn call is made on the module
+`module.load_ttnn()` returns (the real ttnn, or its emulation), methods of ttnn objects included: they are called
+through their class (`ttnn.MeshDevice.compute_with_storage_grid_size(device)`), so a test that wraps the module
+(`jointattn.testing.ttnn_recording`) sees every call.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 
 from ..validation import check_length_arg, check_tensors
 from . import config
-from .module import ttnn_api
+from .module import load_ttnn
 from .packing import Plan, normalizer_channels, plan_ring, plan_single
 
 _open: dict[tuple, object] = {}
@@ -34,7 +36,7 @@ def _device(api, device):
     """The caller's device, or the one this module keeps open (opened on first use)."""
     if device is not None:
         return device
-    key = (id(api.module), "device")
+    key = (api.__name__, "device")  # per ttnn: a device of the emulation is no use to the real ttnn
     if key not in _open:
         _open[key] = (api, api.open_device(device_id=0))
     return _open[key][1]
@@ -43,7 +45,7 @@ def _device(api, device):
 def _mesh(api, mesh, ring_size: int):
     if mesh is not None:
         return mesh
-    key = (id(api.module), "mesh", ring_size)
+    key = (api.__name__, "mesh", ring_size)
     if key not in _open:
         for other in [k for k in _open if k[:2] == key[:2]]:  # one mesh at a time: its devices may overlap
             _close(other)
@@ -144,7 +146,7 @@ def _chunks(plan: Plan, explicit: dict, cores: int, ring_size: int) -> tuple[int
 
 
 def _device_grid(api, device) -> tuple[int, int]:
-    full = api.call_method(device, "MeshDevice.compute_with_storage_grid_size")
+    full = api.MeshDevice.compute_with_storage_grid_size(device)
     wanted = config.current().grid
     if wanted is not None and (wanted[0] > full.x or wanted[1] > full.y):
         raise ValueError(f"ttnn settings: grid {wanted} exceeds the device's {full.x}x{full.y} cores")
@@ -211,7 +213,7 @@ def joint_sdpa(
     tensors = (q, k, v, joint_q, joint_k, joint_v)
     explicit = {"q_chunk_size": q_chunk_size, "k_chunk_size": k_chunk_size}
     shape, ns, ls = _check_inputs(tensors, scale, logical_n, logical_l, joint_strategy, explicit)
-    api = ttnn_api()
+    api = load_ttnn()
     block_float = config.current().dtype == "bfloat8_b"
     channels = normalizer_channels(shape.dh, block_float)
     dev = _device(api, device)
@@ -267,7 +269,7 @@ def ring_joint_sdpa(
         raise ValueError(
             f"ttnn lowering: ring_size must be an int >= 2 for the ring op; got {ring!r} (1 device: joint_sdpa)"
         )
-    api = ttnn_api()
+    api = load_ttnn()
     channels = normalizer_channels(shape.dh, config.current().dtype == "bfloat8_b")
     mesh = _mesh(api, mesh, ring)
     full = _device_grid(api, mesh)

@@ -10,4 +10,4 @@ func.func @runtime_scale(%q: !torch.vtensor<[1,2,5,8],f32>, %jq: !torch.vtensor<
   return %0#0 : !torch.vtensor<[1,2,5,8],f32>
 }
 
-// CHECK: lower-joint-attention: torch.operator: scale is computed at run time (the lowering needs a constant)
+// CHECK: jointattn-opt: error: lower-joint-attention: torch.operator: scale is computed at run time (the lowering needs a constant)

@@ -10,7 +10,7 @@ func.func @float64(%q: !torch.vtensor<[1,2,5,8],f64>, %jq: !torch.vtensor<[1,2,3
   return %out : !torch.vtensor<[1,2,5,8],f64>
 }
 
-// CHECK: lower-joint-attention: jointattn.joint_attention: the Triton kernels take float16, bfloat16 or float32; got f64
+// CHECK: lower-joint-attention: jointattn.joint_attention: the Triton kernels take float16, bfloat16 or float32; got torch.float64
 // TTNN-LABEL: func.func @float64(
 // TTNN: ttnn.joint_scaled_dot_product_attention
 

@@ -1,12 +1,14 @@
 // RUN: %jointattn-opt %s --split-input-file -p 'lower-joint-attention{target=ttnn}' | %filecheck %s --check-prefix=TTNN
 // RUN: %jointattn-opt %s --split-input-file -p 'lower-joint-attention{target=triton}' | %filecheck %s --check-prefix=TRITON
+// RUN: %jointattn-opt %s --split-input-file -p 'lower-joint-attention{target=ttlang}' | %filecheck %s --check-prefix=TTLANG
 // RUN: not %jointattn-opt %s --split-input-file -p 'lower-joint-attention{target=cuda}' 2>&1 | %filecheck %s --check-prefix=BAD-TARGET
 
-// lower-joint-attention: the joint-attention op (typed or torch.operator form) to ttnn's joint SDPA or to a Triton
-// launch, with the configuration the runtime would choose, printed into the IR. Exact values of the choice are
-// checked against `runtime/ttnn/config.py` and `kernels/configs.py` in tests/test_mlir_lowering.py.
+// lower-joint-attention: the joint-attention op (typed or torch.operator form) to ttnn's joint SDPA, to a Triton
+// launch or to the TT-Lang kernels, with the configuration the runtime would choose, printed into the IR. Exact
+// values of the choice are checked against `runtime/ttnn/config.py`, `kernels/configs.py` and
+// `runtime/ttlang/config.py` in tests/test_mlir_e2e.py.
 
-// BAD-TARGET: lower-joint-attention: target must be one of ttnn, triton; got 'cuda'
+// BAD-TARGET: jointattn-opt: error: lower-joint-attention: option target=cuda: expected one of ttnn, triton, ttlang
 
 // The typed op, no padding.
 func.func @typed(%q: !torch.vtensor<[1,2,5,8],f32>, %k: !torch.vtensor<[1,2,5,8],f32>, %v: !torch.vtensor<[1,2,5,8],f32>, %jq: !torch.vtensor<[1,2,3,8],f32>, %jk: !torch.vtensor<[1,2,3,8],f32>, %jv: !torch.vtensor<[1,2,3,8],f32>) -> (!torch.vtensor<[1,2,5,8],f32>, !torch.vtensor<[1,2,3,8],f32>) {
@@ -17,6 +19,10 @@ func.func @typed(%q: !torch.vtensor<[1,2,5,8],f32>, %k: !torch.vtensor<[1,2,5,8]
 // TTNN-LABEL: func.func @typed(
 // TTNN-NEXT:    %out, %joint_out, %lse = ttnn.joint_scaled_dot_product_attention %q, %k, %v, %jq, %jk, %jv {joint_strategy = "rear", scale = 3.000000e-01 : f64, program_config = #ttnn.sdpa_program_config<q_chunk_size = 32, k_chunk_size = 32, exp_approx_mode = false>, compute_kernel_config = #ttnn.compute_kernel_config<math_fidelity = HiFi2, math_approx_mode = false, fp32_dest_acc_en = false, packer_l1_acc = false>} : !torch.vtensor<[1,2,5,8],f32>, !torch.vtensor<[1,2,3,8],f32> -> !torch.vtensor<[1,2,8],f32>
 // TTNN-NEXT:    func.return %out, %joint_out
+
+// TTLANG-LABEL: func.func @typed(
+// TTLANG-NEXT:    %out, %joint_out, %lse = jointattn_ttlang.joint_attention %q, %k, %v, %jq, %jk, %jv {scale = 3.000000e-01 : f64, config = #jointattn_ttlang.config<q_chunk = 1, k_chunk = 1, grid_rows = 8, grid_cols = 8, ring_size = 1>} : !torch.vtensor<[1,2,5,8],f32>, !torch.vtensor<[1,2,3,8],f32> -> !torch.vtensor<[1,2,8],f32>
+// TTLANG-NEXT:    func.return %out, %joint_out
 
 // TRITON-LABEL: func.func @typed(
 // TRITON-NEXT:    %out, %joint_out, %lse = jointattn_triton.launch_forward %q, %k, %v, %jq, %jk, %jv {scale = 3.000000e-01 : f64, config = #jointattn_triton.launch_config<block_m = {{[0-9]+}}, block_n = {{[0-9]+}}, num_warps = {{[0-9]+}}, num_stages = {{[0-9]+}}>} : !torch.vtensor<[1,2,5,8],f32>, !torch.vtensor<[1,2,3,8],f32> -> !torch.vtensor<[1,2,8],f32>
@@ -39,6 +45,10 @@ func.func @operator_form(%q: !torch.vtensor<[2,24,4096,64],bf16>, %k: !torch.vte
 // TTNN:         %[[OUT:[^,]+]], %{{[^,]+}}, %{{[^ ]+}} = ttnn.joint_scaled_dot_product_attention %q, %k, %v, %jq, %jk, %jv logical_l(%lengths : !torch.vtensor<[2],si64>) {joint_strategy = "rear", scale = 1.250000e-01 : f64, program_config = #ttnn.sdpa_program_config<q_chunk_size = {{[1-9][0-9]*}}, k_chunk_size = {{[1-9][0-9]*}}, exp_approx_mode = false>
 // TTNN-SAME:    : !torch.vtensor<[2,24,4096,64],bf16>, !torch.vtensor<[2,24,333,64],bf16> -> !torch.vtensor<[2,24,4429],f32>
 // TTNN-NEXT:    func.return %[[OUT]]
+
+// TTLANG-LABEL: func.func @operator_form(
+// TTLANG-NOT:     torch.operator
+// TTLANG:         jointattn_ttlang.joint_attention %q, %k, %v, %jq, %jk, %jv logical_l(%lengths : !torch.vtensor<[2],si64>) {scale = 1.250000e-01 : f64, config = #jointattn_ttlang.config<q_chunk = {{[1-9][0-9]*}}, k_chunk = {{[1-9][0-9]*}}, grid_rows = 8, grid_cols = 8, ring_size = 1>}
 
 // TRITON-LABEL: func.func @operator_form(
 // TRITON:         jointattn_triton.launch_forward %q, %k, %v, %jq, %jk, %jv logical_l(%lengths : !torch.vtensor<[2],si64>) {scale = 1.250000e-01 : f64, config = #jointattn_triton.launch_config<
@@ -80,6 +90,12 @@ func.func @masked(%q: !torch.vtensor<[2,2,5,8],f32>, %jq: !torch.vtensor<[2,2,3,
 // TTNN-NEXT:      scf.yield %[[E]], %[[EJ]], %[[EL]]
 // TTNN-NEXT:    }
 // TTNN-NEXT:    func.return %out, %joint_out
+
+// TTLANG-LABEL: func.func @masked(
+// TTLANG:         scf.if
+// TTLANG-NEXT:      jointattn_ttlang.joint_attention %q, %q, %q, %jq, %jq, %jq logical_n(%ln : !torch.vtensor<[2],si64>) logical_l(%ll : !torch.vtensor<[2],si64>) {scale = 3.000000e-01 : f64, config = #jointattn_ttlang.config<
+// TTLANG:         } else {
+// TTLANG-NEXT:      jointattn.masked_reference
 
 // TRITON-LABEL: func.func @masked(
 // TRITON:         %out, %joint_out, %lse = scf.if %{{.+}} -> (

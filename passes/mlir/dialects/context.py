@@ -1,5 +1,5 @@
 """The xDSL context every jointattn tool parses with: builtin, func, torch, jointattn, ttnn, jointattn_triton,
-torch_c and scf.
+jointattn_ttlang, torch_c and scf.
 
 Entry points: `make_context()` and `parse_module(text)`. `TorchContext` resolves an op name that no dialect
 defines but that torch-mlir generates (`torch.aten.*`, `torch.prim.*`, `torch.prims.*`, ...) to an opaque
@@ -26,13 +26,14 @@ from xdsl.parser import Parser
 
 from .jointattn import JointAttn
 from .jointattn_triton import JointAttnTriton
+from .jointattn_ttlang import JointAttnTtlang
 from .torch_conversion import TorchConversion
 from .torch_dialect import Torch
 from .torch_ops import GENERATED_PREFIXES, GenericTorchOp
 from .ttnn import TTNN
 
 # scf and torch_c: the `scf.if` on the host-side `is_prefix` flag that the masked lowering writes.
-DIALECTS = (Torch, JointAttn, TTNN, JointAttnTriton, TorchConversion, Scf)
+DIALECTS = (Torch, JointAttn, TTNN, JointAttnTriton, JointAttnTtlang, TorchConversion, Scf)
 
 
 @dataclass

@@ -417,7 +417,7 @@ class RuntimeAssertOp(IRDLOperation):
 
     @classmethod
     def parse(cls, parser: Parser):
-        condition = parser.parse_operand()
+        condition = parser.parse_operand(BoolType())
         parser.parse_punctuation(",")
         return cls(condition, parser.parse_str_literal())
 

@@ -1,7 +1,7 @@
 """The host side of the ttnn emulation: dtypes, layouts, memory configs, core coordinates, program and compute
 configs, devices and meshes, and the tensors that live on them (`from_torch`/`to_torch`, mesh mappers).
 
-Only what the lowering uses is modelled, with ttnn's names and keyword signatures (see `signatures.py`).
+Only what the lowering uses is modelled, with ttnn's names and keyword signatures (see `ttnn_signatures`).
 A device tensor keeps, per device of its mesh, a float32 torch tensor holding exactly the values the device
 would hold: rounded to the tensor's dtype (bfloat16, or bfloat8_b's shared-exponent blocks of 16) and, in
 TILE layout, padded in its last two dims to multiples of 32 with `pad_value` (0 by default), as tilizing does.

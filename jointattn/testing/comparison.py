@@ -1,4 +1,4 @@
-"""How tt-metal judges its joint SDPA against torch, for the emulation and hardware tests.
+"""How tt-metal judges its joint SDPA against torch, for the tests of the lowerings to Tenstorrent devices.
 
 `pcc` (Pearson correlation of the flattened tensors, as tt-metal's `comp_pcc`), `rmse`, and `fa_rand` (the input
 distribution of tt-metal's SDPA tests: standard normal plus rare x10 outliers). tt-metal's `test_joint_sdpa`

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .emulation_core import (
+from .core import (
     TILE_SIZE,
     BufferType,
     DataType,

@@ -1,20 +1,20 @@
 """A CPU emulation of exactly the ttnn subset the lowering uses, importable where ttnn is not.
 
-Selected only by `JOINTATTN_TTNN=emulate` (see `module.py`); it stands in for the `ttnn` module, so the lowering
-runs unchanged on it: `from_torch`/`to_torch`, dtypes (`bfloat16`, `bfloat8_b`), layouts, `DRAM_MEMORY_CONFIG`,
-`CoreCoord`/`CoreRange`/`CoreRangeSet`, `SDPAProgramConfig`, `WormholeComputeKernelConfig`, `MathFidelity`,
-device and mesh open/close, fabric config, mesh mappers/composers, global semaphores, `Topology`, and
-`transformer.joint_scaled_dot_product_attention` / `transformer.ring_joint_scaled_dot_product_attention`.
+Selected only by `JOINTATTN_TTNN=emulate` (see `runtime/ttnn/module.py`); it stands in for the `ttnn` module,
+so the lowering runs unchanged on it: `from_torch`/`to_torch`, dtypes (`bfloat16`, `bfloat8_b`), layouts,
+`DRAM_MEMORY_CONFIG`, `CoreCoord`/`CoreRange`/`CoreRangeSet`, `SDPAProgramConfig`, `WormholeComputeKernelConfig`,
+`MathFidelity`, device and mesh open/close, fabric config, mesh mappers/composers, global semaphores, `Topology`,
+and `transformer.joint_scaled_dot_product_attention` / `transformer.ring_joint_scaled_dot_product_attention`.
 
-Internals: `emulation_core.py` (host types, devices, tensors) and `emulation_sdpa.py` (the two ops, their
-validation and numerics). A ring of 2 to 8 devices is emulated by one process holding every device's tensors.
+Internals: `core.py` (host types, devices, tensors) and `sdpa.py` (the two ops, their validation and numerics).
+A ring of 2 to 8 devices is emulated by one process holding every device's tensors.
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from .emulation_core import (
+from .core import (
     DRAM_MEMORY_CONFIG,
     EMULATED_ARCH,
     EMULATED_DEVICE_COUNT,
@@ -58,7 +58,7 @@ from .emulation_core import (
     to_torch,
     uint32,
 )
-from .emulation_sdpa import joint_scaled_dot_product_attention, ring_joint_scaled_dot_product_attention
+from .sdpa import joint_scaled_dot_product_attention, ring_joint_scaled_dot_product_attention
 
 transformer = SimpleNamespace(
     joint_scaled_dot_product_attention=joint_scaled_dot_product_attention,

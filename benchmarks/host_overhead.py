@@ -1,0 +1,146 @@
+"""Host time per eager call: the op (each path) against cat -> SDPA -> slice, at small shapes where the host,
+not the GPU, decides the time, plus where the op's host time goes (cProfile of its calls).
+
+    python benchmarks/host_overhead.py --out benchmarks/results
+
+Per shape and variant: host µs per call (perf_counter around `iters` back-to-back calls, no synchronization
+inside, so a call's time is what it takes the CPU to enqueue it) and the wall µs per call with the GPU work
+included (synchronized at the end). Writes `host_overhead.json` and prints a table and the profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import functools
+import io
+import json
+import os
+import pstats
+import time
+
+import torch
+import torch.nn.functional as F
+
+SHAPES = [(2, 24, 1024, 333, 64), (1, 8, 256, 77, 64), (1, 24, 512, 77, 128)]
+
+
+def measure(fn, iters):
+    for _ in range(10):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    host = (time.perf_counter() - t0) / iters
+    torch.cuda.synchronize()
+    wall = (time.perf_counter() - t0) / iters
+    return host * 1e6, wall * 1e6
+
+
+def _variants(jointattn, tensors, lengths):
+    q, k, v, jq, jk, jv = tensors
+    n = q.shape[2]
+
+    def cat_sdpa():
+        o = F.scaled_dot_product_attention(
+            torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
+        )
+        return o[:, :, :n], o[:, :, n:]
+
+    def op(env=None, lengths=None):
+        if env:
+            os.environ["JOINTATTN_DISPATCH"] = env
+        try:
+            return jointattn.joint_attention(*tensors, logical_l=lengths)
+        finally:
+            os.environ.pop("JOINTATTN_DISPATCH", None)
+
+    variants = {"cat_sdpa_slice": cat_sdpa, "op[auto]": op}
+    for path in ("hopper", "triton", "sdpa"):
+        variants[f"op[{path}]"] = functools.partial(op, f"forward={path}")
+    variants["op[auto, padded]"] = functools.partial(op, None, lengths)
+    return variants
+
+
+def breakdown(jointattn, tensors, iters):
+    """Host µs of each step of one op call, each timed alone over `iters` repetitions."""
+    from jointattn.runtime import dispatch, op
+    from jointattn.runtime.auto_runtime import run_forward
+    from jointattn.runtime.registry import JointCall
+    from jointattn.runtime.triton_runtime import launch_forward
+
+    q, k, v, jq, jk, jv = tensors
+    call = JointCall(*tensors, q.shape[-1] ** -0.5, None, None)
+    out, joint_out, lse = op._empty_outputs(q, call.shape)
+    problem = dispatch.describe(call)
+    steps = {
+        "wrapper checks": lambda: op._check_call(q, k, v, jq, jk, jv, "rear", None, None, None, "auto"),
+        "impl: make call": lambda: op._make_call(q, k, v, jq, jk, jv, "rear", None, None, None, "auto"),
+        "impl: empty outputs": lambda: op._empty_outputs(q, call.shape),
+        "dispatch: describe": lambda: dispatch.describe(call),
+        "dispatch: choose": lambda: dispatch.choose(problem),
+        "launch: triton": lambda: launch_forward(*tensors, out, joint_out, lse, call.scale, hopper=False),
+        "launch: hopper": lambda: launch_forward(*tensors, out, joint_out, lse, call.scale, hopper=True),
+        "path: sdpa": lambda: run_forward("sdpa", call, out, joint_out, lse),
+        "torch.ops call (auto)": lambda: torch.ops.jointattn.joint_attention(
+            *tensors, "rear", None, None, None, "auto"
+        ),
+        "joint_attention (auto)": lambda: jointattn.joint_attention(*tensors),
+    }
+    found = {}
+    for name, fn in steps.items():
+        try:
+            found[name] = measure(fn, iters)[0]
+        except Exception as e:  # noqa: BLE001
+            print(f"  {name}: {type(e).__name__}: {str(e)[:100]}")
+    return found
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--iters", type=int, default=300)
+    args = parser.parse_args()
+    import jointattn
+
+    rows = []
+    for b, nh, n, l, dh in SHAPES:  # noqa: E741
+        g = torch.Generator(device="cuda").manual_seed(0)
+        q, k, v, jq, jk, jv = (
+            torch.randn(b, s, nh, dh, device="cuda", dtype=torch.bfloat16, generator=g).transpose(1, 2)
+            for s in (n, n, n, l, l, l)
+        )
+        lengths = torch.full((b,), l // 3, device="cuda", dtype=torch.int32)
+
+        variants = _variants(jointattn, (q, k, v, jq, jk, jv), lengths)
+        for name, fn in variants.items():
+            try:
+                host, wall = measure(fn, args.iters)
+            except Exception as e:
+                print(f"{name}: {type(e).__name__}: {str(e)[:120]}")
+                continue
+            rows.append(dict(shape=[b, nh, n, l, dh], variant=name, host_us=host, wall_us=wall))
+            print(
+                f"{str((b, nh, n, l, dh)):24s} {name:20s} host {host:8.1f} us  wall {wall:8.1f} us",
+                flush=True,
+            )
+        for name, us in breakdown(jointattn, (q, k, v, jq, jk, jv), args.iters).items():
+            rows.append(dict(shape=[b, nh, n, l, dh], variant=f"step: {name}", host_us=us, wall_us=None))
+            print(f"{str((b, nh, n, l, dh)):24s} step {name:26s} host {us:8.1f} us", flush=True)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(200):
+            jointattn.joint_attention(q, k, v, jq, jk, jv)
+        torch.cuda.synchronize()
+        profiler.disable()
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+        print(text.getvalue()[:6000])
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "host_overhead.json"), "w") as f:
+        json.dump(dict(torch=torch.__version__, gpu=torch.cuda.get_device_name(), rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

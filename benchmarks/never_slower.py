@@ -1,0 +1,340 @@
+"""Never slower: the op (runtime="auto") against every PyTorch way to compute the same thing, over a grid of
+head sizes, sequence lengths, batch*heads, dtypes and padding, forward and forward+backward, in one run.
+
+    python benchmarks/never_slower.py --out benchmarks/results            # the grid, table, JSON, plot
+    python benchmarks/never_slower.py --quick                             # a few points (smoke test)
+    python benchmarks/never_slower.py --write-table runtime/dispatch_measurements.json
+
+Per point it times, with CUDA events (triton.testing.do_bench, median):
+- ours: `jointattn.joint_attention(..., runtime="auto")`, what users get (host overhead included);
+- each of our paths alone, forced with JOINTATTN_DISPATCH (forward: hopper, triton, sdpa; backward: triton,
+  sdpa): the measurements the dispatcher's table is made of (`--write-table`);
+- PyTorch: cat -> SDPA -> slice with each SDPA backend (default choice, cuDNN, flash, efficient) for unpadded
+  text; for padded text, SDPA with a [b,1,1,S] key mask and "unpad": the valid text keys cut out before a
+  single SDPA (every query row kept, as the op computes them, so it is the same function);
+- forward+backward: the outputs' backward with fixed random gradients, after the forward, per iteration.
+Writes `never_slower.json` (rows: shape, pass, ours_ms, best_ms, best_name, ratio = best/ours, TFLOP/s, every
+path's ms) and `never_slower.png` under --out, and prints the table; the last line counts the points slower than
+the best PyTorch path by more than 3%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+SDPA_BACKENDS = ("default", "cudnn", "flash", "efficient")
+
+
+def coarse_grid():
+    """The dispatcher's table: every head size on a coarse grid of sizes, per-path times only."""
+    points = []
+    for dh in (64, 96, 128, 256):
+        for n in (256, 1024, 4096, 16384):
+            for l in (77, 512):  # noqa: E741
+                for b, nh in ((1, 8), (2, 24)) if n < 16384 else ((1, 24),):
+                    for padded in (False, True):
+                        points.append((b, nh, n, l, dh, torch.bfloat16, padded))
+    return points
+
+
+def grid(quick: bool):
+    """(b, nh, N, L, dh, dtype, padded) points: the issue's sweep, pruned to one run's budget (long sequences
+    only at small b*nh, fp16 on a subset)."""
+    if quick:
+        return [(1, 8, 1024, 77, 64, torch.bfloat16, False), (1, 8, 1024, 256, 128, torch.bfloat16, True)]
+    points = []
+    for dh in (64, 96, 128, 256):
+        for n in (256, 1024, 4096, 16384, 44520):
+            for l in (0, 77, 256, 512):  # noqa: E741
+                for b, nh in ((1, 8), (2, 24)):
+                    if n >= 16384 and b * nh > 24:
+                        continue  # the largest grids run at Mochi's b*nh only (time budget)
+                    if n == 44520 and (dh not in (128,) or l != 256):
+                        continue
+                    if n == 16384 and l not in (77, 512):
+                        continue
+                    for padded in (False, True):
+                        if padded and l == 0:
+                            continue
+                        points.append(
+                            (b if n < 16384 else 1, nh if n < 16384 else 24, n, l, dh, torch.bfloat16, padded)
+                        )
+    for n, l, dh in ((1024, 333, 64), (4096, 512, 128), (4096, 256, 256)):  # noqa: E741
+        for padded in (False, True):
+            points.append((2, 24, n, l, dh, torch.float16, padded))
+    return sorted(set(points), key=lambda p: (p[4], p[2], p[3], p[0] * p[1], str(p[5]), p[6]))
+
+
+def _bench(fn, budget_ms: float) -> float | None:
+    from triton.testing import do_bench
+
+    try:
+        fn()
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        estimate = start.elapsed_time(end)
+        return do_bench(
+            fn, warmup=max(5, 2 * estimate), rep=max(budget_ms, 5 * estimate), return_mode="median"
+        )
+    except Exception as e:  # a backend that does not take this point: no time, not a failure of the run
+        print(f"    ({type(e).__name__}: {str(e).splitlines()[0][:100]})", file=sys.stderr)
+        return None
+
+
+@contextlib.contextmanager
+def _env(name, value):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _backend(name):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if name == "default":
+        return contextlib.nullcontext()
+    return sdpa_kernel(
+        {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+         "efficient": SDPBackend.EFFICIENT_ATTENTION}[name]
+    )  # fmt: skip
+
+
+def run_point(point, budget_ms, measure_paths=True, baselines_too=True):
+    import jointattn
+
+    b, nh, n, l, dh, dtype, padded = point  # noqa: E741
+    l_valid = max(1, (l * 3) // 10) if padded else l
+    g = torch.Generator(device="cuda").manual_seed(0)
+
+    def make(s):  # the model layout: [b, S, nh, dh] memory, seen as [b, nh, S, dh]
+        return torch.randn(b, s, nh, dh, device="cuda", dtype=dtype, generator=g).transpose(1, 2)
+
+    q, k, v, jq, jk, jv = (make(s) for s in (n, n, n, l, l, l))
+    inputs = (q, k, v, jq, jk, jv)
+    logical_l = torch.full((b,), l_valid, device="cuda", dtype=torch.int32) if padded else None
+    go, gjo = torch.randn_like(q), torch.randn_like(jq)
+    s_valid = n + l_valid
+    flops = 4 * b * nh * (n + l) * s_valid * dh
+    results = []
+
+    def with_grad(ts):
+        return [t.detach().requires_grad_() for t in ts]
+
+    # ours, as users get it
+    def ours_fwd(ts=inputs):
+        return jointattn.joint_attention(*ts, logical_l=logical_l)
+
+    grad_inputs = with_grad(inputs)
+
+    def ours_fwd_bwd():
+        o, jo, _ = jointattn.joint_attention(*grad_inputs, logical_l=logical_l)
+        torch.autograd.backward((o, jo), (go, gjo))
+
+    # each of our paths alone (the dispatcher's measurements)
+    paths = {"forward": {}, "backward": {}}
+    for path in ("hopper", "triton", "sdpa") if measure_paths else ():
+        with _env("JOINTATTN_DISPATCH", f"forward={path}"):
+            paths["forward"][path] = _bench(ours_fwd, budget_ms)
+    out, joint_out, lse = ours_fwd()
+    for path in ("triton", "sdpa") if measure_paths else ():
+        with _env("JOINTATTN_DISPATCH", f"backward={path}"):
+            paths["backward"][path] = _bench(
+                lambda: torch.ops.jointattn.joint_attention_backward(
+                    go, gjo, None, *inputs, out, joint_out, lse, None, None, logical_l, "auto"
+                ),
+                budget_ms,
+            )
+
+    # PyTorch's ways
+    baselines = {"forward": {}, "fwd+bwd": {}}
+    if not baselines_too:
+        return [], paths
+    if not padded:
+        for backend in SDPA_BACKENDS:
+
+            def cat_sdpa(ts=inputs, backend=backend):
+                with _backend(backend):
+                    o = F.scaled_dot_product_attention(
+                        *(torch.cat([a, c], 2) for a, c in zip(ts[:3], ts[3:]))
+                    )
+                return o[:, :, :n], o[:, :, n:]
+
+            grad_copies = with_grad(inputs)
+
+            def cat_sdpa_bwd(backend=backend, ts=grad_copies):
+                o, jo = cat_sdpa(ts, backend)
+                torch.autograd.backward((o, jo), (go, gjo))
+
+            baselines["forward"][f"cat_sdpa[{backend}]"] = _bench(cat_sdpa, budget_ms)
+            baselines["fwd+bwd"][f"cat_sdpa[{backend}]"] = _bench(cat_sdpa_bwd, budget_ms)
+    else:
+        mask = torch.cat([torch.ones(b, n, dtype=torch.bool, device="cuda"),
+                          torch.arange(l, device="cuda")[None, :] < logical_l[:, None]], 1)[:, None, None, :]  # fmt: skip
+
+        def masked(ts=inputs):
+            o = F.scaled_dot_product_attention(
+                *(torch.cat([a, c], 2) for a, c in zip(ts[:3], ts[3:])), attn_mask=mask
+            )
+            return o[:, :, :n], o[:, :, n:]
+
+        def unpad(ts=inputs):  # uniform text length here: one SDPA over the valid keys, every query row
+            qq = torch.cat([ts[0], ts[3]], 2)
+            kk = torch.cat([ts[1], ts[4][:, :, :l_valid]], 2)
+            vv = torch.cat([ts[2], ts[5][:, :, :l_valid]], 2)
+            o = F.scaled_dot_product_attention(qq, kk, vv)
+            return o[:, :, :n], o[:, :, n:]
+
+        for name, fn in (("masked_sdpa", masked), ("unpad_sdpa", unpad)):
+            grad_copies = with_grad(inputs)
+
+            def fwd_bwd(fn=fn, ts=grad_copies):
+                o, jo = fn(ts)
+                torch.autograd.backward((o, jo), (go, gjo))
+
+            baselines["forward"][name] = _bench(fn, budget_ms)
+            baselines["fwd+bwd"][name] = _bench(fwd_bwd, budget_ms)
+
+    ours = {"forward": _bench(ours_fwd, budget_ms), "fwd+bwd": _bench(ours_fwd_bwd, budget_ms)}
+    for pass_, work in (("forward", flops), ("fwd+bwd", 3.5 * flops)):
+        timed = {k: t for k, t in baselines[pass_].items() if t is not None}
+        best_name = min(timed, key=timed.get) if timed else None
+        best = timed.get(best_name) if best_name else None
+        mine = ours[pass_]
+        results.append(
+            dict(
+                b=b,
+                nh=nh,
+                n=n,
+                l=l,
+                l_valid=l_valid,
+                dh=dh,
+                dtype=str(dtype).removeprefix("torch."),
+                padded=padded,
+                **{"pass": pass_},
+                ours_ms=mine,
+                best_ms=best,
+                best_name=best_name,
+                ratio=(best / mine) if (best and mine) else None,
+                ours_tflops=(work / mine / 1e9) if mine else None,
+                baselines_ms=baselines[pass_],
+            )  # fmt: skip
+        )
+    return results, paths
+
+
+def table_rows(point, paths, arch):
+    b, nh, n, l, dh, dtype, padded = point  # noqa: E741
+    common = dict(
+        arch=arch, dtype=str(dtype).removeprefix("torch."), dh=dh, b_nh=b * nh, n=n, l=l, padded=padded
+    )
+    return [dict(common, ms=paths[p], **{"pass": p}) for p in ("forward", "backward")]
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5), sharey=True)
+    for ax, pass_ in zip(axes, ("forward", "fwd+bwd")):
+        sel = [r for r in rows if r["pass"] == pass_ and r["ratio"]]
+        x = range(len(sel))
+        ax.bar(
+            x,
+            [r["ratio"] for r in sel],
+            color=["tab:green" if r["ratio"] >= 0.97 else "tab:red" for r in sel],
+        )
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.axhline(0.97, color="r", lw=0.8, ls="--")
+        ax.set_yscale("log")
+        ax.set_title(f"{pass_}: best PyTorch / ours (>1: ours faster)")
+        ax.set_xticks(list(x))
+        ax.set_xticklabels([f"{r['dh']}/{r['n']}/{r['l']}/{r['b'] * r['nh']}{'p' if r['padded'] else ''}" for r in sel],
+                           rotation=90, fontsize=5)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--budget-ms", type=float, default=40.0, help="do_bench repetition time per measurement"
+    )
+    parser.add_argument("--write-table", default=None, help="also write the dispatcher's table here")
+    parser.add_argument("--limit-s", type=float, default=480.0, help="stop starting new points after this")
+    parser.add_argument("--dh", default=None, help="only these head sizes, e.g. 64,128")
+    parser.add_argument("--no-paths", action="store_true", help="skip timing each of our paths alone")
+    parser.add_argument("--coarse", action="store_true", help="the dispatcher's coarse grid, paths only")
+    args = parser.parse_args()
+    import triton
+
+    import jointattn  # noqa: F401
+
+    major, minor = torch.cuda.get_device_capability()
+    arch = f"sm_{major}{minor}"
+    env = dict(
+        gpu=torch.cuda.get_device_name(), arch=arch, torch=torch.__version__, triton=triton.__version__,
+        cudnn=torch.backends.cudnn.version(), python=platform.python_version(),
+        dispatch_table=os.path.exists(os.path.join(os.path.dirname(jointattn.runtime.__file__), "dispatch_measurements.json")),
+    )  # fmt: skip
+    print(json.dumps(env))
+    rows, table, t0 = [], [], time.time()
+    points = coarse_grid() if args.coarse else grid(args.quick)
+    if args.dh:
+        points = [p for p in points if p[4] in {int(x) for x in args.dh.split(",")}]
+    for i, point in enumerate(points):
+        if time.time() - t0 > args.limit_s:
+            print(f"time limit: {len(points) - i} points not measured", file=sys.stderr)
+            break
+        results, paths = run_point(
+            point, args.budget_ms, measure_paths=not args.no_paths, baselines_too=not args.coarse
+        )
+        rows += results
+        if not args.no_paths:
+            table += table_rows(point, paths, arch)
+        if args.coarse:
+            print(point[:5], point[6], json.dumps(paths), flush=True)
+        for r in results:
+            ratio = f"{r['ratio']:.2f}" if r["ratio"] else "-"
+            print(f"{r['dh']:4d} {r['n']:6d} {r['l']:4d} {r['b'] * r['nh']:3d} {r['dtype']:8s} {'pad' if r['padded'] else '   '} "
+                  f"{r['pass']:8s} ours {r['ours_ms'] or float('nan'):8.3f} best {r['best_ms'] or float('nan'):8.3f} "
+                  f"{str(r['best_name']):22s} ratio {ratio}", flush=True)  # fmt: skip
+        torch.cuda.empty_cache()
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "never_slower.json"), "w") as f:
+        json.dump(dict(env=env, rows=rows), f, indent=1)
+    if args.write_table:
+        with open(args.write_table, "w") as f:
+            json.dump(dict(env=env, rows=table), f, indent=1)
+    plot(rows, os.path.join(args.out, "never_slower.png"))
+    slower = [r for r in rows if r["ratio"] is not None and r["ratio"] < 0.97]
+    print(f"points: {len(rows)}; slower than the best PyTorch path by more than 3%: {len(slower)}")
+    for r in slower:
+        print(f"  SLOWER {r['dh']}/{r['n']}/{r['l']}/{r['b'] * r['nh']}/{r['dtype']}{'/pad' if r['padded'] else ''} "
+              f"{r['pass']}: ratio {r['ratio']:.2f} vs {r['best_name']}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One device call: the GPU tests of the kernels, the op, the dispatcher and NaN semantics, then the host-overhead
+# and never-slower benchmarks (arguments for the latter in NS_ARGS). Logs and results under $OUT.
+#   bash benchmarks/run_gpu_checks.sh [tests|bench|all|proof]   (proof: the tests, then never_slower only)
+set -o pipefail
+mode=${1:-all}
+source benchmarks/device_env.sh
+t0=$SECONDS
+if [ "$mode" != bench ]; then
+  pytest -q -n 8 -p no:cacheprovider ${TESTS:-tests/test_nan.py tests/test_dispatch.py tests/test_hopper_kernel.py tests/test_triton_kernel.py tests/test_op.py tests/test_masked_op.py} 2>&1 \
+    | tee "$OUT/tests.log" | tail -15
+  echo "gpu tests: $((SECONDS - t0)) s"
+fi
+if [ "$mode" != tests ]; then
+  if [ "$mode" != proof ]; then
+    python3 benchmarks/host_overhead.py --out "$OUT" 2>&1 | tee "$OUT/host_overhead.log" | grep -E "host|rror" | head -40
+    echo "host overhead: $((SECONDS - t0)) s"
+  fi
+  python3 benchmarks/never_slower.py --out "$OUT" ${NS_ARGS:-} 2>"$OUT/never_slower.err" | tee "$OUT/never_slower.log" | tail -45
+  echo "never slower: $((SECONDS - t0)) s"
+fi

@@ -1,0 +1,387 @@
+"""Which implementation runs a joint-attention call, and why: the one answer the runtime, the Hopper launcher,
+the MLIR lowering and `jointattn.explain` all ask for, so that no kernel's limits are written twice.
+
+Entry points:
+- `describe(call, backward=False, grad_lse=None) -> Problem`: the facts a choice depends on (device and GPU
+  architecture, dtype, sizes, padding, scale sign, whether the tensors are TMA-addressable, the pass).
+- `choose(problem, allowed=PATHS) -> Choice`: the path that runs it and the reason.
+- `unsupported(path, problem)`: why one path cannot run a problem (None if it can): every kernel's envelope,
+  stated once.
+
+The paths:
+- "hopper": the Gluon forward kernel with FlashAttention-3's schedule (`kernels/joint_attention_fwd_hopper.py`);
+- "triton": the Triton kernels, forward and backward (`kernels/joint_attention_{fwd,bwd}.py`);
+- "sdpa": cat -> PyTorch's SDPA -> slice, with its log-sum-exp (`runtime/sdpa_runtime.py`);
+- "reference": the exact plain-torch reference (any device, any dtype).
+
+How the choice is made, in order:
+1. `JOINTATTN_DISPATCH` forces a path for debugging ("triton", or per pass "forward=hopper,backward=sdpa"); a
+   forced path that cannot run the call raises, it never silently runs another.
+2. Paths that cannot run the call are out (`unsupported`).
+3. Among the rest, the fastest in the committed measurements (`runtime/dispatch_measurements.json`, written by
+   `benchmarks/never_slower.py --write-table` on a GPU): the measured point of the same GPU architecture,
+   dtype, head dim, pass and padding nearest in (log b*nh, log N, log L).
+4. Where nothing was measured for this GPU: the kernels' defaults (the Hopper forward where its config is marked
+   default, else the Triton kernel; the SDPA backward, which measured twice as fast as our Triton backward on
+   H100 and H200), then the reference.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..kernels.configs import hopper_forward_config
+from . import sdpa_runtime
+
+PATHS = ("hopper", "triton", "sdpa", "reference")
+DISPATCH_ENV = "JOINTATTN_DISPATCH"
+HOPPER_ENV = "JOINTATTN_HOPPER_KERNEL"
+MEASUREMENTS = Path(__file__).with_name("dispatch_measurements.json")
+
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+MAX_HEAD_DIM = 256
+_HOPPER_DTYPES = (torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One call as the choice sees it."""
+
+    device: str  # "cuda", "cpu", ...
+    arch: str | None  # "sm_90" for a CUDA device of compute capability 9.0; None elsewhere
+    interpreting: bool  # Triton's CPU interpreter (TRITON_INTERPRET=1)
+    dtype: torch.dtype
+    b: int
+    nh: int
+    n: int
+    l: int  # noqa: E741
+    dh: int
+    padded: bool  # valid lengths given (keys past them do not exist)
+    positive_scale: bool
+    tma_ok: bool  # every input TMA-addressable (unit dh stride, 16-byte aligned strides and base, rows)
+    backward: bool = False
+    grad_lse: bool = False  # the backward carries a gradient through lse
+
+    @property
+    def pass_name(self) -> str:
+        return "backward" if self.backward else "forward"
+
+
+@dataclass(frozen=True)
+class Choice:
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.reason})"
+
+
+def _capability(device: torch.device) -> tuple[int, int]:
+    return _cached_capability(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.cache
+def _cached_capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def tma_addressable(t: torch.Tensor) -> bool:
+    """A TMA descriptor can describe `t` as it is: rows present, unit stride along dh, every other stride and the
+    base 16-byte aligned (a 0 stride, from expand, is not)."""
+    size = t.element_size()
+    return (
+        t.numel() > 0
+        and t.stride(-1) == 1
+        and t.data_ptr() % 16 == 0
+        and all(s > 0 and (s * size) % 16 == 0 for s in t.stride()[:-1])
+    )
+
+
+def describe(call, *, backward: bool = False, grad_lse=None) -> Problem:
+    """The problem of a validated call (`registry.JointCall`)."""
+    padded = call.logical_n is not None or call.logical_l is not None
+    return describe_tensors(call.tensors, call.scale, padded, backward=backward, grad_lse=grad_lse)
+
+
+def describe_tensors(tensors, scale: float, padded: bool, *, backward=False, grad_lse=None) -> Problem:
+    """The problem of six tensors q, k, v, joint_q, joint_k, joint_v (for launchers that take them apart)."""
+    q, joint_q = tensors[0], tensors[3]
+    b, nh, n, dh = q.shape
+    is_cuda = q.device.type == "cuda"
+    arch = None
+    if is_cuda and torch.version.hip is None:
+        major, minor = _capability(q.device)
+        arch = f"sm_{major}{minor}"
+    return Problem(
+        device=q.device.type,
+        arch=arch,
+        interpreting=os.environ.get("TRITON_INTERPRET", "0") == "1",
+        dtype=q.dtype,
+        b=b,
+        nh=nh,
+        n=n,
+        l=joint_q.shape[2],
+        dh=dh,
+        padded=padded,
+        positive_scale=float(scale) > 0,
+        # An empty token set is never loaded (the launchers pass the other set's tensors in its place).
+        tma_ok=is_cuda and all(tma_addressable(t) for t in tensors if t.numel() > 0),
+        backward=backward,
+        grad_lse=grad_lse is not None,
+    )
+
+
+def planned_problem(
+    dtype: torch.dtype,
+    b: int,
+    nh: int,
+    n: int,
+    l: int,  # noqa: E741
+    dh: int,
+    *,
+    arch: str = "sm_90",
+    padded: bool = False,  # noqa: E741
+    backward: bool = False,
+) -> Problem:
+    """A problem known only from types and sizes (the MLIR lowering, `explain`): a CUDA GPU of `arch`, a
+    positive scale and TMA-addressable tensors assumed; the launch re-checks the real tensors."""
+    return Problem(
+        device="cuda", arch=arch, interpreting=False, dtype=dtype, b=b, nh=nh, n=n, l=l, dh=dh, padded=padded,
+        positive_scale=True, tma_ok=True, backward=backward,
+    )  # fmt: skip
+
+
+# --- what each path can run ---------------------------------------------------------------------------------
+
+_INTERPRETER_BF16 = (
+    "Triton 3.6's interpreter multiplies bfloat16 matrices wrongly (tl.dot on the raw bits); "
+    "interpret mode takes float32 or float16"
+)
+
+
+def _triton_unsupported(p: Problem) -> str | None:
+    if _triton_import_error() is not None:
+        return f"triton cannot be imported ({_triton_import_error()})"
+    if p.dtype not in TRITON_DTYPES:
+        return f"the Triton kernels take float16, bfloat16 or float32; got {p.dtype}"
+    if not 1 <= p.dh <= MAX_HEAD_DIM:
+        return f"the Triton kernels support 1 <= dh <= {MAX_HEAD_DIM}; got dh={p.dh}"
+    if p.device == "cuda":
+        if p.arch is not None and int(p.arch[3:]) < 80:
+            return f"the Triton kernels need a CUDA GPU of compute capability 8.0+; got {p.arch}"
+        return None
+    if p.device == "cpu":
+        if not p.interpreting:
+            return "CPU tensors run the Triton kernels only in its interpreter (set TRITON_INTERPRET=1)"
+        if p.dtype == torch.bfloat16:
+            return _INTERPRETER_BF16
+        return None
+    return f"the Triton kernels run on CUDA tensors (or CPU under TRITON_INTERPRET=1); got {p.device}"
+
+
+def _hopper_unsupported(p: Problem) -> str | None:
+    if p.backward:
+        return "the Hopper kernel is a forward kernel"
+    if os.environ.get(HOPPER_ENV, "1") == "0":
+        return f"{HOPPER_ENV}=0"
+    if _gluon_import_error() is not None:
+        return f"Gluon cannot be imported ({_gluon_import_error()})"
+    if p.device != "cuda" or p.interpreting:
+        return "the Hopper kernel runs on CUDA devices only (Gluon has no interpreter)"
+    if p.arch is None:
+        return "the Hopper kernel is NVIDIA code (this is not an NVIDIA CUDA device)"
+    if not p.arch.startswith("sm_9"):
+        return f"the Hopper kernel needs compute capability 9.x; got {p.arch}"
+    if p.dtype not in _HOPPER_DTYPES:
+        return f"the Hopper kernel takes float16 or bfloat16; got {p.dtype}"
+    if hopper_forward_config(p.dh) is None:
+        return f"the Hopper kernel has configs for dh 64 and 128; got dh={p.dh}"
+    if not p.positive_scale:
+        return "the Hopper kernel's softmax assumes a positive scale"
+    if not p.tma_ok:
+        return "a tensor's layout is not TMA-addressable (unit dh stride, 16-byte aligned strides and base)"
+    return None
+
+
+def _sdpa_unsupported(p: Problem) -> str | None:
+    if p.padded:
+        return "padding: PyTorch's SDPA would need a key mask (and gives rows without keys another value)"
+    if p.backward and p.grad_lse:
+        return "a gradient through lse: PyTorch's SDPA backward takes none"
+    backend = sdpa_runtime.backend_for(torch.device(p.device), p.dtype)
+    if backend is None:
+        return f"no SDPA kernel with a log-sum-exp for {p.dtype} on {p.device}"
+    if backend == "gpu" and (p.dh % 8 or p.dh > 256):
+        return f"PyTorch's GPU SDPA kernels take dh <= 256, a multiple of 8; got dh={p.dh}"
+    return None
+
+
+_UNSUPPORTED = {
+    "hopper": _hopper_unsupported,
+    "triton": _triton_unsupported,
+    "sdpa": _sdpa_unsupported,
+    "reference": lambda p: None,
+}
+
+
+def unsupported(path: str, p: Problem) -> str | None:
+    """Why `path` cannot run problem `p`, or None."""
+    return _UNSUPPORTED[path](p)
+
+
+@functools.cache
+def _triton_import_error() -> str | None:
+    try:
+        import triton  # noqa: F401
+    except ImportError as e:  # pragma: no cover - exercised only where triton is absent
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+@functools.cache
+def _gluon_import_error() -> str | None:
+    try:
+        from triton.experimental.gluon import language  # noqa: F401
+    except ImportError as e:  # pragma: no cover - Gluon is experimental; other Triton versions may lack it
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+# --- the choice -------------------------------------------------------------------------------------------
+
+
+def forced_path(backward: bool) -> str | None:
+    """The path `JOINTATTN_DISPATCH` forces for this pass, or None."""
+    value = os.environ.get(DISPATCH_ENV, "").strip()
+    if not value:
+        return None
+    if "=" not in value:
+        path = value
+    else:
+        parts = dict(item.split("=", 1) for item in value.split(",") if "=" in item)
+        unknown = set(parts) - {"forward", "backward"}
+        if unknown:
+            raise ValueError(
+                f"{DISPATCH_ENV}: passes are 'forward' and 'backward'; got {sorted(unknown)} in {value!r}"
+            )
+        path = parts.get("backward" if backward else "forward")
+        if path is None:
+            return None
+    if path not in PATHS:
+        raise ValueError(
+            f"{DISPATCH_ENV} must name one of {PATHS} (or forward=...,backward=...); got {value!r}"
+        )
+    return path
+
+
+def choose(p: Problem, allowed: tuple[str, ...] = PATHS) -> Choice:
+    """The path that runs `p` among `allowed` (see the module docstring for the order of the rules). Cached per
+    problem: a call's host time must not grow with the table."""
+    return _choose(p, allowed, os.environ.get(DISPATCH_ENV, ""), os.environ.get(HOPPER_ENV, "1"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _choose(p: Problem, allowed: tuple[str, ...], _forced: str, _hopper: str) -> Choice:
+    forced = forced_path(p.backward)
+    if forced is not None:
+        reason = unsupported(forced, p) or (None if forced in allowed else f"not allowed here ({allowed})")
+        if reason is not None:
+            raise ValueError(
+                f"joint_attention: {DISPATCH_ENV} forces {forced!r}, which cannot run this call: {reason}"
+            )
+        return Choice(forced, f"{DISPATCH_ENV}={os.environ[DISPATCH_ENV]}")
+    candidates = [path for path in allowed if unsupported(path, p) is None]
+    if not candidates:
+        reasons = "; ".join(f"{path}: {unsupported(path, p)}" for path in allowed)
+        raise ValueError(f"joint_attention: no allowed path can run this call ({reasons})")
+    measured = _measured_best(p, candidates)
+    if measured is not None:
+        return measured
+    return _default(p, candidates)
+
+
+def _default(p: Problem, candidates: list[str]) -> Choice:
+    if p.backward:
+        order = ("sdpa", "triton", "reference")
+        why = "no measurement for this GPU; the SDPA backward measured 2x our Triton backward (H100, H200)"
+    else:
+        config = hopper_forward_config(p.dh)
+        hopper_first = config is not None and config.default
+        order = ("hopper", "triton", "sdpa", "reference") if hopper_first else ("triton", "sdpa", "reference")
+        why = "no measurement for this GPU; the kernels' default"
+    for path in order:
+        if path in candidates:
+            return Choice(path, why if path != "reference" else "the only path that runs this call")
+    return Choice(candidates[0], "the only path that runs this call")
+
+
+# --- measurements ------------------------------------------------------------------------------------------
+
+
+def _table() -> dict:
+    return _load_table()
+
+
+@functools.cache
+def _load_table() -> dict:
+    if not MEASUREMENTS.exists():
+        return {}
+    return json.loads(MEASUREMENTS.read_text())
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _measured_best(p: Problem, candidates: list[str]) -> Choice | None:
+    if p.arch is None:
+        return None
+
+    def rows_for(dtype):
+        return [
+            r
+            for r in _table().get("rows", [])
+            if r["arch"] == p.arch
+            and r["dtype"] == _dtype_name(dtype)
+            and r["dh"] == p.dh
+            and r["pass"] == p.pass_name
+            and r["padded"] == p.padded
+        ]
+
+    rows = rows_for(p.dtype)
+    if not rows and p.dtype in _HOPPER_DTYPES:  # fp16 and bf16 run the same kernels at the same speed
+        rows = rows_for(torch.bfloat16 if p.dtype == torch.float16 else torch.float16)
+    if not rows:
+        return None
+
+    def distance(r):
+        return sum(
+            (math.log(1 + a) - math.log(1 + c)) ** 2
+            for a, c in ((r["b_nh"], p.b * p.nh), (r["n"], p.n), (r["l"], p.l))
+        )
+
+    nearest = min(rows, key=distance)
+    timed = {path: ms for path, ms in nearest["ms"].items() if path in candidates and ms is not None}
+    if not timed:
+        return None
+    best = min(timed, key=timed.get)
+    where = f"b*nh={nearest['b_nh']}, N={nearest['n']}, L={nearest['l']}"
+    others = ", ".join(f"{k} {v:.3f}" for k, v in sorted(timed.items(), key=lambda kv: kv[1]) if k != best)
+    return Choice(
+        best,
+        f"fastest measured on {p.arch} at {where}: {timed[best]:.3f} ms"
+        + (f" vs {others}" if others else ""),
+    )
+
+
+def reload_measurements() -> None:
+    """Forget the cached table and choices (after the benchmark rewrote the table, or in tests)."""
+    _load_table.cache_clear()
+    _choose.cache_clear()

@@ -1,0 +1,192 @@
+"""The dispatcher (`runtime/dispatch.py`): each kernel's limits, the defaults, the choice from a table of
+measurements on described GPUs (no GPU needed), the JOINTATTN_DISPATCH override, and every path of the "auto"
+runtime against float64 on CPU."""
+
+import pytest
+import torch
+from helpers import joint_inputs, rel_err, unfused_float64
+from jointattn.runtime import dispatch
+from jointattn.runtime.dispatch import Problem, choose, planned_problem, unsupported
+
+import jointattn
+
+
+def _problem(**changes) -> Problem:
+    base = planned_problem(torch.bfloat16, 1, 24, 4096, 512, 128)
+    return Problem(**{**base.__dict__, **changes})
+
+
+@pytest.fixture(autouse=True)
+def fresh_choices():
+    """Choices are cached per problem; tests that change the table or the limits start and end afresh."""
+    dispatch.reload_measurements()
+    yield
+    dispatch.reload_measurements()
+
+
+@pytest.fixture
+def no_measurements(monkeypatch):
+    monkeypatch.setattr(dispatch, "_table", lambda: {})
+
+
+@pytest.fixture
+def table(monkeypatch):
+    rows = []
+    monkeypatch.setattr(dispatch, "_table", lambda: {"rows": rows})
+    return rows
+
+
+def _row(pass_="forward", b_nh=24, n=4096, l=512, dh=128, padded=False, **ms):  # noqa: E741
+    return dict(
+        arch="sm_90", dtype="bfloat16", dh=dh, b_nh=b_nh, n=n, l=l, padded=padded, ms=ms, **{"pass": pass_}
+    )
+
+
+@pytest.mark.parametrize(
+    "path,changes,reason",
+    [
+        ("hopper", dict(arch="sm_80"), "compute capability 9.x"),
+        ("hopper", dict(arch="sm_100"), "compute capability 9.x"),
+        ("hopper", dict(dh=96), "configs for dh 64 and 128"),
+        ("hopper", dict(dtype=torch.float32), "float16 or bfloat16"),
+        ("hopper", dict(positive_scale=False), "positive scale"),
+        ("hopper", dict(tma_ok=False), "TMA-addressable"),
+        ("hopper", dict(backward=True), "forward kernel"),
+        ("triton", dict(dh=320), "dh <= 256"),
+        ("triton", dict(dtype=torch.float64), "float16, bfloat16 or float32"),
+        ("triton", dict(arch="sm_75"), "8.0+"),
+        ("triton", dict(device="cpu", arch=None), "interpreter"),
+        ("sdpa", dict(padded=True), "padding"),
+        ("sdpa", dict(backward=True, grad_lse=True), "gradient through lse"),
+        ("sdpa", dict(dh=100), "multiple of 8"),
+        ("sdpa", dict(dtype=torch.float32), "no SDPA kernel"),
+    ],
+)
+def test_each_kernels_limits_are_stated_once(path, changes, reason):
+    assert unsupported(path, _problem()) is None
+    got = unsupported(path, _problem(**changes))
+    assert got is not None and reason in got
+
+
+def test_the_reference_runs_everything():
+    assert (
+        unsupported("reference", _problem(dtype=torch.float64, device="cpu", arch=None, padded=True)) is None
+    )
+
+
+def test_defaults_without_measurements(no_measurements):
+    assert choose(_problem()).path == "hopper"  # dh 128: its config is marked default
+    assert choose(_problem(dh=64)).path == "triton"  # dh 64: the Triton kernel measured faster
+    assert choose(_problem(backward=True)).path == "sdpa"
+    assert choose(_problem(backward=True, padded=True)).path == "triton"
+    assert choose(_problem(backward=True, grad_lse=True)).path == "triton"
+    assert choose(_problem(dtype=torch.float64)).path == "reference"
+    assert choose(_problem(), allowed=("triton", "reference")).path == "triton"
+
+
+def test_the_fastest_measured_supported_path_at_the_nearest_point(table):
+    table += [
+        _row(b_nh=48, n=1024, l=333, hopper=0.20, triton=0.15, sdpa=0.09),  # small: PyTorch's SDPA wins
+        _row(b_nh=24, n=4096, l=512, hopper=0.41, triton=0.47, sdpa=0.48),  # large: the Hopper kernel wins
+        _row(b_nh=24, n=4096, l=512, padded=True, hopper=0.40, triton=0.45, sdpa=0.10),  # sdpa can't pad
+    ]
+    small = choose(_problem(b=2, nh=24, n=1000, l=300))
+    assert small.path == "sdpa" and "b*nh=48, N=1024, L=333" in small.reason
+    assert choose(_problem(n=5000)).path == "hopper"
+    assert choose(_problem(padded=True)).path == "hopper"
+    assert choose(_problem(dh=64)).path == "triton"  # nothing measured at dh 64: the defaults
+    assert choose(_problem(arch="sm_80", n=5000)).path == "triton"  # another GPU: the defaults
+
+
+def test_a_measured_backward_is_chosen_per_pass(table):
+    table += [_row(pass_="backward", triton=2.5, sdpa=1.4)]
+    assert choose(_problem(backward=True)).path == "sdpa"
+    assert choose(_problem(backward=True, grad_lse=True)).path == "triton"
+
+
+def test_the_override_forces_a_path_or_says_why_not(monkeypatch, no_measurements):
+    monkeypatch.setenv("JOINTATTN_DISPATCH", "triton")
+    assert choose(_problem()).path == "triton" and "JOINTATTN_DISPATCH" in choose(_problem()).reason
+    monkeypatch.setenv("JOINTATTN_DISPATCH", "forward=sdpa,backward=reference")
+    assert choose(_problem()).path == "sdpa"
+    assert choose(_problem(backward=True)).path == "reference"
+    monkeypatch.setenv("JOINTATTN_DISPATCH", "backward=triton")
+    assert choose(_problem()).path == "hopper"  # the forward is not forced
+    monkeypatch.setenv("JOINTATTN_DISPATCH", "sdpa")
+    with pytest.raises(ValueError, match="forces 'sdpa', which cannot run this call: padding"):
+        choose(_problem(padded=True))
+    monkeypatch.setenv("JOINTATTN_DISPATCH", "cudnn")
+    with pytest.raises(ValueError, match="JOINTATTN_DISPATCH must name one of"):
+        choose(_problem())
+    monkeypatch.setenv("JOINTATTN_DISPATCH", "fwd=triton")
+    with pytest.raises(ValueError, match="passes are 'forward' and 'backward'"):
+        choose(_problem())
+
+
+ON_GPU = torch.cuda.is_available()
+CPU_PATHS = ["reference", "sdpa"] + ([] if ON_GPU else ["triton"])  # the interpreter runs only without CUDA
+
+
+@pytest.mark.parametrize("path", CPU_PATHS)
+def test_every_path_of_auto_matches_float64(path, monkeypatch):
+    """Forward and backward on each path the CPU can run (Triton in its interpreter), forced per pass."""
+    monkeypatch.setenv("JOINTATTN_DISPATCH", path)
+    inputs = joint_inputs(2, 3, 37, 11, 16, requires_grad=True, seed=3)
+    out, joint_out, lse = jointattn.joint_attention(*inputs)
+    ref = unfused_float64(*inputs)
+    assert rel_err(out, ref[0]) < 1e-5 and rel_err(joint_out, ref[1]) < 1e-5 and rel_err(lse, ref[2]) < 1e-6
+    grads = torch.autograd.grad(out.sum() + (joint_out**2).sum(), inputs)
+    doubles = [t.detach().double().requires_grad_() for t in inputs]
+    o, jo, _ = unfused_float64(*doubles)
+    want = torch.autograd.grad(o.sum() + (jo**2).sum(), doubles)
+    for g, w in zip(grads, want):
+        assert rel_err(g, w) < 1e-5
+
+
+def test_a_backward_may_follow_another_paths_forward(monkeypatch):
+    """Every forward leaves the same natural-log lse: the SDPA backward after the Triton forward is exact."""
+    monkeypatch.setenv("JOINTATTN_DISPATCH", f"forward={'reference' if ON_GPU else 'triton'},backward=sdpa")
+    inputs = joint_inputs(1, 2, 20, 9, 16, requires_grad=True, seed=4)
+    out, joint_out, _ = jointattn.joint_attention(*inputs)
+    grads = torch.autograd.grad(out.sum() + joint_out.sum(), inputs)
+    doubles = [t.detach().double().requires_grad_() for t in inputs]
+    o, jo, _ = unfused_float64(*doubles)
+    for g, w in zip(grads, torch.autograd.grad(o.sum() + jo.sum(), doubles)):
+        assert rel_err(g, w) < 1e-5
+
+
+def test_a_gradient_through_lse_never_takes_the_sdpa_backward(no_measurements):
+    inputs = joint_inputs(1, 2, 20, 9, 16, requires_grad=True, seed=5)
+    _, _, lse = jointattn.joint_attention(*inputs)
+    grads = torch.autograd.grad(lse.sum(), inputs)
+    doubles = [t.detach().double().requires_grad_() for t in inputs]
+    want = torch.autograd.grad(unfused_float64(*doubles)[2].sum(), doubles, allow_unused=True)
+    for g, w in zip(grads, want):
+        if w is None:  # lse does not depend on the values
+            assert torch.count_nonzero(g) == 0
+        else:
+            assert rel_err(g, w) < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dh", [64, 96, 128])
+@pytest.mark.parametrize("forward", ["hopper", "triton", "sdpa"])
+@pytest.mark.parametrize("backward", ["triton", "sdpa"])
+def test_every_gpu_path_pair_matches_float64(forward, backward, dh, monkeypatch):
+    """Each forward path followed by each backward path on the GPU, bf16, odd lengths: the backward reads the
+    forward's out and lse whichever kernel wrote them (cuDNN's backward reads ours)."""
+    if forward == "hopper" and dh == 96:
+        pytest.skip("the Hopper kernel has configs for dh 64 and 128 (the dispatcher never picks it at 96)")
+    monkeypatch.setenv("JOINTATTN_DISPATCH", f"forward={forward},backward={backward}")
+    inputs = [t.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+              for t in joint_inputs(2, 3, 333, 77, dh, dtype=torch.bfloat16, device="cuda", seed=dh)]  # fmt: skip
+    out, joint_out, lse = jointattn.joint_attention(*inputs)
+    ref = unfused_float64(*inputs)
+    assert rel_err(out, ref[0]) < 2e-2 and rel_err(joint_out, ref[1]) < 2e-2 and rel_err(lse, ref[2]) < 1e-3
+    g_out = torch.randn_like(out)
+    grads = torch.autograd.grad((out, joint_out), inputs, (g_out, torch.ones_like(joint_out)))
+    doubles = [t.detach().double().requires_grad_() for t in inputs]
+    o, jo, _ = unfused_float64(*doubles)
+    want = torch.autograd.grad((o, jo), doubles, (g_out.double(), torch.ones_like(jo)))
+    for g, w in zip(grads, want):
+        assert rel_err(g, w) < 3e-2
