@@ -33,7 +33,7 @@ from xdsl.utils.target import Target
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from ..passes.mlir.dialects import make_context
-from ..passes.mlir.fuse_joint_attention import FuseJointAttentionPass
+from ..passes.mlir.fuse import FuseJointAttentionPass
 from ..passes.mlir.lower_joint_attention import LowerJointAttentionPass
 from .opt_errors import (
     InputError,

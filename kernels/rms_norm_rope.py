@@ -6,10 +6,10 @@ i rotates by (cos, sin)[i, s, h, p]), eps None for RoPE alone, cos/sin None for 
 `MochiRMSNorm`/`RMSNorm` followed by the interleaved-pairs rotary embedding compute, rounding where they round
 (the norm's result is cast to x's dtype before the rotation, the rotation computes in float32).
 
-Why a kernel of ours: for Mochi's form inductor emits one 2-D tiled kernel with stride-2 loads and stores per pair:
-4.7-4.9 ms for q and k of a Mochi-sized layer on an H100, 0.71 ms here (`benchmarks/results/prologue-mochi.json`).
-Here one program holds whole rows (dh in registers), splits the pairs with `tl.split` and reads and writes every
-element once.
+Why a kernel of ours: for Mochi's form inductor emits one 2-D tiled kernel with stride-2 loads and stores per
+pair, several times slower on a Mochi-sized layer (the measurements: `benchmarks/NOTES-models.md`, "Second
+session"). Here one program holds whole rows (dh in registers), splits the pairs with `tl.split` and reads and
+writes every element once.
 """
 
 from __future__ import annotations

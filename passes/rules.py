@@ -108,6 +108,11 @@ def _le(a, b) -> bool:
         return False
 
 
+def refuse_mask_constant_over_keys(varies_over_keys: bool) -> str | None:
+    """A mask that does not vary over keys is a per-query bias or an all-or-nothing flag, not key padding."""
+    return None if varies_over_keys else "attn_mask does not vary over keys"
+
+
 def refuse_key_mask_shape(mask_shape: Sequence, q_shape: Sequence) -> str | None:
     """A mask the op can take as valid lengths varies only over batch and keys: [b|1, 1, 1, S] after
     broadcasting to 4-D (a key-padding mask broadcast over heads and queries)."""

@@ -69,8 +69,25 @@ def _prefix(q, lengths):
             ],
             1,
         )[:, None, None, :],
+        # where(valid, 0, -inf) through an integer and back: -inf becomes a finite bias, and sample 1 has no
+        # valid key, so SDPA averages V over every key there (valid lengths would say 0).
+        lambda q, n: (
+            torch.where(
+                torch.cat(
+                    [
+                        torch.arange(N)[None, :] < torch.tensor([9, 0])[:, None],
+                        torch.arange(L)[None, :] < torch.tensor([3, 0])[:, None],
+                    ],
+                    1,
+                ),
+                0.0,
+                float("-inf"),
+            )
+            .to(torch.int64)
+            .to(q.dtype)[:, None, None, :]
+        ),
     ],
-    ids=["bool-to-float", "additive-to-bool"],
+    ids=["bool-to-float", "additive-to-bool", "additive-through-int64"],
 )
 def test_a_cast_that_changes_what_the_mask_means_is_not_read_as_padding(make_mask):
     report = assert_same_as_eager(MaskedBlock(make_mask), *_inputs(), torch.tensor([3, 1]))
@@ -290,8 +307,13 @@ def test_masks_that_look_like_lengths_but_are_not(make_mask, request):
 
 @pytest.mark.parametrize(
     "dtype,converted",
-    [(torch.float32, torch.float32), (torch.float32, torch.float64), (torch.uint8, torch.int16)],
-    ids=["f32-arange", "f32-arange-to-f64", "uint8-arange-to-int16"],
+    [
+        (torch.float32, torch.float32),
+        (torch.float32, torch.float64),
+        (torch.uint8, torch.int16),
+        (torch.int64, torch.float32),
+    ],
+    ids=["f32-arange", "f32-arange-to-f64", "uint8-arange-to-int16", "int64-arange-to-f32"],
 )
 def test_aranges_exact_at_every_step_prove_lengths(dtype, converted):
     n = 250  # within uint8; float32 and float64 hold far more

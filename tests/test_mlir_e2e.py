@@ -19,7 +19,7 @@ from jointattn.compiler.opt_main import run_pipeline
 from jointattn.kernels.configs import forward_launch_config
 from jointattn.passes.mlir.dialects import JointSDPAOp, LaunchForwardOp, parse_module
 from jointattn.passes.mlir.dialects.torch_types import torch_dtype
-from jointattn.passes.mlir.fuse_joint_attention import fuse_joint_attention
+from jointattn.passes.mlir.fuse import fuse_joint_attention
 from jointattn.runtime.ttnn import config as ttnn_config
 from jointattn.runtime.ttnn.module import ENV_VAR
 
@@ -396,7 +396,7 @@ def test_unmodified_diffusers_model_every_joint_attention_fused(name):
     model = Positional(case)
     text = import_module(model, *case.inputs.values())
     decisions = fuse_joint_attention(parse_module(text))
-    assert sum(d.fused for d in decisions) == case.joint_layers, "\n".join(d.remark() for d in decisions)
+    assert sum(d.fused for d in decisions) == case.joint_layers, "\n".join(map(str, decisions))
     lowered = run_pipeline(text, LOWER["triton"])
     assert lowered.count("jointattn_triton.launch_forward") == case.joint_layers
     fresh = model_zoo.build(name, seed=5).inputs.values()  # inputs of the same shapes, other values

@@ -36,7 +36,7 @@ from jointattn.compiler.mlir_emit import compile_module
 from jointattn.compiler.mlir_import import import_module
 from jointattn.compiler.opt_main import run_pipeline
 from jointattn.passes.mlir.dialects import parse_module
-from jointattn.passes.mlir.fuse_joint_attention import fuse_joint_attention
+from jointattn.passes.mlir.fuse import fuse_joint_attention
 
 
 def decisions_of(text, emit="jointattn"):
@@ -47,7 +47,7 @@ def run_case(module, inputs, *, fused=1, fresh_inputs=None):
     """Import, fuse (both emit forms), run; returns the emit=jointattn text and the decisions."""
     text = import_module(module, *inputs)
     decisions = decisions_of(text)
-    assert sum(d.fused for d in decisions) == fused, "\n".join(d.remark() for d in decisions)
+    assert sum(d.fused for d in decisions) == fused, "\n".join(map(str, decisions))
     fresh = fresh_inputs() if fresh_inputs else inputs
     want = float64_eager(module, fresh)
     texts = {}
@@ -251,6 +251,21 @@ class FiniteAbsentBias(_MaskedCat):
         return torch.where(valid, 0.0, torch.finfo(torch.float32).min)[:, None, None, :]
 
 
+class BiasThroughAnInteger(_MaskedCat):
+    """where(valid, 0, -inf) taken through an integer dtype and back: -inf does not survive the integer step, so
+    the bias that reaches SDPA is finite (`mask_proofs.keeps_mask_meaning`), and sample 1 has no valid key."""
+
+    def mask(self, q, eq, image_lengths, text_lengths):
+        valid = torch.cat(
+            [
+                torch.arange(q.shape[2])[None, :] < image_lengths[:, None],
+                torch.arange(eq.shape[2])[None, :] < text_lengths[:, None],
+            ],
+            1,
+        )
+        return torch.where(valid, 0.0, float("-inf")).to(torch.int64).to(q.dtype)[:, None, None, :]
+
+
 class LengthsNotAColumn(_MaskedCat):
     """`arange(L) < lengths` with a 1-D `lengths` (b == L): compared position by position, the same validity
     for every sample, not one length per sample."""
@@ -281,6 +296,7 @@ class ImageArange(_MaskedCat):
     "module,n,length,image_lengths,text_lengths",
     [
         (FiniteAbsentBias(), 6, 3, [4, 0], [2, 0]),  # sample 1: no valid key on either token set
+        (BiasThroughAnInteger(), 6, 3, [4, 0], [2, 0]),
         (LengthsNotAColumn(), 6, B, [6, 6], [2, 0]),
         (ImageArange(torch.bfloat16), 300, 3, [257, 261], [3, 3]),
         (ImageArange(torch.float32, torch.bfloat16), 300, 3, [257, 261], [3, 3]),
@@ -288,6 +304,7 @@ class ImageArange(_MaskedCat):
     ],
     ids=[
         "finfo-min-empty-sample",
+        "bias-through-int64",
         "lengths-not-a-column",
         "bf16-arange",
         "f32-arange-to-bf16",
@@ -307,14 +324,62 @@ def test_masks_that_look_like_lengths_but_are_not_are_checked(module, n, length,
 
 @pytest.mark.parametrize(
     "module",
-    [ImageArange(torch.float32), ImageArange(torch.float32, torch.float64), ImageArange(torch.uint8)],
-    ids=["f32-arange", "f32-arange-to-f64", "uint8-arange"],
+    [
+        ImageArange(torch.float32),
+        ImageArange(torch.float32, torch.float64),
+        ImageArange(torch.uint8),
+        ImageArange(torch.uint8, torch.int16),
+        ImageArange(torch.int64, torch.float32),
+    ],
+    ids=["f32-arange", "f32-arange-to-f64", "uint8-arange", "uint8-arange-to-int16", "int64-arange-to-f32"],
 )
 def test_exact_aranges_prove_lengths(module):
+    """An arange is read through any conversion whose positions stay exact (`mask_proofs.positions_exact`), as
+    in the FX pass, integer conversions included."""
     n = 250  # within uint8; float32 and float64 hold far more
     lengths = (torch.tensor([200, 261]), torch.tensor([3, 3]))
     _, decisions = run_case(module, (*_bhsd_sizes(n, 3, 0), *lengths))
     assert "padding as valid lengths proven from the mask" in decisions[0].reason
+
+
+_NONES = "%f_none, %f_none, %f_none : !torch.list<int>"
+_FACTORIES = {  # the text token set's validity as a factory op: [2, 3] bool (dtype 11)
+    "ones": f"torch.aten.ones %f_sizes, %f_dtype, {_NONES}, !torch.int, !torch.none, !torch.none, !torch.none",
+    "full-true": f"torch.aten.full %f_sizes, %f_true, %f_dtype, {_NONES}, !torch.bool, !torch.int, "
+    "!torch.none, !torch.none, !torch.none",
+    "zeros": f"torch.aten.zeros %f_sizes, %f_dtype, {_NONES}, !torch.int, !torch.none, !torch.none, !torch.none",
+}
+
+
+@pytest.mark.parametrize("factory,proven", [("ones", True), ("full-true", True), ("zeros", False)])
+def test_validity_factories_admit_every_key_as_in_the_fx_pass(factory, proven):
+    """torch-mlir's importer folds `torch.ones(b, L, dtype=bool)` into a literal; written as the factory op it is
+    read by the FX pass's rule (`mask_proofs.admits_every_key`): bool ones or full(True) admit every key, bool
+    zeros none."""
+    inputs = (*_bhsd_sizes(6, 3, 0), torch.tensor([4, 9]), torch.tensor([3, 3]))
+    text = import_module(ImageArange(torch.int64), *inputs)
+    literal = "torch.vtensor.literal(dense<true> : tensor<2x3xi1>) : !torch.vtensor<[2,3],i1>"
+    assert text.count(literal) == 1  # the text token set's validity, all True
+    line = next(line for line in text.splitlines() if literal in line)
+    result = line.split("=")[0].strip()
+    constants = [
+        "%f_b = torch.constant.int 2",
+        "%f_l = torch.constant.int 3",
+        "%f_dtype = torch.constant.int 11",
+        "%f_true = torch.constant.bool true",
+        "%f_none = torch.constant.none",
+        "%f_sizes = torch.prim.ListConstruct %f_b, %f_l : (!torch.int, !torch.int) -> !torch.list<int>",
+        f"{result} = {_FACTORIES[factory]} -> !torch.vtensor<[2,3],i1>",
+    ]
+    text = text.replace(line, "\n".join("    " + c for c in constants))
+    decisions = decisions_of(text)
+    assert decisions[0].fused
+    reason = decisions[0].reason
+    assert ("padding as valid lengths proven from the mask" in reason) is proven, reason
+    want = compile_module(text)(*inputs)  # the edited module, unfused
+    got = compile_module(run_pipeline(text, "fuse-joint-attention"))(*inputs)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
 
 
 # --- key-padding masks checked at run time ------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 from jointattn.compiler import opt_main
 from jointattn.compiler.opt_errors import InputError, PassError, UsageError
 from jointattn.compiler.opt_main import main, run_pipeline
-from jointattn.passes.mlir.fuse_joint_attention import FuseJointAttentionPass
+from jointattn.passes.mlir.fuse import FuseJointAttentionPass
 from xdsl.utils.exceptions import PassFailedException
 
 PREFIX = "jointattn-opt: error: "

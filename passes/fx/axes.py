@@ -1,17 +1,15 @@
-"""Which ops are position-wise along the sequence axis, and how they map that axis.
+"""How a position-wise FX node maps the sequence axis (the FX twin of `passes/mlir/axes.py`).
 
-An op is position-wise along an output axis when each position of that axis is computed from the same
-position of its inputs alone: elementwise math with broadcasting (RoPE's `x * cos + rot(x) * sin`), casts,
-views that leave the axis whole (transpose, permute, reshape of the other dims, basic indexing of the other
-dims), reductions and norms over the other dims (RMSNorm), and stack/cat/unbind/split along other dims.
-For such an op, `op(cat([a, b]))` equals `cat([op(a), op(b)])` given the matching slices of any operand that
-varies along the axis. That identity is what lets the pass move a concat below RoPE and a split above
-`transpose -> reshape -> to(dtype)`.
+Which ops are position-wise, and of what kind (elementwise, cast, permute, reshape, along other dims, stack),
+is the shared table `passes/positionwise.py`, keyed by ATen names; this module reads the nodes' arguments:
+elementwise math with broadcasting (RoPE's `x * cos + rot(x) * sin`), casts, views that leave the axis whole
+(transpose, permute, reshape of the other dims), reductions and norms over the other dims (RMSNorm),
+stack/cat along other dims, and two FX-only forms: basic indexing of the other dims (`x[..., 0::2]`) and
+items of unbind/split along other dims (`getitem`).
 
 Entry point: `handler_for(node)`; a handler answers `input_axes(node, out_axis)` (for each tensor input, the
 axis that feeds `out_axis`, or None where the input is broadcast along it; None overall when the op is not
 position-wise there) and `part_args(node, out_axis, substitute, part_len)` (the call's arguments for one part).
-Matrix products are deliberately absent: moving a concat through one would split a GEMM in two.
 """
 
 from __future__ import annotations
@@ -22,8 +20,9 @@ from collections.abc import Callable
 import torch
 import torch.fx as fx
 
+from .. import positionwise
 from .mutations import mutated_inputs
-from .nodes import arg, normalize_dim, op_name, same, shape, tensor_val, val, varargs
+from .nodes import arg, normalize_dim, op_name, overload_name, same, shape, tensor_val, val, varargs
 
 AxisMap = dict  # fx.Node -> int | None  (None: broadcast along the axis)
 
@@ -68,7 +67,7 @@ class Handler:
 
 
 class Pointwise(Handler):
-    """Elementwise ops (ATen's `pointwise` tag) and casts: inputs aligned from the right, as broadcasting is."""
+    """Elementwise ops: inputs aligned from the right, as broadcasting is."""
 
     def input_axes(self, node, out_axis):
         out = shape(node)
@@ -273,24 +272,22 @@ def _is_symint_node(x) -> bool:
 
 
 class DimOp(Handler):
-    """Ops that act along one `dim` that must not be the traced axis: select, narrow/slice of other dims,
-    softmax and reductions over other dims, norms over trailing dims."""
+    """Ops that act along dims that must not be the traced axis (`positionwise.along_dims` says which
+    argument names them): select, narrow/slice of other dims, softmax and reductions over other dims, norms
+    over trailing dims."""
 
     def _dims(self, node, rank):
-        name = op_name(node)
-        if name in ("rms_norm", "layer_norm"):
-            normalized = arg(node, 1, "normalized_shape")
-            count = 1 if isinstance(normalized, int) else len(normalized)
-            return list(range(rank - count, rank)), True
-        if name == "normalize":
-            return [normalize_dim(arg(node, 2, "dim", 1), rank)], True
-        dim = arg(node, 1, "dim")
+        where = positionwise.along_dims(overload_name(node))
+        dim = arg(node, where.at, where.name, where.default)
         if dim is None:
             return None, True
+        if where.trailing:  # a normalized_shape
+            count = 1 if isinstance(dim, int) else len(dim)
+            return list(range(rank - count, rank)), True
         dims = [dim] if isinstance(dim, int) else list(dim)
-        keep = name in ("softmax", "log_softmax", "narrow", "slice") or bool(arg(node, 2, "keepdim", False))
-        if name in ("select",):
-            keep = False
+        keep = (
+            where.keeps if where.keepdim_at is None else bool(arg(node, where.keepdim_at, "keepdim", False))
+        )
         return [normalize_dim(d, rank) for d in dims], keep
 
     def input_axes(self, node, out_axis):
@@ -348,68 +345,16 @@ class TupleItem(Handler):
 
 
 TUPLE_PRODUCERS = ("unbind", "split", "split_with_sizes", "chunk", "tensor_split")
-_POINTWISE_CACHE: dict[str, bool] = {}
-
-
-def _is_pointwise_name(name: str) -> bool:
-    if name not in _POINTWISE_CACHE:
-        packet = getattr(torch.ops.aten, name, None) if not name.endswith("_") else None
-        tagged = False
-        if packet is not None:
-            for overload in packet.overloads():
-                if torch.Tag.pointwise in getattr(packet, overload).tags:
-                    tagged = True
-                    break
-        _POINTWISE_CACHE[name] = tagged
-    return _POINTWISE_CACHE[name]
-
-
-_HANDLER_TABLE: tuple[tuple[tuple[str, ...], Handler], ...] = (
-    (
-        (
-            "to",
-            "float",
-            "half",
-            "bfloat16",
-            "double",
-            "type",
-            "type_as",
-            "contiguous",
-            "clone",
-            "detach",
-            "_to_copy",
-            "alias",
-        ),
-        Cast(),
-    ),
-    (("transpose", "swapaxes", "swapdims", "t", "permute", "movedim"), Permute()),
-    (("view", "reshape", "_unsafe_view", "flatten", "unflatten", "unsqueeze", "squeeze"), Reshape()),
-    # Only ops whose signature is (input, dim, keepdim, ...) or a trailing-dims norm: `norm`/`var`/`std`
-    # put other arguments first and are left out rather than misread.
-    (
-        (
-            "select",
-            "narrow",
-            "slice",
-            "softmax",
-            "log_softmax",
-            "sum",
-            "mean",
-            "amax",
-            "amin",
-            "logsumexp",
-            "rms_norm",
-            "layer_norm",
-            "normalize",
-        ),
-        DimOp(),
-    ),
-    (("stack", "cat"), StackCat()),
-)
-_HANDLERS = {name: handler for names, handler in _HANDLER_TABLE for name in names}
+_HANDLERS: dict[str, Handler] = {
+    positionwise.ELEMENTWISE: Pointwise(),
+    positionwise.CAST: Cast(),
+    positionwise.PERMUTE: Permute(),
+    positionwise.RESHAPE: Reshape(),
+    positionwise.ALONG_DIMS: DimOp(),
+    positionwise.STACK: StackCat(),
+}
 _GETITEM_INDEX = BasicIndex()
 _GETITEM_TUPLE = TupleItem()
-_POINTWISE = Pointwise()
 
 
 def handler_for(node: fx.Node) -> Handler | None:
@@ -419,11 +364,7 @@ def handler_for(node: fx.Node) -> Handler | None:
     if name == "getitem":
         source = val(node.args[0])
         return _GETITEM_INDEX if isinstance(source, torch.Tensor) else _GETITEM_TUPLE
-    if name in _HANDLERS:
-        return _HANDLERS[name]
-    if _is_pointwise_name(name):
-        return _POINTWISE
-    return None
+    return _HANDLERS.get(positionwise.kind_of(overload_name(node)))
 
 
 def input_axes(node: fx.Node, out_axis: int) -> AxisMap | None:

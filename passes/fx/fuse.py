@@ -13,6 +13,7 @@ For each SDPA:
    crosses the boundary refuses the fusion (`parts.plan_outputs`);
 5. the op is inserted, each consumer gets its part directly, and whatever still wants the whole sequence gets
    a concat of the two outputs. Nodes this leaves dead are removed; nothing else in the graph is touched.
+Each SDPA gets a `Decision` (`passes/decisions.py`, shared with the MLIR pass, which prints the same sentences).
 """
 
 from __future__ import annotations
@@ -24,14 +25,21 @@ import torch
 import torch.fx as fx
 
 from ...runtime import ops  # the ops this pass emits
-from ..rules import refuse_key_mask_shape, refuse_part_lengths, refuse_sdpa_flags, refuse_shapes, spatial_part
+from ..decisions import CHECKED_MASK, NO_PADDING, PROVEN_LENGTHS, Decision, FusionReport, summarize
+from ..rules import (
+    refuse_key_mask_shape,
+    refuse_mask_constant_over_keys,
+    refuse_part_lengths,
+    refuse_sdpa_flags,
+    refuse_shapes,
+    spatial_part,
+)
 from .axes import TUPLE_PRODUCERS, handler_for
 from .masks import KeyPadding, classify
 from .mutations import MutationGuard, original_inputs
 from .nodes import GraphBuilder, arg, fake_mode_of, op_name, same, shape, tensor_val, val
 from .parts import CAT_NAMES, OutputPlan, PartResolver, Parts, fold_concat, is_metadata_assert, plan_outputs
 from .ranges import SPLITS
-from .report import Decision, FusionReport
 from .unpad import drop_unbacked_asserts, find_unpad_loops, loop_attentions, rewrite_unpad_loop
 
 SEQ = 2  # the sequence dim of SDPA's [b, nh, S, dh] inputs
@@ -156,7 +164,9 @@ def _fuse(node: fx.Node, resolver: PartResolver, runtime: str, guard: MutationGu
     _prune(build.graph, [*bypassed, node])  # consumers handed their part; the SDPA and what only fed it
     rejoined = len(whole.users)
     _prune(build.graph, [whole])
-    return Decision(node.name, True, _describe(lengths, spatial, padding, plan, rejoined))
+    return Decision(
+        node.name, True, summarize(lengths, spatial, _padding_summary(padding), plan.parts_used, rejoined)
+    )
 
 
 def _mutation_hazard(guard: MutationGuard, op, sdpa, call: SdpaCall, plan: OutputPlan, build) -> str | None:
@@ -179,8 +189,7 @@ def _key_padding(
     _check(refuse_key_mask_shape(mask_shape, q_shape))
     if tensor_val(mask).requires_grad:
         raise _Refused("attn_mask requires grad (a learned bias, not padding)")
-    if same(mask_shape[-1], 1):
-        raise _Refused("attn_mask does not vary over keys")
+    _check(refuse_mask_constant_over_keys(not same(mask_shape[-1], 1)))
     axis = len(mask_shape) - 1
     resolved = resolver.resolve(mask, axis)
     lengths = key_sets.lengths
@@ -246,27 +255,10 @@ def _valid_lengths(build: GraphBuilder, lengths: fx.Node, size, batch) -> fx.Nod
     return clamped
 
 
-def _describe(lengths, spatial, padding, plan: OutputPlan, rejoined: int) -> str:
-    order = "spatial-first" if spatial == 0 else "text-first"
+def _padding_summary(padding: list[KeyPadding] | None) -> str:
     if padding is None or all(p.kind == "all" for p in padding):
-        pad = "no padding"
-    elif any(p.kind == "check" for p in padding):
-        pad = "key-padding mask checked at run time (exact path if it is not a prefix)"
-    else:
-        pad = "padding as valid lengths proven from the mask"
-    used = sorted(plan.parts_used)
-    outs = (
-        "both outputs used"
-        if len(used) == 2
-        else (
-            "only the first token set used"
-            if used == [0]
-            else ("only the second token set used" if used == [1] else "no per-set output")
-        )
-    )
-    if rejoined:
-        outs += f"; re-joined for {rejoined} whole-sequence consumer(s)"
-    return f"token sets {list(lengths)} ({order}), {pad}, {outs}"
+        return NO_PADDING
+    return CHECKED_MASK if any(p.kind == "check" for p in padding) else PROVEN_LENGTHS
 
 
 def _removable(node: fx.Node) -> bool:

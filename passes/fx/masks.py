@@ -1,30 +1,24 @@
-"""Key-padding masks as valid lengths, proven from the graph where possible.
+"""Key-padding masks as valid lengths, proven from the graph where possible (the FX twin of
+`passes/mlir/masks.py`; the rules of the proof, shared by both, are `passes/mask_proofs.py`).
 
-Per token set, a mask part is one of:
+Entry point: `classify(mask_part, size) -> KeyPadding`. Per token set, a mask part is one of:
 - "all": every key exists (`torch.ones`, `ones_like`, `full(..., True)`; zeros for an additive mask);
 - "lengths": a prefix provably, `arange(S) < lengths[:, None]` (or `lengths[:, None] > arange(S)`; an arange
-  exact in its dtype and in every dtype it is cast to on the way, one length per sample), possibly behind broadcasting views or `where(valid, 0, -inf)`;
-  the `lengths` node becomes the op's valid length;
+  exact in its dtype and in every dtype it is cast to on the way, one length per sample), possibly behind
+  broadcasting views, casts that keep the mask's meaning, or `where(valid, 0, -inf)`; the `lengths` node
+  becomes the op's valid length;
 - "check": anything else; the pass then emits `jointattn::masked_joint_attention`, which checks at run time
   that the mask is a prefix padding mask and otherwise takes the exact path.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import torch
 import torch.fx as fx
 
+from .. import mask_proofs, positionwise
 from .nodes import arg, op_name, same, shape, val
-
-# View-like ops that change how a validity vector broadcasts, never its values along the key axis.
-_VIEWS = ("unsqueeze", "view", "reshape", "expand", "expand_as", "contiguous", "clone")
-# Casts keep the mask's meaning only within one kind: bool -> bool, or float -> float (an additive bias).
-# bool -> float turns validity into a +1/+0 bias (every key still counts); float -> bool flips the meaning.
-_CASTS = ("bool", "to", "_to_copy", "type", "float", "half", "bfloat16", "double")
-_ALL_VALID_FACTORIES = ("ones", "ones_like", "new_ones")
 
 
 @dataclass(frozen=True)
@@ -41,15 +35,16 @@ def _peel(node):
     return node
 
 
-def _peeled_once(node):
-    """The operand `node` is such a view, index or cast of, or None."""
+def _peeled_once(node, keeps=mask_proofs.keeps_mask_meaning):
+    """The operand `node` is such a view, index or cast of (a cast that `keeps` the source's meaning in the
+    result's dtype), or None."""
     if not isinstance(node, fx.Node):
         return None
     name = op_name(node)
     if (
-        name in _VIEWS
+        (name in mask_proofs.BROADCASTS and _cast_keeps(node, lambda source, result: source == result))
         or (name == "getitem" and _is_plain_index(node))
-        or (name in _CASTS and _same_kind_cast(node))
+        or (name is not None and positionwise.kind_of(name) == positionwise.CAST and _cast_keeps(node, keeps))
     ):
         return node.args[0]
     return None
@@ -62,15 +57,11 @@ def _is_plain_index(node: fx.Node) -> bool:
 
 
 def _is_arange_of(node, size) -> bool:
-    """`arange(size)` or `arange(0, size[, 1])` behind what `_peel` strips, its positions exact at every step
-    back to the arange (an exact float32 arange cast to bfloat16 is not)."""
-    while True:
-        if not _exact_positions(node, size):
-            return False
-        source = _peeled_once(node)
-        if source is None:
-            break
-        node = source
+    """`arange(size)` or `arange(0, size[, 1])` behind views, indexing and any casts, its positions exact at
+    every step back to the arange (an exact float32 arange cast to bfloat16 is not)."""
+    node = mask_proofs.arange_behind(
+        node, size, _dtype, lambda n: _peeled_once(n, keeps=mask_proofs.keeps_positions)
+    )
     if not isinstance(node, fx.Node) or op_name(node) != "arange":
         return False
     args = node.args
@@ -81,21 +72,6 @@ def _is_arange_of(node, size) -> bool:
     else:
         return False
     return same(val(end), size)
-
-
-def _exact_positions(node, size) -> bool:
-    """Positions 0..size-1 are exact in the node's dtype: an integer type wide enough (int8 wraps past 127),
-    float32 up to 2^24, float64 up to 2^53, never float16 or bfloat16 (bf16 stops at 256)."""
-    dtype = getattr(val(node), "dtype", None)
-    if dtype is None or dtype == torch.bool or dtype.is_complex:
-        return False
-    if dtype.is_floating_point:
-        limit = {torch.float32: 2**24, torch.float64: 2**53}.get(dtype, 0)
-    else:
-        limit = torch.iinfo(dtype).max + 1
-    if limit >= 2**63:  # int64 and uint64 hold any tensor size, a symbolic one too
-        return True
-    return isinstance(size, int) and size <= limit
 
 
 def _lengths_column(lengths_side):
@@ -119,11 +95,11 @@ def classify(mask_part: fx.Node, size) -> KeyPadding:
     if not isinstance(node, fx.Node):
         return KeyPadding("check", mask_part)
     name = op_name(node)
-    if name in _ALL_VALID_FACTORIES and _is_bool(node):  # float ones would be a +1 bias, not "all valid"
-        return KeyPadding("all", mask_part)
-    if name in ("zeros", "zeros_like", "new_zeros") and not _is_bool(node):
-        return KeyPadding("all", mask_part)
-    if name == "full" and _as_number(arg(node, 1, "fill_value")) in (True, 1) and _is_bool(node):
+    fill_at = mask_proofs.FILL_ARGUMENT.get(name)
+    fill = mask_proofs.factory_fill(
+        name, None if fill_at is None else _as_number(arg(node, fill_at, "fill_value"))
+    )
+    if fill is not None and mask_proofs.admits_every_key(_dtype(node), fill):
         return KeyPadding("all", mask_part)
     if name in ("lt", "gt"):
         left, right = node.args[0], node.args[1]
@@ -133,20 +109,17 @@ def classify(mask_part: fx.Node, size) -> KeyPadding:
             return KeyPadding("lengths", mask_part, lengths)
     if name == "where" and len(node.args) == 3:
         zero, absent = _as_number(node.args[1]), _as_number(node.args[2])
-        # Only -inf: with a finite "absent" bias a sample whose keys are all absent averages V over every key
-        # in SDPA, not what lengths say; the run-time check handles finite biases exactly.
-        if zero == 0 and absent == -math.inf:
+        if zero == 0 and mask_proofs.is_absent_bias(absent):
             inner = classify(node.args[0], size)
             if inner.kind != "check":
                 return KeyPadding(inner.kind, mask_part, inner.lengths)
     return KeyPadding("check", mask_part)
 
 
-def _same_kind_cast(node) -> bool:
+def _cast_keeps(node, keeps) -> bool:
     source = node.args[0] if node.args else None
-    return isinstance(source, fx.Node) and _is_bool(source) == _is_bool(node)
+    return isinstance(source, fx.Node) and keeps(_dtype(source), _dtype(node))
 
 
-def _is_bool(node) -> bool:
-    v = val(node)
-    return getattr(v, "dtype", None) is not None and str(v.dtype) == "torch.bool"
+def _dtype(node):
+    return getattr(val(node), "dtype", None)

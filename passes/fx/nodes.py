@@ -50,6 +50,15 @@ def op_name(node: fx.Node) -> str | None:
     return getattr(target, "__name__", None)
 
 
+def overload_name(node: fx.Node) -> str | None:
+    """The ATen overload (`add.Tensor`, `neg.default`) where the graph has chosen one (ATen graphs), else
+    `op_name`'s packet (Dynamo's torch-level calls): the names `passes/positionwise.py` is keyed by."""
+    target = node.target
+    if node.op == "call_function" and isinstance(target, torch._ops.OpOverload):
+        return f"{op_name(node)}.{target._overloadname}"
+    return op_name(node)
+
+
 def val(x):
     """The fake value behind a node (or the literal itself): a FakeTensor, SymInt, tuple, or constant."""
     if isinstance(x, fx.Node):

@@ -1,8 +1,9 @@
 """The MLIR path's passes (xDSL), over torch-mlir's torch dialect; `jointattn-opt` runs them.
 
-- `fuse_joint_attention.py`: `fuse-joint-attention{emit=jointattn|operator remarks=true}`, the MLIR twin of the
-  FX pass (matching in `joint_match.py`, `sequence_parts.py`, `key_padding.py`; masks checked at run time in
-  `padding_check.py`; rules in `passes/rules.py`).
+- `fuse.py`: `fuse-joint-attention{emit=jointattn|operator remarks=true}`, the MLIR twin of the FX pass
+  (`passes/fx/fuse.py`; matching in `joint_match.py`, with the twins of the FX modules of the same names:
+  `parts.py`, `axes.py`, `ranges.py`, `masks.py`; masks checked at run time in `padding_check.py`; the
+  shared vocabulary in `passes/`: see `passes/__init__.py`).
 - `lower_joint_attention.py`: `lower-joint-attention{target=ttnn|triton}` (device calls in `target_calls.py`,
   the masked form's `scf.if` in `lower_masked.py`).
 - `dialects/`: torch (torch-mlir's syntax), jointattn (with its masked forms), ttnn, jointattn_triton, a sliver of
@@ -10,13 +11,14 @@
 Import -> passes -> emitted Python: `compiler/mlir_import.py`, `compiler/opt_main.py`, `compiler/mlir_emit.py`.
 """
 
-from .fuse_joint_attention import FuseJointAttentionPass, FusionDecision, fuse_joint_attention
+from .fuse import Decision, FuseJointAttentionPass, fuse_joint_attention, remark
 from .lower_joint_attention import LowerJointAttentionPass, lower_joint_attention
 
 __all__ = [
     "FuseJointAttentionPass",
-    "FusionDecision",
+    "Decision",
     "fuse_joint_attention",
+    "remark",
     "LowerJointAttentionPass",
     "lower_joint_attention",
 ]

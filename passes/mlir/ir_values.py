@@ -1,18 +1,15 @@
 """Reading compile-time facts off torch-dialect SSA values: constants, int lists, static shapes, dims.
 
 Entry points: `const_int`, `const_float`, `const_bool`, `is_none`, `const_int_list`, `shape_of`,
-`normalize_dim`, `normalize_bound`, and two facts about layout ops: `permutation_of` (a permute or transpose
-as a permutation) and `view_keeps_seq_dim` (a view/reshape that leaves the sequence dim in place). Each
-returns None (or False) when the fact is not known at compile time, so matchers can refuse instead of
-guessing.
+`normalize_dim`, `normalize_bound` (facts about layout ops: `axes.py`). Each returns None when the fact is
+not known at compile time, so matchers can refuse instead of guessing.
 """
 
 from __future__ import annotations
 
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import SSAValue
 
 from .dialects.torch_ops import (
-    AtenPermuteOp,
     ConstantBoolOp,
     ConstantFloatOp,
     ConstantIntOp,
@@ -20,7 +17,7 @@ from .dialects.torch_ops import (
     PrimListConstructOp,
     ValueTensorLiteralOp,
 )
-from .dialects.torch_types import DYNAMIC, ValueTensorType
+from .dialects.torch_types import ValueTensorType
 
 
 def const_int(value: SSAValue) -> int | None:
@@ -75,36 +72,3 @@ def normalize_bound(bound: int | None, size: int, default: int) -> int:
     if bound < 0:
         bound += size
     return min(max(bound, 0), size)
-
-
-def permutation_of(op: Operation, rank: int) -> list[int] | None:
-    """The dims of a permute, or of a transpose as a permutation; None if not known at compile time."""
-    if isinstance(op, AtenPermuteOp):
-        dims = const_int_list(op.dims)
-        if dims is None or len(dims) != rank:
-            return None
-        dims = [normalize_dim(d, rank) for d in dims]
-        return None if None in dims or sorted(dims) != list(range(rank)) else dims
-    a, b = normalize_dim(const_int(op.dim0), rank), normalize_dim(const_int(op.dim1), rank)
-    if a is None or b is None:
-        return None
-    perm = list(range(rank))
-    perm[a], perm[b] = perm[b], perm[a]
-    return perm
-
-
-def view_keeps_seq_dim(op: Operation, seq_dim: int) -> bool:
-    """A view/reshape that keeps every dim up to the sequence dim (so the sequence stays at `seq_dim`), with a
-    size list the rewrite can edit per token set (`TorchBuilder.sizes_with`): built in the IR, its sequence
-    entry the sequence size or -1."""
-    source, result = shape_of(op.operands[0]), shape_of(op.results[0])
-    if source is None or result is None or len(result) <= seq_dim:
-        return False
-    if source[: seq_dim + 1] != result[: seq_dim + 1] or DYNAMIC in source[: seq_dim + 1]:
-        return False
-    sizes = op.operands[1].owner
-    return (
-        isinstance(sizes, PrimListConstructOp)
-        and len(sizes.elements) == len(result)
-        and const_int(sizes.elements[seq_dim]) in (result[seq_dim], -1)
-    )

@@ -1,5 +1,6 @@
-"""Recognizing joint attention around one `torch.aten.scaled_dot_product_attention` (the MLIR twin of the FX
-matcher in `passes/fx`; both apply `passes/rules.py`).
+"""Recognizing joint attention around one `torch.aten.scaled_dot_product_attention`: the checks the FX pass
+makes in `passes/fx/fuse.py` before it rewrites (both apply `passes/rules.py`). Here matching and rewriting
+(`fuse.py`) are separate steps, so this module has no FX twin of its own.
 
 Entry point: `match_joint_attention(sdpa) -> JointMatch | str` (the match, or the reason it is refused).
 It reads torch-dialect IR as torch-mlir's importer writes it (torch.export's ATen graph, where `transpose` is
@@ -7,15 +8,16 @@ already a `permute`, `chunk`/`split` are `split_with_sizes` + `prim.ListUnpack` 
 and also the un-decomposed spellings (`transpose.int`, `split.Tensor`, `chunk`, `narrow`, `flatten`).
 
 What matches, per input (q, k, v): a concat of two token sets along the sequence dim, possibly below
-position-wise ops (`sequence_parts.resolve`): `cat([a, b], dim=2)` of `[B, H, S, D]` tensors, `cat([a, b],
+position-wise ops (`parts.resolve`): `cat([a, b], dim=2)` of `[B, H, S, D]` tensors, `cat([a, b],
 dim=1)` of `[B, S, H, D]` tensors followed by `permute(0, 2, 1, 3)` / `transpose(1, 2)`, RoPE or any other
 elementwise op applied to the whole concat; negative dims are normalized;
 and on the output, uses of the SDPA result that end, possibly after `permute`/`transpose`, `view`/`reshape`
-/`flatten`/`unflatten` that keep the sequence dim in place, and `contiguous`, in a cut along the sequence dim
-(`slice`, `narrow`, `split`, `split_with_sizes`, `chunk`) are mapped to the token set they lie in
-(`rules.locate_range`; a cut across the boundary refuses the whole match). Any other use needs the whole
-sequence: it is counted, and the rewrite concatenates the two op outputs back for it (as the FX pass does).
-An `attn_mask` is read by `key_padding.key_padding`: valid lengths proven at compile time, a mask checked at
+/`flatten`/`unflatten` that keep the sequence dim in place, and `contiguous` (`axes.output_dim`), in a cut along
+the sequence dim (`slice`, `narrow`, `split`, `split_with_sizes`, `chunk`: `ranges.py`) are mapped to the token
+set they lie in (`rules.locate_range`; a cut across the boundary refuses the whole match). Any other use needs
+the whole sequence: it is counted, and the rewrite concatenates the two op outputs back for it (as the FX pass
+does).
+An `attn_mask` is read by `masks.key_padding`: valid lengths proven at compile time, a mask checked at
 run time (`JointMatch.checked_mask`), or a refusal.
 """
 
@@ -26,41 +28,21 @@ from dataclasses import dataclass
 from jointattn.passes import rules
 from xdsl.ir import Operation, SSAValue
 
+from .axes import output_dim
 from .dialects.torch_ops import (
-    AtenChunkOp,
-    AtenContiguousOp,
-    AtenFlattenUsingIntsOp,
-    AtenNarrowOp,
-    AtenPermuteOp,
-    AtenReshapeOp,
     AtenScaledDotProductAttentionOp,
-    AtenSliceTensorOp,
-    AtenSplitSizesOp,
-    AtenSplitTensorOp,
-    AtenSplitWithSizesOp,
-    AtenTransposeIntOp,
-    AtenUnflattenIntOp,
-    AtenViewOp,
     PrimListUnpackOp,
 )
 from .dialects.torch_types import DYNAMIC
 from .ir_values import (
     const_bool,
     const_float,
-    const_int,
-    const_int_list,
     is_none,
-    normalize_bound,
-    normalize_dim,
-    permutation_of,
     shape_of,
-    view_keeps_seq_dim,
 )
-from .key_padding import CheckedMask, Length, key_padding
-from .sequence_parts import PartsPlan, resolve
-
-SPLIT_OPS = (AtenSplitTensorOp, AtenSplitWithSizesOp, AtenSplitSizesOp, AtenChunkOp)
-CUT_OPS = (AtenSliceTensorOp, AtenNarrowOp, *SPLIT_OPS)
+from .masks import CheckedMask, Length, key_padding
+from .parts import PartsPlan, resolve
+from .ranges import CUT_OPS, SPLIT_OPS, cut_dim, cut_ranges
 
 
 @dataclass(frozen=True)
@@ -162,10 +144,10 @@ def _walk_uses(value: SSAValue, seq_dim: int, chain: tuple, lengths, found: list
     whole = 0
     for use in list(value.uses):
         op = use.operation
-        step = _layout_step(op, seq_dim, rank) if use.index == 0 else None
+        step = output_dim(op, seq_dim) if use.index == 0 else None
         if step is not None:
             below = _walk_uses(op.results[0], step, (*chain, (op, step)), lengths, found)
-        elif use.index == 0 and isinstance(op, CUT_OPS) and _cut_dim(op, rank) == seq_dim:
+        elif use.index == 0 and isinstance(op, CUT_OPS) and cut_dim(op, rank) == seq_dim:
             below = _collect_cut(op, seq_dim, chain, lengths, found)
         else:
             below = 1
@@ -175,48 +157,10 @@ def _walk_uses(value: SSAValue, seq_dim: int, chain: tuple, lengths, found: list
     return whole
 
 
-def _layout_step(op: Operation, seq_dim: int, rank: int) -> int | None:
-    """Where the sequence dim is in `op`'s result, if `op` only moves or regroups the other dims."""
-    if isinstance(op, (AtenPermuteOp, AtenTransposeIntOp)):
-        perm = permutation_of(op, rank)
-        return None if perm is None else perm.index(seq_dim)
-    if isinstance(op, (AtenViewOp, AtenReshapeOp)):
-        return seq_dim if view_keeps_seq_dim(op, seq_dim) else None
-    if isinstance(op, AtenFlattenUsingIntsOp):
-        return _flattened_seq_dim(op, seq_dim, rank)
-    if isinstance(op, AtenUnflattenIntOp):
-        return _unflattened_seq_dim(op, seq_dim, rank)
-    if isinstance(op, AtenContiguousOp):
-        return seq_dim
-    return None
-
-
-def _flattened_seq_dim(op: AtenFlattenUsingIntsOp, seq_dim: int, rank: int) -> int | None:
-    start, end = normalize_dim(const_int(op.start_dim), rank), normalize_dim(const_int(op.end_dim), rank)
-    if start is None or end is None:
-        return None
-    if end < seq_dim:
-        return seq_dim - (end - start)
-    if start > seq_dim or start == end:
-        return seq_dim
-    return None
-
-
-def _unflattened_seq_dim(op: AtenUnflattenIntOp, seq_dim: int, rank: int) -> int | None:
-    dim, sizes = normalize_dim(const_int(op.dim), rank), const_int_list(op.sizes)
-    if dim is None or sizes is None or dim == seq_dim:
-        return None
-    return seq_dim + len(sizes) - 1 if dim < seq_dim else seq_dim
-
-
-def _cut_dim(op: Operation, rank: int) -> int | None:
-    return normalize_dim(const_int(op.dim), rank)
-
-
 def _collect_cut(op, seq_dim: int, chain, lengths, found: list[PartUse]) -> int | str:
     """Maps a cut along the sequence dim onto the token sets; 1 (a whole use) when its bounds are not known
     at compile time or its list escapes, a reason when it crosses the boundary."""
-    ranges = _cut_ranges(op, sum(lengths))
+    ranges = cut_ranges(op, sum(lengths))
     if ranges is None:
         return 1
     if isinstance(op, SPLIT_OPS):
@@ -234,48 +178,3 @@ def _collect_cut(op, seq_dim: int, chain, lengths, found: list[PartUse]) -> int 
         located.append(PartUse(chain, op, value, seq_dim, where))
     found.extend(located)
     return 0
-
-
-def _cut_ranges(op, total: int) -> list[tuple[int, int]] | None:
-    """The [start, end) ranges a cut takes along its dim (of size `total`); None if not known at compile time."""
-    if isinstance(op, AtenSliceTensorOp):
-        if const_int(op.step) != 1:
-            return None
-        bounds = []
-        for bound, default in ((op.start, 0), (op.end, total)):
-            value = None if is_none(bound) else const_int(bound)
-            if value is None and not is_none(bound):
-                return None
-            bounds.append(normalize_bound(value, total, default))
-        return [(bounds[0], max(bounds))]
-    if isinstance(op, AtenNarrowOp):
-        start, length = const_int(op.start), const_int(op.length)
-        if start is None or length is None:
-            return None
-        start = start + total if start < 0 else start
-        return [(start, start + length)]
-    if isinstance(op, (AtenChunkOp, AtenSplitTensorOp)):
-        size = _piece_size(op, total)
-        if size is None:
-            return None
-        sizes = [size] * (total // size) + ([total % size] if total % size else [])
-    else:
-        sizes = const_int_list(op.operands[1])
-        if sizes is None:
-            return None
-    ranges, offset = [], 0
-    for size in sizes:
-        ranges.append((offset, offset + size))
-        offset += size
-    return ranges
-
-
-def _piece_size(op: AtenChunkOp | AtenSplitTensorOp, total: int) -> int | None:
-    """The size of each piece of a `chunk` (ceil(total / chunks), as torch cuts them) or `split.Tensor`; the
-    last piece takes the rest."""
-    if isinstance(op, AtenChunkOp):
-        chunks = const_int(op.chunks)
-        size = -(-total // chunks) if chunks and chunks > 0 else None
-    else:
-        size = const_int(op.split_size)
-    return size if size and size > 0 else None

@@ -37,7 +37,7 @@ from xdsl.utils.exceptions import PassFailedException
 from .dialects.jointattn import JointAttentionOp
 from .dialects.jointattn_masked import MaskedJointAttentionOp
 from .dialects.torch_ops import ConstantStrOp, OperatorOp
-from .fuse_joint_attention import OPERATOR_NAME
+from .fuse import OPERATOR_NAME
 from .ir_values import is_none
 from .lower_masked import masked_lowering_patterns, unlowerable_masked
 from .padding_check import MASKED_OPERATOR

@@ -1,10 +1,10 @@
 """Joint attention under a key-padding mask checked at run time: what `fuse-joint-attention` writes for a
-`CheckedMask` (`key_padding.py`), the MLIR twin of the FX pass's `_insert_op` / `_padding_check`.
+`CheckedMask` (`masks.py`), the MLIR twin of the FX pass's `_insert_op` / `_padding_check`.
 
 Entry point: `PaddingChecks`, one per pass run; `masked_attention(build, parts, match, tensors, emit)` inserts
 before the SDPA
 - the mask per token set: the mask's own per-set pieces when it is built as a concat of them along the keys
-  (`sequence_parts.resolve`, replayed per set, so the concat disappears), else slices of it along the key dim
+  (`parts.resolve`, replayed per set, so the concat disappears), else slices of it along the key dim
   at the token-set boundary (a function argument, say); the same two choices the FX pass makes;
 - `key_padding_lengths(key_mask, joint_key_mask, b, n, l) -> (lengths_n, lengths_l, is_prefix)`, once per
   distinct (mask, token-set lengths) in a block: the layers that share a mask share its check and its one
@@ -31,7 +31,7 @@ from .dialects.jointattn_masked import (
 from .dialects.torch_ops import OperatorOp
 from .ir_values import shape_of
 from .joint_match import JointMatch
-from .sequence_parts import PartsBuilder, resolve
+from .parts import PartsBuilder, resolve
 from .torch_builder import TorchBuilder
 
 KEY_PADDING_OPERATOR = "torch.jointattn.key_padding_lengths"  # torch-mlir's names of the torch.library ops

@@ -2,7 +2,8 @@
 joint-attention op (the MLIR twin of the FX pass; both apply `passes/rules.py`).
 
 Entry points: `FuseJointAttentionPass` (options `emit`, `remarks`) for `jointattn-opt -p`, and
-`fuse_joint_attention(module, emit=...) -> list[FusionDecision]` for Python callers.
+`fuse_joint_attention(module, emit=...) -> list[Decision]` for Python callers (`passes/decisions.py`, the FX
+pass's decision type; `remark(decision)` is the line `remarks=true` prints).
 
 Options:
 - `emit=jointattn` (default) writes the typed, verified `jointattn.joint_attention` (resolved scale, valid
@@ -11,17 +12,18 @@ Options:
   logical_n, logical_l, "auto")`, exactly what torch-mlir's importer gives a module that calls the
   `jointattn::joint_attention` op, so FX-fused and MLIR-fused IR agree and the result stays valid for
   `torch-mlir-opt`;
-- `remarks=true` prints one line per SDPA on stderr: fused, or not fused and why (the rule's sentence).
-Matching is in `joint_match.py` (and `key_padding.py` for masks); a refused SDPA is left untouched.
+- `remarks=true` prints one line per SDPA on stderr: fused (with the FX pass's summary), or not fused and why
+  (the rule's sentence).
+Matching is in `joint_match.py` (and `masks.py` for masks); a refused SDPA is left untouched.
 
-Key-padding masks (`key_padding.py`): one proven to be a prefix of each token set becomes valid lengths; any other
+Key-padding masks (`masks.py`): one proven to be a prefix of each token set becomes valid lengths; any other
 mask that varies only over batch and keys (an argument, bool or additive) becomes `key_padding_lengths` +
 `masked_joint_attention` (`padding_check.py`; one check per distinct mask, shared by the layers that read it),
 which check at run time that it is prefix padding and otherwise take the exact path, as the FX pass does.
 
 Rewrite: the token sets of q, k, v feed the op, the longer one as the spatial side (`rules.spatial_part`);
 position-wise ops between the concat and the SDPA (a permute from [B, S, H, D], RoPE) are replayed per token
-set (`sequence_parts.py`), position-dependent operands sliced to match; every cut of the old output is rebuilt on
+set (`parts.py`), position-dependent operands sliced to match; every cut of the old output is rebuilt on
 the matching op output (same layout ops, sequence size replaced, a narrower slice where the cut was a
 sub-range of a token set); then the SDPA and whatever only fed it or only read it are erased. A concat with
 another user stays for that user.
@@ -47,6 +49,8 @@ from xdsl.pattern_rewriter import (
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import PassFailedException
 
+from ..decisions import CHECKED_MASK, NO_PADDING, PROVEN_LENGTHS, Decision, summarize
+from .axes import is_position_wise
 from .dialects.joint_op_base import joint_result_types
 from .dialects.jointattn import JointAttentionOp
 from .dialects.torch_ops import (
@@ -57,27 +61,19 @@ from .dialects.torch_ops import (
 )
 from .ir_values import shape_of
 from .joint_match import JointMatch, PartUse, match_joint_attention
-from .key_padding import Length
+from .masks import Length
 from .padding_check import PaddingChecks
-from .sequence_parts import PartsBuilder, is_position_wise
+from .parts import PartsBuilder
 from .torch_builder import TorchBuilder
 
 EMIT_FORMS = ("jointattn", "operator")
 OPERATOR_NAME = "torch.jointattn.joint_attention"  # torch-mlir's name for the `jointattn::joint_attention` op
 
 
-@dataclass(frozen=True)
-class FusionDecision:
-    """What the pass did with one SDPA: `fused`, and the reason (or a summary of the match)."""
-
-    function: str
-    index: int  # the SDPA's position among the SDPAs of its function
-    fused: bool
-    reason: str
-
-    def remark(self) -> str:
-        verdict = "fused" if self.fused else "not fused"
-        return f"remark: fuse-joint-attention: @{self.function} SDPA #{self.index}: {verdict}: {self.reason}"
+def remark(decision: Decision) -> str:
+    """The line `remarks=true` prints for one SDPA."""
+    verdict = "fused" if decision.fused else "not fused"
+    return f"remark: fuse-joint-attention: {decision.node}: {verdict}: {decision.reason}"
 
 
 @dataclass
@@ -86,21 +82,22 @@ class FuseCatSdpaSplit(RewritePattern):
 
     emit: str
     labels: dict[Operation, tuple[str, int]]
-    decisions: list[FusionDecision] = field(default_factory=list)
+    decisions: list[tuple[tuple[str, int], Decision]] = field(default_factory=list)  # by (function, index)
     checks: PaddingChecks = field(default_factory=PaddingChecks)  # one run-time check per distinct mask
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: AtenScaledDotProductAttentionOp, rewriter: PatternRewriter) -> None:
-        function, index = self.labels.get(op, ("?", -1))
+        label = self.labels.get(op, ("?", -1))
+        where = f"@{label[0]} SDPA #{label[1]}"
         match = match_joint_attention(op)
         if isinstance(match, str):
-            self.decisions.append(FusionDecision(function, index, False, match))
+            self.decisions.append((label, Decision(where, False, match)))
             return
         _rewrite(match, self.emit, rewriter, self.checks)
-        self.decisions.append(FusionDecision(function, index, True, _describe(match)))
+        self.decisions.append((label, Decision(where, True, _summary(match))))
 
 
-def fuse_joint_attention(module: ModuleOp, emit: str = "jointattn") -> list[FusionDecision]:
+def fuse_joint_attention(module: ModuleOp, emit: str = "jointattn") -> list[Decision]:
     """Runs the fusion on `module` in place; returns one decision per SDPA, in source order."""
     if emit not in EMIT_FORMS:
         raise PassFailedException(
@@ -108,7 +105,7 @@ def fuse_joint_attention(module: ModuleOp, emit: str = "jointattn") -> list[Fusi
         )
     pattern = FuseCatSdpaSplit(emit, _label_sdpas(module))
     PatternRewriteWalker(pattern, apply_recursively=False).rewrite_module(module)
-    return sorted(pattern.decisions, key=lambda d: (d.function, d.index))
+    return [decision for _, decision in sorted(pattern.decisions, key=lambda d: d[0])]
 
 
 @dataclass(frozen=True)
@@ -124,25 +121,19 @@ class FuseJointAttentionPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         for decision in fuse_joint_attention(op, self.emit):
             if self.remarks:
-                print(decision.remark(), file=sys.stderr)
+                print(remark(decision), file=sys.stderr)
 
 
-def _describe(match: JointMatch) -> str:
-    """The same summary the FX pass gives (`passes/fx/fuse.py`), so remarks and `explain` read alike."""
-    order = "spatial-first" if match.spatial == 0 else "text-first"
+def _summary(match: JointMatch) -> str:
+    """The same summary the FX pass gives (`decisions.summarize`), so remarks and `explain` read alike."""
     if match.checked_mask is not None:
-        pad = "key-padding mask checked at run time (exact path if it is not a prefix)"
+        padding = CHECKED_MASK
     elif any(length is not None for length in match.valid_lengths):
-        pad = "padding as valid lengths proven from the mask"
+        padding = PROVEN_LENGTHS
     else:
-        pad = "no padding"
-    used = sorted({use.where.part for use in match.uses})
-    outs = {2: "both outputs used", 0: "no per-set output"}.get(len(used)) or (
-        "only the first token set used" if used == [0] else "only the second token set used"
-    )
-    if match.whole_uses:
-        outs += f"; re-joined for {match.whole_uses} whole-sequence consumer(s)"
-    return f"token sets {list(match.lengths)} ({order}), {pad}, {outs}"
+        padding = NO_PADDING
+    used = {use.where.part for use in match.uses}
+    return summarize(match.lengths, match.spatial, padding, used, match.whole_uses)
 
 
 def _label_sdpas(module: ModuleOp) -> dict[Operation, tuple[str, int]]:
@@ -267,4 +258,4 @@ def _erase_if_dead(op: Operation, rewriter: PatternRewriter) -> None:
         _erase_if_dead(producer, rewriter)
 
 
-__all__ = ["FuseJointAttentionPass", "FusionDecision", "fuse_joint_attention", "EMIT_FORMS"]
+__all__ = ["FuseJointAttentionPass", "Decision", "fuse_joint_attention", "remark", "EMIT_FORMS"]

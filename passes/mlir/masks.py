@@ -1,5 +1,6 @@
 """How an SDPA `attn_mask` reaches the joint-attention op: as valid lengths proven at compile time, as a mask
-checked at run time, or not at all (refused).
+checked at run time, or not at all (refused). The MLIR twin of `passes/fx/masks.py`; the rules of the proof,
+shared by both, are `passes/mask_proofs.py`.
 
 Entry point: `key_padding(mask, part_lengths, batch) -> (length_0, length_1) | CheckedMask | reason`, where a
 length is `ALL_VALID`, an int, or a `TensorLength` (an integer tensor of per-batch lengths in the IR).
@@ -8,17 +9,17 @@ Refused (the SDPA stays): masks that vary over queries or heads, or whose batch 
 (`rules.refuse_key_mask_shape`), masks that do not vary over keys, and masks whose sizes are not known.
 
 Proven prefixes, after peeling broadcasts (`unsqueeze`, `view`/`reshape`, `expand`, `broadcast_to` that keep
-the key dim last) and dtype conversions that keep bool as bool and float as float:
+the key dim last) and casts that keep the mask's meaning (`mask_proofs.keeps_mask_meaning`):
 - the mask is boolean validity `V` (True = the key exists), or an additive bias built from it:
   `where(V, 0, -inf)`, `where(~V, -inf, 0)` (also with scalar branches), `masked_fill(zeros, ~V, -inf)`,
   where "-inf" is exactly -inf: with a finite "absent" bias (finfo.min) a sample with no valid key averages
   V over every key in SDPA, which valid lengths do not say, so finite biases are checked at run time;
 - `V` is a concat along the key dim of one validity per token set, split exactly at the token-set boundary;
-- each part's validity is a constant all-True tensor (all valid), `arange(S) < n` with a constant `n`
-  (clamped into [0, S]), or `arange(S)[None, :] < lengths[:, None]` / `lengths[:, None] > arange(S)` with an
-  integer column of shape [b, 1], one length per sample (a [b] operand is compared position by position, a
-  [1, 1] one is shared by every sample: not proven), and an arange exact in its dtype (an integer type wide
-  enough; float32 up to 2^24 positions, float64 up to 2^53; never float16 or bfloat16).
+- each part's validity is a constant all-True tensor or factory (all valid), `arange(S) < n` with a constant
+  `n` (clamped into [0, S]), or `arange(S)[None, :] < lengths[:, None]` / `lengths[:, None] > arange(S)` with
+  an integer column of shape [b, 1], one length per sample (a [b] operand is compared position by position, a
+  [1, 1] one is shared by every sample: not proven), and an arange whose positions are exact in its dtype and
+  in every dtype it is converted to on the way (`mask_proofs.positions_exact`).
 Any other key-padding-shaped mask (a function argument, a finite bias, a suffix, lengths of another kind) is a
 `CheckedMask`: the pass emits `key_padding_lengths` + `masked_joint_attention`, which check at run time that it
 is prefix padding and otherwise take the exact path (as the FX pass does, `passes/fx/masks.py`).
@@ -26,21 +27,19 @@ is prefix padding and otherwise take the exact path (as the FX pass does, `passe
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from jointattn.passes import rules
-from xdsl.dialects.builtin import Float32Type, Float64Type, IntegerType, Signedness
+from xdsl.dialects.builtin import IntegerType
 from xdsl.ir import SSAValue
 
+from .. import mask_proofs, positionwise, rules
+from .axes import aten_name, op_kind
 from .dialects.torch_ops import (
     AtenArangeOp,
     AtenArangeStartOp,
     AtenArangeStartStepOp,
     AtenBitwiseNotOp,
-    AtenBroadcastToOp,
     AtenCatOp,
-    AtenExpandOp,
     AtenGtTensorOp,
     AtenLogicalNotOp,
     AtenLtScalarOp,
@@ -53,12 +52,11 @@ from .dialects.torch_ops import (
     AtenWhereScalarOtherOp,
     AtenWhereScalarSelfOp,
     AtenWhereSelfOp,
-    GenericTorchOp,
     PrimListConstructOp,
     ValueTensorLiteralOp,
 )
-from .dialects.torch_types import DYNAMIC
-from .ir_values import const_float, const_int, normalize_dim, shape_of
+from .dialects.torch_types import DYNAMIC, torch_dtype
+from .ir_values import const_bool, const_float, const_int, normalize_dim, shape_of
 
 ALL_VALID = None
 
@@ -93,8 +91,9 @@ def key_padding(
     if reason is not None:
         return reason
     keys = mask_shape[-1]
-    if keys == 1:
-        return "attn_mask does not vary over keys"
+    reason = rules.refuse_mask_constant_over_keys(keys != 1)
+    if reason is not None:
+        return reason
     if keys != sum(part_lengths):
         return f"attn_mask has {'an unknown number of' if keys == DYNAMIC else keys} keys, not {sum(part_lengths)}"
     proven = _proven_lengths(mask, part_lengths, batch)
@@ -127,9 +126,6 @@ def _proven_lengths(mask: SSAValue, part_lengths: tuple[int, int], batch: int) -
     return lengths[0], lengths[1]
 
 
-_CONVERSIONS = ("torch.aten.to.dtype", "torch.aten._to_copy", "torch.prims.convert_element_type")
-
-
 def _peel_broadcasts(value: SSAValue) -> SSAValue:
     """Walks up through ops that only add or broadcast leading dims, keeping the last (key) dim, and through
     dtype conversions that keep a validity a validity (bool to bool) and a bias a bias (float to float)."""
@@ -138,18 +134,24 @@ def _peel_broadcasts(value: SSAValue) -> SSAValue:
     return value
 
 
-def _peeled_once(value: SSAValue) -> SSAValue | None:
-    """The operand `value` is such a broadcast or conversion of, or None."""
+def _peeled_once(value: SSAValue, keeps=mask_proofs.keeps_mask_meaning) -> SSAValue | None:
+    """The operand `value` is such a broadcast or conversion of (a conversion that `keeps` the source's meaning
+    in the result's dtype), or None."""
     owner = value.owner
     if (
-        isinstance(owner, GenericTorchOp)
-        and owner.name in _CONVERSIONS
-        and _same_kind(owner.operands[0], value)
+        op_kind(owner) == positionwise.CAST
+        and shape_of(owner.operands[0]) == shape_of(value)
+        and keeps(_dtype(owner.operands[0]), _dtype(value))
     ):
         return owner.operands[0]
-    if not isinstance(owner, (AtenUnsqueezeOp, AtenViewOp, AtenReshapeOp, AtenExpandOp, AtenBroadcastToOp)):
+    name = aten_name(owner)
+    if (
+        name is None
+        or name.split(".")[0] not in mask_proofs.BROADCASTS
+        or _dtype(owner.operands[0]) != _dtype(value)
+    ):
         return None
-    source = owner.self_
+    source = owner.operands[0]
     src_shape, dst_shape = shape_of(source), shape_of(value)
     if not src_shape or not dst_shape or src_shape[-1] != dst_shape[-1]:
         return None
@@ -163,13 +165,12 @@ def _peeled_once(value: SSAValue) -> SSAValue | None:
     return source
 
 
-def _same_kind(source: SSAValue, result: SSAValue) -> bool:
-    kinds = [getattr(v.type, "element_type", None) for v in (source, result)]
-    if any(k is None for k in kinds):
-        return False
-    if _is_bool(source) or _is_bool(result):
-        return _is_bool(source) and _is_bool(result)
-    return all(not isinstance(k, IntegerType) for k in kinds)
+def _dtype(value: SSAValue):
+    """The torch dtype of a tensor value, or None."""
+    try:
+        return torch_dtype(getattr(value.type, "element_type", None))
+    except ValueError:
+        return None
 
 
 def _numel(shape) -> int | None:
@@ -186,11 +187,6 @@ def _is_bool(value: SSAValue) -> bool:
     return isinstance(getattr(t, "element_type", None), IntegerType) and t.element_type.width.data == 1
 
 
-def _absent(value: float | None) -> bool:
-    """Only -inf proves a key absent (as in `passes/fx/masks.py`): finite biases go to the run-time check."""
-    return value == -math.inf
-
-
 def _validity(mask: SSAValue) -> SSAValue | str:
     """The boolean validity a mask is built from (True = key exists), or why it is not one."""
     if _is_bool(mask):
@@ -198,13 +194,13 @@ def _validity(mask: SSAValue) -> SSAValue | str:
     owner = mask.owner
     if isinstance(owner, (AtenWhereSelfOp, AtenWhereScalarOp, AtenWhereScalarOtherOp, AtenWhereScalarSelfOp)):
         when_true, when_false = _scalar_of(owner.self_), _scalar_of(owner.other)
-        if when_true == 0.0 and _absent(when_false):
+        if when_true == 0.0 and mask_proofs.is_absent_bias(when_false):
             return owner.condition
-        if _absent(when_true) and when_false == 0.0:
+        if mask_proofs.is_absent_bias(when_true) and when_false == 0.0:
             return _negated(owner.condition)
         return "additive attn_mask is not 0 for valid keys and -inf for padded ones"
     if isinstance(owner, AtenMaskedFillScalarOp):
-        if _scalar_of(owner.self_) == 0.0 and _absent(const_float(owner.value)):
+        if _scalar_of(owner.self_) == 0.0 and mask_proofs.is_absent_bias(const_float(owner.value)):
             return _negated(owner.mask)
         return "masked_fill attn_mask is not zeros filled with -inf"
     return "attn_mask is an arbitrary float tensor (cannot prove it is key padding)"
@@ -217,13 +213,25 @@ def _negated(value: SSAValue) -> SSAValue | str:
 
 
 def _scalar_of(value: SSAValue) -> float | None:
-    """A constant number, or the single value of a constant splat tensor (`zeros`, a literal)."""
+    """A constant number, or the single value of a constant splat tensor (`zeros`, `full`, a literal)."""
     owner = value.owner
     if isinstance(owner, ValueTensorLiteralOp):
         return owner.splat_value()
-    if isinstance(owner, GenericTorchOp) and owner.name in ("torch.aten.zeros", "torch.aten.zeros_like"):
-        return 0.0
-    return const_float(value)
+    fill = _factory_fill(owner)
+    return const_float(value) if fill is None else fill
+
+
+def _factory_fill(owner) -> float | bool | None:
+    """The value a constant factory (`ones`, `zeros`, `full`, ...: `mask_proofs.factory_fill`) fills with."""
+    name = aten_name(owner)
+    packet = None if name is None else name.split(".")[0]
+    fill_at = mask_proofs.FILL_ARGUMENT.get(packet)
+    fill_value = None
+    if fill_at is not None and fill_at < len(owner.operands):
+        operand = owner.operands[fill_at]
+        fill_value = const_bool(operand)
+        fill_value = const_float(operand) if fill_value is None else fill_value
+    return mask_proofs.factory_fill(packet, fill_value)
 
 
 def _prefix_length(validity: SSAValue, size: int, batch: int) -> Length | str:
@@ -233,6 +241,9 @@ def _prefix_length(validity: SSAValue, size: int, batch: int) -> Length | str:
         if value is None:
             return "a constant validity that is not all True or all False"
         return ALL_VALID if value != 0 else 0
+    fill = _factory_fill(owner)
+    if fill is not None and mask_proofs.admits_every_key(_dtype(validity), fill):
+        return ALL_VALID
     if isinstance(owner, AtenLtScalarOp) and _is_arange(owner.self_, size):
         n = const_int(owner.other)
         if n is None:
@@ -247,15 +258,11 @@ def _prefix_length(validity: SSAValue, size: int, batch: int) -> Length | str:
 
 def _is_arange(value: SSAValue, size: int) -> bool:
     """`arange(S)` (any of its overloads, start 0, step 1), possibly unsqueezed to [1, S], whose positions
-    0..S-1 are exact in its dtype and in every dtype it is converted to on the way (FX: `_exact_positions`)."""
-    while True:
-        if not _exact_positions(value, size):
-            return False
-        source = _peeled_once(value)
-        if source is None:
-            break
-        value = source
-    owner = value.owner
+    0..S-1 are exact in its dtype and in every dtype it is converted to on the way (`mask_proofs`)."""
+    value = mask_proofs.arange_behind(
+        value, size, _dtype, lambda v: _peeled_once(v, keeps=mask_proofs.keeps_positions)
+    )
+    owner = None if value is None else value.owner
     if isinstance(owner, AtenArangeOp):
         return const_int(owner.end) == size
     if isinstance(owner, AtenArangeStartOp):
@@ -263,24 +270,6 @@ def _is_arange(value: SSAValue, size: int) -> bool:
     if isinstance(owner, AtenArangeStartStepOp):
         return const_int(owner.start) == 0 and const_int(owner.end) == size and const_int(owner.step) == 1
     return False
-
-
-# Floats hold every integer up to 2^(mantissa bits + 1): float32 up to 2^24, float64 up to 2^53; float16 and
-# bfloat16 (2^11, 2^8) are not taken at all, as in the FX pass.
-_EXACT_FLOAT_POSITIONS = {Float32Type: 2**24, Float64Type: 2**53}
-
-
-def _exact_positions(value: SSAValue, size: int) -> bool:
-    """Positions 0..size-1 are exact in `value`'s element type (an integer type wide enough, not bool, or
-    float32 / float64 up to their exact integers)."""
-    element_type = getattr(value.type, "element_type", None)
-    if isinstance(element_type, IntegerType):
-        width = element_type.width.data
-        if width == 1:
-            return False
-        unsigned = element_type.signedness.data == Signedness.UNSIGNED
-        return size - 1 <= 2 ** (width if unsigned else width - 1) - 1
-    return size <= _EXACT_FLOAT_POSITIONS.get(type(element_type), 0)
 
 
 def _lengths_tensor(value: SSAValue, batch: int) -> TensorLength | str:

@@ -8,18 +8,19 @@ Entry points:
 - `PartsBuilder(builder).part(plan, index)`: the token set `index` of `value`, rebuilt by replaying each
   node's op on the parts (memoized per value, sequence dim and part).
 
-Position-wise, per op (a rule table, `_ELEMENTWISE`, plus the layout ops below):
-- elementwise ops (arithmetic, activations, dtype conversions): every tensor operand is either resolvable
-  along the aligned dim, broadcast along it (size 1 or absent), or a whole-sequence tensor that is not
-  resolvable (a position-dependent operand such as RoPE's cos/sin table, or `k.flip(2)`): that one is sliced
-  per token set, which is exact since it is computed whole anyway;
-- layout ops that do not mix positions of the sequence dim: permute/transpose (the sequence dim moves),
-  view/reshape keeping every dim up to the sequence dim, unsqueeze, squeeze/select/slice of another dim (a
-  `squeeze.dim` of a dim whose size is not 1 removes nothing: the sequence dim stays where it is),
-  flatten/unflatten of other dims, contiguous/clone, and cat along another dim of resolvable operands (stack);
+Position-wise ops are those of the shared table (`passes/positionwise.py`, read through `axes.py`), as in the
+FX pass:
+- elementwise ops (arithmetic, activations, comparisons): every tensor operand is either resolvable along the
+  aligned dim, broadcast along it (size 1 or absent), or a whole-sequence tensor that is not resolvable (a
+  position-dependent operand such as RoPE's cos/sin table, or `k.flip(2)`): that one is sliced per token set,
+  which is exact since it is computed whole anyway;
+- casts, and layout ops that do not mix positions of the sequence dim: permute/transpose (the sequence dim
+  moves), view/reshape keeping every dim up to the sequence dim, unsqueeze, squeeze/select/slice of another dim
+  (a `squeeze.dim` of a dim whose size is not 1 removes nothing: the sequence dim stays where it is),
+  flatten/unflatten of other dims, and cat along another dim of resolvable operands (stack);
 - reductions and normalizations over other dims (`sum`/`mean`/`amax` over the head dim, softmax, layer norm):
   the norms of q and k (RMS norm, layer norm) applied after the concat.
-Matrix products are never split (as in the FX pass).
+Matrix products are never split.
 """
 
 from __future__ import annotations
@@ -28,69 +29,12 @@ from dataclasses import dataclass
 
 from xdsl.ir import Operation, SSAValue
 
-from .dialects.torch_ops import (
-    AtenCatOp,
-    AtenContiguousOp,
-    AtenFlattenUsingIntsOp,
-    AtenPermuteOp,
-    AtenReshapeOp,
-    AtenSliceTensorOp,
-    AtenTransposeIntOp,
-    AtenUnflattenIntOp,
-    AtenUnsqueezeOp,
-    AtenViewOp,
-    PrimListConstructOp,
-)
+from .. import positionwise
+from .axes import input_dim, op_kind
+from .dialects.torch_ops import AtenCatOp, AtenReshapeOp, AtenViewOp, PrimListConstructOp
 from .dialects.torch_types import DYNAMIC
-from .ir_values import (
-    const_bool,
-    const_int,
-    const_int_list,
-    normalize_dim,
-    permutation_of,
-    shape_of,
-    view_keeps_seq_dim,
-)
+from .ir_values import const_int, normalize_dim, shape_of
 from .torch_builder import TorchBuilder
-
-# Elementwise torch ops (any number of tensor operands, broadcasting): applying them per token set is exact.
-_ELEMENTWISE = frozenset(
-    "torch.aten." + name
-    for name in (
-        "add.Tensor sub.Tensor mul.Tensor div.Tensor add.Scalar sub.Scalar mul.Scalar div.Scalar rsub.Scalar "
-        "neg exp sin cos tanh sigmoid relu gelu silu rsqrt sqrt reciprocal abs pow.Tensor_Scalar "
-        "pow.Tensor_Tensor maximum minimum where.self where.ScalarOther where.ScalarSelf to.dtype "
-        "_to_copy clone type_as "
-        # comparisons and logic, which key-padding masks are built from (`where(~valid, -inf, 0)` and kin):
-        "where.Scalar masked_fill.Scalar masked_fill.Tensor bitwise_not logical_not logical_and logical_or "
-        "bitwise_and.Tensor bitwise_or.Tensor eq.Tensor ne.Tensor lt.Tensor le.Tensor gt.Tensor ge.Tensor "
-        "eq.Scalar ne.Scalar lt.Scalar le.Scalar gt.Scalar ge.Scalar"
-    ).split()
-) | {"torch.prims.convert_element_type"}
-# Ops that only regroup the other dims; `_layout_source_dim` says where the sequence dim comes from.
-_GENERIC_LAYOUT = ("torch.aten.squeeze.dim", "torch.aten.select.int")
-# Reductions and normalizations over other dims (RMS/layer norms, softmax over heads): op -> (index of the
-# dims operand, index of the keepdim operand or None when the result keeps every dim).
-_REDUCTIONS = {
-    "torch.aten.sum.dim_IntList": (1, 2),
-    "torch.aten.mean.dim": (1, 2),
-    "torch.aten.amax": (1, 2),
-    "torch.aten.amin": (1, 2),
-    "torch.aten.softmax.int": (1, None),
-    "torch.aten._softmax": (1, None),
-    "torch.aten.log_softmax.int": (1, None),
-}
-
-
-def is_position_wise(op: Operation) -> bool:
-    """Ops the rewrite may replay per token set, and so may delete once the SDPA no longer reads them."""
-    return (
-        op.name in _ELEMENTWISE
-        or op.name in _GENERIC_LAYOUT
-        or op.name in _REDUCTIONS
-        or op.name == "torch.aten.layer_norm"
-        or isinstance(op, _LAYOUT_TYPES)
-    )
 
 
 @dataclass(frozen=True)
@@ -133,11 +77,12 @@ def resolve(value: SSAValue, seq_dim: int) -> PartsPlan | str:
         return _resolve_cat(owner, value, seq_dim, shape)
     if not isinstance(owner, Operation):
         return "is not a concat of token sets (it is a function argument)"
-    if not is_position_wise(owner):
+    found = op_kind(owner)
+    if found is None:
         return f"is not a concat of token sets (it is computed by {owner.name})"
-    if owner.name in _ELEMENTWISE:
+    if found == positionwise.ELEMENTWISE:
         return _resolve_elementwise(owner, value, seq_dim, shape)
-    return _resolve_layout(owner, value, seq_dim, shape)
+    return _resolve_layout(owner, value, seq_dim)
 
 
 def _resolve_cat(cat: AtenCatOp, value: SSAValue, seq_dim: int, shape) -> PartsPlan | str:
@@ -196,8 +141,8 @@ def _resolve_elementwise(op: Operation, value: SSAValue, seq_dim: int, shape) ->
     return PartsPlan(value, seq_dim, lengths, operands=tuple(operands))
 
 
-def _resolve_layout(op: Operation, value: SSAValue, seq_dim: int, shape) -> PartsPlan | str:
-    source_dim = _layout_source_dim(op, seq_dim, len(shape))
+def _resolve_layout(op: Operation, value: SSAValue, seq_dim: int) -> PartsPlan | str:
+    source_dim = input_dim(op, seq_dim)
     if source_dim is None:
         return f"is computed by {op.name}, which moves or mixes the sequence dim"
     sub = resolve(op.operands[0], source_dim)
@@ -205,90 +150,6 @@ def _resolve_layout(op: Operation, value: SSAValue, seq_dim: int, shape) -> Part
         return sub
     rest = tuple(("same", None) for _ in op.operands[1:])
     return PartsPlan(value, seq_dim, sub.lengths, operands=(("parts", sub), *rest))
-
-
-def _layout_source_dim(op: Operation, seq_dim: int, rank: int) -> int | None:
-    """For a layout op whose result has the sequence at `seq_dim`, where it is in the op's input; None when
-    the op touches the sequence dim."""
-    source = shape_of(op.operands[0])
-    if source is None:
-        return None
-    if isinstance(op, (AtenPermuteOp, AtenTransposeIntOp)):
-        perm = permutation_of(op, rank)
-        return None if perm is None else perm[seq_dim]
-    if isinstance(op, (AtenViewOp, AtenReshapeOp)):
-        return seq_dim if view_keeps_seq_dim(op, seq_dim) else None
-    if isinstance(op, AtenUnsqueezeOp):
-        dim = normalize_dim(const_int(op.dim), rank)
-        return None if dim is None or dim == seq_dim else (seq_dim - 1 if dim < seq_dim else seq_dim)
-    if op.name in _GENERIC_LAYOUT:  # squeeze.dim / select.int: one dim of the input removed
-        dim = normalize_dim(const_int(op.operands[1]), len(source))
-        if dim is None:
-            return None
-        if len(source) == rank:  # squeeze.dim of a dim whose size is not 1: removes nothing
-            return seq_dim if op.name == "torch.aten.squeeze.dim" and dim != seq_dim else None
-        candidate = seq_dim + 1 if dim <= seq_dim else seq_dim
-        return None if candidate == dim else candidate
-    if isinstance(op, AtenSliceTensorOp):
-        dim = normalize_dim(const_int(op.dim), rank)
-        return None if dim is None or dim == seq_dim else seq_dim
-    if isinstance(op, AtenFlattenUsingIntsOp):
-        start = normalize_dim(const_int(op.start_dim), len(source))
-        end = normalize_dim(const_int(op.end_dim), len(source))
-        if start is None or end is None:
-            return None
-        if seq_dim < start:
-            return seq_dim
-        if seq_dim > start:
-            return seq_dim + (end - start)
-        return seq_dim if start == end else None
-    if isinstance(op, AtenUnflattenIntOp):
-        dim, sizes = normalize_dim(const_int(op.dim), len(source)), const_int_list(op.sizes)
-        if dim is None or sizes is None:
-            return None
-        if seq_dim < dim:
-            return seq_dim
-        if seq_dim >= dim + len(sizes):
-            return seq_dim - len(sizes) + 1
-        return None
-    if isinstance(op, AtenContiguousOp):
-        return seq_dim
-    if op.name in _REDUCTIONS:
-        return _reduced_source_dim(op, seq_dim, len(source))
-    if op.name == "torch.aten.layer_norm":  # normalizes the trailing len(normalized_shape) dims
-        normalized = const_int_list(op.operands[1])
-        return None if normalized is None or seq_dim >= rank - len(normalized) else seq_dim
-    return None
-
-
-def _reduced_source_dim(op: Operation, seq_dim: int, source_rank: int) -> int | None:
-    dims_index, keepdim_index = _REDUCTIONS[op.name]
-    dims = const_int_list(op.operands[dims_index])
-    if dims is None:
-        single = const_int(op.operands[dims_index])
-        dims = None if single is None else [single]
-    if dims is None:
-        return None
-    reduced = {normalize_dim(d, source_rank) for d in dims}
-    keepdim = True if keepdim_index is None else const_bool(op.operands[keepdim_index])
-    if None in reduced or keepdim is None:
-        return None
-    kept = list(range(source_rank)) if keepdim else [d for d in range(source_rank) if d not in reduced]
-    source_dim = kept[seq_dim]
-    return None if source_dim in reduced else source_dim
-
-
-_LAYOUT_TYPES = (
-    AtenPermuteOp,
-    AtenTransposeIntOp,
-    AtenViewOp,
-    AtenReshapeOp,
-    AtenUnsqueezeOp,
-    AtenSliceTensorOp,
-    AtenFlattenUsingIntsOp,
-    AtenUnflattenIntOp,
-    AtenContiguousOp,
-)
 
 
 class PartsBuilder:
