@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 import pytest
-from jointattn.compiler.opt_main import run_pipeline
+from jointattn.compiler.mlir.opt_main import run_pipeline
 from jointattn.passes.mlir.dialects import parse_module
 from jointattn.passes.mlir.dialects.torch_ops import ConstantFloatOp, GenericTorchOp, format_float
 from xdsl.utils.exceptions import VerifyException
@@ -288,7 +288,7 @@ func.func @f(%n: !torch.int) -> !torch.int {
 @pytest.mark.filterwarnings("error::DeprecationWarning")  # parsing it used an API xDSL deprecates
 def test_runtime_asserts_round_trip_and_run():
     """torch.export's size checks after `nonzero` (Mochi), as torch-mlir writes them."""
-    from jointattn.compiler.mlir_emit import compile_module
+    from jointattn.compiler.mlir.emit import compile_module
 
     printed = _round_trip(RUNTIME_ASSERT)
     assert (

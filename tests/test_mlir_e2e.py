@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from helpers import float64_eager, fx_fused_graph
 from joint_cases import MaskInput, as_additive, as_bool, holes_valid, prefix_valid
-from jointattn.compiler.mlir_emit import compile_module
-from jointattn.compiler.mlir_import import import_module
-from jointattn.compiler.opt_main import run_pipeline
+from jointattn.compiler.mlir.emit import compile_module
+from jointattn.compiler.mlir.importer import import_module
+from jointattn.compiler.mlir.opt_main import run_pipeline
 from jointattn.kernels.configs import forward_launch_config
 from jointattn.passes.mlir.dialects import JointSDPAOp, LaunchForwardOp, parse_module
 from jointattn.passes.mlir.dialects.torch_types import torch_dtype

@@ -32,9 +32,9 @@ from joint_cases import (
     rope_inputs,
     seq_first_inputs,
 )
-from jointattn.compiler.mlir_emit import compile_module
-from jointattn.compiler.mlir_import import import_module
-from jointattn.compiler.opt_main import run_pipeline
+from jointattn.compiler.mlir.emit import compile_module
+from jointattn.compiler.mlir.importer import import_module
+from jointattn.compiler.mlir.opt_main import run_pipeline
 from jointattn.passes.mlir.dialects import parse_module
 from jointattn.passes.mlir.fuse import fuse_joint_attention
 

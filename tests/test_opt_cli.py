@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from jointattn.compiler import opt_main
-from jointattn.compiler.opt_errors import InputError, PassError, UsageError
-from jointattn.compiler.opt_main import main, run_pipeline
+from jointattn.compiler.mlir import opt_main
+from jointattn.compiler.mlir.opt_errors import InputError, PassError, UsageError
+from jointattn.compiler.mlir.opt_main import main, run_pipeline
 from jointattn.passes.mlir.fuse import FuseJointAttentionPass
 from xdsl.utils.exceptions import PassFailedException
 
@@ -338,7 +338,7 @@ def processes(tmp_path_factory) -> tuple[dict[str, subprocess.CompletedProcess],
     (directory / "good.mlir").write_text(GOOD)
     started = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "jointattn.compiler.opt_main", *[_fill(a, directory) for a in args]],
+            [sys.executable, "-m", "jointattn.compiler.mlir.opt_main", *[_fill(a, directory) for a in args]],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -347,7 +347,7 @@ def processes(tmp_path_factory) -> tuple[dict[str, subprocess.CompletedProcess],
     }
     # A reader that goes away before the output comes (`jointattn-opt ... | head`, head already done).
     started["closed-stdout"] = subprocess.Popen(
-        [sys.executable, "-m", "jointattn.compiler.opt_main", str(directory / "good.mlir")],
+        [sys.executable, "-m", "jointattn.compiler.mlir.opt_main", str(directory / "good.mlir")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import float64_eager
-from jointattn.compiler.mlir_emit import compile_module
-from jointattn.compiler.mlir_import import import_module
-from jointattn.compiler.opt_main import run_pipeline
+from jointattn.compiler.mlir.emit import compile_module
+from jointattn.compiler.mlir.importer import import_module
+from jointattn.compiler.mlir.opt_main import run_pipeline
 from jointattn.passes.mlir.dialects import TtlangJointAttentionOp, parse_module
 from jointattn.runtime.ttlang import backend, config
 

@@ -8,7 +8,7 @@
   the masked form's `scf.if` in `lower_masked.py`).
 - `dialects/`: torch (torch-mlir's syntax), jointattn (with its masked forms), ttnn, jointattn_triton, a sliver of
   torch_c, and the parsing context.
-Import -> passes -> emitted Python: `compiler/mlir_import.py`, `compiler/opt_main.py`, `compiler/mlir_emit.py`.
+Import -> passes -> emitted Python: `compiler/mlir/` (importer.py, then opt_main.py runs these passes, then emit.py).
 """
 
 from .fuse import Decision, FuseJointAttentionPass, fuse_joint_attention, remark

@@ -3,7 +3,7 @@
 // RUN: %jointattn-opt %s -p 'fuse-joint-attention,lower-joint-attention{target=triton}' -t python | %filecheck %s --check-prefix=TRITON
 // RUN: %jointattn-opt %s -t python | %filecheck %s --check-prefix=UNFUSED
 
-// `-t python` prints the function `compiler.mlir_emit.compile_module` runs: the MLIR path is executed, not only
+// `-t python` prints the function `compiler.mlir.emit.compile_module` runs: the MLIR path is executed, not only
 // printed (tests/test_mlir_e2e.py runs it against eager). Constants become literals, ATen ops calls bound to
 // their schema, the joint-attention ops calls of the op, of the ttnn lowering entry or of the Triton launcher,
 // and the masked form's scf.if a Python if/else.

@@ -9,7 +9,7 @@
 
 import torch
 import torch.nn.functional as F
-from jointattn.compiler.mlir_import import import_module
+from jointattn.compiler.mlir.importer import import_module
 
 HEADS, HEAD_DIM = 2, 8
 

@@ -1,7 +1,7 @@
 """Imports a PyTorch module into torch-dialect MLIR text through torch-mlir's FX importer.
 
 Entry point: `import_module(model, *example_inputs, output_type="torch") -> str`, the first step of the MLIR
-path (import -> `jointattn-opt` passes -> `mlir_emit`). The text parses with
+path (import -> `jointattn-opt` passes -> `emit.py`). The text parses with
 `jointattn.passes.mlir.dialects.parse_module` and with `torch-mlir-opt`.
 
 Internals, and why:

@@ -7,7 +7,7 @@
 Entry points: `main()` (the console script), `JointAttnOptMain` (the `xDSLOptMain` subclass) and
 `run_pipeline(text, pipeline) -> str` for Python callers (the same passes, parsing and printing, in process).
 Targets: `mlir` (default; prints torch-mlir-compatible text, including the module's `dense_resource` weights)
-and `python` (the code `compiler.mlir_emit` would run).
+and `python` (the code `compiler.mlir.emit` would run).
 
 Errors (`opt_errors.py`): every failure is one line on stderr, `jointattn-opt: error: <what>: <expected>`, naming
 the file, pass, option or target; exit status 2 for a bad command line, 1 for anything else; `--debug` re-raises
@@ -32,9 +32,9 @@ from xdsl.utils.exceptions import ArgSpecParseError, ParseError, VerifyException
 from xdsl.utils.target import Target
 from xdsl.xdsl_opt_main import xDSLOptMain
 
-from ..passes.mlir.dialects import make_context
-from ..passes.mlir.fuse import FuseJointAttentionPass
-from ..passes.mlir.lower_joint_attention import LowerJointAttentionPass
+from ...passes.mlir.dialects import make_context
+from ...passes.mlir.fuse import FuseJointAttentionPass
+from ...passes.mlir.lower_joint_attention import LowerJointAttentionPass
 from .opt_errors import (
     InputError,
     OptError,
@@ -57,12 +57,12 @@ PROG = "jointattn-opt"
 
 @dataclass(frozen=True)
 class PythonTarget(Target):
-    """`-t python`: the Python source `compiler.mlir_emit.compile_module` runs for this module."""
+    """`-t python`: the Python source `compiler.mlir.emit.compile_module` runs for this module."""
 
     name = "python"
 
     def emit(self, ctx: Context, module: ModuleOp, output: IO[str]) -> None:
-        from .mlir_emit import emit_python
+        from .emit import emit_python
 
         output.write(emit_python(module, ctx) + "\n")
 

@@ -43,7 +43,7 @@ from xdsl.dialects.func import CallOp, FuncOp, ReturnOp
 from xdsl.dialects.scf import IfOp, YieldOp
 from xdsl.ir import Block, Operation, SSAValue
 
-from ..passes.mlir.dialects import (
+from ...passes.mlir.dialects import (
     JointAttentionOp,
     JointSDPAOp,
     LaunchForwardOp,
@@ -51,14 +51,14 @@ from ..passes.mlir.dialects import (
     make_context,
     parse_module,
 )
-from ..passes.mlir.dialects.joint_op_base import JointOpBase
-from ..passes.mlir.dialects.jointattn_masked import (
+from ...passes.mlir.dialects.joint_op_base import JointOpBase
+from ...passes.mlir.dialects.jointattn_masked import (
     KeyPaddingLengthsOp,
     MaskedJointAttentionOp,
     MaskedReferenceOp,
 )
-from ..passes.mlir.dialects.torch_conversion import ToI1Op
-from ..passes.mlir.dialects.torch_ops import (
+from ...passes.mlir.dialects.torch_conversion import ToI1Op
+from ...passes.mlir.dialects.torch_ops import (
     ConstantBoolOp,
     ConstantDeviceOp,
     ConstantFloatOp,
@@ -72,7 +72,7 @@ from ..passes.mlir.dialects.torch_ops import (
     RuntimeAssertOp,
     ValueTensorLiteralOp,
 )
-from ..passes.mlir.dialects.torch_types import torch_dtype
+from ...passes.mlir.dialects.torch_types import torch_dtype
 
 
 def compile_module(text: str, func_name: str = "main") -> Callable:
@@ -191,7 +191,7 @@ class _Emitter:
             return f"torch.device({owner.value.data!r})"
         if isinstance(owner, PrimListConstructOp):
             return "[" + ", ".join(self.expr(e) for e in owner.elements) + "]"
-        raise NotImplementedError(f"mlir_emit: value {value} has no Python name (defined by {owner})")
+        raise NotImplementedError(f"emit: value {value} has no Python name (defined by {owner})")
 
     # -- ops ------------------------------------------------------------------------------------------------
     def function(self, func: FuncOp) -> None:
@@ -241,7 +241,7 @@ class _Emitter:
         elif isinstance(op, KeyPaddingLengthsOp):
             b, (n, l) = op.batch, op.sizes  # noqa: E741
             if b < 0:
-                raise NotImplementedError(f"mlir_emit: {op.name} needs a batch size known at compile time")
+                raise NotImplementedError(f"emit: {op.name} needs a batch size known at compile time")
             masks = ", ".join(self.expr(m) for m in (op.key_mask, op.joint_key_mask))
             self.assign(op, f"torch.ops.jointattn.key_padding_lengths.default({masks}, {b}, {n}, {l})")
         elif isinstance(op, MaskedJointAttentionOp):
@@ -264,7 +264,7 @@ class _Emitter:
             namespace, _, name = op.name.removeprefix("torch.").partition(".")
             self.assign(op, _call(_resolve(namespace, name), [self.expr(a) for a in op.operands]))
         else:
-            raise NotImplementedError(f"mlir_emit: no Python for op {op.name}")
+            raise NotImplementedError(f"emit: no Python for op {op.name}")
 
     def if_else(self, op: IfOp) -> None:
         """`scf.if`: both branches assign the if's results from their `scf.yield`."""
@@ -336,7 +336,7 @@ class _Emitter:
                 f"q_chunk={config['q_chunk']}, k_chunk={config['k_chunk']})"
             )
         else:
-            raise NotImplementedError(f"mlir_emit: no Python for op {op.name}")
+            raise NotImplementedError(f"emit: no Python for op {op.name}")
 
     def literal(self, op: ValueTensorLiteralOp) -> torch.Tensor:
         value, result_type = op.value, op.result.type
@@ -347,7 +347,7 @@ class _Emitter:
             blob = interface.lookup(value.resource_handle.data) if interface else None
             if not blob:
                 raise ValueError(
-                    f"mlir_emit: the module has no data for dense_resource {value.resource_handle.data}"
+                    f"emit: the module has no data for dense_resource {value.resource_handle.data}"
                 )
             data = bytearray(bytes.fromhex(blob[2:])[4:])  # the first 4 bytes are the blob's alignment
             return (
@@ -360,7 +360,7 @@ class _Emitter:
             if dtype == torch.bool:
                 values = [v != 0 for v in values]
             return torch.tensor(values, dtype=dtype).reshape(shape)
-        raise NotImplementedError(f"mlir_emit: tensor literal {value}")
+        raise NotImplementedError(f"emit: tensor literal {value}")
 
 
 def _emit(module: ModuleOp, ctx: Context) -> tuple[str, dict[str, torch.Tensor]]:
@@ -394,7 +394,7 @@ def _resolve(namespace: str, name: str):
     try:
         return getattr(getattr(getattr(torch.ops, namespace), packet_name), overload or "default")
     except (AttributeError, RuntimeError) as e:
-        raise NotImplementedError(f"mlir_emit: no torch op {namespace}::{name} to run ({e})") from e
+        raise NotImplementedError(f"emit: no torch op {namespace}::{name} to run ({e})") from e
 
 
 def _call(overload, args: list[str]) -> str:
@@ -402,7 +402,7 @@ def _call(overload, args: list[str]) -> str:
     schema = overload._schema
     if len(args) != len(schema.arguments):
         raise ValueError(
-            f"mlir_emit: {schema.name} takes {len(schema.arguments)} arguments; the IR gives {len(args)}"
+            f"emit: {schema.name} takes {len(schema.arguments)} arguments; the IR gives {len(args)}"
         )
     positional = [a for a, s in zip(args, schema.arguments, strict=True) if not s.kwarg_only]
     keywords = [f"{s.name}={a}" for a, s in zip(args, schema.arguments, strict=True) if s.kwarg_only]
