@@ -1,7 +1,9 @@
 """`jointattn.explain(model, *inputs)`: what the backend would fuse in a model, and why not elsewhere.
 
 Compiles `model` with the fusion pass in front of an eager run, executes it once on `inputs`, and collects
-every graph's decisions plus Dynamo's graph breaks. Modeled on `torch._dynamo.explain`.
+every graph's decisions plus Dynamo's graph breaks, and, for each fused op, the path the dispatcher
+(`runtime/dispatch.py`) plans for its forward (and backward, where an input requires grad) on the device it runs
+on. Modeled on `torch._dynamo.explain`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ class ExplainOutput:
     graphs: int
     decisions: list[Decision] = field(default_factory=list)
     graph_breaks: list[str] = field(default_factory=list)
+    dispatch: list[str] = field(default_factory=list)  # per fused op: the planned path of each pass, and why
 
     @property
     def fused(self) -> int:
@@ -29,6 +32,7 @@ class ExplainOutput:
             f"attention calls: {len(self.decisions)}, fused into jointattn::joint_attention: {self.fused}",
         ]
         lines += [f"  {d}" for d in self.decisions]
+        lines += [f"  dispatch {p}" for p in self.dispatch]
         lines += [f"  break: {b}" for b in self.graph_breaks]
         return "\n".join(lines)
 
@@ -40,16 +44,43 @@ def explain(model, *inputs, runtime: str = "auto", **kwargs) -> ExplainOutput:
     """
     torch._dynamo.reset()
     decisions: list[Decision] = []
+    plans: list[str] = []
     graphs = 0
 
     def backend(gm, example_inputs):
         nonlocal graphs
         graphs += 1
         decisions.extend(fuse_joint_attention(gm, runtime=runtime).decisions)
+        plans.extend(dispatch_plans(gm, runtime))
         return gm.forward
 
     torch.compile(model, backend=backend)(*inputs, **kwargs)
     torch._dynamo.reset()
     breaks = [str(b.reason) for b in torch._dynamo.explain(model)(*inputs, **kwargs).break_reasons]
     torch._dynamo.reset()
-    return ExplainOutput(graphs, decisions, breaks)
+    return ExplainOutput(graphs, decisions, breaks, plans)
+
+
+def dispatch_plans(gm, runtime: str) -> list[str]:
+    """For each fused op in `gm`: the path each pass takes under `runtime`, as the dispatcher plans it."""
+    from ..runtime import ops
+    from ..runtime.dispatch import choose, describe_meta
+
+    found = []
+    for node in gm.graph.nodes:
+        masked = node.target is ops.MASKED_JOINT_ATTENTION
+        if node.target is not ops.JOINT_ATTENTION and not masked:
+            continue
+        q, joint_q = (n.meta.get("example_value", n.meta.get("val")) for n in (node.args[0], node.args[3]))
+        if runtime != "auto":
+            found.append(f"{node.name}: runtime={runtime!r}, as named")
+            continue
+        padded = masked or node.args[8] is not None or node.args[9] is not None
+        plan = f"{node.name}: forward -> {choose(describe_meta(q, joint_q, padded))}"
+        tensors = [n.meta.get("example_value", n.meta.get("val")) for n in node.args[:6]]
+        if any(getattr(t, "requires_grad", False) for t in tensors):
+            plan += f"; backward -> {choose(describe_meta(q, joint_q, padded, backward=True))}"
+        if masked:
+            plan += " (when the key mask is a prefix; otherwise the exact reference)"
+        found.append(plan)
+    return found

@@ -158,6 +158,21 @@ def planned_problem(
     )  # fmt: skip
 
 
+def describe_meta(q, joint_q, padded: bool, *, backward: bool = False) -> Problem:
+    """A problem from shapes, dtype and device alone (fake tensors, as `explain` sees the fused graph): a
+    positive scale and TMA-addressable layouts assumed; a call re-checks its real tensors."""
+    b, nh, n, dh = q.shape
+    arch = None
+    if q.device.type == "cuda" and torch.version.hip is None and torch.cuda.is_available():
+        major, minor = _capability(q.device)
+        arch = f"sm_{major}{minor}"
+    return Problem(
+        device=q.device.type, arch=arch, interpreting=os.environ.get("TRITON_INTERPRET", "0") == "1",
+        dtype=q.dtype, b=int(b), nh=int(nh), n=int(n), l=int(joint_q.shape[2]), dh=int(dh), padded=padded,
+        positive_scale=True, tma_ok=q.device.type == "cuda", backward=backward,
+    )  # fmt: skip
+
+
 # --- what each path can run ---------------------------------------------------------------------------------
 
 _INTERPRETER_BF16 = (
@@ -316,6 +331,8 @@ def _default(p: Problem, candidates: list[str]) -> Choice:
         hopper_first = config is not None and config.default
         order = ("hopper", "triton", "sdpa", "reference") if hopper_first else ("triton", "sdpa", "reference")
         why = "no measurement for this GPU; the kernels' default"
+    if p.arch is None:
+        why = f"no GPU measurements apply on {p.device}: the first of {', '.join(order)} that runs here"
     for path in order:
         if path in candidates:
             return Choice(path, why if path != "reference" else "the only path that runs this call")

@@ -35,7 +35,15 @@ from ..kernels.configs import (
     head_block,
 )
 from .call import JointCall
-from .dispatch import _INTERPRETER_BF16, TRITON_DTYPES, Problem, choose, describe, unsupported
+from .dispatch import (
+    _INTERPRETER_BF16,
+    TRITON_DTYPES,
+    Problem,
+    choose,
+    describe,
+    tma_addressable,
+    unsupported,
+)
 from .hopper_launch import launch_forward_hopper
 
 try:
@@ -155,14 +163,16 @@ def _launch_forward_one(
     problem = describe(call)
     run = call.with_stand_ins()
     out, joint_out = _stand_in(out, joint_out), _stand_in(joint_out, out)
-    if _run_hopper(run, problem, out, joint_out, lse, hopper, triton_knobs):
+    # TMA also stores the outputs: a caller's outputs (a slice, say) must be addressable too.
+    outputs_tma = all(tma_addressable(t) for t in (out, joint_out) if t.numel())
+    if _run_hopper(run, problem, outputs_tma, out, joint_out, lse, hopper, triton_knobs):
         return
     if config is None:  # on the caller's tensors: each timed launch applies the stand-ins itself
         config = _forward_config(call, out, joint_out, lse)
     tensors = (*run.tensors, out, joint_out)
     block_d = head_block(dh)
     if use_tma is None:
-        use_tma = _tma_eligible(problem, dh) and n > 0 and l > 0
+        use_tma = _tma_eligible(problem, dh) and outputs_tma and n > 0 and l > 0
     if use_tma:
         bm, bn = config.block_m, config.block_n
         descs = [
@@ -206,10 +216,12 @@ def _tma_eligible(problem: Problem, dh: int) -> bool:
     return arch_ok and problem.tma_ok and head_block(dh) == dh and problem.dtype != torch.float32
 
 
-def _run_hopper(run: JointCall, problem: Problem, out, joint_out, lse, hopper, triton_knobs: bool) -> bool:
+def _run_hopper(
+    run: JointCall, problem: Problem, outputs_tma: bool, out, joint_out, lse, hopper, triton_knobs: bool
+) -> bool:
     """Launches the Gluon Hopper kernel (`run`: the call with stand-ins) if `hopper` asks for it, or (None) if
     no Triton knob was given and the dispatcher picks it over the Triton kernel for `problem`; returns whether
-    it ran."""
+    it ran. Its TMA stores need the outputs addressable as well (`outputs_tma`)."""
     if hopper and triton_knobs:
         raise ValueError(
             "joint_attention: hopper=True takes no Triton knob (config, use_tma, warp_specialize)"
@@ -217,10 +229,14 @@ def _run_hopper(run: JointCall, problem: Problem, out, joint_out, lse, hopper, t
     if hopper is False or (hopper is None and triton_knobs):
         return False
     if hopper:
-        reason = unsupported("hopper", problem)
+        reason = unsupported("hopper", problem) or (
+            None
+            if outputs_tma
+            else "an output's layout is not TMA-addressable (unit dh stride, 16-byte aligned)"
+        )
         if reason is not None:
             raise ValueError(f"joint_attention: the Hopper kernel cannot run this call: {reason}")
-    elif choose(problem, allowed=("hopper", "triton")).path != "hopper":
+    elif not outputs_tma or choose(problem, allowed=("hopper", "triton")).path != "hopper":
         return False
     launch_forward_hopper(run, out, joint_out, lse, problem.n, problem.l)
     return True

@@ -113,3 +113,19 @@ def test_explain_lists_each_attention_with_a_reason():
     text = str(report)
     assert report.fused == 1 and len(report.decisions) == 2, text
     assert "is_causal=True" in text and "token sets [13, 5]" in text
+
+
+def test_explain_names_the_path_each_pass_of_each_fused_op_takes():
+    """One answer for the runtime and explain: the dispatcher's plan, forward and (inputs requiring grad)
+    backward."""
+    from jointattn.runtime.dispatch import choose, describe_meta
+
+    block = JointBlock()
+    image, text = _inputs()
+    report = jointattn.explain(block, image, text)
+    (plan,) = report.dispatch
+    q = torch.empty(2, 2, 13, 8)
+    jq = torch.empty(2, 2, 5, 8)
+    assert f"forward -> {choose(describe_meta(q, jq, False))}" in plan
+    assert f"backward -> {choose(describe_meta(q, jq, False, backward=True))}" in plan
+    assert "dispatch " in str(report)

@@ -420,3 +420,43 @@ def test_mochi_imports_passes_through_unfused_and_runs():
     with torch.no_grad():
         want = case.model(**case.inputs, return_dict=False)[0]
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+class PlainJoint(torch.nn.Module):
+    def forward(self, q, k, v, eq, ek, ev):
+        o = F.scaled_dot_product_attention(torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2))
+        return o[:, :, : q.shape[2]], o[:, :, q.shape[2] :]
+
+
+@pytest.mark.parametrize(
+    "gpu,table,kernel",
+    [
+        ("sm_90", None, "hopper"),  # no measurement: dh 128's default is the Hopper kernel
+        ("sm_80", None, "triton"),  # not a Hopper GPU
+        ("sm_90", "sdpa-fastest", "sdpa"),  # a measurement says PyTorch's SDPA wins at this size
+    ],
+)
+def test_triton_lowering_takes_the_dispatchers_kernel_and_runs_it(gpu, table, kernel, monkeypatch):
+    """The lowered IR carries the dispatcher's plan for the GPU it lowers for (one answer for the runtime and the
+    lowering), the remark says it, and the emitted Python runs it: here on CPU, where the launcher re-checks and
+    the Hopper plan runs the Triton kernel in the interpreter."""
+    from jointattn.runtime import dispatch
+
+    rows = []
+    if table:
+        common = dict(arch="sm_90", dtype="float16", dh=128, b_nh=2, n=37, l=11, padded=False)
+        rows = [dict(common, ms={"hopper": 0.2, "triton": 0.3, "sdpa": 0.05}, **{"pass": "forward"})]
+    monkeypatch.setattr(dispatch, "_table", lambda: {"rows": rows})
+    dispatch.reload_measurements()
+    g = torch.Generator().manual_seed(7)
+    inputs = [torch.randn(1, 2, s, 128, generator=g).half() for s in (37, 37, 37, 11, 11, 11)]
+    text = run_pipeline(
+        import_module(PlainJoint(), *inputs), f"fuse-joint-attention,lower-joint-attention{{target=triton gpu={gpu}}}"
+    )
+    (launch,) = [op for op in parse_module(text).walk() if isinstance(op, LaunchForwardOp)]
+    assert launch.kernel_name == kernel
+    got = compile_module(text)(*inputs)
+    want = PlainJoint()(*[t.double() for t in inputs])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b, rtol=2e-3, atol=2e-3)
+    dispatch.reload_measurements()

@@ -17,9 +17,10 @@ What each op becomes:
 - `ttnn.joint_scaled_dot_product_attention` -> `jointattn.runtime.ttnn.lowering.joint_sdpa(...)` with the IR's
   chunk sizes, inside `config.overrides(...)` carrying the IR's compute-kernel settings (real ttnn, or its CPU
   emulation under `JOINTATTN_TTNN=emulate`);
-- `jointattn_triton.launch_forward` -> outputs allocated in the op's [b, S, nh, dh] memory order, then
-  `jointattn.runtime.triton_runtime.launch_forward(...)` with the IR's `LaunchConfig` (Triton's interpreter
-  on CPU when `TRITON_INTERPRET=1`);
+- `jointattn_triton.launch_forward` -> outputs allocated in the op's [b, S, nh, dh] memory order, then by the
+  IR's `kernel`: "triton" `jointattn.runtime.triton_runtime.launch_forward(...)` with the IR's `LaunchConfig`
+  (Triton's interpreter on CPU when `TRITON_INTERPRET=1`), "hopper" the same launcher left to pick the Hopper
+  kernel where the tensors allow, "sdpa" the runtime's sdpa path;
 - `jointattn_ttlang.joint_attention` -> `jointattn.runtime.ttlang.lowering.joint_attention(...)` with the IR's
   chunk sizes, inside `config.overrides(...)` carrying its grid and ring size (the TT-Lang compiler and a device,
   or tt-lang-sim under `JOINTATTN_TTLANG=sim`);
@@ -138,10 +139,11 @@ def _runtime_namespace(module: ModuleOp) -> dict:
         names["ttnn_config"] = config
     if any(isinstance(op, LaunchForwardOp) for op in ops):
         from jointattn.kernels.configs import LaunchConfig
-        from jointattn.runtime import triton_runtime
+        from jointattn.runtime import auto_runtime, triton_runtime
         from jointattn.runtime.call import JointCall
 
         names["triton_runtime"] = triton_runtime
+        names["auto_runtime"] = auto_runtime
         names["LaunchConfig"] = LaunchConfig
         names["JointCall"] = JointCall
     if any(isinstance(op, TtlangJointAttentionOp) for op in ops):
@@ -321,10 +323,17 @@ class _Emitter:
             targets = [self.fresh(r) for r in op.results]
             config = ", ".join(f"{k}={v}" for k, v in op.config.values().items())
             self.emit(f"{', '.join(targets)} = joint_outputs({self.expr(op.q)}, {self.expr(op.joint_q)})")
-            self.emit(
-                f"triton_runtime.launch_forward(JointCall.of({tensors}, {scale}, {lengths['logical_n']}, "
-                f"{lengths['logical_l']}), {', '.join(targets)}, config=LaunchConfig({config}))"
-            )
+            call = f"JointCall.of({tensors}, {scale}, {lengths['logical_n']}, {lengths['logical_l']})"
+            if op.kernel_name == "triton":
+                self.emit(
+                    f"triton_runtime.launch_forward({call}, {', '.join(targets)}, config=LaunchConfig({config}))"
+                )
+            elif op.kernel_name == "hopper":
+                # Planned for the GPU the lowering targeted: the launcher re-checks the tensors it gets and runs
+                # the Triton kernel where the Hopper kernel cannot take them (another GPU, a layout, the CPU).
+                self.emit(f"triton_runtime.launch_forward({call}, {', '.join(targets)})")
+            else:
+                self.emit(f"auto_runtime.run_forward({op.kernel_name!r}, {call}, {', '.join(targets)})")
         elif isinstance(op, TtlangJointAttentionOp):
             config = op.config.values()
             grid = (config["grid_rows"], config["grid_cols"])

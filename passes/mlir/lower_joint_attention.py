@@ -18,6 +18,7 @@ take: `target_calls.unsupported_by_target`) fails the pass with the reason, befo
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -38,10 +39,17 @@ from .dialects.jointattn import JointAttentionOp
 from .dialects.jointattn_masked import MaskedJointAttentionOp
 from .dialects.torch_ops import ConstantStrOp, OperatorOp
 from .fuse import OPERATOR_NAME
-from .ir_values import is_none
+from .ir_values import is_none, shape_of
 from .lower_masked import masked_lowering_patterns, unlowerable_masked
 from .padding_check import MASKED_OPERATOR
-from .target_calls import TARGETS, joint_sizes, resolved_scale, target_call, unsupported_by_target
+from .target_calls import (
+    TARGETS,
+    joint_sizes,
+    resolved_scale,
+    target_call,
+    triton_choice,
+    unsupported_by_target,
+)
 
 __all__ = ["LowerJointAttentionPass", "lower_joint_attention", "TARGETS"]
 
@@ -74,10 +82,16 @@ def _operator_scale(op: OperatorOp) -> float | str:
 @dataclass
 class JointAttentionToTarget(RewritePattern):
     target: str
+    gpu: str = "sm_90"
+    remarks: bool = False
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: JointAttentionOp, rewriter: PatternRewriter) -> None:
-        lowered = target_call(self.target, op.tensors, op.scale_value, op.logical_n, op.logical_l)
+        lowered = target_call(
+            self.target, op.tensors, op.scale_value, op.logical_n, op.logical_l, gpu=self.gpu
+        )
+        if self.remarks:
+            print(dispatch_remark(self.target, op, self.gpu), file=sys.stderr)
         rewriter.replace(op, lowered, lowered.results)
 
 
@@ -107,15 +121,33 @@ def _attention_query(op: Operation) -> SSAValue | None:
     return None
 
 
-def lower_joint_attention(module: ModuleOp, target: str) -> None:
+def dispatch_remark(target: str, op, gpu: str) -> str:
+    """The line `remarks=true` prints for one lowered attention: the target's call and, for Triton, the kernel the
+    dispatcher plans and why."""
+    where = f"{op.name} ({', '.join(str(d) for d in shape_of(op.q))} + {shape_of(op.joint_q)[2]})"
+    if target != "triton":
+        return f"remark: lower-joint-attention: {where}: {target}"
+    choice = triton_choice(op.tensors, op.logical_n, op.logical_l, gpu, op.scale_value)
+    return f"remark: lower-joint-attention: {where}: kernel {choice.path} on {gpu} ({choice.reason})"
+
+
+def lower_joint_attention(module: ModuleOp, target: str, gpu: str = "sm_90", remarks: bool = False) -> None:
     if target not in TARGETS:
         raise PassFailedException(
             f"lower-joint-attention: target must be one of {', '.join(TARGETS)}; got {target!r}"
         )
+    if not (gpu.startswith("sm_") and gpu[3:].isdigit()):
+        raise PassFailedException(
+            f"lower-joint-attention: gpu must be an architecture like sm_90; got {gpu!r}"
+        )
     reason = _unlowerable(module, target)
     if reason:
         raise PassFailedException(f"lower-joint-attention: {reason}")
-    patterns = [OperatorToJointAttention(), JointAttentionToTarget(target), *masked_lowering_patterns(target)]
+    patterns = [
+        OperatorToJointAttention(),
+        JointAttentionToTarget(target, gpu, remarks),
+        *masked_lowering_patterns(target, gpu, remarks),
+    ]
     PatternRewriteWalker(GreedyRewritePatternApplier(patterns)).rewrite_module(module)
 
 
@@ -127,6 +159,8 @@ class LowerJointAttentionPass(ModulePass):
     choices: ClassVar[dict[str, tuple[str, ...]]] = {"target": TARGETS}  # checked by jointattn-opt's -p
 
     target: str
+    gpu: str = "sm_90"  # the GPU the Triton target plans its kernel for (the dispatcher's table is per GPU)
+    remarks: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        lower_joint_attention(op, self.target)
+        lower_joint_attention(op, self.target, self.gpu, self.remarks)

@@ -24,6 +24,7 @@ Patterns (one per rewrite):
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from xdsl.dialects.scf import IfOp, YieldOp
@@ -41,11 +42,11 @@ from .target_calls import joint_sizes, resolved_scale, target_call
 _BOOL_OF_TENSOR = "torch.aten.Bool.Tensor"  # bool(tensor): free on a host tensor, which `is_prefix` is
 
 
-def masked_lowering_patterns(target: str) -> list[RewritePattern]:
+def masked_lowering_patterns(target: str, gpu: str = "sm_90", remarks: bool = False) -> list[RewritePattern]:
     return [
         OperatorToKeyPaddingLengths(),
         OperatorToMaskedJointAttention(),
-        MaskedJointAttentionToTarget(target),
+        MaskedJointAttentionToTarget(target, gpu, remarks),
     ]
 
 
@@ -108,6 +109,8 @@ class OperatorToMaskedJointAttention(RewritePattern):
 @dataclass
 class MaskedJointAttentionToTarget(RewritePattern):
     target: str
+    gpu: str = "sm_90"
+    remarks: bool = False
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: MaskedJointAttentionOp, rewriter: PatternRewriter) -> None:
@@ -115,7 +118,13 @@ class MaskedJointAttentionToTarget(RewritePattern):
             operands=[op.is_prefix], result_types=[BoolType()]
         )
         condition = ToI1Op(flag.results[0])
-        prefix = target_call(self.target, op.tensors, op.scale_value, op.logical_n, op.logical_l)
+        prefix = target_call(
+            self.target, op.tensors, op.scale_value, op.logical_n, op.logical_l, gpu=self.gpu
+        )
+        if self.remarks:
+            from .lower_joint_attention import dispatch_remark
+
+            print(dispatch_remark(self.target, op, self.gpu), file=sys.stderr)
         exact = MaskedReferenceOp(op.tensors, op.masks, scale=op.scale_value)
         branch = IfOp(
             condition,

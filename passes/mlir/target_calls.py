@@ -69,13 +69,16 @@ def target_call(
     scale: float,
     logical_n: SSAValue | None,
     logical_l: SSAValue | None,
+    *,
+    gpu: str = "sm_90",
 ) -> Operation:
-    """The `target`'s joint-attention call on `tensors` (q, k, v, joint_q, joint_k, joint_v)."""
+    """The `target`'s joint-attention call on `tensors` (q, k, v, joint_q, joint_k, joint_v); for "triton" with the
+    kernel the dispatcher plans on a GPU of architecture `gpu` (`triton_choice`)."""
     if target == "ttnn":
         return _ttnn_joint_sdpa(tensors, scale, logical_n, logical_l)
     if target == "ttlang":
         return _ttlang_joint_attention(tensors, scale, logical_n, logical_l)
-    return _triton_launch(tensors, scale, logical_n, logical_l)
+    return _triton_launch(tensors, scale, logical_n, logical_l, gpu)
 
 
 def _ttnn_joint_sdpa(tensors, scale, logical_n, logical_l) -> JointSDPAOp:
@@ -99,7 +102,21 @@ def _ttnn_joint_sdpa(tensors, scale, logical_n, logical_l) -> JointSDPAOp:
     )
 
 
-def _triton_launch(tensors, scale, logical_n, logical_l) -> LaunchForwardOp:
+def triton_choice(tensors, logical_n, logical_l, gpu: str = "sm_90", scale: float = 1.0):
+    """The dispatcher's choice (`jointattn.runtime.dispatch`) among the NVIDIA paths for this attention's types
+    and sizes on a GPU of architecture `gpu`: the same answer the runtime gives a call of those sizes there."""
+    from jointattn.runtime.dispatch import Problem, choose, planned_problem
+
+    b, nh, n, l, dh = joint_sizes(tensors[0], tensors[3])  # noqa: E741
+    dtype = torch_dtype(tensors[0].type.element_type)
+    problem = planned_problem(
+        dtype, b, nh, n, l, dh, arch=gpu, padded=logical_n is not None or logical_l is not None
+    )
+    problem = Problem(**{**problem.__dict__, "positive_scale": scale > 0})
+    return choose(problem, allowed=("hopper", "triton", "sdpa"))
+
+
+def _triton_launch(tensors, scale, logical_n, logical_l, gpu: str = "sm_90") -> LaunchForwardOp:
     from jointattn.kernels.configs import forward_launch_config
 
     _, _, n, l, dh = joint_sizes(tensors[0], tensors[3])  # noqa: E741
@@ -108,6 +125,7 @@ def _triton_launch(tensors, scale, logical_n, logical_l) -> LaunchForwardOp:
         tensors,
         scale=scale,
         config=LaunchConfigAttr(chosen.block_m, chosen.block_n, chosen.num_warps, chosen.num_stages),
+        kernel=triton_choice(tensors, logical_n, logical_l, gpu, scale).path,
         logical_n=logical_n,
         logical_l=logical_l,
     )

@@ -1,6 +1,8 @@
 // RUN: %jointattn-opt %s --split-input-file -p 'lower-joint-attention{target=ttnn}' | %filecheck %s --check-prefix=TTNN
 // RUN: %jointattn-opt %s --split-input-file -p 'lower-joint-attention{target=triton}' | %filecheck %s --check-prefix=TRITON
 // RUN: %jointattn-opt %s --split-input-file -p 'lower-joint-attention{target=ttlang}' | %filecheck %s --check-prefix=TTLANG
+// RUN: %jointattn-opt %s --split-input-file -p 'lower-joint-attention{target=triton remarks=true}' 2>&1 >/dev/null | %filecheck %s --check-prefix=REMARK
+// RUN: not %jointattn-opt %s --split-input-file -p 'lower-joint-attention{target=triton gpu=hopper}' 2>&1 | %filecheck %s --check-prefix=BAD-GPU
 // RUN: not %jointattn-opt %s --split-input-file -p 'lower-joint-attention{target=cuda}' 2>&1 | %filecheck %s --check-prefix=BAD-TARGET
 
 // lower-joint-attention: the joint-attention op (typed or torch.operator form) to ttnn's joint SDPA, to a Triton
@@ -9,6 +11,11 @@
 // `runtime/ttlang/config.py` in tests/test_mlir_e2e.py.
 
 // BAD-TARGET: jointattn-opt: error: lower-joint-attention: option target=cuda: expected one of ttnn, triton, ttlang
+
+// The Triton target prints the kernel the dispatcher (runtime/dispatch.py) plans for the GPU it lowers for
+// (`gpu`, default sm_90): float32 runs neither the Hopper kernel nor PyTorch's GPU SDPA, so the Triton kernel.
+// REMARK: remark: lower-joint-attention: jointattn.joint_attention (1, 2, 5, 8 + 3): kernel triton on sm_90 (
+// BAD-GPU: lower-joint-attention: gpu must be an architecture like sm_90; got 'hopper'
 
 // The typed op, no padding.
 func.func @typed(%q: !torch.vtensor<[1,2,5,8],f32>, %k: !torch.vtensor<[1,2,5,8],f32>, %v: !torch.vtensor<[1,2,5,8],f32>, %jq: !torch.vtensor<[1,2,3,8],f32>, %jk: !torch.vtensor<[1,2,3,8],f32>, %jv: !torch.vtensor<[1,2,3,8],f32>) -> (!torch.vtensor<[1,2,5,8],f32>, !torch.vtensor<[1,2,3,8],f32>) {
@@ -25,7 +32,7 @@ func.func @typed(%q: !torch.vtensor<[1,2,5,8],f32>, %k: !torch.vtensor<[1,2,5,8]
 // TTLANG-NEXT:    func.return %out, %joint_out
 
 // TRITON-LABEL: func.func @typed(
-// TRITON-NEXT:    %out, %joint_out, %lse = jointattn_triton.launch_forward %q, %k, %v, %jq, %jk, %jv {scale = 3.000000e-01 : f64, config = #jointattn_triton.launch_config<block_m = {{[0-9]+}}, block_n = {{[0-9]+}}, num_warps = {{[0-9]+}}, num_stages = {{[0-9]+}}>} : !torch.vtensor<[1,2,5,8],f32>, !torch.vtensor<[1,2,3,8],f32> -> !torch.vtensor<[1,2,8],f32>
+// TRITON-NEXT:    %out, %joint_out, %lse = jointattn_triton.launch_forward %q, %k, %v, %jq, %jk, %jv {scale = 3.000000e-01 : f64, config = #jointattn_triton.launch_config<block_m = {{[0-9]+}}, block_n = {{[0-9]+}}, num_warps = {{[0-9]+}}, num_stages = {{[0-9]+}}>, kernel = "triton"} : !torch.vtensor<[1,2,5,8],f32>, !torch.vtensor<[1,2,3,8],f32> -> !torch.vtensor<[1,2,8],f32>
 // TRITON-NEXT:    func.return %out, %joint_out
 
 // -----

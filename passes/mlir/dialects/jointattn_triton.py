@@ -1,7 +1,8 @@
 """The `jointattn_triton` dialect: one launch of the Triton joint-attention forward kernel.
 
-Entry points: `LaunchForwardOp` (what `lower-joint-attention{target=triton}` writes; emitted as a call of
-`jointattn.runtime.triton_runtime.launch_forward`) and `LaunchConfigAttr`
+Entry points: `LaunchForwardOp` (what `lower-joint-attention{target=triton}` writes, with the `kernel` the
+dispatcher plans for the GPU the lowering targets: "hopper", "triton" or "sdpa"; emitted as a run of that path
+on `jointattn.runtime`) and `LaunchConfigAttr`
 (`#jointattn_triton.launch_config<block_m = 64, block_n = 64, num_warps = 4, num_stages = 2>`, the fields of
 `jointattn.kernels.configs.LaunchConfig`). Operands and results follow `JointOpBase`.
 """
@@ -11,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from xdsl.dialects.builtin import FloatAttr, IntAttr, f64
+from xdsl.dialects.builtin import FloatAttr, IntAttr, StringAttr, f64
 from xdsl.ir import Dialect, Operation, SSAValue
-from xdsl.irdl import irdl_attr_definition, irdl_op_definition, prop_def
+from xdsl.irdl import irdl_attr_definition, irdl_op_definition, opt_prop_def, prop_def
 from xdsl.utils.exceptions import VerifyException
 
 from .config_attr import ConfigAttr
@@ -53,6 +54,9 @@ class LaunchForwardOp(JointOpBase):
     name = "jointattn_triton.launch_forward"
     scale = prop_def(FloatAttr)
     config = prop_def(LaunchConfigAttr)
+    kernel = opt_prop_def(StringAttr)  # the dispatcher's plan; absent means "triton" (the config's kernel)
+
+    KERNELS: ClassVar[tuple[str, ...]] = ("hopper", "triton", "sdpa")
 
     def __init__(
         self,
@@ -60,6 +64,7 @@ class LaunchForwardOp(JointOpBase):
         *,
         scale: float,
         config: LaunchConfigAttr,
+        kernel: str = "triton",
         logical_n: SSAValue | None = None,
         logical_l: SSAValue | None = None,
     ):
@@ -67,8 +72,19 @@ class LaunchForwardOp(JointOpBase):
             tensors,
             logical_n=logical_n,
             logical_l=logical_l,
-            properties={"scale": FloatAttr(scale, f64), "config": config},
+            properties={"scale": FloatAttr(scale, f64), "config": config, "kernel": StringAttr(kernel)},
         )
+
+    @property
+    def kernel_name(self) -> str:
+        return self.kernel.data if self.kernel is not None else "triton"
+
+    def verify_(self) -> None:
+        super().verify_()
+        if self.kernel_name not in self.KERNELS:
+            raise VerifyException(
+                f"{self.name}: kernel must be one of {', '.join(self.KERNELS)}; got {self.kernel_name!r}"
+            )
 
 
 JointAttnTriton = Dialect("jointattn_triton", [LaunchForwardOp], [LaunchConfigAttr])
