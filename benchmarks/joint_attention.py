@@ -261,7 +261,9 @@ def run_shape(name: str, gemm_tflops: float, bw_tbs: float, with_flex: bool, row
     )
     record(
         "triton_launch_forward(raw, default kernel)",  # the Gluon Hopper kernel where it applies
-        lambda: launch_forward(JointCall.of(q, k, v, jq, jk, jv, scale, logical_n, logical_l), out, joint_out, lse),
+        lambda: launch_forward(
+            JointCall.of(q, k, v, jq, jk, jv, scale, logical_n, logical_l), out, joint_out, lse
+        ),
         "ours_raw",
     )
     ours = record("jointattn.joint_attention(runtime=triton)",

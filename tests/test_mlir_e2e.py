@@ -424,7 +424,9 @@ def test_mochi_imports_passes_through_unfused_and_runs():
 
 class PlainJoint(torch.nn.Module):
     def forward(self, q, k, v, eq, ek, ev):
-        o = F.scaled_dot_product_attention(torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2))
+        o = F.scaled_dot_product_attention(
+            torch.cat([q, eq], 2), torch.cat([k, ek], 2), torch.cat([v, ev], 2)
+        )
         return o[:, :, : q.shape[2]], o[:, :, q.shape[2] :]
 
 
@@ -451,7 +453,8 @@ def test_triton_lowering_takes_the_dispatchers_kernel_and_runs_it(gpu, table, ke
     g = torch.Generator().manual_seed(7)
     inputs = [torch.randn(1, 2, s, 128, generator=g).half() for s in (37, 37, 37, 11, 11, 11)]
     text = run_pipeline(
-        import_module(PlainJoint(), *inputs), f"fuse-joint-attention,lower-joint-attention{{target=triton gpu={gpu}}}"
+        import_module(PlainJoint(), *inputs),
+        f"fuse-joint-attention,lower-joint-attention{{target=triton gpu={gpu}}}",
     )
     (launch,) = [op for op in parse_module(text).walk() if isinstance(op, LaunchForwardOp)]
     assert launch.kernel_name == kernel
