@@ -21,11 +21,11 @@ Nothing here was measured on hardware.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 from dataclasses import dataclass
 
 from jointattn.kernels.ttlang.schedule import MAX_DATAFLOW_BUFFERS, tiles
+
+from ..settings import SettingsStack
 
 Q_CHUNKS = (1, 2, 4, 8)
 K_CHUNKS = (1, 2, 4, 8, 16)
@@ -61,28 +61,10 @@ class TtlangSettings:
             raise ValueError(f"ttlang settings: ring_size must be an int >= 1; got {self.ring_size!r}")
 
 
-_defaults = TtlangSettings()
-_stack: list[TtlangSettings] = []
-
-
-def current() -> TtlangSettings:
-    return _stack[-1] if _stack else _defaults
-
-
-def set_defaults(**changes) -> TtlangSettings:
-    global _defaults
-    _defaults = dataclasses.replace(_defaults, **changes)
-    return _defaults
-
-
-@contextlib.contextmanager
-def overrides(**changes):
-    """`with overrides(q_chunk=3, ring_size=2): ...` changes the settings inside the block only."""
-    _stack.append(dataclasses.replace(current(), **changes))
-    try:
-        yield current()
-    finally:
-        _stack.pop()
+_settings = SettingsStack(TtlangSettings())
+current = _settings.current  # the settings in force
+set_defaults = _settings.set_defaults  # set_defaults(ring_size=2): from now on
+overrides = _settings.overrides  # with overrides(q_chunk=3, ring_size=2): inside the block only
 
 
 def device_dtype(dtype) -> str:

@@ -32,10 +32,9 @@ Nothing here was measured on hardware: the L1 estimate and the cost model are re
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 from dataclasses import dataclass
 
+from ..settings import SettingsStack
 from .packing import TILE, normalizer_channels, round_up
 
 DEFAULT_GRID = (8, 8)
@@ -80,28 +79,10 @@ def check_chunk(name: str, value) -> None:
         )
 
 
-_defaults = TtnnSettings()
-_stack: list[TtnnSettings] = []
-
-
-def current() -> TtnnSettings:
-    return _stack[-1] if _stack else _defaults
-
-
-def set_defaults(**changes) -> TtnnSettings:
-    global _defaults
-    _defaults = dataclasses.replace(_defaults, **changes)
-    return _defaults
-
-
-@contextlib.contextmanager
-def overrides(**changes):
-    """`with overrides(ring_size=2, dtype="bfloat8_b"): ...` changes the settings inside the block only."""
-    _stack.append(dataclasses.replace(current(), **changes))
-    try:
-        yield current()
-    finally:
-        _stack.pop()
+_settings = SettingsStack(TtnnSettings())
+current = _settings.current  # the settings in force
+set_defaults = _settings.set_defaults  # set_defaults(ring_size=2): from now on
+overrides = _settings.overrides  # with overrides(ring_size=2, dtype="bfloat8_b"): inside the block only
 
 
 # --- chunk sizes --------------------------------------------------------------------------------------------
