@@ -105,7 +105,7 @@ def tma_addressable(t: torch.Tensor) -> bool:
 
 
 def describe(call, *, backward: bool = False, grad_lse=None) -> Problem:
-    """The problem of a validated call (`registry.JointCall`)."""
+    """The problem of a validated call (`call.JointCall`)."""
     padded = call.logical_n is not None or call.logical_l is not None
     return describe_tensors(call.tensors, call.scale, padded, backward=backward, grad_lse=grad_lse)
 
@@ -147,7 +147,7 @@ def planned_problem(
     dh: int,
     *,
     arch: str = "sm_90",
-    padded: bool = False,  # noqa: E741
+    padded: bool = False,
     backward: bool = False,
 ) -> Problem:
     """A problem known only from types and sizes (the MLIR lowering, `explain`): a CUDA GPU of `arch`, a
@@ -305,8 +305,8 @@ def choose(p: Problem, allowed: tuple[str, ...] = PATHS) -> Choice:
 @functools.lru_cache(maxsize=4096)
 def _choose(p: Problem, allowed: tuple[str, ...], _forced: str, _hopper: str) -> Choice:
     forced = forced_path(p.backward)
-    if forced is not None:
-        reason = unsupported(forced, p) or (None if forced in allowed else f"not allowed here ({allowed})")
+    if forced is not None and forced in allowed:  # a caller that narrowed the paths (runtime="triton") keeps them
+        reason = unsupported(forced, p)
         if reason is not None:
             raise ValueError(
                 f"joint_attention: {DISPATCH_ENV} forces {forced!r}, which cannot run this call: {reason}"

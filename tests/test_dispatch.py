@@ -190,3 +190,11 @@ def test_every_gpu_path_pair_matches_float64(forward, backward, dh, monkeypatch)
     want = torch.autograd.grad((o, jo), doubles, (g_out.double(), torch.ones_like(jo)))
     for g, w in zip(grads, want):
         assert rel_err(g, w) < 3e-2
+
+
+def test_the_override_leaves_a_caller_that_narrowed_the_paths_alone(monkeypatch, no_measurements):
+    """runtime="triton" asks for hopper-or-triton only: forcing "sdpa" for debugging does not break it."""
+    monkeypatch.setenv("JOINTATTN_DISPATCH", "sdpa")
+    assert choose(_problem(), allowed=("hopper", "triton")).path == "hopper"
+    monkeypatch.setenv("JOINTATTN_DISPATCH", "triton")
+    assert choose(_problem(), allowed=("hopper", "triton")).path == "triton"
