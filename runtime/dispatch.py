@@ -305,7 +305,9 @@ def choose(p: Problem, allowed: tuple[str, ...] = PATHS) -> Choice:
 @functools.lru_cache(maxsize=4096)
 def _choose(p: Problem, allowed: tuple[str, ...], _forced: str, _hopper: str) -> Choice:
     forced = forced_path(p.backward)
-    if forced is not None and forced in allowed:  # a caller that narrowed the paths (runtime="triton") keeps them
+    if (
+        forced is not None and forced in allowed
+    ):  # a caller that narrowed the paths (runtime="triton") keeps them
         reason = unsupported(forced, p)
         if reason is not None:
             raise ValueError(

@@ -26,7 +26,7 @@ aten = torch.ops.aten
 # PyTorch's SDPBackend values, as `torch._fused_sdp_choice` returns them.
 _CHOICE = {1: "flash", 2: "efficient", 3: "cudnn"}
 _GPU_ORDER = ("cudnn", "flash", "efficient")
-_BROKEN: set = set()  # (backend, pass) pairs that raised here: skipped from then on
+_BROKEN: set = set()  # (backend, pass, dtype, dh) that raised here: skipped from then on
 
 
 def backend_for(device: torch.device, dtype: torch.dtype) -> str | None:
@@ -60,7 +60,19 @@ def _gpu_backends(q, k, v, scale: float, pass_: str) -> list[str]:
     """PyTorch's own choice for these tensors first (what cat -> SDPA -> slice runs), then the others."""
     first = _CHOICE.get(int(torch._fused_sdp_choice(q, k, v, None, 0.0, False, scale=scale)))
     order = ([first] if first else []) + [b for b in _GPU_ORDER if b != first]
-    return [b for b in order if (b, pass_) not in _BROKEN]
+    return [b for b in order if _key(b, pass_, q) not in _BROKEN]
+
+
+def _key(backend: str, pass_: str, q) -> tuple:
+    return (backend, pass_, q.dtype, q.shape[-1])
+
+
+def _refused(backend: str, pass_: str, q, error: RuntimeError) -> None:
+    """A kernel that refused these tensors (a size or layout it does not take) is skipped for them from now on;
+    running out of memory is not a refusal."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        raise error
+    _BROKEN.add(_key(backend, pass_, q))
 
 
 def _attention(q, k, v, scale: float):
@@ -83,8 +95,8 @@ def _attention(q, k, v, scale: float):
                     q, k, v, None, True, 0.0, False, scale=scale
                 )[:2]
             return out, lse.reshape(*lse.shape[:2], -1)[:, :, :s]
-        except RuntimeError:  # a size or layout this kernel refuses: the next computes the same function
-            _BROKEN.add((backend, "forward"))
+        except RuntimeError as error:  # a refusal: the next kernel computes the same function
+            _refused(backend, "forward", q, error)
     raise RuntimeError("joint_attention: no PyTorch SDPA kernel took this call")
 
 
@@ -137,8 +149,8 @@ def _attention_backward(grad, q, k, v, out, lse, scale: float):
                 False,
                 scale=scale,
             )[:3]
-        except RuntimeError:
-            _BROKEN.add((backend, "backward"))
+        except RuntimeError as error:
+            _refused(backend, "backward", q, error)
     raise RuntimeError("joint_attention: no PyTorch SDPA backward took this call")
 
 
