@@ -192,7 +192,9 @@ def test_forward_ignores_what_padded_keys_hold(case, use_tma, config):
     run_forward(case, "bshd", config, seed=5, use_tma=use_tma, poison=True)
 
 
-def run_backward(case: str, layout: str, config, seed: int, with_lse_grad: bool = True) -> None:
+def run_backward(
+    case: str, layout: str, config, seed: int, with_lse_grad: bool = True, dq_config=None
+) -> None:
     inputs, logical_n, logical_l = _make_inputs(case, layout, seed)
     q, k, v, jq, jk, jv = inputs
     scale = q.shape[-1] ** -0.5
@@ -212,6 +214,7 @@ def run_backward(case: str, layout: str, config, seed: int, with_lse_grad: bool 
         grad_joint,
         grad_lse,
         config,
+        dq_config,
     )
     leaves = [t.detach().double().requires_grad_() for t in (q, k, v, jq, jk, jv)]
     r_out, r_joint, r_lse = _dense_reference(*leaves, scale, logical_n, logical_l)
@@ -248,6 +251,13 @@ def test_backward_matches_float64(case, config):
 @pytest.mark.parametrize("layout", ["bhsd", "strided"])
 def test_backward_any_strides_without_lse_grad(layout):
     run_backward("n37_l7_pad_both", layout, SMALL, seed=21, with_lse_grad=False)
+
+
+def test_backward_with_its_own_dq_tiles():
+    """The dq kernel may take other tiles than the dk/dv kernel (the backward sweep sets them apart)."""
+    run_backward(
+        "n130_l37_pad", "bshd", LaunchConfig(16, 32, 4, 1), seed=23, dq_config=LaunchConfig(32, 16, 4, 1)
+    )
 
 
 def test_batch_split_where_b_times_nh_exceeds_the_grid(monkeypatch):
