@@ -228,6 +228,35 @@ def violations(op: ast.FunctionDef, thread: ast.FunctionDef, constants: set[str]
         if isinstance(node, ast.Call) and ast.unparse(node.func) == "ttl.node":
             if [ast.unparse(k) for k in node.keywords] != ["dims=2"]:
                 bad(node, "RULE_ASSIGN", "ttl.node supports dims=2 only")
+    # RULE_STAGING: the compiler's pipeline refuses a reduce fused with elementwise operations ("failed to legalize
+    # operation 'ttl.reduce'") and a matmul added to another operand ("body must contain at least one
+    # ttl.tile_store"): a reduce is stored on its own, a matmul on its own or scaled by a fill (what compiled).
+    parents = {child: parent for parent in nodes for child in ast.iter_child_nodes(parent)}
+
+    def stored(node):
+        parent = parents.get(node)
+        return isinstance(parent, ast.Call) and getattr(parent.func, "attr", None) == "store"
+
+    for node in nodes:
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("reduce_max", "reduce_sum"):
+            if not stored(node):
+                bad(node, "RULE_STAGING", f"{ast.unparse(node)}: store a reduce to a buffer before using it")
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
+            parent = parents.get(node)
+            scaled = (
+                isinstance(parent, ast.BinOp)
+                and isinstance(parent.op, ast.Mult)
+                and parent.left is node
+                and getattr(parent.right, "func", None) is not None
+                and getattr(parent.right.func, "attr", "") == "fill"
+                and stored(parent)
+            )
+            if not (stored(node) or scaled):
+                bad(
+                    node,
+                    "RULE_STAGING",
+                    f"{ast.unparse(node)}: store a matmul to a buffer before adding to it",
+                )
     # RULE_SCOPE: names resolve as the compiler's symbol tables do: `for` and `if` bodies are scopes of their own
     # (`with` is not), and free names are the captures (tensors, buffers, int/float constants).
     _check_scopes(thread.body, [set()], captured, bad)
@@ -323,6 +352,14 @@ FORBIDDEN = {
     "name from an if": ("if i < 3:\n    row = 1\nx = row", "RULE_SCOPE"),
     "while loop": ("while i < 3:\n    pass", "RULE_NODES"),
     "comprehension": ("x = [i for i in range(3)]", "RULE_NODES"),
+    "fused reduce": (
+        "with q_dfb.wait() as s:\n    with q_dfb.reserve() as m:\n        m.store(ttl.math.max(s, ttl.math.reduce_max(s, s, dims=[1])))",
+        "RULE_STAGING",
+    ),
+    "matmul added to": (
+        "with q_dfb.wait() as p:\n    with q_dfb.reserve() as acc:\n        acc.store(p * p + p @ p)",
+        "RULE_STAGING",
+    ),
 }
 
 

@@ -11,7 +11,8 @@ A call runs one `schedule.Launch`; `launch.run` runs a plan's.
 Written for the TT-Lang compiler (kernels/ttlang/COMPILER.md): the kernels read only integers and floats of the
 launch, the operation's tensors and its dataflow buffers; every loop is a `range()` over launch constants, every
 `if` compares integers, each block shape has one named dataflow buffer, and the math is spelled as compiler 1.1.1
-spells it (`spelling.py` maps it onto tt-lang-sim). `tests/test_ttlang_compiler_rules.py` checks all of that.
+spells it (`spelling.py` maps it onto tt-lang-sim). `tests/test_ttlang_compiler_rules.py` checks all of that;
+`compile_check.py` runs tt-lang 1.1.1's compiler on it (CPython 3.12, no device).
 
 Kernels, per core (items `core * per_core` to `core * per_core + per_core - 1` of the launch, where they exist):
 - `read_qkv` (data movement): per item, the query chunk (and, when carrying, the out/lse chunk to continue from),
@@ -23,7 +24,10 @@ Kernels, per core (items `core * per_core` to `core * per_core + per_core - 1` o
       s = (q @ k^T) * scale  [+ mask on a boundary tile];  m' = max(m, rowmax s);  p = exp(s - m')
       alpha = exp(m - m');  l' = l * alpha + rowsum p;  acc' = acc * alpha + p @ v
   and finally out = acc / l, lse = m + log l (natural log). Every launch has at least one key piece (the plan
-  runs none otherwise), and every piece holds a valid key, so m is finite from the first piece on.
+  runs none otherwise), and every piece holds a valid key, so m is finite from the first piece on. Each reduce and
+  each p @ v is stored to a buffer of its own before it meets an elementwise operation: the compiler's pipeline
+  refuses them fused ("failed to legalize operation 'ttl.reduce'", "body must contain at least one
+  ttl.tile_store"; COMPILER.md).
 - `write_out` (data movement): out and lse chunks back to DRAM.
 
 Row statistics live in column 0 of (rows, 1)-tile blocks, where `reduce_*` puts them; `broadcast` spreads
@@ -88,7 +92,10 @@ def make_joint_attention(launch: Launch, scale: float):
         p_tile_dfb = ttl.make_dataflow_buffer_like(mask_tiles, shape=(qs, 1), block_count=1)
         m_dfb = ttl.make_dataflow_buffer_like(mask_tiles, shape=(qs, 1), block_count=2)
         alpha_dfb = ttl.make_dataflow_buffer_like(mask_tiles, shape=(qs, 1), block_count=1)
+        row_dfb = ttl.make_dataflow_buffer_like(mask_tiles, shape=(qs, 1), block_count=1)
+        m_next_dfb = ttl.make_dataflow_buffer_like(mask_tiles, shape=(qs, 1), block_count=1)
         l_dfb = ttl.make_dataflow_buffer_like(mask_tiles, shape=(qs, 1), block_count=2)
+        pv_dfb = ttl.make_dataflow_buffer_like(mask_tiles, shape=(qs, dt), block_count=1)
         acc_dfb = ttl.make_dataflow_buffer_like(mask_tiles, shape=(qs, dt), block_count=2)
         o_dfb = ttl.make_dataflow_buffer_like(mask_tiles, shape=(qs, dt), block_count=2)
         lse_dfb = ttl.make_dataflow_buffer_like(mask_tiles, shape=(qs, 1), block_count=2)
@@ -188,30 +195,47 @@ def make_joint_attention(launch: Launch, scale: float):
                                         s_blk.store(
                                             q_blk @ ttl.math.transpose(k_blk) * ttl.math.fill(s_blk, scale)
                                         )
-                                    with s_chunk_dfb.wait() as s_blk, m_dfb.wait() as m_old:
-                                        m = ttl.math.max(m_old, ttl.math.reduce_max(s_blk, ones, dims=[-1]))
-                                        with p_chunk_dfb.reserve() as p_blk:
+                                    with s_chunk_dfb.wait() as s_blk:
+                                        with row_dfb.reserve() as row_max:
+                                            row_max.store(ttl.math.reduce_max(s_blk, ones, dims=[1]))
+                                        with row_dfb.wait() as row_max, m_dfb.wait() as m_old:
+                                            with m_next_dfb.reserve() as m_next:
+                                                m_next.store(ttl.math.max(m_old, row_max))
+                                            with alpha_dfb.reserve() as alpha:
+                                                alpha.store(
+                                                    ttl.math.exp(m_old - ttl.math.max(m_old, row_max))
+                                                )
+                                        with (
+                                            m_next_dfb.wait() as m_next,
+                                            p_chunk_dfb.reserve() as p_blk,
+                                            m_dfb.reserve() as m_new,
+                                        ):
                                             p_blk.store(
-                                                ttl.math.exp(s_blk - ttl.math.broadcast(m, p_blk, dims=[-1]))
+                                                ttl.math.exp(
+                                                    s_blk - ttl.math.broadcast(m_next, p_blk, dims=[1])
+                                                )
                                             )
-                                        with alpha_dfb.reserve() as alpha_blk:
-                                            alpha_blk.store(ttl.math.exp(m_old - m))
-                                        with m_dfb.reserve() as m_new:
-                                            m_new.store(m)
-                                    with (
-                                        p_chunk_dfb.wait() as p_blk,
-                                        v_chunk_dfb.wait() as v_blk,
-                                        alpha_dfb.wait() as alpha,
-                                        l_dfb.wait() as l_old,
-                                        acc_dfb.wait() as acc_old,
-                                    ):
-                                        with l_dfb.reserve() as l_new:
-                                            l_new.store(
-                                                l_old * alpha + ttl.math.reduce_sum(p_blk, ones, dims=[-1])
+                                            m_new.store(m_next)
+                                    with p_chunk_dfb.wait() as p_blk:
+                                        with row_dfb.reserve() as row_sum:
+                                            row_sum.store(ttl.math.reduce_sum(p_blk, ones, dims=[1]))
+                                        with v_chunk_dfb.wait() as v_blk, pv_dfb.reserve() as pv:
+                                            pv.store(p_blk @ v_blk)
+                                    with alpha_dfb.wait() as alpha:
+                                        with (
+                                            row_dfb.wait() as row_sum,
+                                            l_dfb.wait() as l_old,
+                                            l_dfb.reserve() as l_new,
+                                        ):
+                                            l_new.store(l_old * alpha + row_sum)
+                                        with (
+                                            pv_dfb.wait() as pv,
+                                            acc_dfb.wait() as acc_old,
+                                            acc_dfb.reserve() as acc_new,
+                                        ):
+                                            acc_new.store(
+                                                acc_old * ttl.math.broadcast(alpha, acc_new, dims=[1]) + pv
                                             )
-                                        with acc_dfb.reserve() as acc_new:
-                                            rescale = ttl.math.broadcast(alpha, acc_new, dims=[-1])
-                                            acc_new.store(acc_old * rescale + p_blk @ v_blk)
                                 for j in range(tile_pieces):
                                     with k_tile_dfb.wait() as k_blk, s_tile_dfb.reserve() as s_blk:
                                         s_blk.store(
@@ -227,39 +251,54 @@ def make_joint_attention(launch: Launch, scale: float):
                                             masked.store(
                                                 s_blk + ttl.math.broadcast(mask_blk, masked, dims=[0])
                                             )
-                                    with s_tile_dfb.wait() as s_blk, m_dfb.wait() as m_old:
-                                        m = ttl.math.max(m_old, ttl.math.reduce_max(s_blk, ones, dims=[-1]))
-                                        with p_tile_dfb.reserve() as p_blk:
+                                    with s_tile_dfb.wait() as s_blk:
+                                        with row_dfb.reserve() as row_max:
+                                            row_max.store(ttl.math.reduce_max(s_blk, ones, dims=[1]))
+                                        with row_dfb.wait() as row_max, m_dfb.wait() as m_old:
+                                            with m_next_dfb.reserve() as m_next:
+                                                m_next.store(ttl.math.max(m_old, row_max))
+                                            with alpha_dfb.reserve() as alpha:
+                                                alpha.store(
+                                                    ttl.math.exp(m_old - ttl.math.max(m_old, row_max))
+                                                )
+                                        with (
+                                            m_next_dfb.wait() as m_next,
+                                            p_tile_dfb.reserve() as p_blk,
+                                            m_dfb.reserve() as m_new,
+                                        ):
                                             p_blk.store(
-                                                ttl.math.exp(s_blk - ttl.math.broadcast(m, p_blk, dims=[-1]))
+                                                ttl.math.exp(
+                                                    s_blk - ttl.math.broadcast(m_next, p_blk, dims=[1])
+                                                )
                                             )
-                                        with alpha_dfb.reserve() as alpha_blk:
-                                            alpha_blk.store(ttl.math.exp(m_old - m))
-                                        with m_dfb.reserve() as m_new:
-                                            m_new.store(m)
-                                    with (
-                                        p_tile_dfb.wait() as p_blk,
-                                        v_tile_dfb.wait() as v_blk,
-                                        alpha_dfb.wait() as alpha,
-                                        l_dfb.wait() as l_old,
-                                        acc_dfb.wait() as acc_old,
-                                    ):
-                                        with l_dfb.reserve() as l_new:
-                                            l_new.store(
-                                                l_old * alpha + ttl.math.reduce_sum(p_blk, ones, dims=[-1])
+                                            m_new.store(m_next)
+                                    with p_tile_dfb.wait() as p_blk:
+                                        with row_dfb.reserve() as row_sum:
+                                            row_sum.store(ttl.math.reduce_sum(p_blk, ones, dims=[1]))
+                                        with v_tile_dfb.wait() as v_blk, pv_dfb.reserve() as pv:
+                                            pv.store(p_blk @ v_blk)
+                                    with alpha_dfb.wait() as alpha:
+                                        with (
+                                            row_dfb.wait() as row_sum,
+                                            l_dfb.wait() as l_old,
+                                            l_dfb.reserve() as l_new,
+                                        ):
+                                            l_new.store(l_old * alpha + row_sum)
+                                        with (
+                                            pv_dfb.wait() as pv,
+                                            acc_dfb.wait() as acc_old,
+                                            acc_dfb.reserve() as acc_new,
+                                        ):
+                                            acc_new.store(
+                                                acc_old * ttl.math.broadcast(alpha, acc_new, dims=[1]) + pv
                                             )
-                                        with acc_dfb.reserve() as acc_new:
-                                            rescale = ttl.math.broadcast(alpha, acc_new, dims=[-1])
-                                            acc_new.store(acc_old * rescale + p_blk @ v_blk)
-                            with (
-                                m_dfb.wait() as m,
-                                l_dfb.wait() as l_sum,
-                                acc_dfb.wait() as acc,
-                                o_dfb.reserve() as o_blk,
-                                lse_dfb.reserve() as lse_blk,
-                            ):
-                                o_blk.store(acc * ttl.math.broadcast(ttl.math.recip(l_sum), o_blk, dims=[-1]))
-                                lse_blk.store(m + ttl.math.log(l_sum))
+                            with m_dfb.wait() as m_fin, l_dfb.wait() as l_sum, acc_dfb.wait() as acc_fin:
+                                with row_dfb.reserve() as inverse:
+                                    inverse.store(ttl.math.recip(l_sum))
+                                with lse_dfb.reserve() as lse_blk:
+                                    lse_blk.store(m_fin + ttl.math.log(l_sum))
+                                with row_dfb.wait() as inverse, o_dfb.reserve() as o_blk:
+                                    o_blk.store(acc_fin * ttl.math.broadcast(inverse, o_blk, dims=[1]))
 
         @ttl.datamovement()
         def write_out():

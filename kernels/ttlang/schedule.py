@@ -38,7 +38,7 @@ from dataclasses import dataclass
 TILE = 32
 SPATIAL, JOINT = 0, 1
 MAX_DATAFLOW_BUFFERS = 32  # per core, Wormhole and Blackhole (TT-Lang spec, appendix E)
-DATAFLOW_BUFFERS = 19  # the kernel's, whatever the launch (joint_attention.py)
+DATAFLOW_BUFFERS = 22  # the kernel's, whatever the launch (joint_attention.py)
 L1_BYTES = 1336 * 1024  # worker L1 left to dataflow buffers (tt-lang-sim's default limit, Wormhole/Blackhole)
 TILE_BYTES = {"bfloat16": 2048, "float32": 4096}
 
@@ -151,14 +151,18 @@ class Launch:
 
 
 def l1_bytes(q_tiles: int, k_chunk: int, d_tiles: int, dtype: str) -> int:
-    """Dataflow-buffer bytes per core, all in `dtype`, as `joint_attention.py` makes them. Two blocks each (the
-    producer fills one while the consumer holds the other): q, the carried out, acc and out (q x d); K and V as
-    chunks (k x d) and as single tiles (1 x d); a single-tile score block (q x 1, masked in place); the carried
-    lse, m, l and lse (q x 1); the mask tile. One block each, made and used by the compute kernel in turn: the
-    chunk scores and probabilities (q x k), the single-tile probabilities and alpha (q x 1), the reduce scaler."""
+    """Dataflow-buffer bytes per core, all in `dtype`, as `joint_attention.py` makes them plus the buffers the
+    compiler adds. Two blocks each (the producer fills one while the consumer holds the other): q, the carried
+    out, acc and out (q x d); K and V as chunks (k x d) and as single tiles (1 x d); a single-tile score block
+    (q x 1, masked in place); the carried lse, m, l and lse (q x 1); the mask tile; and, allocated by the
+    compiler for `transpose`, K transposed as a chunk (d x k) and as a tile (d x 1). One block each, made and
+    used by the compute kernel in turn: the chunk scores and probabilities (q x k), p @ v (q x d), the
+    single-tile probabilities, alpha, the next max and a row statistic (q x 1), the reduce scaler. This is the
+    total tt-lang 1.1.1 reports for the kernel ("total circular buffer allocation"; tests/test_ttlang_kernel.py)."""
     double = 4 * q_tiles * d_tiles + 2 * k_chunk * d_tiles + 2 * d_tiles + 5 * q_tiles + 1
-    single = 2 * q_tiles * k_chunk + 2 * q_tiles + 1
-    return (2 * double + single) * TILE_BYTES[dtype]
+    transposed = k_chunk * d_tiles + d_tiles
+    single = 2 * q_tiles * k_chunk + q_tiles * d_tiles + 4 * q_tiles + 1
+    return (2 * (double + transposed) + single) * TILE_BYTES[dtype]
 
 
 def check_l1(q_chunk: int, k_chunk: int, dh: int, dtype: str) -> None:

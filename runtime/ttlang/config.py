@@ -10,7 +10,7 @@ Settings: `q_chunk`, `k_chunk` (tiles; None: chosen), `grid` (cores, default Wor
 `ring_size` (1: one device; R >= 2: ring attention over R devices, spatial tokens sharded).
 
 The choice: among q_chunk in 1..8 and k_chunk in 1..16 tiles, the pair whose dataflow buffers fit a core's L1
-(the kernel has 19 of them whatever the sizes, `schedule.l1_bytes`), minimizing a model of the busiest core's
+(the kernel has 22 of them whatever the sizes, `schedule.l1_bytes`), minimizing a model of the busiest core's
 work: rounds of work items (ceil(items / cores)), each item its tile products (q @ k^T and p @ v), its K and V
 tile reads (`TILE_READ_COST` each: every query chunk reads every key again, which favours larger query chunks)
 and a fixed cost per key piece (`PIECE_OVERHEAD`: the max/sum/rescale steps a piece pays whatever its size; the
