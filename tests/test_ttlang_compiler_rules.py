@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -468,3 +470,20 @@ def test_every_capture_is_an_int_float_tensor_or_buffer(monkeypatch, case):
     finally:
         for name in ("spelling", "joint_attention"):
             package.__dict__.pop(name, None)
+
+
+# --- the compiler itself, where a CPython 3.12 with tt-lang 1.1.1 is at hand ------------------------------------
+
+COMPILER_PYTHON = os.environ.get("JOINTATTN_TTLANG_COMPILER_PYTHON")
+
+
+@pytest.mark.skipif(
+    not COMPILER_PYTHON,
+    reason="set JOINTATTN_TTLANG_COMPILER_PYTHON to a CPython 3.12 with tt-lang 1.1.1 installed "
+    "(kernels/ttlang/compile_check.py says how) to compile the kernels",
+)
+def test_the_compiler_compiles_every_launch():
+    check = Path(__file__).parents[1] / "kernels" / "ttlang" / "compile_check.py"
+    done = subprocess.run([COMPILER_PYTHON, str(check)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert " 0 failed" in done.stdout and "FAILED" not in done.stdout
