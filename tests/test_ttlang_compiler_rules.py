@@ -487,3 +487,73 @@ def test_the_compiler_compiles_every_launch():
     done = subprocess.run([COMPILER_PYTHON, str(check)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert " 0 failed" in done.stdout and "FAILED" not in done.stdout
+
+
+# --- the spelling shim on the simulator ----------------------------------------------------------------------------
+
+
+class _Block:
+    def __init__(self, shape, tag):
+        self.shape, self.tag = shape, tag
+
+    def __mul__(self, other):
+        return _Block(self.shape, ("mul", self.tag, other.tag))
+
+
+def _fake_simulator_ttl(calls: list):
+    """An object shaped like tt-lang-sim's `ttl` namespace (its type lives in `ttl.sim`), recording calls in the
+    simulator's 1.1.6 spelling."""
+
+    def record(name, result_shape=None):
+        def call(*args, **kwargs):
+            calls.append((name, args, kwargs))
+            return _Block(kwargs.get("shape", result_shape), name)
+
+        return call
+
+    namespace = type("_TTLNamespace", (), {"__module__": "ttl.sim"})()
+    namespace.block = types.SimpleNamespace(
+        fill=record("block.fill"),
+        broadcast=record("block.broadcast"),
+        transpose=record("block.transpose", (4, 2)),
+    )
+    namespace.math = types.SimpleNamespace(
+        reduce_max=record("math.reduce_max"),
+        reduce_sum=record("math.reduce_sum"),
+        exp=record("math.exp", (2, 4)),
+    )
+    namespace.copy = record("copy")
+    return namespace
+
+
+def test_the_spelling_shim_maps_the_compilers_calls_onto_the_simulators(monkeypatch):
+    calls = []
+    monkeypatch.setitem(sys.modules, "ttl", _fake_simulator_ttl(calls))
+    monkeypatch.delitem(sys.modules, "jointattn.kernels.ttlang.spelling", raising=False)
+    package = importlib.import_module("jointattn.kernels.ttlang")
+    monkeypatch.delattr(package, "spelling", raising=False)
+    ttl = importlib.import_module("jointattn.kernels.ttlang.spelling").ttl
+    try:
+        out, x, ones = _Block((2, 4), "out"), _Block((2, 4), "x"), _Block((1, 1), "ones")
+        ttl.math.fill(out, 0.5)
+        ttl.math.broadcast(_Block((2, 1), "m"), out, dims=[1])
+        ttl.math.transpose(x)
+        reduced = ttl.math.reduce_max(x, ones, dims=[1])
+        ttl.math.reduce_sum(x, ones, dims=[0])
+        ttl.math.exp(x)
+        ttl.copy(x, out)
+        assert [(name, kwargs) for name, _, kwargs in calls] == [
+            ("block.fill", {"shape": (2, 4)}),
+            ("block.broadcast", {"dims": [1], "shape": (2, 4)}),
+            ("block.transpose", {}),
+            ("math.reduce_max", {"dims": [1], "shape": (2, 1)}),
+            ("block.broadcast", {"dims": [0, 1], "shape": (2, 1)}),  # the scaler, over the reduced block
+            ("math.reduce_sum", {"dims": [0], "shape": (1, 4)}),
+            ("block.broadcast", {"dims": [0, 1], "shape": (1, 4)}),
+            ("math.exp", {}),
+            ("copy", {}),
+        ]
+        assert calls[0][1] == (0.5,)  # fill's value moves to the front
+        assert reduced.tag == ("mul", "math.reduce_max", "block.broadcast")  # scaled by the scaler
+    finally:
+        package.__dict__.pop("spelling", None)
