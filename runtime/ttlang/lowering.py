@@ -37,9 +37,10 @@ def _chunks(n, l, dh, b, nh, dtype, q_chunk, k_chunk):  # noqa: E741
 
 def plan(b, nh, n, l, dh, *, valid_n, valid_l, dtype="bfloat16", q_chunk=None, k_chunk=None):  # noqa: E741
     """A list of the plans one call runs: per group of batches sharing valid lengths (`batch_groups`), one plan,
-    or every (step, device) plan of a ring."""
+    or every (step, device) plan of a ring. Raises ValueError for chunk sizes that do not fit a core's L1."""
     settings = config.current()
     q_chunk, k_chunk = _chunks(n, l, dh, b, nh, dtype, q_chunk, k_chunk)
+    check_l1(q_chunk, k_chunk, dh, dtype)  # before anything runs (the runtime's `unsupported` calls this)
     ring = settings.ring_size
     plans = []
     for batches, vn, vl in batch_groups(valid_n, valid_l):
