@@ -3,13 +3,20 @@ rests on. Run by tests/test_hopper_kernel.py in a fresh interpreter; by hand: py
 
 Fields: num_warps and shared bytes of the build, raised_regs (setmaxnreg.inc values and how often), spill_free
 and the ptxas report, exp2_between_waits (per consumer: MUFU.EX2 between the S_j wait and the P V wait).
+
+`python tests/hopper_build_report.py fingerprints [--write]`: per config (dh 64/128 x bf16/fp16) the sha256 of
+the PTX without its debug locations and labels, its shared memory, and ptxas's registers and spills; --write
+stores them in hopper_fwd_fingerprints.json (do that only after checking a codegen change is intended: a pure
+refactor of the kernel leaves them as they are).
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -22,13 +29,16 @@ from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon._runtime import GluonASTSource
 
+FINGERPRINTS = pathlib.Path(__file__).with_name("hopper_fwd_fingerprints.json")
+DTYPES = {"bf16": gl.bfloat16, "fp16": gl.float16}
 
-def compile_for_sm90(dh: int):
+
+def compile_for_sm90(dh: int, dtype: str = "bf16"):
     config = hopper_forward_config(dh)
 
     def desc(rows):
-        layout = gl.NVMMASharedLayout.get_default_for([1, 1, rows, dh], gl.bfloat16)
-        return f"tensordesc<bf16[1, 1, {rows}, {dh}],{layout!r}>"
+        layout = gl.NVMMASharedLayout.get_default_for([1, 1, rows, dh], DTYPES[dtype])
+        return f"tensordesc<{dtype}[1, 1, {rows}, {dh}],{layout!r}>"
 
     bm, bn = config.block_m, config.block_n
     names = ("desc_q", "desc_k", "desc_v", "desc_jq", "desc_jk", "desc_jv", "desc_o", "desc_jo")
@@ -42,7 +52,7 @@ def compile_for_sm90(dh: int):
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
 
 
-def ptxas_and_sass(compiled) -> tuple[str, str]:
+def ptxas_and_sass(compiled, sass: bool = True) -> tuple[str, str]:
     """ptxas -v's report on the kernel's PTX, and the SASS of its cubin (the wheel's own tools)."""
     tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,9 +63,45 @@ def ptxas_and_sass(compiled) -> tuple[str, str]:
             f.write(compiled.asm["cubin"])
         ptxas = [os.path.join(tools, "ptxas"), "-arch=sm_90a", "-v", ptx, "-o", ptx + ".cubin"]
         report = subprocess.run(ptxas, capture_output=True, text=True, check=True)
+        if not sass:
+            return report.stdout + report.stderr, ""
         dump = [os.path.join(tools, "cuobjdump"), "-sass", cubin]
-        sass = subprocess.run(dump, capture_output=True, text=True, check=True).stdout
-        return report.stdout + report.stderr, sass
+        return report.stdout + report.stderr, subprocess.run(
+            dump, capture_output=True, text=True, check=True
+        ).stdout
+
+
+def code_lines(ptx: str) -> list[str]:
+    """The PTX's instructions and directives without comments, source locations, debug sections or the
+    numbering of debug labels: what stays the same when only the kernel's source layout changes."""
+    lines = []
+    for line in ptx.splitlines():
+        if ".section" in line and ".debug" in line:
+            break
+        line = re.sub(r"//.*", "", line).strip()
+        if not line or line.startswith((".loc", ".file")) or re.fullmatch(r"\$L__tmp\d+:", line):
+            continue
+        lines.append(re.sub(r"\$L__tmp\d+", "$L__tmp", line))
+    return lines
+
+
+def fingerprint(dh: int, dtype: str) -> dict:
+    compiled = compile_for_sm90(dh, dtype)
+    report, _ = ptxas_and_sass(compiled, sass=False)
+    code = code_lines(compiled.asm["ptx"])
+    return dict(
+        ptx_sha256=hashlib.sha256("\n".join(code).encode()).hexdigest(),
+        ptx_lines=len(code),
+        shared=compiled.metadata.shared,
+        registers=int(re.search(r"Used (\d+) registers", report).group(1)),
+        spill_free="0 bytes spill stores, 0 bytes spill loads" in report,
+    )
+
+
+def fingerprints() -> dict:
+    """Every config's fingerprint, keyed "dh_dtype", with the Triton version that produced them."""
+    configs = {f"{dh}_{dtype}": fingerprint(dh, dtype) for dh in (64, 128) for dtype in DTYPES}
+    return dict(triton=triton.__version__, configs=configs)
 
 
 def exp2_between_waits(sass: str) -> list[int]:
@@ -82,4 +128,10 @@ def main(dh: int) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(int(sys.argv[1]))))
+    if sys.argv[1] == "fingerprints":
+        found = fingerprints()
+        if "--write" in sys.argv[2:]:
+            FINGERPRINTS.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
+        print(json.dumps(found))
+    else:
+        print(json.dumps(main(int(sys.argv[1]))))
