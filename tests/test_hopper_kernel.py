@@ -48,7 +48,8 @@ def _offline_build(what) -> dict:
 
 
 def test_offline_build_keeps_its_fingerprints():
-    """Every config (dh 64/128 x bf16/fp16) compiles for sm_90a to the PTX recorded in
+    """Every config (dh 64/128 x bf16/fp16; dh 128 with its integer arguments equal to 1, which Triton turns
+    into constexprs) compiles for sm_90a to the PTX recorded in
     `hopper_fwd_fingerprints.json` (debug locations aside), so a refactor of the kernel that changes its code
     does not go unseen. An intended change: check speed and the schedule test below, then rewrite the file with
     `python tests/hopper_build_report.py fingerprints --write`."""
