@@ -7,9 +7,10 @@ Entry points:
   binder (`CompiledKernel.run` with the current stream, the launch metadata and Triton's enter/exit hooks).
 - `descriptor(make, t, block_shape, layout)`: a TMA tensor descriptor over `t` as it is, copied from one
   validated per geometry instead of validated again.
-- `enabled()` / `set_enabled(on)`: whether the fast path runs: `JOINTATTN_FAST_LAUNCH=1` (read at the first
-  launch) or `set_enabled(True)` turns it on (off by default until its GPU test, `tests/test_fast_launch.py`,
-  has passed on the device machine); never under `TRITON_INTERPRET=1`.
+- `enabled()` / `set_enabled(on, check)`: whether the fast path runs: `JOINTATTN_FAST_LAUNCH=1` (read at the
+  first launch) or `set_enabled(True)` turns it on (off by default until its GPU test, `tests/test_fast_launch.py`,
+  has passed on the device machine); never under `TRITON_INTERPRET=1`. `JOINTATTN_FAST_LAUNCH=check` (or
+  `check=True`) also verifies every fast launch against Triton's binder (tests).
 
 Why: Triton's binder specializes every argument on every call (~60 integers, eight descriptors), about a
 fifth of a launch's host time at small shapes (`benchmarks/NOTES-dispatch.md`, "Where the host time goes").
@@ -36,21 +37,28 @@ MAX_PLANS = 4096  # distinct keys kept; past it the table starts over (shapes th
 
 
 _ENABLED: bool | None = None  # None: read from the environment at the next launch
+_CHECKING = False
 
 
 def enabled() -> bool:
-    """Whether launches take the fast path: `JOINTATTN_FAST_LAUNCH=1`, read once (reading the environment costs
-    ~1 µs, and a launch asks nine times), unless `set_enabled` decided; never under TRITON_INTERPRET=1."""
-    global _ENABLED
+    """Whether launches take the fast path: `JOINTATTN_FAST_LAUNCH=1` (or `check`), read once (reading the
+    environment costs ~1 µs, and a launch asks nine times), unless `set_enabled` decided; never under
+    TRITON_INTERPRET=1."""
+    global _ENABLED, _CHECKING
     if _ENABLED is None:
-        _ENABLED = os.environ.get(ENV, "0") == "1" and os.environ.get("TRITON_INTERPRET", "0") != "1"
+        setting = os.environ.get(ENV, "0")
+        _ENABLED = setting in ("1", "check") and os.environ.get("TRITON_INTERPRET", "0") != "1"
+        _CHECKING = setting == "check"
     return _ENABLED
 
 
-def set_enabled(on: bool | None) -> None:
-    """Turns the fast path on or off from now on; None reads `JOINTATTN_FAST_LAUNCH` again at the next launch."""
-    global _ENABLED
+def set_enabled(on: bool | None, check: bool = False) -> None:
+    """Turns the fast path on or off from now on; None reads `JOINTATTN_FAST_LAUNCH` again at the next launch.
+    `check`: every fast launch also asks Triton's binder which kernel it would run and with which arguments,
+    and raises if that differs (as slow as a normal launch: for tests)."""
+    global _ENABLED, _CHECKING
     _ENABLED = None if on is None else bool(on) and os.environ.get("TRITON_INTERPRET", "0") != "1"
+    _CHECKING = bool(check)
 
 
 def _tensor_key(t: torch.Tensor):
@@ -200,6 +208,8 @@ def launch(kernel, grid: tuple, *args, **kwargs) -> None:
         return
     compiled = plan.compiled
     full = (*args, *[kwargs[name] for name in plan.tail])
+    if _CHECKING:
+        _check(kernel, device, compiled, full, args, kwargs)
     stream = _current_stream(device)
     grid_1 = grid[1] if len(grid) > 1 else 1
     grid_2 = grid[2] if len(grid) > 2 else 1
@@ -216,6 +226,29 @@ def launch(kernel, grid: tuple, *args, **kwargs) -> None:
         knobs.runtime.launch_exit_hook,
         *full,
     )
+
+
+def _check(kernel, device, compiled, full: tuple, args: tuple, kwargs: dict) -> None:
+    """Raises unless Triton's own binder, for these arguments, finds the same compiled kernel and lays the
+    arguments out as `full` (JITFunction.run's steps before its launch, Triton 3.6)."""
+    from triton import knobs
+    from triton.runtime.jit import compute_cache_key
+
+    kernel_cache, kernel_key_cache, _, _, binder = kernel.device_caches[device]
+    options = dict(kwargs)
+    options["debug"] = options.get("debug", kernel.debug) or knobs.runtime.debug
+    options["instrumentation_mode"] = knobs.compilation.instrumentation_mode
+    bound, specialization, options = binder(*args, **options)
+    found = kernel_cache.get(compute_cache_key(kernel_key_cache, specialization, options))
+    if hasattr(found, "result"):
+        found = found.result()
+    name = getattr(kernel, "__name__", kernel)
+    if found is not compiled:
+        raise RuntimeError(f"fast_launch: {name}'s binding is not the kernel Triton would run")
+    if len(bound) != len(full) or any(a is not b for a, b in zip(bound.values(), full)):
+        raise RuntimeError(
+            f"fast_launch: {name}'s arguments are not laid out as Triton's binder lays them out"
+        )
 
 
 _DESCRIPTORS: dict[tuple, object] = {}

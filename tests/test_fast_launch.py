@@ -202,6 +202,53 @@ def test_launch_falls_back_where_it_must(monkeypatch, fast_on, device):
     assert [e[0] for e in kernel.log] == ["normal"] * 8
 
 
+class _BoundKernel(_Kernel):
+    """A stand-in with what the check reads of a JITFunction: device_caches[device] = (kernel cache, key cache,
+    target, backend, binder), the binder returning (bound arguments, specialization, options)."""
+
+    debug = False
+
+    def __init__(self, lay_out=None):
+        super().__init__()
+        from triton.runtime.jit import compute_cache_key
+
+        def binder(*args, **kwargs):
+            params = dict(zip(self.arg_names, (*args, *[kwargs.pop(n) for n in self.arg_names[len(args) :]])))
+            if lay_out:
+                params = lay_out(params)
+            specialization = [("*fp32", "D"), ("i32", "D"), ("fp32", None), ("constexpr", params["BLOCK"])]
+            return params, specialization, kwargs
+
+        key_cache = {}
+        bound, specialization, options = binder(
+            torch.zeros(4), 48, 0.5, BLOCK=16, num_warps=4, debug=False, instrumentation_mode=""
+        )
+        self.kernel_cache = {compute_cache_key(key_cache, specialization, options): self.compiled}
+        self.device_caches = {0: (self.kernel_cache, key_cache, None, None, binder)}
+
+
+def test_check_mode_agrees_with_tritons_binder(monkeypatch, fast_on, device):
+    from triton import knobs
+
+    monkeypatch.setattr(fast_launch, "_CHECKING", True)
+    monkeypatch.setattr(knobs.compilation, "instrumentation_mode", "")
+    kernel = _BoundKernel()
+    for x in (torch.zeros(32), torch.ones(32)):
+        fast_launch.launch(kernel, (1,), x, 48, 0.5, BLOCK=16, num_warps=4)
+    assert [e[0] for e in kernel.log] == ["normal", "fast"]
+    kernel.kernel_cache.update(dict.fromkeys(kernel.kernel_cache, _Compiled([])))  # Triton would run another
+    with pytest.raises(RuntimeError, match="not the kernel Triton would run"):
+        fast_launch.launch(kernel, (1,), torch.ones(32), 48, 0.5, BLOCK=16, num_warps=4)
+    fast_launch.clear()
+    shuffled = _BoundKernel(lay_out=lambda params: dict(reversed(params.items())))
+    for x in (torch.zeros(32), torch.ones(32)):
+        if x.sum():
+            with pytest.raises(RuntimeError, match="not laid out"):
+                fast_launch.launch(shuffled, (1,), x, 48, 0.5, BLOCK=16, num_warps=4)
+        else:
+            fast_launch.launch(shuffled, (1,), x, 48, 0.5, BLOCK=16, num_warps=4)
+
+
 def test_enabled_only_when_asked_and_never_in_the_interpreter(monkeypatch):
     try:
         monkeypatch.delenv(fast_launch.ENV, raising=False)
@@ -219,6 +266,10 @@ def test_enabled_only_when_asked_and_never_in_the_interpreter(monkeypatch):
         assert not fast_launch.enabled()
         fast_launch.set_enabled(True)
         assert not fast_launch.enabled()
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        monkeypatch.setenv(fast_launch.ENV, "check")
+        fast_launch.set_enabled(None)
+        assert fast_launch.enabled() and fast_launch._CHECKING
     finally:
         fast_launch.set_enabled(None)
 
@@ -294,7 +345,8 @@ def test_fast_launch_equals_normal_launch_bit_for_bit(dtype):
     try:
         for i, (case, hopper) in enumerate(runs):
             expected[i] = _forward_and_backward(_gpu_inputs(case, dtype, seed=i), hopper)
-        fast_launch.set_enabled(True)
+        # bf16: every fast launch also checked against Triton's binder; fp16: the fast path as users run it.
+        fast_launch.set_enabled(True, check=dtype == torch.bfloat16)
         fast_launch.clear()
         _compare_rounds(runs, expected, dtype)
     finally:
