@@ -32,6 +32,12 @@ import os
 
 import torch
 
+try:
+    from triton import knobs
+    from triton.runtime.driver import driver
+except ImportError:  # pragma: no cover - without Triton every launch is refused before it gets here
+    knobs = driver = None
+
 ENV = "JOINTATTN_FAST_LAUNCH"
 MAX_PLANS = 4096  # distinct keys kept; past it the table starts over (shapes that never repeat)
 
@@ -171,15 +177,11 @@ def _plan_of(kernel, compiled, args: tuple, kwargs: dict) -> _Plan | None:
 
 
 def _current_device() -> int:
-    from triton.runtime.driver import driver
-
     return driver.active.get_current_device()
 
 
 def _current_stream(device: int):
     """The stream Triton's JIT launches on (the current torch stream of `device`)."""
-    from triton.runtime.driver import driver
-
     return driver.active.get_current_stream(device)
 
 
@@ -188,8 +190,6 @@ def launch(kernel, grid: tuple, *args, **kwargs) -> None:
     if not enabled() or kernel.pre_run_hooks:
         kernel[grid](*args, **kwargs)
         return
-    from triton import knobs
-
     keyed = launch_key(args, kwargs)
     if keyed is None:
         kernel[grid](*args, **kwargs)
@@ -231,7 +231,6 @@ def launch(kernel, grid: tuple, *args, **kwargs) -> None:
 def _check(kernel, device, compiled, full: tuple, args: tuple, kwargs: dict) -> None:
     """Raises unless Triton's own binder, for these arguments, finds the same compiled kernel and lays the
     arguments out as `full` (JITFunction.run's steps before its launch, Triton 3.6)."""
-    from triton import knobs
     from triton.runtime.jit import compute_cache_key
 
     kernel_cache, kernel_key_cache, _, _, binder = kernel.device_caches[device]
