@@ -46,7 +46,8 @@ from triton.language.core import _aggregate as aggregate
 
 LN2 = gl.constexpr(0.6931471805599453)
 
-# No `from __future__ import annotations` here: an aggregate checks its fields against the annotations as types.
+# No `from __future__ import annotations` here: an aggregate checks its fields against its annotations as
+# types.
 # An aggregate's __init__ runs at compile time (`gluon.constexpr_function`: constexprs arrive unwrapped, so
 # constexpr fields are wrapped again), its other methods are `gluon.jit`; an aggregate is passed by value.
 
@@ -475,7 +476,7 @@ def joint_attention_fwd_hopper_kernel(
     outputs = JointOutputs(desc_o, desc_jo, LSE, gl.to_tensor(stride_ls))
     tile = QueryTile.of_program(cfg, N, L, H, stride_lb, stride_lh, N_LEN, L_LEN, HAS_N_LEN, HAS_L_LEN)
     smem = SharedState.allocate(cfg, inputs)
-    # The argument tuples are written inline: a tuple bound to a name first would turn constexprs into tensors.
+    # The argument tuples are written inline: a tuple bound to a name first turns constexprs into tensors.
     gl.warp_specialize(
         [
             (_producer, (cfg, inputs, smem, tile)),

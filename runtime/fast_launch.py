@@ -8,21 +8,21 @@ Entry points:
 - `descriptor(make, t, block_shape, layout)`: a TMA tensor descriptor over `t` as it is, copied from one
   validated per geometry instead of validated again.
 - `enabled()` / `set_enabled(on, check)`: whether the fast path runs: `JOINTATTN_FAST_LAUNCH=1` (read at the
-  first launch) or `set_enabled(True)` turns it on (off by default until its GPU test, `tests/test_fast_launch.py`,
-  has passed on the device machine); never under `TRITON_INTERPRET=1`. `JOINTATTN_FAST_LAUNCH=check` (or
-  `check=True`) also verifies every fast launch against Triton's binder (tests).
+  first launch) or `set_enabled(True)` turns it on (off by default until its GPU test,
+  `tests/test_fast_launch.py`, has passed on the device machine); never under `TRITON_INTERPRET=1`.
+  `JOINTATTN_FAST_LAUNCH=check` (or `check=True`) also verifies every fast launch against Triton's binder.
 
 Why: Triton's binder specializes every argument on every call (~60 integers, eight descriptors), about a
 fifth of a launch's host time at small shapes (`benchmarks/NOTES-dispatch.md`, "Where the host time goes").
 
-The key is conservative: everything Triton specializes on and more. Integers and bools by exact value (Triton
-only looks at "== 1", divisibility by 16 and the integer width), tensors by dtype and the pointer's address
-modulo 16, descriptors by their whole geometry (dtype, shape, strides, box, layout, padding) and their base's
-address modulo 16, strings and None exactly, floats by type (Triton passes every float as fp32), keyword
-arguments (constexprs and launch options) by type and value, the argument types, plus the device, Triton's debug and instrumentation
-settings and the kernel. Anything else (a type it does not know, an unhashable value, pre-run hooks on the
-kernel) takes the normal launch. Not re-checked on the fast path: the kernel's global variables, which Triton
-compares on every launch (ours are constants).
+The key is conservative: everything Triton specializes on and more. The argument types; integers and bools by
+exact value (Triton only looks at "== 1", divisibility by 16 and the integer width), tensors by dtype and the
+pointer's address modulo 16, descriptors by their whole geometry (dtype, shape, strides, box, layout, padding)
+and their base's address modulo 16, strings and None exactly, floats by type only (Triton passes every float
+as fp32); keyword arguments (constexprs and launch options) by type and value; the device, Triton's debug and
+instrumentation settings and the kernel. Anything else (a type it does not know, an unhashable value, pre-run
+hooks on the kernel) takes the normal launch. Not re-checked on the fast path: the kernel's global variables,
+which Triton compares on every launch (ours are constants).
 """
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ def _descriptor_types() -> tuple[type, ...]:
     return tuple(types)
 
 
-# Exact types only: a subclass (nn.Parameter, a numpy integer) is unknown and takes the normal launch. Values of
-# the first kind enter the key as they are (the argument types enter it too, so True and 1 differ).
+# Exact types only: a subclass (nn.Parameter, a numpy integer) is unknown and takes the normal launch. Values
+# of the first kind enter the key as they are (the argument types enter it too, so True and 1 differ).
 _AS_IS = frozenset({int, bool, str, type(None)})
 _REPLACED = {float: lambda value: None, torch.Tensor: _tensor_key}
 _REPLACED.update(dict.fromkeys(_descriptor_types(), _descriptor_key))
@@ -161,8 +161,8 @@ def clear() -> None:
 
 
 def _plan_of(kernel, compiled, args: tuple, kwargs: dict) -> _Plan | None:
-    """The plan for later launches like this one, or None if its arguments do not map plainly onto the kernel's
-    parameters (defaults left out, unknown keywords): those keep the normal launch."""
+    """The plan for later launches like this one, or None if its arguments do not map plainly onto the
+    kernel's parameters (defaults left out, unknown keywords): those keep the normal launch."""
     if compiled is None:
         return None
     if hasattr(compiled, "result"):
@@ -254,10 +254,10 @@ _DESCRIPTORS: dict[tuple, object] = {}
 
 
 def descriptor(make, t: torch.Tensor, block_shape: list[int], layout=None):
-    """`make(t, shape, strides, block_shape[, layout])` (a host TMA descriptor over `t` as it is). With the fast
-    path on, the first descriptor of each geometry is validated by its constructor and kept without its base;
-    later ones are copies of it with `t` as base, after the one check that depends on `t` alone (16-byte aligned
-    base; a misaligned one goes to the constructor, which refuses it as before)."""
+    """`make(t, shape, strides, block_shape[, layout])` (a host TMA descriptor over `t` as it is). With the
+    fast path on, the first descriptor of each geometry is validated by its constructor and kept without its
+    base; later ones are copies of it with `t` as base, after the one check that depends on `t` alone (a
+    16-byte aligned base; a misaligned one goes to the constructor, which refuses it as before)."""
     extra = () if layout is None else (layout,)
     if not enabled():
         return make(t, list(t.shape), list(t.stride()), list(block_shape), *extra)

@@ -4,10 +4,10 @@ rests on. Run by tests/test_hopper_kernel.py in a fresh interpreter; by hand: py
 Fields: num_warps and shared bytes of the build, raised_regs (setmaxnreg.inc values and how often), spill_free
 and the ptxas report, exp2_between_waits (per consumer: MUFU.EX2 between the S_j wait and the P V wait).
 
-`python tests/hopper_build_report.py fingerprints [--write]`: per config (dh 64/128 x bf16/fp16, and dh 128 with
-its integer arguments equal to 1) the sha256 of the PTX without its debug locations and labels, its shared
-memory, and the cubin's registers and spills; --write stores them in hopper_fwd_fingerprints.json (only after
-checking that a codegen change is intended: a pure refactor of the kernel leaves them as they are).
+`python tests/hopper_build_report.py fingerprints [--write]`: per config (dh 64/128 x bf16/fp16, and dh 128
+with its integer arguments equal to 1) the sha256 of the PTX without its debug locations and labels, its
+shared memory, and the cubin's registers and spills; --write stores them in hopper_fwd_fingerprints.json (only
+after checking that a codegen change is intended: a pure refactor of the kernel leaves them as they are).
 """
 
 from __future__ import annotations
@@ -113,8 +113,9 @@ def fingerprint(dh: int, dtype: str, ones: bool = False) -> dict:
 
 
 def fingerprints() -> dict:
-    """Every config's fingerprint, keyed "dh_dtype", with the Triton version that produced them; "128_bf16_ones":
-    the build with integer arguments equal to 1 (constexprs where the kernel expects tensors)."""
+    """Every config's fingerprint, keyed "dh_dtype", with the Triton version that produced them;
+    "128_bf16_ones": the build with integer arguments equal to 1 (constexprs where the kernel expects
+    tensors)."""
     configs = {f"{dh}_{dtype}": fingerprint(dh, dtype) for dh in (64, 128) for dtype in DTYPES}
     configs["128_bf16_ones"] = fingerprint(128, "bf16", ones=True)
     return dict(triton=triton.__version__, configs=configs)

@@ -2,12 +2,12 @@
 
 - Everywhere (pure Python): the key separates every argument change Triton specializes on (dtype, a pointer's
   16-byte alignment, an integer's value, bool against int, None against a tensor, constexprs, options, a
-  descriptor's geometry) and ignores what it does not (a pointer's address, a float's value); unknown types are
-  not keyed; descriptors copied from a template equal freshly built ones and keep no caller's tensor alive;
-  `launch` takes the normal path first, then calls the compiled kernel with every parameter in order, on the
-  current stream, with Triton's hooks, and falls back where it must.
-- On a CUDA device (`gpu` marker): the forward (Triton, Triton with TMA, Gluon Hopper) and the backward with the
-  fast path against the normal launch, bit for bit, over shapes, strides, pointer alignments and padding,
+  descriptor's geometry) and ignores what it does not (a pointer's address, a float's value); unknown types
+  are not keyed; descriptors copied from a template equal freshly built ones and keep no caller's tensor
+  alive; `launch` takes the normal path first, then calls the compiled kernel with every parameter in order,
+  on the current stream, with Triton's hooks, and falls back where it must.
+- On a CUDA device (`gpu` marker): the forward (Triton, Triton with TMA, Gluon Hopper) and the backward with
+  the fast path against the normal launch, bit for bit, over shapes, strides, pointer alignments and padding,
   interleaved so that bound launches are reused with new tensors and must not be confused with each other.
 """
 
@@ -23,7 +23,7 @@ from jointattn.runtime import fast_launch
 from jointattn.runtime.call import JointCall
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-# --- the key ---------------------------------------------------------------------------------------------------
+# --- the key ------------------------------------------------------------------------------------------------
 
 
 def _key(*args, **kwargs):
@@ -127,7 +127,7 @@ def test_descriptor_with_the_fast_path_off_is_the_constructor(monkeypatch):
     assert type(d) is TensorDescriptor and d.base is t and not hasattr(d, "_jointattn_geometry")
 
 
-# --- launch's control flow, on a stand-in kernel ----------------------------------------------------------------
+# --- launch's control flow, on a stand-in kernel ------------------------------------------------------------
 
 
 class _Compiled:
@@ -203,8 +203,8 @@ def test_launch_falls_back_where_it_must(monkeypatch, fast_on, device):
 
 
 class _BoundKernel(_Kernel):
-    """A stand-in with what the check reads of a JITFunction: device_caches[device] = (kernel cache, key cache,
-    target, backend, binder), the binder returning (bound arguments, specialization, options)."""
+    """A stand-in with what the check reads of a JITFunction: device_caches[device] = (kernel cache, key
+    cache, target, backend, binder), the binder returning (bound arguments, specialization, options)."""
 
     debug = False
 
@@ -274,7 +274,7 @@ def test_enabled_only_when_asked_and_never_in_the_interpreter(monkeypatch):
         fast_launch.set_enabled(None)
 
 
-# --- on the GPU: fast against normal, bit for bit ----------------------------------------------------------------
+# --- on the GPU: fast against normal, bit for bit -----------------------------------------------------------
 
 HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
 

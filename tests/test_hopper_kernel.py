@@ -51,12 +51,12 @@ def test_offline_build_keeps_its_fingerprints():
     """Every config (dh 64/128 x bf16/fp16; dh 128 with its integer arguments equal to 1, which Triton turns
     into constexprs) compiles for sm_90a to the PTX recorded in
     `hopper_fwd_fingerprints.json` (debug locations aside), so a refactor of the kernel that changes its code
-    does not go unseen. An intended change: check speed and the schedule test below, then rewrite the file with
-    `python tests/hopper_build_report.py fingerprints --write`."""
+    does not go unseen. An intended change: check speed and the schedule test below, then rewrite the file
+    with `python tests/hopper_build_report.py fingerprints --write`."""
     expected = json.loads(pathlib.Path(__file__).with_name("hopper_fwd_fingerprints.json").read_text())
     found = _offline_build("fingerprints")
     assert found["triton"] == expected["triton"], (
-        f"fingerprints were recorded with Triton {expected['triton']}, this is {found['triton']}: regenerate them"
+        f"fingerprints recorded with Triton {expected['triton']}, this is {found['triton']}: regenerate them"
     )
     for config, want in expected["configs"].items():
         got = found["configs"][config]
