@@ -274,6 +274,38 @@ def test_enabled_only_when_asked_and_never_in_the_interpreter(monkeypatch):
         fast_launch.set_enabled(None)
 
 
+@pytest.fixture
+def recorded_launches(monkeypatch):
+    """`fast_launch.launch` replaced by a recorder of (kernel, args, kwargs): the launchers run on CPU tensors up
+    to their launches, and no kernel runs."""
+    calls = []
+    monkeypatch.setattr(fast_launch, "launch", lambda kernel, grid, *a, **k: calls.append((kernel, a, k)))
+    return calls
+
+
+def test_every_launch_site_can_be_bound(recorded_launches):
+    """The launchers' real argument lists: each keys (no type the key does not know) and maps plainly onto its
+    kernel's parameters, so on the GPU no launch silently keeps the slow path."""
+    from jointattn.runtime.hopper_launch import launch_forward_hopper
+    from jointattn.runtime.triton_runtime import launch_backward, launch_forward
+
+    q, k, v, jq, jk, jv = (torch.randn(2, 3, s, 64) for s in (37, 37, 37, 7, 7, 7))
+    lengths = torch.tensor([30, 37], dtype=torch.int32)
+    call = JointCall.of(q, k, v, jq, jk, jv, 0.125, lengths, None)
+    out, joint_out, lse = torch.empty_like(q), torch.empty_like(jq), torch.empty(2, 3, 44)
+    launch_forward(call, out, joint_out, lse, hopper=False)
+    launch_backward(call, out, joint_out, lse, out, joint_out, lse)
+    bf16 = JointCall.of(*(t.to(torch.bfloat16) for t in (q, k, v, jq, jk, jv)), 0.125, lengths, None)
+    launch_forward_hopper(bf16, out.to(torch.bfloat16), joint_out.to(torch.bfloat16), lse, 37, 7)
+    names = [kernel.__name__ for kernel, _, _ in recorded_launches]
+    assert names == ["joint_attention_fwd_kernel", "joint_attention_bwd_preprocess_kernel",
+                     "joint_attention_bwd_dkdv_kernel", "joint_attention_bwd_dq_kernel",
+                     "joint_attention_fwd_hopper_kernel"]  # fmt: skip
+    for kernel, args, kwargs in recorded_launches:
+        assert fast_launch.launch_key(args, kwargs) is not None, kernel.__name__
+        assert fast_launch._plan_of(kernel, object(), args, kwargs) is not None, kernel.__name__
+
+
 # --- on the GPU: fast against normal, bit for bit -----------------------------------------------------------
 
 HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
