@@ -5,10 +5,12 @@
   descriptor's geometry) and ignores what it does not (a pointer's address, a float's value); unknown types
   are not keyed; descriptors copied from a template equal freshly built ones and keep no caller's tensor
   alive; `launch` takes the normal path first, then calls the compiled kernel with every parameter in order,
-  on the current stream, with Triton's hooks, and falls back where it must.
+  on the current stream, with Triton's hooks, and falls back where it must; check mode agrees with Triton's
+  binder; every launch site's real argument list keys and maps onto its kernel's parameters.
 - On a CUDA device (`gpu` marker): the forward (Triton, Triton with TMA, Gluon Hopper) and the backward with
   the fast path against the normal launch, bit for bit, over shapes, strides, pointer alignments and padding,
-  interleaved so that bound launches are reused with new tensors and must not be confused with each other.
+  interleaved so that bound launches are reused with new tensors and must not be confused with each other
+  (bf16 in check mode, fp16 as users run it).
 """
 
 from __future__ import annotations
