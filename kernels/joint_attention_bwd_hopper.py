@@ -2,7 +2,7 @@
 
 Entry point: `joint_attention_bwd_hopper_kernel`, launched by `jointattn.runtime.hopper_backward_launch` after
 the Triton preprocess (`joint_attention_bwd_preprocess_kernel`: delta = rowsum(dO * O) - dlse and
-m = lse * log2(e), +inf where lse = -inf) and before a small postprocess that scales and casts dQ.
+m = lse * log2(e), +inf where lse = -inf) and before a postprocess that casts dQ to the input dtype.
 
 One CTA per key block of 2 * KEYS_PER_WG keys (spatial blocks first, then joint blocks, both sets in one grid)
 walks every query block of both token sets (every query row attends every valid key) and runs three partitions:
@@ -181,7 +181,7 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
 
             # Rows past the set's end hold zeros (P = 0 there) and the reduce clips them at the tensor's end.
             tma.store_wait(pendings=0)  # the previous tile's reduce has read dq_w
-            dq_w.reshape([BLOCK_M, HEAD_DIM]).store(dq)
+            dq_w.reshape([BLOCK_M, HEAD_DIM]).store(dq * scale)  # dQ = scale * dS K
             fence_async_shared()
             if in_a:
                 _tma_reduce_add(desc_dqa, [bz, h, q_row0, 0], dq_w)
@@ -224,7 +224,7 @@ def joint_attention_bwd_hopper_kernel(
     HAS_N_LEN: gl.constexpr, HAS_L_LEN: gl.constexpr, CONSUMER_REGS: gl.constexpr,
 ):
     """q/k/v/joint_*/dO/djoint_O as 4-D TMA descriptors (blocks [1, 1, BLOCK_M or KEYS_PER_WG, HEAD_DIM]);
-    desc_dqa/desc_djqa: float32 [b, nh, N or L, HEAD_DIM], zeroed, where the unscaled dQ accumulates (blocks
+    desc_dqa/desc_djqa: float32 [b, nh, N or L, HEAD_DIM], zeroed, where dQ accumulates (blocks
     [1, 1, BLOCK_M, HEAD_DIM]); M, DELTA: float32 [b, nh, N+L] (contiguous, from the preprocess); DK, DV, DJK,
     DJV: the key gradients, any strides, written completely; qk_scale = scale * log2(e) > 0."""
     dtype: gl.constexpr = desc_q.dtype

@@ -4,9 +4,9 @@ Entry point: `launch_backward_hopper(call, out, joint_out, lse, grad_out, grad_j
 called by `triton_runtime.launch_backward` where the dispatcher (`dispatch.py`, which states the envelope)
 picks the Hopper kernel for the backward, or where it is asked for. Three steps:
 1. the Triton preprocess (`backward_preprocess`): delta and m per query row of both sets;
-2. the Gluon kernel: dK, dV, djoint_K, djoint_V written in place, unscaled dQ of both sets added into one
-   zeroed float32 [b, nh, N+L, dh] buffer by TMA reduce-adds;
-3. the postprocess: dq and djoint_q = scale * that buffer, in the input dtype.
+2. the Gluon kernel: dK, dV, djoint_K, djoint_V written in place, dQ of both sets added into one zeroed
+   float32 [b, nh, N+L, dh] buffer by TMA reduce-adds;
+3. the postprocess: dq and djoint_q copied out of that buffer in the input dtype.
 """
 
 from __future__ import annotations
@@ -105,8 +105,7 @@ def launch_backward_hopper(
         CONSUMER_REGS=config.consumer_regs,
         num_warps=4,
     )  # fmt: skip
-    # Postprocess: dQ = scale * dS K, in the input dtype.
-    accumulator.mul_(scale)
+    # Postprocess: dQ in the input dtype.
     if n:
         dq.copy_(accumulator[:, :, :n])
     if l:

@@ -1,6 +1,6 @@
 """Offline sm_90a build of the Gluon Hopper backward (no GPU needed): prints one JSON line with what its speed
 rests on. Run by tests/test_hopper_backward.py in a fresh interpreter; by hand:
-python tests/hopper_backward_build_report.py 128
+python tests/hopper_backward_build_report.py 128 [block_m keys_per_wg num_stages]
 
 Fields: num_warps and shared bytes of the build, raised_regs (setmaxnreg.inc values and how often), spill_free
 and the ptxas report, wgmma (HGMMA instructions in the SASS), atomics (RED/ATOM instructions) and tma_reduces (the dQ
@@ -16,15 +16,15 @@ import sys
 
 import triton
 from hopper_build_report import ptxas_and_sass
-from jointattn.kernels.configs import hopper_backward_config
+from jointattn.kernels.configs import HopperBackwardConfig, hopper_backward_config
 from jointattn.kernels.joint_attention_bwd_hopper import joint_attention_bwd_hopper_kernel
 from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon._runtime import GluonASTSource
 
 
-def compile_for_sm90(dh: int):
-    config = hopper_backward_config(dh)
+def compile_for_sm90(dh: int, config=None):
+    config = config or hopper_backward_config(dh)
 
     def desc(rows):
         layout = gl.NVMMASharedLayout.get_default_for([1, 1, rows, dh], gl.bfloat16)
@@ -50,8 +50,8 @@ def compile_for_sm90(dh: int):
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
 
 
-def main(dh: int) -> dict:
-    compiled = compile_for_sm90(dh)
+def main(dh: int, config=None) -> dict:
+    compiled = compile_for_sm90(dh, config)
     ptx = compiled.asm["ptx"]
     report, sass = ptxas_and_sass(compiled)
     return dict(
@@ -67,5 +67,7 @@ def main(dh: int) -> dict:
     )
 
 
-if __name__ == "__main__":
-    print(json.dumps(main(int(sys.argv[1]))))
+if __name__ == "__main__":  # dh [block_m keys_per_wg num_stages]: another config than the default
+    extra = [int(x) for x in sys.argv[2:]]
+    candidate = HopperBackwardConfig(*extra, 240) if extra else None
+    print(json.dumps(main(int(sys.argv[1]), candidate)))
