@@ -11,10 +11,12 @@ walks every query block of both token sets (every query row attends every valid 
 - two `_consumer` partitions C = 0, 1 (one warpgroup each, KEYS_PER_WG keys each), per query block, in the
   transposed form so that P and dS are the register A operand of their products:
   Sᵀ = K Qᵀ, dPᵀ = V dOᵀ, Pᵀ = exp2(Sᵀ * scale * log2 e - m), dSᵀ = Pᵀ (dPᵀ - delta),
-  dV += Pᵀ dO, dK += dSᵀ Q (register accumulators across the query loop), and dQ = dS K from dSᵀ written to
-  shared memory (read transposed by wgmma), staged in shared memory and added into a float32 [b, nh, N+L, dh]
-  buffer by a TMA reduce-add (FA3's way: one bulk add per tile instead of a scalar atomic per element), so
-  no second pass over the keys.
+  dV += Pᵀ dO, dK += dSᵀ Q (register accumulators across the query loop), and dQ = dS K over the CTA's keys:
+  dSᵀ goes to shared memory (read transposed by wgmma); at dh 128 both warpgroups' dSᵀ are handed over
+  (mbarriers ds_ready / ds_free) and each computes half of dQ's columns over all 2 * KEYS_PER_WG keys, at
+  dh 64 each its own keys' part of all columns; the tile is staged in shared memory and added into a float32
+  [b, nh, N+L, dh] buffer with a TMA reduce-add (FA3's way: one bulk add per tile instead of a scalar atomic
+  per element), so there is no second pass over the keys.
 - Padding: a key block past its set's valid length loads nothing and writes zero gradients. A set's partial
   last block is loaded so that it ends at the valid length (`_key_block`, as the forward does), its first
   columns (repeats of the block before, or rows before 0 that TMA reads as zero) masked to P = 0 and never
@@ -110,7 +112,7 @@ def _store_key_gradient(acc, base, stride_s, stride_d, k_load0, natural0, skip_r
 
 @gluon.jit
 def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_smem, kv_bar, qdo_ready,
-              qdo_empty, M, DELTA, DK, DV, DJK, DJV,
+              qdo_empty, ds_ready, ds_free, M, DELTA, DK, DV, DJK, DJV,
               stride_dkb, stride_dkh, stride_dks, stride_dkd,
               stride_dvb, stride_dvh, stride_dvs, stride_dvd,
               stride_djkb, stride_djkh, stride_djks, stride_djkd,
@@ -132,7 +134,15 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
 
     k_w = k_smem.index(C).reshape([KEYS_PER_WG, HEAD_DIM])
     v_w = v_smem.index(C).reshape([KEYS_PER_WG, HEAD_DIM])
-    ds_w = ds_smem.index(C)  # dSᵀ [keys, queries]
+    ds_w = ds_smem.index(C)  # dSᵀ [keys, queries] of this warpgroup's keys
+    # dQ's columns per warpgroup: the accumulator descriptor's box. Split (DQ_COLS = HEAD_DIM / 2, where a half
+    # is whole 128-byte swizzle rows of K, dh 128): each warpgroup takes half of the columns over all
+    # 2 * KEYS_PER_WG keys (both warpgroups' dSᵀ), FA3's split: half the accumulator registers and one
+    # reduce-add per half. Unsplit (dh 64): each adds its own keys' partial dQ, all columns.
+    DQ_COLS: gl.constexpr = desc_dqa.block_type.shape[3]
+    SPLIT_DQ: gl.constexpr = DQ_COLS < HEAD_DIM
+    dq_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                        instr_shape=[16, DQ_COLS, 16])
     dq_w = dq_smem.index(C)  # this warpgroup's dQ tile on its way to the TMA reduce-add
     skip_rows = skip - C * KEYS_PER_WG  # this warpgroup's first rows that repeat earlier keys (may be <= 0)
     key_ok = gl.arange(0, KEYS_PER_WG, layout=key_of_st) >= skip_rows
@@ -140,9 +150,9 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
     dk = gl.zeros([KEYS_PER_WG, HEAD_DIM], gl.float32, layout=kv_layout)
     dv = gl.zeros([KEYS_PER_WG, HEAD_DIM], gl.float32, layout=kv_layout)
     st_zero = gl.zeros([KEYS_PER_WG, BLOCK_M], gl.float32, layout=st_layout)
-    dq_zero = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=kv_layout)
+    dq_zero = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, layout=dq_layout)
     stats = (bz.to(gl.int64) * H + h) * (N + L)
-    q_cols = gl.arange(0, BLOCK_M, layout=query_of_st)
+    q_idx = gl.arange(0, BLOCK_M, layout=gl.BlockedLayout([1], [32], [4], [0]))
 
     if active:
         mbarrier.wait(kv_bar, 0)
@@ -153,9 +163,13 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
             q_row0 = gl.where(in_a, i, i - n_q_blocks_a) * BLOCK_M
             set_rows = gl.where(in_a, N, L)
             stat_row0 = gl.where(in_a, q_row0, N + q_row0)
-            q_ok = q_row0 + q_cols < set_rows
-            m = gl.load(M + stats + stat_row0 + q_cols, mask=q_ok, other=float("inf"))
-            delta = gl.load(DELTA + stats + stat_row0 + q_cols, mask=q_ok, other=0.0)
+            # m and delta loaded one row per thread (a wgmma-layout load would hold 16 addresses per thread
+            # across the loop), then spread as Sᵀ's columns.
+            q_ok = q_row0 + q_idx < set_rows
+            m = gl.load(M + stats + stat_row0 + q_idx, mask=q_ok, other=float("inf"))
+            delta = gl.load(DELTA + stats + stat_row0 + q_idx, mask=q_ok, other=0.0)
+            m = gl.convert_layout(m, query_of_st)
+            delta = gl.convert_layout(delta, query_of_st)
 
             s = i % NUM_STAGES
             mbarrier.wait(qdo_ready.index(s), (i // NUM_STAGES) & 1)
@@ -172,21 +186,40 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
             dst_op = gl.convert_layout(dst.to(dtype), op_layout)
             dv = warpgroup_mma(pt_op, do_buf, dv, is_async=True)
             dk = warpgroup_mma(dst_op, q_buf, dk, is_async=True)
-            ds_w.store(dst.to(dtype))
-            fence_async_shared()
-            dv, dk, pt_op, dst_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, pt_op, dst_op))
-            dq = warpgroup_mma(ds_w.permute((1, 0)), k_w, dq_zero, use_acc=False, is_async=True)
-            dq = warpgroup_mma_wait(num_outstanding=0, deps=(dq,))
+            if SPLIT_DQ:
+                # dSᵀ to shared memory for both warpgroups: once the other has read the previous one (ds_free;
+                # a fresh barrier passes parity 1), then all 128 threads' stores fenced and joined before
+                # ds_ready tells the other.
+                mbarrier.wait(ds_free.index(C), (i & 1) ^ 1)
+                ds_w.store(dst.to(dtype))
+                fence_async_shared()
+                gl.thread_barrier()
+                mbarrier.arrive(ds_ready.index(C), count=1)
+                dv, dk, pt_op, dst_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, pt_op, dst_op))
+                mbarrier.wait(ds_ready.index(1 - C), i & 1)
+                k0 = k_smem.index(0).reshape([KEYS_PER_WG, HEAD_DIM]).slice(C * DQ_COLS, DQ_COLS, dim=1)
+                k1 = k_smem.index(1).reshape([KEYS_PER_WG, HEAD_DIM]).slice(C * DQ_COLS, DQ_COLS, dim=1)
+                dq = warpgroup_mma(ds_smem.index(0).permute((1, 0)), k0, dq_zero, use_acc=False, is_async=True)
+                dq = warpgroup_mma(ds_smem.index(1).permute((1, 0)), k1, dq, is_async=True)
+                dq = warpgroup_mma_wait(num_outstanding=0, deps=(dq,))
+                mbarrier.arrive(ds_free.index(1 - C), count=1)  # the other's dSᵀ read
+            else:
+                ds_w.store(dst.to(dtype))
+                fence_async_shared()
+                dv, dk, pt_op, dst_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, pt_op, dst_op))
+                dq = warpgroup_mma(ds_w.permute((1, 0)), k_w, dq_zero, use_acc=False, is_async=True)
+                dq = warpgroup_mma_wait(num_outstanding=0, deps=(dq,))
             mbarrier.arrive(qdo_empty.index(s), count=1)  # Q, dO of stage s consumed
 
             # Rows past the set's end hold zeros (P = 0 there) and the reduce clips them at the tensor's end.
             tma.store_wait(pendings=0)  # the previous tile's reduce has read dq_w
-            dq_w.reshape([BLOCK_M, HEAD_DIM]).store(dq * scale)  # dQ = scale * dS K
+            dq_w.reshape([BLOCK_M, DQ_COLS]).store(dq * scale)  # dQ = scale * dS K
             fence_async_shared()
+            col0 = C * DQ_COLS if SPLIT_DQ else 0
             if in_a:
-                _tma_reduce_add(desc_dqa, [bz, h, q_row0, 0], dq_w)
+                _tma_reduce_add(desc_dqa, [bz, h, q_row0, col0], dq_w)
             else:
-                _tma_reduce_add(desc_djqa, [bz, h, q_row0, 0], dq_w)
+                _tma_reduce_add(desc_djqa, [bz, h, q_row0, col0], dq_w)
         tma.store_wait(pendings=0)
 
     # dK = scale * dSᵀ Q (dS is the gradient of the scaled scores); dV = Pᵀ dO.
@@ -225,7 +258,7 @@ def joint_attention_bwd_hopper_kernel(
 ):
     """q/k/v/joint_*/dO/djoint_O as 4-D TMA descriptors (blocks [1, 1, BLOCK_M or KEYS_PER_WG, HEAD_DIM]);
     desc_dqa/desc_djqa: float32 [b, nh, N or L, HEAD_DIM], zeroed, where dQ accumulates (blocks
-    [1, 1, BLOCK_M, HEAD_DIM]); M, DELTA: float32 [b, nh, N+L] (contiguous, from the preprocess); DK, DV, DJK,
+    [1, 1, BLOCK_M, HEAD_DIM / 2] to split dQ's columns between the consumers, or HEAD_DIM); M, DELTA: float32 [b, nh, N+L] (contiguous, from the preprocess); DK, DV, DJK,
     DJV: the key gradients, any strides, written completely; qk_scale = scale * log2(e) > 0."""
     dtype: gl.constexpr = desc_q.dtype
     BLOCK_N: gl.constexpr = 2 * KEYS_PER_WG
@@ -259,7 +292,12 @@ def joint_attention_bwd_hopper_kernel(
     kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     qdo_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     qdo_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    ds_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    ds_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     mbarrier.init(kv_bar, count=1)
+    for i in gl.static_range(2):
+        mbarrier.init(ds_ready.index(i), count=1)
+        mbarrier.init(ds_free.index(i), count=1)
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(qdo_ready.index(i), count=1)
         mbarrier.init(qdo_empty.index(i), count=2)
@@ -271,7 +309,7 @@ def joint_attention_bwd_hopper_kernel(
                          bz, h, k_spatial, k_start, active, n_q_blocks_a, n_q_blocks,
                          BLOCK_M, KEYS_PER_WG, NUM_STAGES)),
             (_consumer, (desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_smem, kv_bar,
-                         qdo_ready, qdo_empty, M, DELTA, DK, DV, DJK, DJV,
+                         qdo_ready, qdo_empty, ds_ready, ds_free, M, DELTA, DK, DV, DJK, DJV,
                          stride_dkb, stride_dkh, stride_dks, stride_dkd,
                          stride_dvb, stride_dvh, stride_dvs, stride_dvd,
                          stride_djkb, stride_djkh, stride_djks, stride_djkd,
@@ -280,7 +318,7 @@ def joint_attention_bwd_hopper_kernel(
                          n_q_blocks_a, n_q_blocks, N, L, H, qk_scale, scale,
                          0, BLOCK_M, KEYS_PER_WG, HEAD_DIM, NUM_STAGES)),
             (_consumer, (desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_smem, kv_bar,
-                         qdo_ready, qdo_empty, M, DELTA, DK, DV, DJK, DJV,
+                         qdo_ready, qdo_empty, ds_ready, ds_free, M, DELTA, DK, DV, DJK, DJV,
                          stride_dkb, stride_dkh, stride_dks, stride_dkd,
                          stride_dvb, stride_dvh, stride_dvs, stride_dvd,
                          stride_djkb, stride_djkh, stride_djks, stride_djkd,

@@ -32,15 +32,15 @@ except ImportError as error:  # pragma: no cover - Gluon is experimental; other 
 
 
 @functools.cache
-def _accumulator_layout(rows: int, dh: int):
-    return gl.NVMMASharedLayout.get_default_for([1, 1, rows, dh], gl.float32)
+def _accumulator_layout(rows: int, cols: int):
+    return gl.NVMMASharedLayout.get_default_for([1, 1, rows, cols], gl.float32)
 
 
-def _accumulator_descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
-    """A 4-D descriptor over a float32 dQ buffer [b, nh, S, dh]: the kernel's TMA reduce-adds target it."""
-    dh = t.shape[-1]
+def _accumulator_descriptor(t: torch.Tensor, rows: int, cols: int) -> TensorDescriptor:
+    """A 4-D descriptor over a float32 dQ buffer [b, nh, S, dh]; one box is [1, 1, rows, cols] (what one
+    consumer warpgroup of the kernel reduce-adds: all of dQ's columns, or half with `split_dq`)."""
     return TensorDescriptor(
-        t, list(t.shape), list(t.stride()), [1, 1, rows, dh], _accumulator_layout(rows, dh)
+        t, list(t.shape), list(t.stride()), [1, 1, rows, cols], _accumulator_layout(rows, cols)
     )
 
 
@@ -89,7 +89,8 @@ def launch_backward_hopper(
         _descriptor(t, rows)
         for t, rows in zip((*run.tensors, grad_out, grad_joint_out), (bm, bk, bk, bm, bk, bk, bm, bm))
     ]
-    descs += [_accumulator_descriptor(acc_a, bm), _accumulator_descriptor(acc_b, bm)]
+    cols = config.dq_cols(dh)
+    descs += [_accumulator_descriptor(acc_a, bm, cols), _accumulator_descriptor(acc_b, bm, cols)]
     logical_n, logical_l, scale = call.logical_n, call.logical_l, call.scale
     grid = (triton.cdiv(n, config.block_n) + triton.cdiv(l, config.block_n), b * nh)
     if grid[0] == 0:

@@ -49,15 +49,20 @@ def test_offline_build(dh):
     # dQ: one TMA reduce-add per consumer (in its loop), no per-element atomics.
     assert build["tma_reduces"] == 2 and build["atomics"] == 0, build
     # Five products per query block and consumer, in k-steps of 16: Sᵀ and dPᵀ over dh, dV and dK over the
-    # query block, dQ over the warpgroup's keys.
-    steps = 2 * dh // 16 + 2 * config.block_m // 16 + config.keys_per_wg // 16
+    # query block, dQ over the CTA's keys (split: half the columns) or the warpgroup's own (unsplit).
+    dq_keys = 2 * config.keys_per_wg if config.split_dq else config.keys_per_wg
+    steps = 2 * dh // 16 + 2 * config.block_m // 16 + dq_keys // 16
     assert build["wgmma"] == 2 * steps, build
+    # Each consumer's query loop stays (nearly) free of local memory: at dh 128 one spill store and ~25 reloads
+    # of loop invariants per iteration (of ~530 instructions) today; more means the schedule got worse.
+    loops = build["loop_spills"]
+    assert len(loops) >= 2 and all(stores <= 1 and loads <= 32 for stores, loads in loops), loops
 
 
 @pytest.mark.parametrize(
     "dh",
-    [64, pytest.param(128, marks=pytest.mark.xfail(strict=True, reason="dh 128 spills ~640 bytes (dK, dV, dQ "
-                                                   "accumulators and the m/delta addresses); see the README"))],
+    [64, pytest.param(128, marks=pytest.mark.xfail(strict=True, reason="dh 128 spills ~630 bytes, mostly "
+                                                   "outside the query loop; see the README"))],
 )  # fmt: skip
 def test_offline_build_has_no_spills(dh):
     build = _offline_build(dh)
