@@ -80,6 +80,18 @@ def test_launcher_refuses_outside_the_envelope_with_a_reason():
     assert hopper_backward_config(96) is None and hopper_backward_config(256) is None
 
 
+@pytest.mark.parametrize("path,hopper", [("hopper", True), ("triton", False)])
+def test_the_auto_runtime_runs_the_backward_the_dispatcher_picked(monkeypatch, path, hopper):
+    """A backward the dispatcher gives to "hopper" runs the Hopper launcher (insisting), one given to "triton"
+    runs the Triton kernels (never the Hopper one)."""
+    from jointattn.runtime import auto_runtime, triton_runtime
+
+    seen = []
+    monkeypatch.setattr(triton_runtime, "launch_backward", lambda *args, **kw: seen.append(kw) or "grads")
+    assert auto_runtime.run_backward(path, *[None] * 7) == "grads"
+    assert seen == [dict(hopper=hopper)]
+
+
 # name: (b, nh, N, L, dh, valid N, valid L)
 CASES = {
     "odd_no_padding": (1, 3, 333, 77, 128, None, None),
