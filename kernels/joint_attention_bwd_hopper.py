@@ -164,12 +164,10 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
             set_rows = gl.where(in_a, N, L)
             stat_row0 = gl.where(in_a, q_row0, N + q_row0)
             # m and delta loaded one row per thread (a wgmma-layout load would hold 16 addresses per thread
-            # across the loop), then spread as Sᵀ's columns.
+            # across the loop); spread as Sᵀ's columns while Sᵀ and dPᵀ are on the tensor cores.
             q_ok = q_row0 + q_idx < set_rows
             m = gl.load(M + stats + stat_row0 + q_idx, mask=q_ok, other=float("inf"))
             delta = gl.load(DELTA + stats + stat_row0 + q_idx, mask=q_ok, other=0.0)
-            m = gl.convert_layout(m, query_of_st)
-            delta = gl.convert_layout(delta, query_of_st)
 
             s = i % NUM_STAGES
             mbarrier.wait(qdo_ready.index(s), (i // NUM_STAGES) & 1)
@@ -177,6 +175,8 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
             do_buf = do_bufs.index(s).reshape([BLOCK_M, HEAD_DIM])
             st = warpgroup_mma(k_w, q_buf.permute((1, 0)), st_zero, use_acc=False, is_async=True)
             dpt = warpgroup_mma(v_w, do_buf.permute((1, 0)), st_zero, use_acc=False, is_async=True)
+            m = gl.convert_layout(m, query_of_st)
+            delta = gl.convert_layout(delta, query_of_st)
             st, dpt = warpgroup_mma_wait(num_outstanding=0, deps=(st, dpt))
 
             pt = gl.exp2(st * qk_scale - m[None, :])
@@ -195,20 +195,19 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
                 fence_async_shared()
                 gl.thread_barrier()
                 mbarrier.arrive(ds_ready.index(C), count=1)
-                dv, dk, pt_op, dst_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, pt_op, dst_op))
                 mbarrier.wait(ds_ready.index(1 - C), i & 1)
                 k0 = k_smem.index(0).reshape([KEYS_PER_WG, HEAD_DIM]).slice(C * DQ_COLS, DQ_COLS, dim=1)
                 k1 = k_smem.index(1).reshape([KEYS_PER_WG, HEAD_DIM]).slice(C * DQ_COLS, DQ_COLS, dim=1)
                 dq = warpgroup_mma(ds_smem.index(0).permute((1, 0)), k0, dq_zero, use_acc=False, is_async=True)
                 dq = warpgroup_mma(ds_smem.index(1).permute((1, 0)), k1, dq, is_async=True)
-                dq = warpgroup_mma_wait(num_outstanding=0, deps=(dq,))
+                # One wait for dV, dK and dQ: the tensor cores take them back to back.
+                dv, dk, dq, pt_op, dst_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, dq, pt_op, dst_op))
                 mbarrier.arrive(ds_free.index(1 - C), count=1)  # the other's dSᵀ read
             else:
                 ds_w.store(dst.to(dtype))
                 fence_async_shared()
-                dv, dk, pt_op, dst_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, pt_op, dst_op))
                 dq = warpgroup_mma(ds_w.permute((1, 0)), k_w, dq_zero, use_acc=False, is_async=True)
-                dq = warpgroup_mma_wait(num_outstanding=0, deps=(dq,))
+                dv, dk, dq, pt_op, dst_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, dq, pt_op, dst_op))
             mbarrier.arrive(qdo_empty.index(s), count=1)  # Q, dO of stage s consumed
 
             # Rows past the set's end hold zeros (P = 0 there) and the reduce clips them at the tensor's end.

@@ -53,10 +53,10 @@ def test_offline_build(dh):
     dq_keys = 2 * config.keys_per_wg if config.split_dq else config.keys_per_wg
     steps = 2 * dh // 16 + 2 * config.block_m // 16 + dq_keys // 16
     assert build["wgmma"] == 2 * steps, build
-    # Each consumer's query loop stays (nearly) free of local memory: at dh 128 one spill store and ~25 reloads
-    # of loop invariants per iteration (of ~530 instructions) today; more means the schedule got worse.
+    # Each consumer's query loop stays free of spill stores; at dh 128 it reloads ~24 spilled loop invariants
+    # per iteration (of ~530 instructions) today, more means the schedule got worse.
     loops = build["loop_spills"]
-    assert len(loops) >= 2 and all(stores <= 1 and loads <= 32 for stores, loads in loops), loops
+    assert len(loops) >= 2 and all(stores == 0 and loads <= 32 for stores, loads in loops), loops
 
 
 @pytest.mark.parametrize(
