@@ -16,6 +16,7 @@ import functools
 import torch
 
 from ..kernels.configs import HopperBackwardConfig, hopper_backward_config
+from . import fast_launch
 from .dispatch import tma_addressable
 from .hopper_launch import LOG2E, _descriptor
 
@@ -39,9 +40,7 @@ def _accumulator_layout(rows: int, cols: int):
 def _accumulator_descriptor(t: torch.Tensor, rows: int, cols: int) -> TensorDescriptor:
     """A 4-D descriptor over a float32 dQ buffer [b, nh, S, dh]; one box is [1, 1, rows, cols] (what one
     consumer warpgroup of the kernel reduce-adds: all of dQ's columns, or half with `split_dq`)."""
-    return TensorDescriptor(
-        t, list(t.shape), list(t.stride()), [1, 1, rows, cols], _accumulator_layout(rows, cols)
-    )
+    return fast_launch.descriptor(TensorDescriptor, t, [1, 1, rows, cols], _accumulator_layout(rows, cols))
 
 
 def _addressable(t: torch.Tensor) -> torch.Tensor:
@@ -95,7 +94,8 @@ def launch_backward_hopper(
     grid = (triton.cdiv(n, config.block_n) + triton.cdiv(l, config.block_n), b * nh)
     if grid[0] == 0:
         return
-    joint_attention_bwd_hopper_kernel[grid](
+    fast_launch.launch(
+        joint_attention_bwd_hopper_kernel, grid,
         *descs, m, delta, dk, dv, djk, djv,
         logical_n if logical_n is not None else m, logical_l if logical_l is not None else m,
         *_strides4(dk), *_strides4(dv), *_strides4(djk), *_strides4(djv),
