@@ -1,7 +1,7 @@
 """The Gluon Hopper backward against the Triton backward and the sdpa path's backward (cuDNN via cat), one run
 (GPU, sm_90): SD3.5's, Flux's and Flux-with-77-of-512-text-valid's shapes, bf16.
 
-    python benchmarks/hopper_backward.py [--out DIR] [--shapes sd35,flux,flux_77_valid] [--no-sweep]
+    python benchmarks/hopper_backward.py [--out DIR] [--shapes sd35,flux,flux_77_valid,mochi] [--no-sweep]
 
 For each shape: the gradients of the Hopper backward against the Triton backward's (relative error per
 gradient, printed and kept), then median ms of each backward alone (preprocess and postprocess included) and
@@ -28,7 +28,9 @@ SHAPES = {  # name: (b, nh, N, L, dh, valid text or None)
     "sd35": (2, 38, 4096, 333, 64, None),
     "flux": (1, 24, 4096, 512, 128, None),
     "flux_77_valid": (1, 24, 4096, 512, 128, 77),
+    "mochi": (1, 24, 44520, 256, 128, 100),  # not in the default run (--shapes mochi): ~1 s per backward
 }
+DEFAULT_SHAPES = "sd35,flux,flux_77_valid"
 
 # dh -> (block_m, keys_per_wg, num_stages, split_dq) candidates of the Hopper backward (the default first).
 CANDIDATES = {
@@ -115,7 +117,7 @@ def main(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default=None)
-    parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument("--shapes", default=DEFAULT_SHAPES, help=f"any of {','.join(SHAPES)}")
     parser.add_argument("--no-sweep", action="store_true", help="time the default Hopper config only")
     args = parser.parse_args(argv)
     import triton
