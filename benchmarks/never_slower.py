@@ -7,8 +7,8 @@ head sizes, sequence lengths, batch*heads, dtypes and padding, forward and forwa
 
 Per point it times, with CUDA events (triton.testing.do_bench, median):
 - ours: `jointattn.joint_attention(..., runtime="auto")`, what users get (host overhead included);
-- each of our paths alone, forced with JOINTATTN_DISPATCH (forward: hopper, triton, sdpa; backward: triton,
-  sdpa): the measurements the dispatcher's table is made of (`--write-table`);
+- each of our paths alone, forced with JOINTATTN_DISPATCH (forward and backward: hopper, triton, sdpa; a path
+  that cannot run a point is left out): the measurements the dispatcher's table is made of (`--write-table`);
 - PyTorch: cat -> SDPA -> slice with each SDPA backend (default choice, cuDNN, flash, efficient) for unpadded
   text; for padded text, SDPA with a [b,1,1,S] key mask and "unpad": the valid text keys cut out before a
   single SDPA (every query row kept, as the op computes them, so it is the same function);
@@ -155,7 +155,7 @@ def run_point(point, budget_ms, measure_paths=True, baselines_too=True):
         with _env("JOINTATTN_DISPATCH", f"forward={path}"):
             paths["forward"][path] = _bench(ours_fwd, budget_ms)
     out, joint_out, lse = ours_fwd()
-    for path in ("triton", "sdpa") if measure_paths else ():
+    for path in ("hopper", "triton", "sdpa") if measure_paths else ():
         with _env("JOINTATTN_DISPATCH", f"backward={path}"):
             paths["backward"][path] = _bench(
                 lambda: torch.ops.jointattn.joint_attention_backward(

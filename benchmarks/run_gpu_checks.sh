@@ -8,7 +8,7 @@ mode=${1:-all}
 source benchmarks/device_env.sh
 t0=$SECONDS
 if [ "$mode" != bench ]; then
-  pytest -q -n 8 -p no:cacheprovider ${TESTS:-tests/test_nan.py tests/test_dispatch.py tests/test_hopper_kernel.py tests/test_triton_kernel.py tests/test_op.py tests/test_masked_op.py} 2>&1 \
+  pytest -q -n 8 -p no:cacheprovider ${TESTS:-tests/test_nan.py tests/test_dispatch.py tests/test_hopper_kernel.py tests/test_hopper_backward.py tests/test_triton_kernel.py tests/test_op.py tests/test_masked_op.py} 2>&1 \
     | tee "$OUT/tests.log" | tail -15
   echo "gpu tests: $((SECONDS - t0)) s"
 fi

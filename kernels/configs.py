@@ -168,3 +168,41 @@ _HOPPER_CONFIGS: dict[int, HopperConfig] = {
 def hopper_forward_config(dh: int) -> HopperConfig | None:
     """The Hopper forward config for head size `dh`, or None where that kernel has none (it then does not run)."""
     return _HOPPER_CONFIGS.get(dh)
+
+
+@dataclass(frozen=True)
+class HopperBackwardConfig:
+    """Tiles of the Gluon Hopper backward (`joint_attention_bwd_hopper.py`): BLOCK_M query rows per block of the
+    query loop, KEYS_PER_WG keys per consumer warpgroup (a CTA takes two, 2 * KEYS_PER_WG keys), NUM_STAGES
+    Q/dO buffers, consumer registers (a multiple of 8, as the forward's)."""
+
+    block_m: int
+    keys_per_wg: int
+    num_stages: int
+    consumer_regs: int
+    split_dq: bool  # each consumer computes half of dQ's columns over all the CTA's keys (FA3's split)
+
+    @property
+    def block_n(self) -> int:
+        return 2 * self.keys_per_wg
+
+    def dq_cols(self, dh: int) -> int:
+        """dQ columns per consumer at head size `dh`: the box of the kernel's dQ reduce-adds."""
+        return dh // 2 if self.split_dq else dh
+
+
+# dh -> Hopper backward config. Not yet measured on a GPU; sized offline (`tests/hopper_backward_build_report.py`:
+# shared memory in budget, consumer loops without spill stores):
+# - dh 128: 64-query blocks, 2 x 64 keys, 2 stages (K, V 32 KB each, Q/dO ring 64 KB, dSᵀ 16 KB, dQ staging
+#   32 KB: 181 KB); dQ split by columns between the consumers (FA3's), each half a whole 128-byte swizzle row of
+#   K. 3 stages would exceed 227 KB.
+# - dh 64: same tiles, dQ unsplit (a 32-column half of K would cut its 128-byte swizzle rows); 99 KB.
+_HOPPER_BACKWARD_CONFIGS: dict[int, HopperBackwardConfig] = {
+    64: HopperBackwardConfig(64, 64, 2, 240, split_dq=False),
+    128: HopperBackwardConfig(64, 64, 2, 240, split_dq=True),
+}
+
+
+def hopper_backward_config(dh: int) -> HopperBackwardConfig | None:
+    """The Hopper backward config for head size `dh`, or None where that kernel has none."""
+    return _HOPPER_BACKWARD_CONFIGS.get(dh)

@@ -31,6 +31,13 @@ def run_forward(path: str, call, out, joint_out, lse) -> None:
 
 
 def run_backward(path: str, call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse):
+    """The backward of `call` on `path`; the six gradients."""
+    if path in ("hopper", "triton"):
+        from .triton_runtime import launch_backward
+
+        return launch_backward(
+            call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse, hopper=path == "hopper"
+        )
     from .registry import get_runtime
 
     return get_runtime(path).backward(call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse)

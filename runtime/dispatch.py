@@ -9,7 +9,8 @@ Entry points:
   stated once.
 
 The paths:
-- "hopper": the Gluon forward kernel with FlashAttention-3's schedule (`kernels/joint_attention_fwd_hopper.py`);
+- "hopper": the Gluon kernels with FlashAttention-3's schedules, forward and backward
+  (`kernels/joint_attention_{fwd,bwd}_hopper.py`);
 - "triton": the Triton kernels, forward and backward (`kernels/joint_attention_{fwd,bwd}.py`);
 - "sdpa": cat -> PyTorch's SDPA -> slice, with its log-sum-exp (`runtime/sdpa_runtime.py`);
 - "reference": the exact plain-torch reference (any device, any dtype).
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from ..kernels.configs import hopper_forward_config
+from ..kernels.configs import hopper_backward_config, hopper_forward_config
 from . import sdpa_runtime
 
 PATHS = ("hopper", "triton", "sdpa", "reference")
@@ -202,8 +203,12 @@ def _triton_unsupported(p: Problem) -> str | None:
 
 
 def _hopper_unsupported(p: Problem) -> str | None:
-    if p.backward:
-        return "the Hopper kernel is a forward kernel"
+    """The envelope of the Gluon Hopper kernels, forward (`joint_attention_fwd_hopper.py`) and backward
+    (`joint_attention_bwd_hopper.py`): an NVIDIA GPU of compute capability 9.x, float16/bfloat16, a dh with a
+    config for the pass (64 or 128), a positive scale, every input TMA-addressable; any N and L (either may be
+    0), padding on both sets, and (backward) a gradient through lse. The launchers also need the tensors the
+    kernels move by TMA beside the inputs addressable (the forward's outputs, the backward's output
+    gradients), checked at launch."""
     if os.environ.get(HOPPER_ENV, "1") == "0":
         return f"{HOPPER_ENV}=0"
     if _gluon_import_error() is not None:
@@ -216,8 +221,9 @@ def _hopper_unsupported(p: Problem) -> str | None:
         return f"the Hopper kernel needs compute capability 9.x; got {p.arch}"
     if p.dtype not in _HOPPER_DTYPES:
         return f"the Hopper kernel takes float16 or bfloat16; got {p.dtype}"
-    if hopper_forward_config(p.dh) is None:
-        return f"the Hopper kernel has configs for dh 64 and 128; got dh={p.dh}"
+    config = hopper_backward_config(p.dh) if p.backward else hopper_forward_config(p.dh)
+    if config is None:
+        return f"the Hopper kernel has {p.pass_name} configs for dh 64 and 128; got dh={p.dh}"
     if not p.positive_scale:
         return "the Hopper kernel's softmax assumes a positive scale"
     if not p.tma_ok:

@@ -46,6 +46,7 @@ from .dispatch import (
     tma_addressable,
     unsupported,
 )
+from .hopper_backward_launch import launch_backward_hopper
 from .hopper_launch import launch_forward_hopper
 
 try:
@@ -279,28 +280,54 @@ def launch_backward(
     grad_lse,
     config: LaunchConfig | None = None,
     dq_config: LaunchConfig | None = None,
+    *,
+    hopper: bool | None = None,
 ):
     """Gradients (dq, dk, dv, djoint_q, djoint_k, djoint_v) of (out, joint_out, lse), in the input dtype.
 
     `grad_lse` may be None (lse unused) or a float tensor [b, nh, N+L]: the gradient through lse is folded
     into delta (dS = P * (dP - (rowsum(dO * O) - dlse))). Padded keys get zero gradients; every query row
     gets its gradient. `config` sets the dk/dv kernel's tiles (and the dq kernel's unless `dq_config` is given:
-    block_m is the query tile, block_n the key tile in both).
+    block_m is the query tile, block_n the key tile in both). `hopper`: run the Gluon Hopper backward
+    (`hopper_backward_launch.py`): None where the dispatcher picks it for the backward and no Triton config was
+    given; True insists (ValueError with the reason if it cannot); False never.
     """
     grads = tuple(torch.empty_like(t) for t in call.tensors)
 
     def launch(part, *tensors):
-        _launch_backward_one(part, *tensors[:6], config, dq_config, tensors[6:])
+        _launch_backward_one(part, *tensors[:6], config, dq_config, tensors[6:], hopper)
 
     _in_batch_chunks(call, (out, joint_out, lse, grad_out, grad_joint_out, grad_lse, *grads), launch)
     return grads
 
 
+def backward_preprocess(out, joint_out, lse, grad_out, grad_joint_out, grad_lse, b, nh, n, l, dh):  # noqa: E741
+    """The backward's per-row statistics, float32 [b, nh, N+L] each, contiguous: delta = rowsum(dO * O) - dlse
+    and m = lse * log2(e) (+inf where lse = -inf). Outputs and their gradients: stand-ins applied."""
+    stats = torch.empty((2, b, nh, n + l), dtype=torch.float32, device=out.device)
+    delta, m = stats[0], stats[1]
+    pre_block = 64
+    pre_grid = (triton.cdiv(n, pre_block) + triton.cdiv(l, pre_block), b * nh)
+    fast_launch.launch(
+        joint_attention_bwd_preprocess_kernel, pre_grid,
+        out, joint_out, grad_out, grad_joint_out, lse, grad_lse, delta, m,
+        *_strides4(out), *_strides4(joint_out), *_strides4(grad_out), *_strides4(grad_joint_out),
+        *lse.stride(), *(grad_lse.stride() if grad_lse is not None else (0, 0, 0)),
+        n, l, nh,
+        HEAD_DIM=dh, BLOCK_M=pre_block, BLOCK_D=head_block(dh), HAS_DLSE=grad_lse is not None,
+    )  # fmt: skip
+    return delta, m
+
+
 def _launch_backward_one(
-    call: JointCall, out, joint_out, lse, grad_out, grad_joint_out, grad_lse, config, dq_config, grads
+    call: JointCall, out, joint_out, lse, grad_out, grad_joint_out, grad_lse, config, dq_config, grads, hopper
 ):
     """`launch_backward` into `grads` for a b * nh that fits one grid, the device current."""
     b, nh, n, l, dh = (getattr(call.shape, f) for f in ("b", "nh", "n", "l", "dh"))  # noqa: E741
+    if _run_hopper_backward(
+        call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse, grads, hopper, config or dq_config
+    ):
+        return
     config = config or backward_launch_config(dh, call.q.dtype, n, l)
     dq_config = dq_config or config
     block_d = head_block(dh)
@@ -313,18 +340,7 @@ def _launch_backward_one(
     dv, djv = _stand_in(dv, djv), _stand_in(djv, dv)
     logical_n, logical_l = call.logical_n, call.logical_l
 
-    stats = torch.empty((2, b, nh, n + l), dtype=torch.float32, device=q.device)
-    delta, m = stats[0], stats[1]
-    pre_block = 64
-    pre_grid = (triton.cdiv(n, pre_block) + triton.cdiv(l, pre_block), b * nh)
-    fast_launch.launch(
-        joint_attention_bwd_preprocess_kernel, pre_grid,
-        out, joint_out, grad_out, grad_joint_out, lse, grad_lse, delta, m,
-        *_strides4(out), *_strides4(joint_out), *_strides4(grad_out), *_strides4(grad_joint_out),
-        *lse.stride(), *(grad_lse.stride() if grad_lse is not None else (0, 0, 0)),
-        n, l, nh,
-        HEAD_DIM=dh, BLOCK_M=pre_block, BLOCK_D=block_d, HAS_DLSE=grad_lse is not None,
-    )  # fmt: skip
+    delta, m = backward_preprocess(out, joint_out, lse, grad_out, grad_joint_out, grad_lse, b, nh, n, l, dh)
 
     def tiles(c: LaunchConfig) -> dict:
         return dict(
@@ -358,6 +374,26 @@ def _launch_backward_one(
         *_strides4(dq), *_strides4(djq),
         scale, scale * LOG2E, n, l, nh, **tiles(dq_config),
     )  # fmt: skip
+
+
+def _run_hopper_backward(
+    call: JointCall, out, joint_out, lse, grad_out, grad_joint_out, grad_lse, grads, hopper, triton_knobs
+) -> bool:
+    """Runs the Gluon Hopper backward if `hopper` asks for it, or (None) if no Triton config was given and the
+    dispatcher picks it over the Triton backward; returns whether it ran."""
+    if hopper and triton_knobs:
+        raise ValueError("joint_attention: hopper=True takes no Triton config (config, dq_config)")
+    if hopper is False or (hopper is None and triton_knobs):
+        return False
+    problem = describe(call, backward=True, grad_lse=grad_lse)
+    if hopper:
+        reason = unsupported("hopper", problem)
+        if reason is not None:
+            raise ValueError(f"joint_attention: the Hopper backward cannot run this call: {reason}")
+    elif choose(problem, allowed=("hopper", "triton")).path != "hopper":
+        return False
+    launch_backward_hopper(call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse, grads)
+    return True
 
 
 class TritonRuntime:

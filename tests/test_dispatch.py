@@ -51,7 +51,8 @@ def _row(pass_="forward", b_nh=24, n=4096, l=512, dh=128, padded=False, **ms):  
         ("hopper", dict(dtype=torch.float32), "float16 or bfloat16"),
         ("hopper", dict(positive_scale=False), "positive scale"),
         ("hopper", dict(tma_ok=False), "TMA-addressable"),
-        ("hopper", dict(backward=True), "forward kernel"),
+        ("hopper", dict(backward=True, dh=96), "backward configs for dh 64 and 128"),
+        ("hopper", dict(backward=True, tma_ok=False), "TMA-addressable"),
         ("triton", dict(dh=320), "dh <= 256"),
         ("triton", dict(dtype=torch.float64), "float16, bfloat16 or float32"),
         ("triton", dict(arch="sm_75"), "8.0+"),
@@ -66,6 +67,11 @@ def test_each_kernels_limits_are_stated_once(path, changes, reason):
     assert unsupported(path, _problem()) is None
     got = unsupported(path, _problem(**changes))
     assert got is not None and reason in got
+
+
+def test_the_hopper_backward_runs_padding_and_a_gradient_through_lse():
+    assert unsupported("hopper", _problem(backward=True, padded=True, grad_lse=True)) is None
+    assert unsupported("hopper", _problem(backward=True, dh=64)) is None
 
 
 def test_the_reference_runs_everything():
@@ -102,6 +108,13 @@ def test_a_measured_backward_is_chosen_per_pass(table):
     table += [_row(pass_="backward", triton=2.5, sdpa=1.4)]
     assert choose(_problem(backward=True)).path == "sdpa"
     assert choose(_problem(backward=True, grad_lse=True)).path == "triton"
+
+
+def test_a_measured_hopper_backward_is_chosen_where_it_is_fastest(table):
+    table += [_row(pass_="backward", hopper=1.2, triton=2.5, sdpa=1.4)]
+    assert choose(_problem(backward=True)).path == "hopper"
+    assert choose(_problem(backward=True), allowed=("hopper", "triton")).path == "hopper"
+    assert choose(_problem(backward=True, dh=96)).path != "hopper"  # outside its envelope whatever was timed
 
 
 def test_the_override_forces_a_path_or_says_why_not(monkeypatch, no_measurements):
@@ -171,11 +184,11 @@ def test_a_gradient_through_lse_never_takes_the_sdpa_backward(no_measurements):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dh", [64, 96, 128])
 @pytest.mark.parametrize("forward", ["hopper", "triton", "sdpa"])
-@pytest.mark.parametrize("backward", ["triton", "sdpa"])
+@pytest.mark.parametrize("backward", ["hopper", "triton", "sdpa"])
 def test_every_gpu_path_pair_matches_float64(forward, backward, dh, monkeypatch):
     """Each forward path followed by each backward path on the GPU, bf16, odd lengths: the backward reads the
     forward's out and lse whichever kernel wrote them (cuDNN's backward reads ours)."""
-    if forward == "hopper" and dh == 96:
+    if "hopper" in (forward, backward) and dh == 96:
         pytest.skip("the Hopper kernel has configs for dh 64 and 128 (the dispatcher never picks it at 96)")
     monkeypatch.setenv("JOINTATTN_DISPATCH", f"forward={forward},backward={backward}")
     inputs = [t.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()

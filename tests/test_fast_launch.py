@@ -288,6 +288,7 @@ def recorded_launches(monkeypatch):
 def test_every_launch_site_can_be_bound(recorded_launches):
     """The launchers' real argument lists: each keys (no type the key does not know) and maps plainly onto its
     kernel's parameters, so on the GPU no launch silently keeps the slow path."""
+    from jointattn.runtime.hopper_backward_launch import launch_backward_hopper
     from jointattn.runtime.hopper_launch import launch_forward_hopper
     from jointattn.runtime.triton_runtime import launch_backward, launch_forward
 
@@ -299,10 +300,14 @@ def test_every_launch_site_can_be_bound(recorded_launches):
     launch_backward(call, out, joint_out, lse, out, joint_out, lse)
     bf16 = JointCall.of(*(t.to(torch.bfloat16) for t in (q, k, v, jq, jk, jv)), 0.125, lengths, None)
     launch_forward_hopper(bf16, out.to(torch.bfloat16), joint_out.to(torch.bfloat16), lse, 37, 7)
+    bf16_out = out.to(torch.bfloat16), joint_out.to(torch.bfloat16)
+    grads = tuple(torch.empty_like(t) for t in bf16.tensors)
+    launch_backward_hopper(bf16, *bf16_out, lse, *bf16_out, lse, grads)
     names = [kernel.__name__ for kernel, _, _ in recorded_launches]
     assert names == ["joint_attention_fwd_kernel", "joint_attention_bwd_preprocess_kernel",
                      "joint_attention_bwd_dkdv_kernel", "joint_attention_bwd_dq_kernel",
-                     "joint_attention_fwd_hopper_kernel"]  # fmt: skip
+                     "joint_attention_fwd_hopper_kernel", "joint_attention_bwd_preprocess_kernel",
+                     "joint_attention_bwd_hopper_kernel"]  # fmt: skip
     for kernel, args, kwargs in recorded_launches:
         assert fast_launch.launch_key(args, kwargs) is not None, kernel.__name__
         assert fast_launch._plan_of(kernel, object(), args, kwargs) is not None, kernel.__name__
