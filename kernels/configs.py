@@ -197,9 +197,12 @@ class HopperBackwardConfig:
 #   32 KB: 181 KB); dQ split by columns between the consumers (FA3's), each half a whole 128-byte swizzle row of
 #   K. 3 stages would exceed 227 KB.
 # - dh 64: same tiles, dQ unsplit (a 32-column half of K would cut its 128-byte swizzle rows); 99 KB.
+# Measured on the H200 (`benchmarks/results/hopper_backward-h200.json`, bf16, one run): at Flux's shape the unsplit
+# dQ ran 1.59 ms against 1.76 split (1.51 vs 1.54 with 77 of 512 text valid), so dh 128 takes it (213 KB); at
+# SD3.5's dh-64 shape 3 stages ran 2.67 ms against 2.79 with 2.
 _HOPPER_BACKWARD_CONFIGS: dict[int, HopperBackwardConfig] = {
-    64: HopperBackwardConfig(64, 64, 2, 240, split_dq=False),
-    128: HopperBackwardConfig(64, 64, 2, 240, split_dq=True),
+    64: HopperBackwardConfig(64, 64, 3, 240, split_dq=False),
+    128: HopperBackwardConfig(64, 64, 2, 240, split_dq=False),
 }
 
 

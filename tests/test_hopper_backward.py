@@ -53,10 +53,12 @@ def test_offline_build(dh):
     dq_keys = 2 * config.keys_per_wg if config.split_dq else config.keys_per_wg
     steps = 2 * dh // 16 + 2 * config.block_m // 16 + dq_keys // 16
     assert build["wgmma"] == 2 * steps, build
-    # Each consumer's query loop stays free of spill stores; at dh 128 it reloads ~24 spilled loop invariants
-    # per iteration (of ~530 instructions) today, more means the schedule got worse.
+    # Spills inside each consumer's query loop, as the measured configs have them today (more means the schedule
+    # got worse): none at dh 64; at dh 128 the unsplit dQ (faster on the H200 than the split one, which had no
+    # spill stores in the loop) stores up to 3 and reloads up to ~22 values per iteration of ~530 instructions.
+    most_stores = 3 if dh == 128 and not config.split_dq else 0
     loops = build["loop_spills"]
-    assert len(loops) >= 2 and all(stores == 0 and loads <= 32 for stores, loads in loops), loops
+    assert len(loops) >= 2 and all(st <= most_stores and loads <= 32 for st, loads in loops), loops
 
 
 @pytest.mark.parametrize(
