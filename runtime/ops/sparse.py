@@ -1,0 +1,226 @@
+"""`jointattn::block_sparse_joint_attention`: joint attention with a block-sparse mask over the spatial tokens.
+
+Spatial queries attend the spatial keys a `SpatialLayout` (a flex_attention BlockMask over the N spatial
+tokens, as tensors: `runtime/sparse_layout.py`) allows, plus every valid text key; text queries attend every
+valid key. Padding (`logical_n`/`logical_l`), outputs, lse and gradients follow `jointattn::joint_attention`'s
+contract; a row that sees no key gets 0 and lse -inf. Users reach it through
+`jointattn.joint_attention(..., block_mask=bm)`.
+
+The layout's five tensors and two block sizes are the op's arguments (a BlockMask is not a tensor). Like the
+dense op: a forward and a backward custom op, each with a fake kernel; the backward is the forward's autograd
+formula, and a double backward runs the exact reference through autograd.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..sparse_layout import SpatialLayout
+from ..sparse_reference import sparse_reference_forward
+from ..sparse_runtime import SPARSE_RUNTIMES, select_sparse_runtime
+from ..validation import check_length_arg, check_options, check_tensors
+from .contract import empty_outputs_of, make_call, outputs_like_inputs
+
+OP_NAME = "jointattn::block_sparse_joint_attention"
+BACKWARD_OP_NAME = "jointattn::block_sparse_joint_attention_backward"
+
+
+def check_sparse_call(q, k, v, joint_q, joint_k, joint_v, scale, logical_n, logical_l, runtime, layout):
+    shape = check_tensors(q, k, v, joint_q, joint_k, joint_v)
+    check_options("rear", scale, runtime, SPARSE_RUNTIMES)
+    check_length_arg("logical_n", logical_n, shape, q.device)
+    check_length_arg("logical_l", logical_l, shape, q.device)
+    check_layout(layout, shape.b, shape.nh, shape.n, q.device)
+    return shape
+
+
+def check_layout(layout: SpatialLayout, b: int, nh: int, n: int, device) -> None:
+    """The layout's tensors against the call: shapes, int32, q's device (block contents are trusted)."""
+    num, idx, fnum, fidx, bits = layout.tensors
+    qbn = -(-n // layout.q_block) if layout.q_block > 0 else 0
+    if layout.q_block < 1 or layout.kv_block < 1:
+        raise ValueError(
+            f"joint_attention: block_mask block sizes must be positive; got {layout.q_block}x{layout.kv_block}"
+        )
+    if num.dim() != 3 or num.shape[0] not in (1, b) or num.shape[1] not in (1, nh) or num.shape[2] < qbn:
+        raise ValueError(
+            f"joint_attention: block_mask must have shape [1 or b={b}, 1 or nh={nh}, >= {qbn} query blocks]; "
+            f"got kv_num_blocks of shape {tuple(num.shape)}"
+        )
+    lists = (("kv_indices", idx, 4), ("full_kv_num_blocks", fnum, 3), ("full_kv_indices", fidx, 4))
+    for name, t, rank in lists:
+        if t.dim() != rank or tuple(t.shape[:3]) != tuple(num.shape):
+            raise ValueError(
+                f"joint_attention: block_mask {name} must start with kv_num_blocks' shape {tuple(num.shape)}; "
+                f"got {tuple(t.shape)}"
+            )
+    words = -(-layout.kv_block // 32)
+    if (
+        bits.dim() != 6
+        or tuple(bits.shape[:3]) != tuple(num.shape)
+        or tuple(bits.shape[4:]) != (layout.q_block, words)
+    ):
+        raise ValueError(
+            f"joint_attention: block_mask partial_bits must have shape [{', '.join(map(str, num.shape))}, P, "
+            f"{layout.q_block}, {words}]; got {tuple(bits.shape)}"
+        )
+    names = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices", "partial_bits")
+    for name, t in zip(names, layout.tensors):
+        if t.dtype != torch.int32:
+            raise TypeError(f"joint_attention: block_mask {name} must be int32; got {t.dtype}")
+        if t.device != device:
+            raise ValueError(
+                f"joint_attention: block_mask {name} must be on device {device} like q; got {t.device}"
+            )
+
+
+def _layout(kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices, partial_bits, q_block, kv_block):
+    return SpatialLayout(
+        kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices, partial_bits, q_block, kv_block
+    )
+
+
+@torch.library.custom_op(OP_NAME, mutates_args=())
+def block_sparse_joint_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    joint_q: Tensor,
+    joint_k: Tensor,
+    joint_v: Tensor,
+    kv_num_blocks: Tensor,
+    kv_indices: Tensor,
+    full_kv_num_blocks: Tensor,
+    full_kv_indices: Tensor,
+    partial_bits: Tensor,
+    q_block: int,
+    kv_block: int,
+    scale: float | None = None,
+    logical_n: Tensor | None = None,
+    logical_l: Tensor | None = None,
+    runtime: str = "auto",
+) -> tuple[Tensor, Tensor, Tensor]:
+    layout = _layout(
+        kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices, partial_bits, q_block, kv_block
+    )
+    check_layout(layout, q.shape[0], q.shape[1], q.shape[2], q.device)
+    call = make_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, logical_n, logical_l, "reference")
+    out, joint_out, lse = empty_outputs_of(call.q, call.shape)
+    select_sparse_runtime(runtime, call, layout, backward=False).forward(call, layout, out, joint_out, lse)
+    return out, joint_out, lse
+
+
+@block_sparse_joint_attention.register_fake
+def _(q, k, v, joint_q, joint_k, joint_v, kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices,
+      partial_bits, q_block, kv_block, scale=None, logical_n=None, logical_l=None, runtime="auto"):  # fmt: skip
+    layout = _layout(
+        kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices, partial_bits, q_block, kv_block
+    )
+    shape = check_sparse_call(
+        q, k, v, joint_q, joint_k, joint_v, scale, logical_n, logical_l, runtime, layout
+    )
+    return empty_outputs_of(q, shape)
+
+
+@torch.library.custom_op(BACKWARD_OP_NAME, mutates_args=())
+def block_sparse_joint_attention_backward(
+    grad_out: Tensor,
+    grad_joint_out: Tensor,
+    grad_lse: Tensor | None,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    joint_q: Tensor,
+    joint_k: Tensor,
+    joint_v: Tensor,
+    out: Tensor,
+    joint_out: Tensor,
+    lse: Tensor,
+    kv_num_blocks: Tensor,
+    kv_indices: Tensor,
+    full_kv_num_blocks: Tensor,
+    full_kv_indices: Tensor,
+    partial_bits: Tensor,
+    q_block: int,
+    kv_block: int,
+    scale: float | None,
+    logical_n: Tensor | None,
+    logical_l: Tensor | None,
+    runtime: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    layout = _layout(
+        kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices, partial_bits, q_block, kv_block
+    )
+    call = make_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, logical_n, logical_l, "reference")
+    runtime_ = select_sparse_runtime(runtime, call, layout, backward=True, grad_lse=grad_lse)
+    grads = runtime_.backward(call, layout, out, joint_out, lse, grad_out, grad_joint_out, grad_lse)
+    return outputs_like_inputs(call.tensors, grads)
+
+
+@block_sparse_joint_attention_backward.register_fake
+def _(grad_out, grad_joint_out, grad_lse, q, k, v, joint_q, joint_k, joint_v, *rest):
+    return tuple(torch.empty_like(t) for t in (q, k, v, joint_q, joint_k, joint_v))
+
+
+def _setup_context(ctx, inputs, output):
+    tensors, layout_args = inputs[:6], inputs[6:13]
+    scale, logical_n, logical_l, runtime = inputs[13:]
+    ctx.save_for_backward(*tensors, *output, *layout_args[:5], logical_n, logical_l)
+    ctx.blocks = layout_args[5:]
+    ctx.scale, ctx.runtime = scale, runtime
+    ctx.set_materialize_grads(False)  # an unused output (lse, mostly) arrives as None: see joint.py
+
+
+def _backward(ctx, grad_out, grad_joint_out, grad_lse):
+    saved = ctx.saved_tensors
+    tensors, (out, joint_out, lse), layout_tensors, (logical_n, logical_l) = (
+        saved[:6], saved[6:9], saved[9:14], saved[14:]
+    )  # fmt: skip
+    none_for_rest = (None,) * 11
+    if torch.is_grad_enabled():  # create_graph=True: differentiable gradients through the exact reference
+        layout = _layout(*layout_tensors, *ctx.blocks)
+        call = make_call(*tensors, "rear", ctx.scale, logical_n, logical_l, "reference")
+        grads = _sparse_vjp(call, layout, (grad_out, grad_joint_out, grad_lse), ctx.needs_input_grad[:6])
+        return (*grads, *none_for_rest)
+    grad_out = grad_out if grad_out is not None else torch.zeros_like(out)
+    grad_joint_out = grad_joint_out if grad_joint_out is not None else torch.zeros_like(joint_out)
+    grads = block_sparse_joint_attention_backward(
+        grad_out, grad_joint_out, grad_lse, *tensors, out, joint_out, lse, *layout_tensors, *ctx.blocks,
+        ctx.scale, logical_n, logical_l, ctx.runtime,
+    )  # fmt: skip
+    return (*grads, *none_for_rest)
+
+
+def _sparse_vjp(call, layout, cotangents, needs):
+    if not any(needs):
+        return (None,) * 6
+    with torch.enable_grad():
+        outputs = sparse_reference_forward(*call.tensors, call.scale, call.key_bias(), layout)
+        used = [(o, g.to(o.dtype)) for o, g in zip(outputs, cotangents) if g is not None]
+        wanted = [t for t, need in zip(call.tensors, needs) if need]
+        found = iter(
+            torch.autograd.grad(
+                [o for o, _ in used], wanted, [g for _, g in used], create_graph=True, allow_unused=True
+            )
+        )
+    grads = []
+    for t, need in zip(call.tensors, needs):
+        g = next(found) if need else None
+        if need and g is None:
+            g = torch.zeros_like(t)
+        grads.append(g.to(t.dtype) if g is not None else None)
+    return tuple(grads)
+
+
+block_sparse_joint_attention.register_autograd(_backward, setup_context=_setup_context)
+
+
+def sparse_joint_attention(
+    q, k, v, joint_q, joint_k, joint_v, layout: SpatialLayout, *, scale, logical_n, logical_l, runtime
+):
+    """The op called with a layout (what `jointattn.joint_attention(..., block_mask=...)` calls)."""
+    return torch.ops.jointattn.block_sparse_joint_attention(
+        q, k, v, joint_q, joint_k, joint_v, *layout.tensors, layout.q_block, layout.kv_block,
+        scale, logical_n, logical_l, runtime,
+    )  # fmt: skip
