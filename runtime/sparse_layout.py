@@ -63,35 +63,35 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def spatial_layout(block_mask, n: int, device=None) -> SpatialLayout:
-    """The layout of `block_mask` (a flex_attention `BlockMask` with Q_LEN = KV_LEN = n, or a `SpatialLayout`,
-    returned as is). Built once per BlockMask object and device (it evaluates mask_mod and syncs once)."""
+    """The layout of `block_mask`: a flex_attention `BlockMask` with Q_LEN = KV_LEN = n, a `jointattn.sparse`
+    pattern (anything with `.block_mask(n, device)`), or a `SpatialLayout` (returned as is). Built once per
+    object, N and device (it evaluates mask_mod and syncs once)."""
     if isinstance(block_mask, SpatialLayout):
         return block_mask
     from torch.nn.attention.flex_attention import BlockMask
 
-    if not isinstance(block_mask, BlockMask):
+    is_pattern = callable(getattr(block_mask, "block_mask", None))
+    if not is_pattern and not isinstance(block_mask, BlockMask):
         raise TypeError(
-            f"joint_attention: block_mask must be a flex_attention BlockMask or a SpatialLayout; "
-            f"got {type(block_mask).__name__}"
+            f"joint_attention: block_mask must be a flex_attention BlockMask, a jointattn.sparse pattern or a "
+            f"SpatialLayout; got {type(block_mask).__name__}"
         )
-    if tuple(block_mask.seq_lengths) != (n, n):
+    if not is_pattern and tuple(block_mask.seq_lengths) != (n, n):
         raise ValueError(
             f"joint_attention: block_mask must cover the N={n} spatial tokens (Q_LEN = KV_LEN = N); "
             f"got seq_lengths {tuple(block_mask.seq_lengths)}"
         )
-    device = torch.device(device) if device is not None else block_mask.kv_num_blocks.device
+    if device is None:
+        device = "cpu" if is_pattern else block_mask.kv_num_blocks.device
+    key = (n, torch.device(device))
     try:
-        cached = _CACHE.get(block_mask, {})
-    except TypeError:  # not weak-referenceable: build every time
+        cached = _CACHE.setdefault(block_mask, {})
+    except TypeError:  # not weak-referenceable or hashable: build every time
         cached = {}
-    if device in cached:
-        return cached[device]
-    layout = _build(block_mask, n, device)
-    try:
-        _CACHE.setdefault(block_mask, {})[device] = layout
-    except TypeError:
-        pass
-    return layout
+    if key not in cached:
+        bm = block_mask.block_mask(n, device=key[1]) if is_pattern else block_mask
+        cached[key] = _build(bm, n, key[1])
+    return cached[key]
 
 
 def _build(bm, n: int, device) -> SpatialLayout:
