@@ -15,8 +15,8 @@ def _triton():
 def select_sparse_runtime(name: str, call, layout, *, backward: bool, grad_lse=None):
     from .sparse_reference import SparseReferenceRuntime
 
-    if name == "reference":
-        return SparseReferenceRuntime()
+    if name == "reference" or (name == "auto" and not call.q.is_cuda):
+        return SparseReferenceRuntime()  # "auto" off CUDA: the reference (the interpreter is for tests)
     if name not in SPARSE_RUNTIMES:
         raise ValueError(
             f"joint_attention: with a block_mask, runtime must be one of {SPARSE_RUNTIMES}; got {name!r}"
