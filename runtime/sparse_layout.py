@@ -27,7 +27,8 @@ _BITS_BUDGET = 1 << 26  # mask_mod elements evaluated at once while building the
 
 @dataclass(frozen=True)
 class SpatialLayout:
-    """A block mask over N spatial tokens, as tensors. Leading dims [Bm, Hm] are 1 (broadcast) or b / nh.
+    """A block mask over N spatial tokens, as tensors. Leading dims [Bm, Hm] are 1 (broadcast) or b / nh, per
+    tensor (`expanded` makes them one shape).
 
     kv_num_blocks [Bm, Hm, QBn] int32, kv_indices [Bm, Hm, QBn, KBn] int32: the partial blocks per query block;
     full_kv_num_blocks / full_kv_indices: likewise for the full blocks (zero counts if the mask has none);
@@ -51,6 +52,11 @@ class SpatialLayout:
             self.full_kv_indices,
             self.partial_bits,
         )
+
+    def expanded(self, b: int, nh: int) -> SpatialLayout:
+        """The same layout with every tensor's [1 or b, 1 or nh] leading dims broadcast to [b, nh] (views)."""
+        t = [x.expand(b, nh, *x.shape[2:]) for x in self.tensors]
+        return SpatialLayout(*t, self.q_block, self.kv_block)
 
     def kept_fraction(self, n: int) -> float:
         """Share of the N x N spatial scores the mask keeps (counting whole listed blocks: what is computed)."""

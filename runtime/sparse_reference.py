@@ -35,6 +35,7 @@ def sparse_reference_forward(q, k, v, joint_q, joint_k, joint_v, scale: float, k
     qq, kk, vv = _joined(q, k, v, joint_q, joint_k, joint_v, key_bias)
     b, nh, s_total, dh = qq.shape
     n = q.shape[2]
+    layout = layout.expanded(b, nh)
     maps = block_maps(layout, n)
     outs, lses = [], []
     step = _row_block(b, nh, s_total)
@@ -56,6 +57,7 @@ def sparse_reference_backward(
     acc = qq.dtype
     b, nh, s_total, dh = qq.shape
     n = q.shape[2]
+    layout = layout.expanded(b, nh)
     maps = block_maps(layout, n)
     d_o = torch.cat([grad_out, grad_joint_out], dim=2).to(acc)
     d_lse = grad_lse.to(acc) if grad_lse is not None else None

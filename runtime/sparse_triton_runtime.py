@@ -120,7 +120,9 @@ def _null():
 def transposed_lists(layout: SpatialLayout, n: int):
     """Per key block, the query blocks that list it: (count [Bm, Hm, KBn] int32, q blocks [Bm, Hm, KBn, QBn]
     int32, slot [Bm, Hm, KBn, QBn] int32: the partial-bits slot, or -1 for a full block)."""
-    full, slot = block_maps(layout, n)  # [Bm, Hm, QBn, KBn]
+    bm_ = max(t.shape[0] for t in layout.tensors)
+    hm = max(t.shape[1] for t in layout.tensors)
+    full, slot = block_maps(layout.expanded(bm_, hm), n)  # [Bm, Hm, QBn, KBn]
     qbn = -(-n // layout.q_block)
     full, slot = full[:, :, :qbn], slot[:, :, :qbn]
     listed = (full | (slot >= 0)).transpose(2, 3)  # [Bm, Hm, KBn, QBn]

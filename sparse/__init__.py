@@ -8,12 +8,25 @@ N spatial tokens (text is always attended by the op itself).
 - `estimate_block_mask(q, k, keep=... | cdf=...)`: a per-(batch, head) mask from mean-pooled query and key
   blocks, keeping the key blocks that carry a share of the estimated attention mass (or a fixed fraction).
 
+`Sparsity(mask, dense_layers=..., layers=...)` (or a bare pattern, or `estimate(keep=...)`) is what the
+compile backend's `options={"sparsity": ...}` takes (`plan.py`).
+
 A pattern is an object: `pattern.block_mask(n, device=..., block_size=...)` builds its BlockMask for N tokens
 (any N), and `joint_attention` also takes the pattern itself (`block_mask=frame_window(...)`).
 """
 
 from .blocks import block_mask_from_mod
-from .estimate import estimate_block_mask
+from .estimate import Estimate, estimate, estimate_block_mask
 from .patterns import Pattern, frame_window, tile_window
+from .plan import Sparsity
 
-__all__ = ["Pattern", "block_mask_from_mod", "estimate_block_mask", "frame_window", "tile_window"]
+__all__ = [
+    "Estimate",
+    "Pattern",
+    "Sparsity",
+    "block_mask_from_mod",
+    "estimate",
+    "estimate_block_mask",
+    "frame_window",
+    "tile_window",
+]

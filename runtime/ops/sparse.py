@@ -36,43 +36,37 @@ def check_sparse_call(q, k, v, joint_q, joint_k, joint_v, scale, logical_n, logi
 
 
 def check_layout(layout: SpatialLayout, b: int, nh: int, n: int, device) -> None:
-    """The layout's tensors against the call: shapes, int32, q's device (block contents are trusted)."""
-    num, idx, fnum, fidx, bits = layout.tensors
-    qbn = -(-n // layout.q_block) if layout.q_block > 0 else 0
+    """The layout's tensors against the call: ranks, leading dims (1 or b, 1 or nh, >= the query blocks N
+    needs), int32, q's device. Block contents are trusted (they come from a BlockMask or our builders)."""
     if layout.q_block < 1 or layout.kv_block < 1:
         raise ValueError(
             f"joint_attention: block_mask block sizes must be positive; got {layout.q_block}x{layout.kv_block}"
         )
-    if num.dim() != 3 or num.shape[0] not in (1, b) or num.shape[1] not in (1, nh) or num.shape[2] < qbn:
-        raise ValueError(
-            f"joint_attention: block_mask must have shape [1 or b={b}, 1 or nh={nh}, >= {qbn} query blocks]; "
-            f"got kv_num_blocks of shape {tuple(num.shape)}"
-        )
-    lists = (("kv_indices", idx, 4), ("full_kv_num_blocks", fnum, 3), ("full_kv_indices", fidx, 4))
-    for name, t, rank in lists:
-        if t.dim() != rank or tuple(t.shape[:3]) != tuple(num.shape):
-            raise ValueError(
-                f"joint_attention: block_mask {name} must start with kv_num_blocks' shape {tuple(num.shape)}; "
-                f"got {tuple(t.shape)}"
-            )
+    qbn = layout.kv_num_blocks.shape[2] if layout.kv_num_blocks.dim() == 3 else -1
     words = -(-layout.kv_block // 32)
-    if (
-        bits.dim() != 6
-        or tuple(bits.shape[:3]) != tuple(num.shape)
-        or tuple(bits.shape[4:]) != (layout.q_block, words)
-    ):
-        raise ValueError(
-            f"joint_attention: block_mask partial_bits must have shape [{', '.join(map(str, num.shape))}, P, "
-            f"{layout.q_block}, {words}]; got {tuple(bits.shape)}"
-        )
     names = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices", "partial_bits")
-    for name, t in zip(names, layout.tensors):
+    for name, t, rank in zip(names, layout.tensors, (3, 4, 3, 4, 6)):
         if t.dtype != torch.int32:
             raise TypeError(f"joint_attention: block_mask {name} must be int32; got {t.dtype}")
         if t.device != device:
             raise ValueError(
                 f"joint_attention: block_mask {name} must be on device {device} like q; got {t.device}"
             )
+        if t.dim() != rank or t.shape[0] not in (1, b) or t.shape[1] not in (1, nh) or t.shape[2] != qbn:
+            raise ValueError(
+                f"joint_attention: block_mask {name} must be a {rank}-D tensor [1 or b={b}, 1 or nh={nh}, "
+                f"query blocks, ...]; got shape {tuple(t.shape)}"
+            )
+    if qbn < -(-n // layout.q_block):
+        raise ValueError(
+            f"joint_attention: block_mask has {qbn} query blocks; N={n} with {layout.q_block}-row blocks needs "
+            f"{-(-n // layout.q_block)}"
+        )
+    if tuple(layout.partial_bits.shape[4:]) != (layout.q_block, words):
+        raise ValueError(
+            f"joint_attention: block_mask partial_bits must end in [{layout.q_block}, {words}]; "
+            f"got {tuple(layout.partial_bits.shape)}"
+        )
 
 
 def _layout(kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices, partial_bits, q_block, kv_block):
@@ -224,3 +218,50 @@ def sparse_joint_attention(
         q, k, v, joint_q, joint_k, joint_v, *layout.tensors, layout.q_block, layout.kv_block,
         scale, logical_n, logical_l, runtime,
     )  # fmt: skip
+
+
+@torch.library.custom_op("jointattn::estimate_kv_blocks", mutates_args=())
+def estimate_kv_blocks(
+    q: Tensor,
+    k: Tensor,
+    keep: float | None,
+    cdf: float | None,
+    q_block: int,
+    kv_block: int,
+    scale: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The estimator's kept key blocks per query block (`runtime/sparse_estimate.py`): (count [b, nh, QBn],
+    indices [b, nh, QBn, KBn]) int32, what the compile pass feeds the sparse op as its full-block lists."""
+    from ..sparse_estimate import estimate_kv_blocks as estimate
+
+    return estimate(q.detach(), k.detach(), keep, cdf, q_block, kv_block, scale)
+
+
+@estimate_kv_blocks.register_fake
+def _(q, k, keep, cdf, q_block, kv_block, scale=None):
+    b, nh, n, _ = q.shape
+    qbn, kbn = -(-n // q_block), -(-n // kv_block)
+    return q.new_empty((b, nh, qbn), dtype=torch.int32), q.new_empty((b, nh, qbn, kbn), dtype=torch.int32)
+
+
+# Layouts built at compile time (a pattern's mask for a layer's static N), by key: graphs fetch them with
+# `jointattn::layout_constant` instead of holding tensor constants, which AOTAutograd's fake tracing rejects.
+_LAYOUTS: dict[int, SpatialLayout] = {}
+
+
+def register_layout(layout: SpatialLayout) -> int:
+    key = len(_LAYOUTS)
+    _LAYOUTS[key] = layout
+    return key
+
+
+@torch.library.custom_op("jointattn::layout_constant", mutates_args=())
+def layout_constant(key: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The five tensors of registered layout `key`, on `like`'s device (copies: an op's outputs are its own;
+    a few MB at most, next to the attention they steer)."""
+    return tuple(t.to(like.device, copy=True) for t in _LAYOUTS[key].tensors)
+
+
+@layout_constant.register_fake
+def _(key, like):
+    return tuple(torch.empty(t.shape, dtype=t.dtype, device=like.device) for t in _LAYOUTS[key].tensors)
