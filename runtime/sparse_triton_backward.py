@@ -14,8 +14,8 @@ from .sparse_triton_runtime import (
     _dot_precision,
     _expanded,
     _strides,
+    sparse_config,
     stand_ins,
-    tile_for,
     transposed_lists,
 )
 
@@ -43,7 +43,8 @@ def launch_sparse_backward(
     dq, djq, dk, djk, dv, djv = stand_ins(
         call, (grads[0], grads[3]), (grads[1], grads[4]), (grads[2], grads[5])
     )
-    block_m, block_n, block_d = tile_for(layout.q_block), tile_for(layout.kv_block), head_block(dh)
+    block_m, block_n, warps, stages = sparse_config(layout, dh, q.dtype, backward=True)
+    block_d = head_block(dh)
     num, idx, fnum, fidx, bits = _expanded(layout, b, nh)
     t_num, t_qb, t_slot = (t.expand(b, nh, *t.shape[2:]) for t in transposed_lists(layout, n))
     stats = torch.empty((2, b, nh, n + l), dtype=torch.float32, device=q.device)
@@ -51,7 +52,7 @@ def launch_sparse_backward(
     common = dict(
         HEAD_DIM=dh, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, Q_BLOCK=layout.q_block,
         KV_BLOCK=layout.kv_block, HAS_N_LEN=call.logical_n is not None, HAS_L_LEN=call.logical_l is not None,
-        DOT_PRECISION=_dot_precision(q.dtype), num_warps=4, num_stages=2,
+        DOT_PRECISION=_dot_precision(q.dtype), num_warps=warps, num_stages=stages,
     )  # fmt: skip
     inputs = (*_strides(q), *_strides(k), *_strides(v), *_strides(jq), *_strides(jk), *_strides(jv),
               *_strides(grad_out), *_strides(grad_joint_out))  # fmt: skip

@@ -1,7 +1,8 @@
 """The "triton" runtime of the block-sparse op: host launchers of `kernels/sparse_joint_attention_{fwd,bwd}.py`.
 
 The kernels' tiles sit inside the mask's blocks: BLOCK_M divides the mask's query block and BLOCK_N its key
-block (the largest powers of two up to 64 that do), so mask blocks must be multiples of 16 (the MMA's K step).
+block (the largest powers of two up to the dense kernels' tiles that do: `sparse_config`), so mask blocks must be
+multiples of 16 (the MMA's K step).
 The mask's [Bm, Hm] leading dims are broadcast to [b, nh] by stride 0. CUDA tensors, or CPU tensors under
 TRITON_INTERPRET=1 (tests). The backward's dk/dv kernel walks, per key block, the query blocks that list it:
 those transposed lists are built here with a few torch ops per call (`transposed_lists`).
@@ -13,7 +14,7 @@ import os
 
 import torch
 
-from ..kernels.configs import head_block
+from ..kernels.configs import backward_launch_config, forward_launch_config, head_block
 from .dispatch import MAX_HEAD_DIM, TRITON_DTYPES
 from .sparse_layout import SpatialLayout, block_maps
 
@@ -25,12 +26,21 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def tile_for(block: int) -> int:
-    """The largest power of two <= MAX_TILE dividing `block` (0 if below 16)."""
-    tile = MAX_TILE
+def tile_for(block: int, cap: int = MAX_TILE) -> int:
+    """The largest power of two <= cap dividing `block` (0 if below 16)."""
+    tile = cap
     while tile >= 16 and block % tile:
         tile //= 2
     return tile if tile >= 16 else 0
+
+
+def sparse_config(layout: SpatialLayout, dh: int, dtype, *, backward: bool):
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages): the dense kernels' documented config for dh and dtype, its tiles
+    shrunk to divide the mask's blocks (4 warps once a tile shrinks). Not tuned for sparsity on a GPU yet."""
+    dense = (backward_launch_config if backward else forward_launch_config)(dh, dtype, 1 << 30, 1 << 30)
+    block_m, block_n = tile_for(layout.q_block, dense.block_m), tile_for(layout.kv_block, dense.block_n)
+    shrunk = (block_m, block_n) != (dense.block_m, dense.block_n)
+    return block_m, block_n, 4 if shrunk else dense.num_warps, dense.num_stages
 
 
 def _strides(t: torch.Tensor):
@@ -88,7 +98,7 @@ def launch_sparse_forward(call, layout: SpatialLayout, out, joint_out, lse) -> N
         return
     q, k, v, jq, jk, jv = call.with_stand_ins().tensors
     out, joint_out = stand_ins(call, (out, joint_out))
-    block_m, block_n = tile_for(layout.q_block), tile_for(layout.kv_block)
+    block_m, block_n, warps, stages = sparse_config(layout, s.dh, q.dtype, backward=False)
     num, idx, fnum, fidx, bits = _expanded(layout, s.b, s.nh)
     grid = (triton.cdiv(s.n, block_m) + triton.cdiv(s.l, block_m), s.b * s.nh)
     with torch.cuda.device(q.device) if q.is_cuda else _null():
@@ -103,7 +113,7 @@ def launch_sparse_forward(call, layout: SpatialLayout, out, joint_out, lse) -> N
             Q_BLOCK=layout.q_block, KV_BLOCK=layout.kv_block,
             HAS_N_LEN=call.logical_n is not None, HAS_L_LEN=call.logical_l is not None,
             POSITIVE_SCALE=call.scale > 0, DOT_PRECISION=_dot_precision(q.dtype),
-            num_warps=4, num_stages=2,
+            num_warps=warps, num_stages=stages,
         )  # fmt: skip
 
 
