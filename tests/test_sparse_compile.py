@@ -137,3 +137,33 @@ def test_explain_reports_sparsity_per_layer():
 def test_bad_sparsity_options_are_named():
     with pytest.raises(Exception, match="sparsity: mask must be a jointattn.sparse pattern"):
         torch.compile(Stack(), backend="jointattn", options={"sparsity": "frames"})(*_inputs())
+
+
+def test_mochi_key_masks_checked_at_run_time_go_sparse_with_their_lengths():
+    """Mochi's per-sample text padding reaches the op as a run-time-checked mask; its sparse layers take the
+    checked lengths. A window over every frame is the dense model; a one-frame window is not."""
+    from jointattn import model_zoo
+
+    case = model_zoo.build("mochi", "tiny")  # 3 frames of 6 tokens; text 5 and 2 of 7 valid
+    with torch.no_grad():
+        want = case.model(**case.inputs).sample
+    results = {}
+    for window in (3, 1):
+        torch._dynamo.reset()
+        sparsity = Sparsity(frame_window(6, window, causal=False), block_size=(16, 16))
+        with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True), torch.no_grad():
+            compiled = torch.compile(
+                case.model, backend="jointattn", options={"sparsity": sparsity, "inner": "eager"}
+            )
+            compiled(**case.inputs)
+            out, calls = count_op_calls(compiled, op="jointattn::block_sparse_joint_attention", **case.inputs)
+        assert calls == 2
+        results[window] = out.sample
+    torch.testing.assert_close(results[3], want, rtol=1e-4, atol=1e-5)
+    assert (results[1] - want).abs().max() > 1e-3
+
+
+def test_a_mask_that_is_not_prefix_padding_is_refused_by_a_sparse_layer():
+    lengths = torch.tensor([3, 2])
+    with pytest.raises(ValueError, match="not prefix padding"):
+        torch.ops.jointattn.prefix_lengths(lengths, lengths, torch.tensor(False))

@@ -6,8 +6,10 @@ Entry point: `apply_sparsity(gm, sparsity) -> list[str]`, one line per layer (ea
 once, for the layer's static N on the layer's device, and reaches the graph through a
 `jointattn::layout_constant` call (AOTAutograd's fake tracing takes no real tensor constants); an estimate
 becomes a `jointattn::estimate_kv_blocks` call on the layer's q and k whose outputs are the op's full-block
-lists. A layer stays dense, with the reason, when it is excluded by the plan, when N is symbolic (a pattern
-needs it at compile time), or when its key mask is checked at run time (`masked_joint_attention`).
+lists. A layer stays dense, with the reason, when it is excluded by the plan or when N is symbolic (a pattern
+needs it at compile time). A layer whose key mask is checked at run time (`masked_joint_attention`, Mochi's)
+goes sparse with the checked lengths; `jointattn::prefix_lengths` refuses, at run time, a mask that is not
+prefix padding (the dense op would have run the exact masked path).
 """
 
 from __future__ import annotations
@@ -32,11 +34,8 @@ def apply_sparsity(gm: fx.GraphModule, sparsity) -> list[str]:
     lines = []
     layer = 0
     for node in list(graph.nodes):
-        if node.target is ops.MASKED_JOINT_ATTENTION:
-            lines.append(f"layer {layer}: {node.name}: dense (its key mask is checked at run time)")
-            layer += 1
-            continue
-        if node.target is not ops.JOINT_ATTENTION:
+        masked = node.target is ops.MASKED_JOINT_ATTENTION
+        if node.target is not ops.JOINT_ATTENTION and not masked:
             continue
         index, layer = layer, layer + 1
         reason = plan.why_dense(index)
@@ -51,7 +50,15 @@ def apply_sparsity(gm: fx.GraphModule, sparsity) -> list[str]:
                 layout_args, kept = _estimated_layout(build, node, plan.mask), "decided at run time"
             else:
                 layout_args, kept = _pattern_layout(build, node, plan, n)
-            q, k, v, jq, jk, jv, _strategy, scale, valid_n, valid_l, runtime = node.args
+            if masked:  # a run-time-checked key mask: its lengths, refused at run time unless a prefix
+                q, k, v, jq, jk, jv, _mask, _joint_mask, lengths_n, lengths_l, is_prefix, scale, runtime = (
+                    node.args
+                )
+                checked = build.call(ops.PREFIX_LENGTHS, (lengths_n, lengths_l, is_prefix))
+                valid_n = build.call(operator.getitem, (checked, 0))
+                valid_l = build.call(operator.getitem, (checked, 1))
+            else:
+                q, k, v, jq, jk, jv, _strategy, scale, valid_n, valid_l, runtime = node.args
             sparse = build.call(
                 ops.BLOCK_SPARSE_JOINT_ATTENTION,
                 (q, k, v, jq, jk, jv, *layout_args, scale, valid_n, valid_l, _sparse_runtime(runtime)),
@@ -84,9 +91,8 @@ def _estimated_layout(build: GraphBuilder, node: fx.Node, estimate):
     q, k = node.args[0], node.args[1]
     n = shape(q)[2]
     q_block, kv_block = estimate.block_size
-    found = build.call(
-        ops.ESTIMATE_KV_BLOCKS, (q, k, estimate.keep, estimate.cdf, q_block, kv_block, node.args[7])
-    )
+    scale = node.args[11] if node.target is ops.MASKED_JOINT_ATTENTION else node.args[7]
+    found = build.call(ops.ESTIMATE_KV_BLOCKS, (q, k, estimate.keep, estimate.cdf, q_block, kv_block, scale))
     count = build.call(operator.getitem, (found, 0))
     indices = build.call(operator.getitem, (found, 1))
     # No partial blocks: one empty list and all-zero bits, [1, 1, QBn, ...] (broadcast over batch and heads).

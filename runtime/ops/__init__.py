@@ -26,6 +26,7 @@ RMS_NORM_ROPE = torch.ops.jointattn.rms_norm_rope.default
 BLOCK_SPARSE_JOINT_ATTENTION = torch.ops.jointattn.block_sparse_joint_attention.default
 ESTIMATE_KV_BLOCKS = torch.ops.jointattn.estimate_kv_blocks.default
 LAYOUT_CONSTANT = torch.ops.jointattn.layout_constant.default
+PREFIX_LENGTHS = torch.ops.jointattn.prefix_lengths.default
 
 __all__ = [
     "JOINT_ATTENTION",
@@ -35,6 +36,7 @@ __all__ = [
     "BLOCK_SPARSE_JOINT_ATTENTION",
     "ESTIMATE_KV_BLOCKS",
     "LAYOUT_CONSTANT",
+    "PREFIX_LENGTHS",
     "OP_NAME",
     "BACKWARD_OP_NAME",
     "joint_attention",

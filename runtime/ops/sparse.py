@@ -265,3 +265,21 @@ def layout_constant(key: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Ten
 @layout_constant.register_fake
 def _(key, like):
     return tuple(torch.empty(t.shape, dtype=t.dtype, device=like.device) for t in _LAYOUTS[key].tensors)
+
+
+@torch.library.custom_op("jointattn::prefix_lengths", mutates_args=())
+def prefix_lengths(lengths_n: Tensor, lengths_l: Tensor, is_prefix: Tensor) -> tuple[Tensor, Tensor]:
+    """The valid lengths of a run-time-checked key mask (`key_padding_lengths`) for a sparse layer, which takes
+    padding as valid lengths only: a mask that is not prefix padding is refused here (the flag is on the CPU:
+    no sync), never run as something else."""
+    if not bool(is_prefix):
+        raise ValueError(
+            "joint_attention: a sparse layer got a key mask that is not prefix padding (or hides every key of a "
+            "sample); sparse layers take padding as valid lengths only. Leave this layer dense."
+        )
+    return lengths_n.clone(), lengths_l.clone()
+
+
+@prefix_lengths.register_fake
+def _(lengths_n, lengths_l, is_prefix):
+    return torch.empty_like(lengths_n), torch.empty_like(lengths_l)
