@@ -36,11 +36,11 @@ def tile_for(block: int, cap: int = MAX_TILE) -> int:
 
 def sparse_config(layout: SpatialLayout, dh: int, dtype, *, backward: bool):
     """(BLOCK_M, BLOCK_N, num_warps, num_stages): the dense kernels' documented config for dh and dtype, its tiles
-    shrunk to divide the mask's blocks (4 warps once a tile shrinks). Not tuned for sparsity on a GPU yet."""
+    shrunk to divide the mask's blocks (4 warps for tiles below 128 x 64). Not tuned for sparsity on a GPU yet."""
     dense = (backward_launch_config if backward else forward_launch_config)(dh, dtype, 1 << 30, 1 << 30)
     block_m, block_n = tile_for(layout.q_block, dense.block_m), tile_for(layout.kv_block, dense.block_n)
-    shrunk = (block_m, block_n) != (dense.block_m, dense.block_n)
-    return block_m, block_n, 4 if shrunk else dense.num_warps, dense.num_stages
+    small = block_m * block_n < min(128 * 64, dense.block_m * dense.block_n)
+    return block_m, block_n, 4 if small else dense.num_warps, dense.num_stages
 
 
 def _strides(t: torch.Tensor):
