@@ -39,12 +39,12 @@ def _run(bm, n, l, *, dtype=torch.float32, tol=2e-5, **lengths):  # noqa: E741
         assert rel_err(x.cpu(), y) < tol * 5
 
 
-@pytest.mark.parametrize("block_size", [(32, 16), (64, 32), (16, 48)])
-def test_kernels_match_the_masked_reference(block_size):
-    dense = random_element_mask(1, H, 75, *block_size, seed=sum(block_size))
+@pytest.mark.parametrize("block_size, n", [((32, 16), 53), ((64, 32), 70), ((16, 48), 53)])
+def test_kernels_match_the_masked_reference(block_size, n):
+    dense = random_element_mask(1, H, n, *block_size, seed=sum(block_size))
     bm = block_mask_of(dense, block_size).to(DEVICE)
     assert int(bm.kv_num_blocks.sum()) > 0 and int(bm.full_kv_num_blocks.sum()) > 0
-    _run(bm, 75, 7, logical_n=torch.tensor([75, 50]), logical_l=torch.tensor([0, 5]))
+    _run(bm, n, 6, logical_n=torch.tensor([n, 30]), logical_l=torch.tensor([0, 5]))
 
 
 def test_rows_that_see_nothing_and_no_text():
