@@ -275,28 +275,31 @@ def launch_backward(
     grad_joint_out,
     grad_lse,
     config: LaunchConfig | None = None,
+    dq_config: LaunchConfig | None = None,
 ):
     """Gradients (dq, dk, dv, djoint_q, djoint_k, djoint_v) of (out, joint_out, lse), in the input dtype.
 
     `grad_lse` may be None (lse unused) or a float tensor [b, nh, N+L]: the gradient through lse is folded
     into delta (dS = P * (dP - (rowsum(dO * O) - dlse))). Padded keys get zero gradients; every query row
-    gets its gradient.
+    gets its gradient. `config` sets the dk/dv kernel's tiles (and the dq kernel's unless `dq_config` is given:
+    block_m is the query tile, block_n the key tile in both).
     """
     grads = tuple(torch.empty_like(t) for t in call.tensors)
 
     def launch(part, *tensors):
-        _launch_backward_one(part, *tensors[:6], config, tensors[6:])
+        _launch_backward_one(part, *tensors[:6], config, dq_config, tensors[6:])
 
     _in_batch_chunks(call, (out, joint_out, lse, grad_out, grad_joint_out, grad_lse, *grads), launch)
     return grads
 
 
 def _launch_backward_one(
-    call: JointCall, out, joint_out, lse, grad_out, grad_joint_out, grad_lse, config, grads
+    call: JointCall, out, joint_out, lse, grad_out, grad_joint_out, grad_lse, config, dq_config, grads
 ):
     """`launch_backward` into `grads` for a b * nh that fits one grid, the device current."""
     b, nh, n, l, dh = (getattr(call.shape, f) for f in ("b", "nh", "n", "l", "dh"))  # noqa: E741
     config = config or backward_launch_config(dh, call.q.dtype, n, l)
+    dq_config = dq_config or config
     block_d = head_block(dh)
     q, k, v, joint_q, joint_k, joint_v = call.with_stand_ins().tensors
     dq, dk, dv, djq, djk, djv = grads
@@ -317,17 +320,20 @@ def _launch_backward_one(
         n, l, nh,
         HEAD_DIM=dh, BLOCK_M=pre_block, BLOCK_D=block_d, HAS_DLSE=grad_lse is not None,
     )  # fmt: skip
-    common = dict(
-        HEAD_DIM=dh,
-        BLOCK_M=config.block_m,
-        BLOCK_N=config.block_n,
-        BLOCK_D=block_d,
-        HAS_N_LEN=logical_n is not None,
-        HAS_L_LEN=logical_l is not None,
-        DOT_PRECISION=_dot_precision(q.dtype),
-        num_warps=config.num_warps,
-        num_stages=config.num_stages,
-    )
+
+    def tiles(c: LaunchConfig) -> dict:
+        return dict(
+            HEAD_DIM=dh,
+            BLOCK_M=c.block_m,
+            BLOCK_N=c.block_n,
+            BLOCK_D=block_d,
+            HAS_N_LEN=logical_n is not None,
+            HAS_L_LEN=logical_l is not None,
+            DOT_PRECISION=_dot_precision(q.dtype),
+            num_warps=c.num_warps,
+            num_stages=c.num_stages,
+        )
+
     inputs = (*_strides4(q), *_strides4(k), *_strides4(v), *_strides4(joint_q), *_strides4(joint_k),
               *_strides4(joint_v), *_strides4(grad_out), *_strides4(grad_joint_out))  # fmt: skip
     scale = call.scale
@@ -335,13 +341,13 @@ def _launch_backward_one(
         q, k, v, joint_q, joint_k, joint_v, grad_out, grad_joint_out, m, delta, dk, dv, djk, djv,
         logical_n, logical_l, *inputs,
         *_strides4(dk), *_strides4(dv), *_strides4(djk), *_strides4(djv),
-        scale, scale * LOG2E, n, l, nh, **common,
+        scale, scale * LOG2E, n, l, nh, **tiles(config),
     )  # fmt: skip
-    joint_attention_bwd_dq_kernel[(triton.cdiv(n, config.block_m) + triton.cdiv(l, config.block_m), b * nh)](
+    joint_attention_bwd_dq_kernel[(triton.cdiv(n, dq_config.block_m) + triton.cdiv(l, dq_config.block_m), b * nh)](
         q, k, v, joint_q, joint_k, joint_v, grad_out, grad_joint_out, m, delta, dq, djq,
         logical_n, logical_l, *inputs,
         *_strides4(dq), *_strides4(djq),
-        scale, scale * LOG2E, n, l, nh, **common,
+        scale, scale * LOG2E, n, l, nh, **tiles(dq_config),
     )  # fmt: skip
 
 

@@ -78,11 +78,29 @@ def sdpa(q, k, v, **kwargs):
     return F.scaled_dot_product_attention(q, k, v, **kwargs)
 
 
+class _MasksInTheQueryDtype(torch.overrides.TorchFunctionMode):
+    """SDPA with a float mask of another dtype than the query: a float32 mask built inside a module (`torch.where`
+    with Python scalars) meets float64 queries once the module is doubled. torch 2.13's CPU SDPA then returns
+    wrong values on some CPUs (off by up to 3 on random data; its docs ask for a bool mask or the query's dtype),
+    so the float64 reference casts the mask, which is what the float32 module computes."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is F.scaled_dot_product_attention:
+            mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
+            if mask is not None and mask.is_floating_point() and mask.dtype != args[0].dtype:
+                if len(args) > 3:
+                    args = (*args[:3], mask.to(args[0].dtype), *args[4:])
+                else:
+                    kwargs["attn_mask"] = mask.to(args[0].dtype)
+        return func(*args, **kwargs)
+
+
 def float64_eager(module, inputs):
     """The module's outputs as a tuple, in float64 on float64 copies of the floating inputs; the module is put
     back to float32."""
     doubled = [x.double() if x.is_floating_point() else x for x in inputs]
-    with torch.no_grad():
+    with torch.no_grad(), _MasksInTheQueryDtype():
         out = module.double()(*doubled)
     module.float()
     return out if isinstance(out, tuple) else (out,)

@@ -192,7 +192,9 @@ def test_forward_ignores_what_padded_keys_hold(case, use_tma, config):
     run_forward(case, "bshd", config, seed=5, use_tma=use_tma, poison=True)
 
 
-def run_backward(case: str, layout: str, config, seed: int, with_lse_grad: bool = True) -> None:
+def run_backward(
+    case: str, layout: str, config, seed: int, with_lse_grad: bool = True, dq_config=None
+) -> None:
     inputs, logical_n, logical_l = _make_inputs(case, layout, seed)
     q, k, v, jq, jk, jv = inputs
     scale = q.shape[-1] ** -0.5
@@ -212,6 +214,7 @@ def run_backward(case: str, layout: str, config, seed: int, with_lse_grad: bool 
         grad_joint,
         grad_lse,
         config,
+        dq_config,
     )
     leaves = [t.detach().double().requires_grad_() for t in (q, k, v, jq, jk, jv)]
     r_out, r_joint, r_lse = _dense_reference(*leaves, scale, logical_n, logical_l)
@@ -248,6 +251,13 @@ def test_backward_matches_float64(case, config):
 @pytest.mark.parametrize("layout", ["bhsd", "strided"])
 def test_backward_any_strides_without_lse_grad(layout):
     run_backward("n37_l7_pad_both", layout, SMALL, seed=21, with_lse_grad=False)
+
+
+def test_backward_with_its_own_dq_tiles():
+    """The dq kernel may take other tiles than the dk/dv kernel (the backward sweep sets them apart)."""
+    run_backward(
+        "n130_l37_pad", "bshd", LaunchConfig(16, 32, 4, 1), seed=23, dq_config=LaunchConfig(32, 16, 4, 1)
+    )
 
 
 def test_batch_split_where_b_times_nh_exceeds_the_grid(monkeypatch):
@@ -311,7 +321,8 @@ def test_backward_row_without_keys_matches_reference():
 @pytest.mark.parametrize("case", ["n37_l7_pad_both", "n130_l37_pad", "logical_l_0", "dh128"])
 def test_op_runtime_triton_forward_and_autograd(case, monkeypatch):
     """What users call: jointattn.joint_attention(..., runtime="triton") and its autograd formula. On Hopper
-    the dh-128 case runs the Gluon forward, whose out and lse the Triton backward then takes."""
+    the dh-128 case is forced onto the Gluon forward (the measured table prefers the Triton kernel at this tiny
+    size), whose out and lse the Triton backward then takes."""
     from jointattn.runtime import triton_runtime
 
     hopper_launches = []
@@ -320,11 +331,13 @@ def test_op_runtime_triton_forward_and_autograd(case, monkeypatch):
         triton_runtime, "launch_forward_hopper", lambda *a: (hopper_launches.append(a), real_hopper(*a))
     )
     (q, k, v, jq, jk, jv), logical_n, logical_l = _make_inputs(case, "bshd", seed=13)
+    on_hopper = ON_GPU and torch.cuda.get_device_capability()[0] == 9
+    if on_hopper and q.shape[-1] == 128:
+        monkeypatch.setenv("JOINTATTN_DISPATCH", "forward=hopper")
     leaves = [t.detach().clone().requires_grad_() for t in (q, k, v, jq, jk, jv)]
     out, joint_out, lse = jointattn.joint_attention(
         *leaves, logical_n=logical_n, logical_l=logical_l, runtime="triton"
     )
-    on_hopper = ON_GPU and torch.cuda.get_device_capability()[0] == 9
     assert len(hopper_launches) == (1 if on_hopper and q.shape[-1] == 128 else 0)
     scale = q.shape[-1] ** -0.5
     ref_leaves = [t.detach().double().requires_grad_() for t in (q, k, v, jq, jk, jv)]
@@ -346,13 +359,20 @@ def test_op_runtime_triton_forward_and_autograd(case, monkeypatch):
         _assert_close(name, got.grad, ref.grad)
 
 
-def test_auto_picks_triton_where_supported():
+def test_auto_runs_the_path_the_dispatcher_picks():
+    """runtime="auto" gives bit for bit what the chosen path gives when asked for directly."""
+    from jointattn.runtime.auto_runtime import forward_choice
+
     (q, k, v, jq, jk, jv), _, _ = _make_inputs("n7_l37", "bshd", seed=1)
     call = JointCall(q, k, v, jq, jk, jv, 0.125, None, None)
     assert TritonRuntime().unsupported(call) is None
+    path = forward_choice(call).path
     out_auto = jointattn.joint_attention(q, k, v, jq, jk, jv, runtime="auto")
-    out_triton = jointattn.joint_attention(q, k, v, jq, jk, jv, runtime="triton")
-    for a, b in zip(out_auto, out_triton, strict=True):
+    direct = {"hopper": "triton", "triton": "triton"}.get(path, path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JOINTATTN_DISPATCH", f"forward={path}")
+        out_direct = jointattn.joint_attention(q, k, v, jq, jk, jv, runtime=direct)
+    for a, b in zip(out_auto, out_direct, strict=True):
         assert torch.equal(a, b)
 
 

@@ -11,7 +11,9 @@ For each SDPA:
    a run-time-checked mask (`masks.py`);
 4. the output's consumers are followed to the slices/splits that take the token sets back out; a range that
    crosses the boundary refuses the fusion (`parts.plan_outputs`);
-5. the op is inserted, each consumer gets its part directly, and whatever still wants the whole sequence gets
+5. where the dispatcher would run the call as PyTorch's SDPA anyway (small sizes on a measured GPU), the
+   original graph is kept (`pytorch_path.py`);
+6. the op is inserted, each consumer gets its part directly, and whatever still wants the whole sequence gets
    a concat of the two outputs. Nodes this leaves dead are removed; nothing else in the graph is touched.
 Each SDPA gets a `Decision` (`passes/decisions.py`, shared with the MLIR pass, which prints the same sentences).
 """
@@ -39,6 +41,7 @@ from .masks import KeyPadding, classify
 from .mutations import MutationGuard, original_inputs
 from .nodes import GraphBuilder, arg, fake_mode_of, op_name, same, shape, tensor_val, val
 from .parts import CAT_NAMES, OutputPlan, PartResolver, Parts, fold_concat, is_metadata_assert, plan_outputs
+from .pytorch_path import left_to_pytorch
 from .ranges import SPLITS
 from .unpad import drop_unbacked_asserts, find_unpad_loops, loop_attentions, rewrite_unpad_loop
 
@@ -150,6 +153,9 @@ def _fuse(node: fx.Node, resolver: PartResolver, runtime: str, guard: MutationGu
 
     spatial = spatial_part(lengths)
     joint = 1 - spatial
+    token_sets = [sets[name].nodes[part] for part in (spatial, joint) for name in ("q", "k", "v")]
+    _check(left_to_pytorch(token_sets, _padding_summary(padding) != NO_PADDING, runtime))
+
     with build.graph.inserting_before(node):
         op = _insert_op(
             build, sets, spatial, joint, padding, call.scale, runtime, lengths, resolver.padding_checks

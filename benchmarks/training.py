@@ -1,0 +1,154 @@
+"""End-to-end training step: forward + backward of a loss through a stock diffusers SD3 transformer (random
+weights, bf16), eager vs torch.compile(backend="inductor") vs torch.compile(backend="jointattn"), one run.
+
+    python benchmarks/training.py                      # SD3.5-medium-like at 512², batch 2 (issue 15's case)
+    python benchmarks/training.py --resolution 1024    # the same model at 1024²: 4096 image tokens
+    python benchmarks/training.py --size tiny --device cpu   # smoke run of this script
+
+Each step: zero the gradients, forward, mean-squared loss against a fixed target, backward. CUDA events time
+the whole step; median of --repeats after two warm-up steps (the first compiles). Writes
+`results/training-<resolution>.json` (and a copy under $OUT): ms, ratio to inductor and eager, the loss and the
+gradient error of every variant against eager, how many joint attentions the backend fused and what
+`jointattn.explain` said about each, device and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import sys
+
+import torch
+
+HERE = pathlib.Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+
+from models import _sync, _time_ms, _versions  # noqa: E402  (the timing and version helpers of models.py)
+
+
+def build(size: str, resolution: int, device, dtype):
+    """SD3.5-medium's transformer shape (24 layers of 24 heads of 64, RMS qk-norm) at `resolution`, batch 2,
+    with a 333-token prompt (77 CLIP + 256 T5); `tiny`: two small layers for a CPU smoke run."""
+    from diffusers import SD3Transformer2DModel
+
+    torch.manual_seed(0)
+    tiny = size == "tiny"
+    latent = 8 if tiny else resolution // 8
+    text, caption = (7, 16) if tiny else (333, 4096)
+    with torch.device(device):
+        model = SD3Transformer2DModel(
+            sample_size=latent,
+            patch_size=2,
+            in_channels=4 if tiny else 16,
+            num_layers=2 if tiny else 24,
+            attention_head_dim=8 if tiny else 64,
+            num_attention_heads=2 if tiny else 24,
+            joint_attention_dim=caption,
+            caption_projection_dim=16 if tiny else 1536,
+            pooled_projection_dim=8 if tiny else 2048,
+            out_channels=4 if tiny else 16,
+            pos_embed_max_size=max(latent // 2, 96 if not tiny else 4),
+            qk_norm="rms_norm",
+        ).to(dtype)
+        channels = 4 if tiny else 16
+        inputs = dict(
+            hidden_states=torch.randn(2, channels, latent, latent, dtype=dtype),
+            encoder_hidden_states=torch.randn(2, text, caption, dtype=dtype),
+            pooled_projections=torch.randn(2, 8 if tiny else 2048, dtype=dtype),
+            timestep=torch.tensor([500.0, 300.0]),
+        )
+        target = torch.randn(2, channels, latent, latent, dtype=dtype)
+    model.train()
+    return model, inputs, target
+
+
+def step(model_fn, model, inputs, target):
+    model.zero_grad(set_to_none=True)
+    out = model_fn(**inputs, return_dict=False)[0]
+    loss = torch.nn.functional.mse_loss(out.float(), target.float())
+    loss.backward()
+    return loss.detach()
+
+
+def _grads(model) -> torch.Tensor:
+    return torch.cat([p.grad.float().flatten() for p in model.parameters() if p.grad is not None])
+
+
+def measure(name, model_fn, model, inputs, target, repeats, device, reference=None):
+    for _ in range(2):  # the first step compiles the forward and the backward
+        loss = step(model_fn, model, inputs, target)
+    _sync(device)
+    grads = _grads(model)
+    times = _time_ms(lambda: step(model_fn, model, inputs, target), repeats, device)
+    row = dict(variant=name, ms=round(statistics.median(times), 2), ms_all=[round(t, 2) for t in times])
+    row["loss"] = float(loss)
+    if reference is not None:
+        ref_loss, ref_grads = reference
+        row["loss_rel_err_vs_eager"] = float(f"{abs(float(loss) - ref_loss) / abs(ref_loss):.3g}")
+        row["grad_rel_err_vs_eager"] = float(f"{((grads - ref_grads).norm() / ref_grads.norm()).item():.3g}")
+    print(json.dumps(row), flush=True)
+    return row, (float(loss), grads)
+
+
+def run(size: str, resolution: int, repeats: int, device: str) -> dict:
+    from jointattn.compiler.backend import REPORTS
+
+    import jointattn
+
+    device = torch.device(device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model, inputs, target = build(size, resolution, device, dtype)
+    rows = []
+    row, reference = measure("eager", model, model, inputs, target, repeats, device)
+    rows.append(row)
+    torch._dynamo.reset()
+    inductor = torch.compile(model, backend="inductor")
+    rows.append(measure("inductor", inductor, model, inputs, target, repeats, device, reference)[0])
+    torch._dynamo.reset()
+    before = len(REPORTS)
+    fused_model = torch.compile(model, backend="jointattn")
+    row = measure("jointattn", fused_model, model, inputs, target, repeats, device, reference)[0]
+    row["fused"] = sum(r.fused for r in REPORTS[before:])
+    row["decisions"] = sorted({d.reason for r in REPORTS[before:] for d in r.decisions})
+    rows.append(row)
+    by = {r["variant"]: r for r in rows}
+    return dict(
+        case=f"SD3.5-medium-like transformer, {resolution}², batch 2, 333 text tokens, one training step"
+        if size == "real"
+        else "tiny smoke run",
+        jointattn_version=getattr(jointattn, "__version__", None),
+        speedup_vs_inductor=round(by["inductor"]["ms"] / by["jointattn"]["ms"], 3),
+        speedup_vs_eager=round(by["eager"]["ms"] / by["jointattn"]["ms"], 3),
+        rows=rows,
+        **_versions(device),
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--resolution", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--size", choices=["real", "tiny"], default="real")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args(argv)
+    result = run(args.size, args.resolution, args.repeats, args.device)
+    text = json.dumps(result, indent=1)
+    if args.size == "real":
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"training-{args.resolution}.json").write_text(text)
+        if os.environ.get("OUT"):
+            pathlib.Path(os.environ["OUT"], f"training-{args.resolution}.json").write_text(text)
+    print(
+        f"training step: jointattn {result['speedup_vs_inductor']}x inductor, "
+        f"{result['speedup_vs_eager']}x eager"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The FX pass leaves a joint attention to the original graph where the dispatcher would run it as cat -> SDPA ->
+slice anyway (`passes/fx/pytorch_path.py`): both passes the call runs must measure "sdpa" fastest."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import fx_fused_graph, joint_inputs
+from jointattn.passes.fx import pytorch_path
+from jointattn.runtime import dispatch
+from jointattn.runtime.dispatch import planned_problem
+
+B, H, N, L, D = 2, 4, 24, 7, 16
+
+
+def joint(q, k, v, jq, jk, jv):
+    o = F.scaled_dot_product_attention(torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2))
+    return o[:, :, :N], o[:, :, N:]
+
+
+@pytest.fixture
+def measured_gpu(monkeypatch):
+    """The pass plans as on an sm_90 GPU whose table holds `rows` (CPU fake tensors stand in for CUDA ones)."""
+    rows = []
+    monkeypatch.setattr(dispatch, "_table", lambda: {"rows": rows})
+    monkeypatch.setattr(
+        pytorch_path,
+        "_problem",
+        lambda q, jq, padded, backward: planned_problem(
+            torch.bfloat16, *q.shape[:3], jq.shape[2], q.shape[3], padded=padded, backward=backward
+        ),
+    )
+    dispatch.reload_measurements()
+    yield rows
+    dispatch.reload_measurements()
+
+
+def _row(pass_, **ms):
+    return {"arch": "sm_90", "dtype": "bfloat16", "dh": D, "b_nh": B * H, "n": N, "l": L, "padded": False,
+            "ms": ms, "pass": pass_}  # fmt: skip
+
+
+def _decisions(requires_grad):
+    inputs = joint_inputs(B, H, N, L, D, seed=3, requires_grad=requires_grad)
+    torch._dynamo.reset()
+    _, _, report = fx_fused_graph(joint, inputs)
+    return report.decisions
+
+
+def test_kept_where_sdpa_is_measured_fastest_for_every_pass_the_call_runs(measured_gpu):
+    measured_gpu += [_row("forward", sdpa=0.1, triton=0.2), _row("backward", sdpa=0.5, triton=0.3)]
+    (inference,) = _decisions(requires_grad=False)
+    assert not inference.fused and inference.reason.startswith("left to PyTorch")
+    assert "forward: fastest measured on sm_90" in inference.reason
+    (training,) = _decisions(requires_grad=True)
+    assert training.fused, "the Triton backward is faster here: the op runs it"
+
+
+def test_training_kept_when_both_passes_pick_sdpa(measured_gpu):
+    measured_gpu += [_row("forward", sdpa=0.1, triton=0.2), _row("backward", sdpa=0.3, triton=0.5)]
+    (training,) = _decisions(requires_grad=True)
+    assert not training.fused and "backward: fastest measured" in training.reason
+
+
+def test_fused_where_a_kernel_of_ours_is_faster_or_nothing_was_measured(measured_gpu):
+    (unmeasured,) = _decisions(requires_grad=False)
+    assert unmeasured.fused, "no measurement proves the PyTorch path faster"
+    measured_gpu += [_row("forward", sdpa=0.3, triton=0.2)]
+    (ours_faster,) = _decisions(requires_grad=False)
+    assert ours_faster.fused
+
+
+def test_a_named_runtime_is_never_overruled(measured_gpu):
+    measured_gpu += [_row("forward", sdpa=0.1, triton=0.2)]
+    from jointattn.passes.fx import fuse_joint_attention
+
+    inputs = joint_inputs(B, H, N, L, D, seed=3)
+    reports = []
+
+    def backend(gm, example_inputs):
+        reports.append(fuse_joint_attention(gm, runtime="triton"))
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(joint, backend=backend)(*inputs)
+    assert reports[0].decisions[0].fused
+
+
+def test_cpu_graphs_are_never_left_for_speed():
+    (decision,) = _decisions(requires_grad=False)
+    assert decision.fused
