@@ -67,7 +67,7 @@ def jointattn_backend(
     gm: fx.GraphModule, example_inputs, *, options: dict | None = None, mode=None
 ) -> Callable:
     opts = BackendOptions.parse(options)
-    REPORTS.append(fuse_joint_attention(gm, runtime=opts.runtime))
+    REPORTS.append(fuse_joint_attention(gm, runtime=opts.runtime, keep_pytorch_paths=opts.sparsity is None))
     if opts.sparsity is not None:
         from ..passes.fx.sparsify import apply_sparsity
 

@@ -54,7 +54,8 @@ def explain(model, *inputs, runtime: str = "auto", sparsity=None, **kwargs) -> E
     def backend(gm, example_inputs):
         nonlocal graphs
         graphs += 1
-        decisions.extend(fuse_joint_attention(gm, runtime=runtime).decisions)
+        report = fuse_joint_attention(gm, runtime=runtime, keep_pytorch_paths=sparsity is None)
+        decisions.extend(report.decisions)
         plans.extend(dispatch_plans(gm, runtime))
         if sparsity is not None:
             from ..passes.fx.sparsify import apply_sparsity

@@ -26,20 +26,28 @@ def random_element_mask(bm, hm, n, q_block, kv_block, seed, *, keep=0.4, partial
 
 
 def block_mask_of(dense, block_size):
-    """A BlockMask whose mask_mod reads `dense` [Bm, Hm, n, n] (B, H None where they broadcast)."""
+    """A BlockMask on dense's device whose mask_mod reads `dense` [Bm, Hm, n, n] (B, H None where they
+    broadcast)."""
     bm, hm, n, _ = dense.shape
     mask_mod = lambda b, h, q, kv: dense[b, h, q, kv]
     return create_block_mask(
-        mask_mod, bm if bm > 1 else None, hm if hm > 1 else None, n, n, device="cpu", BLOCK_SIZE=block_size
+        mask_mod,
+        bm if bm > 1 else None,
+        hm if hm > 1 else None,
+        n,
+        n,
+        device=dense.device,
+        BLOCK_SIZE=block_size,
     )
 
 
 def dense_of(block_mask, b, nh):
-    """The element mask flex_attention applies, [b, nh, n, n] (from the BlockMask's own create_mask)."""
+    """The element mask flex_attention applies, [b, nh, n, n] on the CPU (from the BlockMask's own create_mask)."""
     n = block_mask.seq_lengths[0]
     bm, hm = block_mask.kv_num_blocks.shape[:2]
-    m = create_mask(block_mask.mask_mod, bm, hm, n, n, device="cpu")
-    blocks = block_mask.to_dense().bool()
+    device = block_mask.kv_num_blocks.device
+    m = create_mask(block_mask.mask_mod, bm, hm, n, n, device=device).cpu()
+    blocks = block_mask.to_dense().bool().cpu()
     q_block, kv_block = block_mask.BLOCK_SIZE
     listed = blocks.repeat_interleave(q_block, 2).repeat_interleave(kv_block, 3)[:, :, :n, :n]
     return (m & listed).expand(b, nh, n, n)

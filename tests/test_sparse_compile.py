@@ -167,3 +167,15 @@ def test_a_mask_that_is_not_prefix_padding_is_refused_by_a_sparse_layer():
     lengths = torch.tensor([3, 2])
     with pytest.raises(ValueError, match="not prefix padding"):
         torch.ops.jointattn.prefix_lengths(lengths, lengths, torch.tensor(False))
+
+
+def test_layers_the_dispatcher_would_leave_to_pytorch_are_fused_when_sparsity_asks(monkeypatch):
+    """Where the dispatcher measured PyTorch's SDPA faster (small sizes on a GPU) the fusion pass keeps the
+    original graph; a sparsity plan needs the op, so with one the pass fuses anyway."""
+    import jointattn.passes.fx.fuse as fuse
+
+    monkeypatch.setattr(fuse, "left_to_pytorch", lambda *args: "left to PyTorch (stand-in)")
+    model, inputs = Stack(depth=2), _inputs(3)
+    assert jointattn.explain(model, *inputs).fused == 0
+    report = jointattn.explain(model, *inputs, sparsity=Sparsity(frame_window(8, 2), block_size=(16, 16)))
+    assert report.fused == 2 and all("frame_window" in line for line in report.sparsity)
