@@ -6,11 +6,14 @@ not the GPU, decides the time, plus where the op's host time goes (cProfile of i
 Per shape and variant: host µs per call (perf_counter around `iters` back-to-back calls, no synchronization
 inside, so a call's time is what it takes the CPU to enqueue it) and the wall µs per call with the GPU work
 included (synchronized at the end). Writes `host_overhead.json` and prints a table and the profile.
+Variants and launch steps marked "fast launch" run with launches bound once per specialization
+(`runtime/fast_launch.py`, `JOINTATTN_FAST_LAUNCH=1`), the others without: before/after of that change.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import functools
 import io
@@ -38,6 +41,18 @@ def measure(fn, iters):
     return host * 1e6, wall * 1e6
 
 
+@contextlib.contextmanager
+def fast_launch(on: bool):
+    """Launches bound once per specialization (`runtime/fast_launch.py`) on or off inside."""
+    from jointattn.runtime import fast_launch as switch
+
+    switch.set_enabled(on)
+    try:
+        yield
+    finally:
+        switch.set_enabled(None)
+
+
 def _variants(jointattn, tensors, lengths):
     q, k, v, jq, jk, jv = tensors
     n = q.shape[2]
@@ -60,6 +75,8 @@ def _variants(jointattn, tensors, lengths):
     for path in ("hopper", "triton", "sdpa"):
         variants[f"op[{path}]"] = functools.partial(op, f"forward={path}")
     variants["op[auto, padded]"] = functools.partial(op, None, lengths)
+    for name in ("op[auto]", "op[hopper]", "op[triton]", "op[auto, padded]"):
+        variants[f"{name}, fast launch"] = variants[name]  # measured under fast_launch(True)
     return variants
 
 
@@ -69,7 +86,7 @@ def breakdown(jointattn, tensors, iters):
     from jointattn.runtime.auto_runtime import run_forward
     from jointattn.runtime.call import JointCall
     from jointattn.runtime.ops import contract
-    from jointattn.runtime.triton_runtime import launch_forward
+    from jointattn.runtime.triton_runtime import launch_backward, launch_forward
 
     q, k, v, jq, jk, jv = tensors
     call = JointCall(*tensors, q.shape[-1] ** -0.5, None, None)
@@ -83,16 +100,20 @@ def breakdown(jointattn, tensors, iters):
         "dispatch: choose": lambda: dispatch.choose(problem),
         "launch: triton": lambda: launch_forward(call, out, joint_out, lse, hopper=False),
         "launch: hopper": lambda: launch_forward(call, out, joint_out, lse, hopper=True),
+        "launch: triton backward": lambda: launch_backward(call, out, joint_out, lse, out, joint_out, None),
         "path: sdpa": lambda: run_forward("sdpa", call, out, joint_out, lse),
         "torch.ops call (auto)": lambda: torch.ops.jointattn.joint_attention(
             *tensors, "rear", None, None, None, "auto"
         ),
         "joint_attention (auto)": lambda: jointattn.joint_attention(*tensors),
     }
+    for name in [name for name in steps if name.startswith(("launch:", "torch.ops", "joint_attention"))]:
+        steps[f"{name}, fast launch"] = steps[name]  # measured under fast_launch(True)
     found = {}
     for name, fn in steps.items():
         try:
-            found[name] = measure(fn, iters)[0]
+            with fast_launch("fast launch" in name):
+                found[name] = measure(fn, iters)[0]
         except Exception as e:  # noqa: BLE001
             print(f"  {name}: {type(e).__name__}: {str(e)[:100]}")
     return found
@@ -117,7 +138,8 @@ def main():
         variants = _variants(jointattn, (q, k, v, jq, jk, jv), lengths)
         for name, fn in variants.items():
             try:
-                host, wall = measure(fn, args.iters)
+                with fast_launch("fast launch" in name):
+                    host, wall = measure(fn, args.iters)
             except Exception as e:
                 print(f"{name}: {type(e).__name__}: {str(e)[:120]}")
                 continue
@@ -129,15 +151,19 @@ def main():
         for name, us in breakdown(jointattn, (q, k, v, jq, jk, jv), args.iters).items():
             rows.append(dict(shape=[b, nh, n, l, dh], variant=f"step: {name}", host_us=us, wall_us=None))
             print(f"{str((b, nh, n, l, dh)):24s} step {name:26s} host {us:8.1f} us", flush=True)
-        profiler = cProfile.Profile()
-        profiler.enable()
-        for _ in range(200):
-            jointattn.joint_attention(q, k, v, jq, jk, jv)
-        torch.cuda.synchronize()
-        profiler.disable()
-        text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
-        print(text.getvalue()[:6000])
+        for on in (False, True):
+            profiler = cProfile.Profile()
+            with fast_launch(on):
+                jointattn.joint_attention(q, k, v, jq, jk, jv)  # binds, outside the profile
+                profiler.enable()
+                for _ in range(200):
+                    jointattn.joint_attention(q, k, v, jq, jk, jv)
+                torch.cuda.synchronize()
+                profiler.disable()
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+            print(f"profile, fast launch {'on' if on else 'off'}:")
+            print(text.getvalue()[:6000])
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "host_overhead.json"), "w") as f:
         json.dump(dict(torch=torch.__version__, gpu=torch.cuda.get_device_name(), rows=rows), f, indent=1)

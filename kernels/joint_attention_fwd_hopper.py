@@ -20,11 +20,15 @@ One CTA takes 2 * BLOCK_M query rows of one (batch, head) and runs three partiti
   before are masked with -inf, so no padded row is ever read. A row with no valid key at all gets out = 0 and
   lse = -inf, as the exact reference does.
 
+State travels in aggregates, as in Triton's Gluon attention tutorial: `JointConfig` (constexpr tiles, layouts and
+the softmax scale), `JointInputs` / `JointOutputs` (the descriptors each side uses), `QueryTile` (the program's
+batch, head, query rows, token set, valid lengths and key-block counts) and `SharedState` (buffers and
+mbarriers). The refactor into them left the generated PTX identical; `tests/hopper_fwd_fingerprints.json`
+pins it (`tests/test_hopper_kernel.py` checks it on CPU).
+
 Descriptors are 4-D over each tensor as it is ([b, nh, S, dh], strides kept), block [1, 1, rows, dh], so any
 layout TMA can address works without a copy. O reuses its warpgroup's Q buffer in shared memory.
 """
-
-from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -35,68 +39,289 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma,
     warpgroup_mma_wait,
 )
+from triton.experimental.gluon.language.nvidia.hopper.tma import tensor_descriptor
+
+# Triton 3.6 names it `_aggregate` (later versions export it as `gl.aggregate`).
+from triton.language.core import _aggregate as aggregate
 
 LN2 = gl.constexpr(0.6931471805599453)
 
-# Gluon needs the warp_specialize argument tuples written inline (a tuple bound to a name first turns its
-# constexprs into tensors), so argument lists repeat; kernel code keeps them on shared lines.
-# fmt: off
+# No `from __future__ import annotations` here: an aggregate checks its fields against its annotations as
+# types.
+# An aggregate's __init__ runs at compile time (`gluon.constexpr_function`: constexprs arrive unwrapped, so
+# constexpr fields are wrapped again), its other methods are `gluon.jit`; an aggregate is passed by value.
+
+
+@aggregate
+class JointConfig:
+    """The kernel's compile-time shape: tiles, pipeline depth, element type and the consumers' register
+    layouts (one warpgroup: wgmma m64 tiles, 4 warps along the rows), plus the runtime softmax scale."""
+
+    qk_scale: gl.tensor
+    BLOCK_M: gl.constexpr
+    BLOCK_N: gl.constexpr
+    HEAD_DIM: gl.constexpr
+    NUM_STAGES: gl.constexpr
+    dtype: gl.constexpr
+    s_layout: gl.constexpr
+    o_layout: gl.constexpr
+    p_layout: gl.constexpr
+
+    @gluon.constexpr_function
+    def __init__(self, qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, dtype):
+        self.qk_scale = qk_scale
+        self.BLOCK_M = gl.constexpr(BLOCK_M)
+        self.BLOCK_N = gl.constexpr(BLOCK_N)
+        self.HEAD_DIM = gl.constexpr(HEAD_DIM)
+        self.NUM_STAGES = gl.constexpr(NUM_STAGES)
+        self.dtype = gl.constexpr(dtype)
+        s_layout = gl.NVMMADistributedLayout(
+            version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16]
+        )
+        o_layout = gl.NVMMADistributedLayout(
+            version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16]
+        )
+        self.s_layout = gl.constexpr(s_layout)
+        self.o_layout = gl.constexpr(o_layout)
+        self.p_layout = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2))
+
+
+@aggregate
+class JointInputs:
+    """TMA descriptors of q, k, v and joint_q, joint_k, joint_v: what the producer reads."""
+
+    q: tensor_descriptor
+    k: tensor_descriptor
+    v: tensor_descriptor
+    jq: tensor_descriptor
+    jk: tensor_descriptor
+    jv: tensor_descriptor
+
+    @gluon.constexpr_function
+    def __init__(self, q, k, v, jq, jk, jv):
+        self.q = q
+        self.k = k
+        self.v = v
+        self.jq = jq
+        self.jk = jk
+        self.jv = jv
+
+
+@aggregate
+class JointOutputs:
+    """What the consumers write: out and joint_out (TMA descriptors), lse [b, nh, N+L] and its row stride."""
+
+    o: tensor_descriptor
+    jo: tensor_descriptor
+    lse: gl.tensor
+    stride_ls: gl.tensor
+
+    @gluon.constexpr_function
+    def __init__(self, o, jo, lse, stride_ls):
+        self.o = o
+        self.jo = jo
+        self.lse = lse
+        self.stride_ls = stride_ls
+
+
+@aggregate
+class QueryTile:
+    """One CTA's work: 2 * BLOCK_M query rows of (batch bz, head h), from the spatial set (q_spatial) or the
+    joint one, starting at q_row0 of a set with q_rows rows; lse's base offset and first column; both sets'
+    valid lengths, the spatial set's key-block count and the key-block total."""
+
+    bz: gl.tensor
+    h: gl.tensor
+    q_row0: gl.tensor
+    q_spatial: gl.tensor
+    q_rows: gl.tensor
+    lse_offset: gl.tensor
+    lse_row0: gl.tensor
+    n_blocks_a: gl.tensor
+    n_kv: gl.tensor
+    len_a: gl.tensor
+    len_b: gl.tensor
+
+    @gluon.constexpr_function
+    def __init__(
+        self, bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, n_blocks_a, n_kv, len_a, len_b
+    ):
+        self.bz = bz
+        self.h = h
+        self.q_row0 = q_row0
+        self.q_spatial = q_spatial
+        self.q_rows = q_rows
+        self.lse_offset = lse_offset
+        self.lse_row0 = lse_row0
+        self.n_blocks_a = n_blocks_a
+        self.n_kv = n_kv
+        self.len_a = len_a
+        self.len_b = len_b
+
+    @gluon.jit
+    def of_program(
+        cfg, N, L, H, stride_lb, stride_lh, N_LEN, L_LEN, HAS_N_LEN: gl.constexpr, HAS_L_LEN: gl.constexpr
+    ):
+        """This program's tile: grid axis 0 runs over the query tiles of the spatial set, then the joint set's
+        (the first cdiv(N, 2 * BLOCK_M) programs take spatial rows); axis 1 over b * nh."""
+        pid_m = gl.program_id(0)
+        pid_bh = gl.program_id(1)
+        bz = pid_bh // H
+        h = pid_bh % H
+        len_a = _valid_length(N_LEN, bz, N, HAS_N_LEN)
+        len_b = _valid_length(L_LEN, bz, L, HAS_L_LEN)
+        n_blocks_a = gl.cdiv(len_a, cfg.BLOCK_N)
+        n_kv = n_blocks_a + gl.cdiv(len_b, cfg.BLOCK_N)
+        spatial_tiles = gl.cdiv(N, 2 * cfg.BLOCK_M)
+        q_spatial = pid_m < spatial_tiles
+        q_row0 = gl.where(q_spatial, pid_m, pid_m - spatial_tiles) * (2 * cfg.BLOCK_M)
+        q_rows = gl.where(q_spatial, N, L)
+        lse_row0 = gl.where(q_spatial, q_row0, N + q_row0)
+        lse_offset = bz.to(gl.int64) * stride_lb + h.to(gl.int64) * stride_lh
+        # A length of 1 is specialized into a constexpr by the launcher's binder: fields are tensors.
+        return QueryTile(
+            bz,
+            h,
+            q_row0,
+            q_spatial,
+            q_rows,
+            lse_offset,
+            lse_row0,
+            gl.to_tensor(n_blocks_a),
+            gl.to_tensor(n_kv),
+            gl.to_tensor(len_a),
+            gl.to_tensor(len_b),
+        )
+
+    @gluon.jit
+    def key_block(self, j, BLOCK_N: gl.constexpr):
+        """Key block j of the joint sequence: (from the spatial set?, the row its load starts at, how many of
+        its first columns to mask). A set's partial last block is loaded so that it ends at the set's valid
+        length: padded rows never reach shared memory (a NaN there would survive P V as 0 * NaN). Its first
+        columns then repeat keys of the block before, or lie before row 0 (TMA reads them as zero), and are
+        masked."""
+        in_a = j < self.n_blocks_a
+        row0 = gl.where(in_a, j, j - self.n_blocks_a) * BLOCK_N
+        skip = gl.maximum(row0 + BLOCK_N - gl.where(in_a, self.len_a, self.len_b), 0)
+        return in_a, row0 - skip, skip
+
+
+@aggregate
+class SharedState:
+    """Shared memory and mbarriers of one CTA: the two Q halves (each later reused for its O), the K and V
+    rings, and the barriers: q_bar (Q landed), k_ready/v_ready[s] (stage s landed), kv_empty[s] ("K stage s
+    free") and kv_empty[NUM_STAGES + s] ("V stage s free"), one arrival per consumer, and turns[C] (consumer
+    C may issue its wgmmas: the ping-pong)."""
+
+    q: gl.shared_memory_descriptor
+    k: gl.shared_memory_descriptor
+    v: gl.shared_memory_descriptor
+    q_bar: gl.shared_memory_descriptor
+    k_ready: gl.shared_memory_descriptor
+    v_ready: gl.shared_memory_descriptor
+    kv_empty: gl.shared_memory_descriptor
+    turns: gl.shared_memory_descriptor
+
+    @gluon.constexpr_function
+    def __init__(self, q, k, v, q_bar, k_ready, v_ready, kv_empty, turns):
+        self.q = q
+        self.k = k
+        self.v = v
+        self.q_bar = q_bar
+        self.k_ready = k_ready
+        self.v_ready = v_ready
+        self.kv_empty = kv_empty
+        self.turns = turns
+
+    @gluon.jit
+    def allocate(cfg, inputs):
+        """Allocates the buffers and initializes the barriers (before the partitions fork)."""
+        NUM_STAGES: gl.constexpr = cfg.NUM_STAGES
+        q = gl.allocate_shared_memory(cfg.dtype, [2] + inputs.q.block_type.shape, inputs.q.layout)
+        k = gl.allocate_shared_memory(cfg.dtype, [NUM_STAGES] + inputs.k.block_type.shape, inputs.k.layout)
+        v = gl.allocate_shared_memory(cfg.dtype, [NUM_STAGES] + inputs.v.block_type.shape, inputs.v.layout)
+        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+        v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+        kv_empty = gl.allocate_shared_memory(gl.int64, [2 * NUM_STAGES, 1], mbarrier.MBarrierLayout())
+        turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(q_bar, count=1)
+        for i in gl.static_range(NUM_STAGES):
+            mbarrier.init(k_ready.index(i), count=1)
+            mbarrier.init(v_ready.index(i), count=1)
+            mbarrier.init(kv_empty.index(i), count=2)
+            mbarrier.init(kv_empty.index(NUM_STAGES + i), count=2)
+        for i in gl.static_range(2):
+            mbarrier.init(turns.index(i), count=1)
+        return SharedState(q, k, v, q_bar, k_ready, v_ready, kv_empty, turns)
 
 
 @gluon.jit
-def _key_block(j, n_blocks_a, len_a, len_b, BLOCK_N: gl.constexpr):
-    """Key block j of the joint sequence: (from the spatial set?, the row its load starts at, how many of its
-    first columns to mask). A set's partial last block is loaded so that it ends at the set's valid length:
-    padded rows never reach shared memory (a NaN there would survive P V as 0 * NaN). Its first columns then
-    repeat keys of the block before, or lie before row 0 (TMA reads them as zero), and are masked."""
-    in_a = j < n_blocks_a
-    row0 = gl.where(in_a, j, j - n_blocks_a) * BLOCK_N
-    skip = gl.maximum(row0 + BLOCK_N - gl.where(in_a, len_a, len_b), 0)
-    return in_a, row0 - skip, skip
-
-
-@gluon.jit
-def _producer(desc_q, desc_k, desc_v, desc_jq, desc_jk, desc_jv,
-              q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
-              bz, h, q_row0, q_spatial, n_blocks_a, n_kv, len_a, len_b,
-              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
-    # Q: two BLOCK_M-row halves (one per consumer), one barrier. Rows past the tensor's end read as zero.
-    mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)
-    if q_spatial:
-        tma.async_copy_global_to_shared(desc_q, [bz, h, q_row0, 0], q_bar, q_smem.index(0))
-        tma.async_copy_global_to_shared(desc_q, [bz, h, q_row0 + BLOCK_M, 0], q_bar, q_smem.index(1))
+def _valid_length(LENGTHS, bz, size, HAS_LENGTHS: gl.constexpr):
+    """LENGTHS[bz] clamped to [0, size], or `size` without a lengths tensor."""
+    if HAS_LENGTHS:
+        n = gl.load(LENGTHS + bz).to(gl.int32)
+        n = gl.minimum(gl.maximum(n, 0), size)
     else:
-        tma.async_copy_global_to_shared(desc_jq, [bz, h, q_row0, 0], q_bar, q_smem.index(0))
-        tma.async_copy_global_to_shared(desc_jq, [bz, h, q_row0 + BLOCK_M, 0], q_bar, q_smem.index(1))
-    # kv_empty[s]: "K stage s free", kv_empty[NUM_STAGES + s]: "V stage s free" (one arrival per consumer). A
-    # fresh mbarrier counts as "phase 1 complete", so the first pass through the ring does not block.
+        n = size
+    return n
+
+
+@gluon.jit
+def _producer(cfg, inputs, smem, tile):
+    """TMA loads: the two Q halves, then K and V of every key block into the ring, spatial blocks first and
+    joint blocks after, K one block ahead of V."""
+    BLOCK_M: gl.constexpr = cfg.BLOCK_M
+    BLOCK_N: gl.constexpr = cfg.BLOCK_N
+    NUM_STAGES: gl.constexpr = cfg.NUM_STAGES
+    bz = tile.bz
+    h = tile.h
+    q_row0 = tile.q_row0
+    # Q: two BLOCK_M-row halves (one per consumer), one barrier. Rows past the tensor's end read as zero.
+    mbarrier.expect(smem.q_bar, 2 * inputs.q.block_type.nbytes)
+    if tile.q_spatial:
+        tma.async_copy_global_to_shared(inputs.q, [bz, h, q_row0, 0], smem.q_bar, smem.q.index(0))
+        tma.async_copy_global_to_shared(inputs.q, [bz, h, q_row0 + BLOCK_M, 0], smem.q_bar, smem.q.index(1))
+    else:
+        tma.async_copy_global_to_shared(inputs.jq, [bz, h, q_row0, 0], smem.q_bar, smem.q.index(0))
+        tma.async_copy_global_to_shared(inputs.jq, [bz, h, q_row0 + BLOCK_M, 0], smem.q_bar, smem.q.index(1))
+    # A fresh mbarrier counts as "phase 1 complete", so the first pass through the ring does not block.
+    n_kv = tile.n_kv
     for j in range(n_kv + 1):
         if j < n_kv:
             s = j % NUM_STAGES
-            mbarrier.wait(kv_empty.index(s), ((j // NUM_STAGES) & 1) ^ 1)
-            mbarrier.expect(k_ready.index(s), desc_k.block_type.nbytes)
-            in_a, row0, skip = _key_block(j, n_blocks_a, len_a, len_b, BLOCK_N)
+            mbarrier.wait(smem.kv_empty.index(s), ((j // NUM_STAGES) & 1) ^ 1)
+            mbarrier.expect(smem.k_ready.index(s), inputs.k.block_type.nbytes)
+            in_a, row0, skip = tile.key_block(j, BLOCK_N)
             if in_a:
-                tma.async_copy_global_to_shared(desc_k, [bz, h, row0, 0], k_ready.index(s), k_bufs.index(s))
+                tma.async_copy_global_to_shared(
+                    inputs.k, [bz, h, row0, 0], smem.k_ready.index(s), smem.k.index(s)
+                )
             else:
-                tma.async_copy_global_to_shared(desc_jk, [bz, h, row0, 0], k_ready.index(s), k_bufs.index(s))
+                tma.async_copy_global_to_shared(
+                    inputs.jk, [bz, h, row0, 0], smem.k_ready.index(s), smem.k.index(s)
+                )
         if j > 0:
             sv = (j - 1) % NUM_STAGES
-            mbarrier.wait(kv_empty.index(NUM_STAGES + sv), (((j - 1) // NUM_STAGES) & 1) ^ 1)
-            mbarrier.expect(v_ready.index(sv), desc_v.block_type.nbytes)
-            in_a, row0, skip = _key_block(j - 1, n_blocks_a, len_a, len_b, BLOCK_N)
+            mbarrier.wait(smem.kv_empty.index(NUM_STAGES + sv), (((j - 1) // NUM_STAGES) & 1) ^ 1)
+            mbarrier.expect(smem.v_ready.index(sv), inputs.v.block_type.nbytes)
+            in_a, row0, skip = tile.key_block(j - 1, BLOCK_N)
             if in_a:
-                tma.async_copy_global_to_shared(desc_v, [bz, h, row0, 0], v_ready.index(sv), v_bufs.index(sv))
+                tma.async_copy_global_to_shared(
+                    inputs.v, [bz, h, row0, 0], smem.v_ready.index(sv), smem.v.index(sv)
+                )
             else:
-                tma.async_copy_global_to_shared(desc_jv, [bz, h, row0, 0], v_ready.index(sv), v_bufs.index(sv))
+                tma.async_copy_global_to_shared(
+                    inputs.jv, [bz, h, row0, 0], smem.v_ready.index(sv), smem.v.index(sv)
+                )
 
 
 @gluon.jit
-def _scores_of_block(s, j, n_blocks_a, len_a, len_b, BLOCK_N: gl.constexpr, s_layout: gl.constexpr):
-    """S_j with the columns `_key_block` skips at -inf (only a set's partial last block has any)."""
-    in_a, row0, skip = _key_block(j, n_blocks_a, len_a, len_b, BLOCK_N)
+def _scores_of_block(cfg, tile, s, j):
+    """S_j with the columns `key_block` skips at -inf (only a set's partial last block has any)."""
+    in_a, row0, skip = tile.key_block(j, cfg.BLOCK_N)
     if skip > 0:
-        cols = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+        cols = gl.arange(0, cfg.BLOCK_N, layout=gl.SliceLayout(0, cfg.s_layout))
         s = gl.where((cols >= skip)[None, :], s, float("-inf"))
     return s
 
@@ -126,44 +351,52 @@ def _wait_pv_in_own_block(acc, p_op, opaque):
 
 
 @gluon.jit
-def _consumer(desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
-              bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
-              n_blocks_a, n_kv, len_a, len_b, qk_scale,
-              C: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-              NUM_STAGES: gl.constexpr):
-    dtype: gl.constexpr = desc_o.dtype
-    # One warpgroup: wgmma m64 tiles, 4 warps along the rows.
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, BLOCK_N, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, HEAD_DIM, 16])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
-    row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
-    row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+def _consumer(cfg, outputs, smem, tile, C: gl.constexpr):
+    """Consumer warpgroup C: BLOCK_M query rows, the ping-pong schedule over every key block, the epilogue."""
+    BLOCK_M: gl.constexpr = cfg.BLOCK_M
+    BLOCK_N: gl.constexpr = cfg.BLOCK_N
+    HEAD_DIM: gl.constexpr = cfg.HEAD_DIM
+    NUM_STAGES: gl.constexpr = cfg.NUM_STAGES
+    dtype: gl.constexpr = cfg.dtype
+    row_s: gl.constexpr = gl.SliceLayout(1, cfg.s_layout)
+    row_o: gl.constexpr = gl.SliceLayout(1, cfg.o_layout)
+    qk_scale = cfg.qk_scale
+    n_kv = tile.n_kv
+    k_bufs = smem.k
+    v_bufs = smem.v
+    k_ready = smem.k_ready
+    v_ready = smem.v_ready
+    kv_empty = smem.kv_empty
 
-    q_buf = q_smem.index(C)
+    q_buf = smem.q.index(C)
     q = q_buf.reshape([BLOCK_M, HEAD_DIM])
-    my_turn = sched.index(C)
-    other_turn = sched.index(1 - C)
+    my_turn = smem.turns.index(C)
+    other_turn = smem.turns.index(1 - C)
     turn = 0
 
     m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=row_s)
     l_i = gl.full([BLOCK_M], 0.0, gl.float32, layout=row_s)
-    acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
-    s_zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
-    mbarrier.wait(q_bar, 0)
+    acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=cfg.o_layout)
+    s_zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=cfg.s_layout)
+    mbarrier.wait(smem.q_bar, 0)
 
     if n_kv > 0:
         # Prologue: S_0 and its softmax.
         mbarrier.wait(k_ready.index(0), 0)
-        mbarrier.wait(my_turn, (turn & 1) ^ (1 - C))  # consumer 0 passes first (fresh barrier), 1 waits for it
+        # Consumer 0 passes first (a fresh barrier), 1 waits for it.
+        mbarrier.wait(my_turn, (turn & 1) ^ (1 - C))
         turn += 1
-        s = warpgroup_mma(q, k_bufs.index(0).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), s_zero,
-                          use_acc=False, is_async=True)
+        s = warpgroup_mma(
+            q,
+            k_bufs.index(0).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)),
+            s_zero,
+            use_acc=False,
+            is_async=True,
+        )
         mbarrier.arrive(other_turn, count=1)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
         mbarrier.arrive(kv_empty.index(0), count=1)  # K_0 consumed
-        s = _scores_of_block(s, 0, n_blocks_a, len_a, len_b, BLOCK_N, s_layout)
+        s = _scores_of_block(cfg, tile, s, 0)
         p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale)
 
         # Steady state: iteration j issues S_j and P_{j-1} V_{j-1}.
@@ -175,14 +408,19 @@ def _consumer(desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_re
             mbarrier.wait(my_turn, (turn & 1) ^ (1 - C))
             turn += 1
             # p stays fp32 until here, so no softmax instruction writes registers the in-flight wgmma reads.
-            p_op = gl.convert_layout(p.to(dtype), p_layout)
-            s = warpgroup_mma(q, k_bufs.index(st).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), s_zero,
-                              use_acc=False, is_async=True)
+            p_op = gl.convert_layout(p.to(dtype), cfg.p_layout)
+            s = warpgroup_mma(
+                q,
+                k_bufs.index(st).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)),
+                s_zero,
+                use_acc=False,
+                is_async=True,
+            )
             acc = warpgroup_mma(p_op, v_bufs.index(pst).reshape([BLOCK_N, HEAD_DIM]), acc, is_async=True)
             mbarrier.arrive(other_turn, count=1)
             s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))  # S_j done, P V still in flight
             mbarrier.arrive(kv_empty.index(st), count=1)  # K_j consumed
-            s = _scores_of_block(s, j, n_blocks_a, len_a, len_b, BLOCK_N, s_layout)
+            s = _scores_of_block(cfg, tile, s, j)
             p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale)
             acc = _wait_pv_in_own_block(acc, p_op, qk_scale)
             mbarrier.arrive(kv_empty.index(NUM_STAGES + pst), count=1)  # V_{j-1} consumed
@@ -191,7 +429,7 @@ def _consumer(desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_re
         # Tail: P V of the last block.
         last = (n_kv - 1) % NUM_STAGES
         mbarrier.wait(v_ready.index(last), ((n_kv - 1) // NUM_STAGES) & 1)
-        p_op = gl.convert_layout(p.to(dtype), p_layout)
+        p_op = gl.convert_layout(p.to(dtype), cfg.p_layout)
         acc = warpgroup_mma(p_op, v_bufs.index(last).reshape([BLOCK_N, HEAD_DIM]), acc, is_async=True)
         acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p_op))
         mbarrier.arrive(kv_empty.index(NUM_STAGES + last), count=1)
@@ -201,28 +439,24 @@ def _consumer(desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_re
     lse = gl.where(seen, (m_i + gl.log2(gl.where(seen, l_i, 1.0))) * LN2, float("-inf"))
     inv_l = gl.where(seen, 1.0 / gl.where(seen, l_i, 1.0), 0.0)
     acc = acc * gl.convert_layout(inv_l, row_o)[:, None]
+    q_row0 = tile.q_row0
     rows = q_row0 + C * BLOCK_M + gl.arange(0, BLOCK_M, layout=row_s)
-    gl.store(LSE + lse_offset + (lse_row0 + C * BLOCK_M + gl.arange(0, BLOCK_M, layout=row_s)).to(gl.int64)
-             * stride_ls, lse, mask=rows < q_rows)
+    gl.store(
+        outputs.lse
+        + tile.lse_offset
+        + (tile.lse_row0 + C * BLOCK_M + gl.arange(0, BLOCK_M, layout=row_s)).to(gl.int64)
+        * outputs.stride_ls,
+        lse,
+        mask=rows < tile.q_rows,
+    )
     # O reuses this warpgroup's Q buffer (its last reader, the final S wgmma, has completed).
     q.store(acc.to(dtype))
     fence_async_shared()
-    if q_spatial:
-        tma.async_copy_shared_to_global(desc_o, [bz, h, q_row0 + C * BLOCK_M, 0], q_buf)
+    if tile.q_spatial:
+        tma.async_copy_shared_to_global(outputs.o, [tile.bz, tile.h, q_row0 + C * BLOCK_M, 0], q_buf)
     else:
-        tma.async_copy_shared_to_global(desc_jo, [bz, h, q_row0 + C * BLOCK_M, 0], q_buf)
+        tma.async_copy_shared_to_global(outputs.jo, [tile.bz, tile.h, q_row0 + C * BLOCK_M, 0], q_buf)
     tma.store_wait(pendings=0)
-
-
-@gluon.jit
-def _valid_length(LENGTHS, bz, size, HAS_LENGTHS: gl.constexpr):
-    """LENGTHS[bz] clamped to [0, size], or `size` without a lengths tensor."""
-    if HAS_LENGTHS:
-        n = gl.load(LENGTHS + bz).to(gl.int32)
-        n = gl.minimum(gl.maximum(n, 0), size)
-    else:
-        n = size
-    return n
 
 
 @gluon.jit
@@ -234,60 +468,21 @@ def joint_attention_fwd_hopper_kernel(
     N, L, H,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
     HAS_N_LEN: gl.constexpr, HAS_L_LEN: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-):
+):  # fmt: skip
     """q/k/v/joint_*/out/joint_out as 4-D TMA descriptors (block [1, 1, rows, HEAD_DIM]); LSE [b, nh, N+L] f32;
     N_LEN/L_LEN: [b] valid lengths (unused without HAS_*_LEN); qk_scale = scale * log2(e), positive."""
-    dtype: gl.constexpr = desc_q.dtype
-    pid_m = gl.program_id(0)
-    pid_bh = gl.program_id(1)
-    bz = pid_bh // H
-    h = pid_bh % H
-    len_a = _valid_length(N_LEN, bz, N, HAS_N_LEN)
-    len_b = _valid_length(L_LEN, bz, L, HAS_L_LEN)
-    n_blocks_a = gl.cdiv(len_a, BLOCK_N)
-    n_kv = n_blocks_a + gl.cdiv(len_b, BLOCK_N)
-
-    # Query tile: the first cdiv(N, 2 * BLOCK_M) programs take spatial rows, the rest joint rows.
-    spatial_tiles = gl.cdiv(N, 2 * BLOCK_M)
-    q_spatial = pid_m < spatial_tiles
-    q_row0 = gl.where(q_spatial, pid_m, pid_m - spatial_tiles) * (2 * BLOCK_M)
-    q_rows = gl.where(q_spatial, N, L)
-    lse_row0 = gl.where(q_spatial, q_row0, N + q_row0)
-    lse_offset = bz.to(gl.int64) * stride_lb + h.to(gl.int64) * stride_lh
-
-    q_smem = gl.allocate_shared_memory(dtype, [2] + desc_q.block_type.shape, desc_q.layout)
-    k_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + desc_k.block_type.shape, desc_k.layout)
-    v_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + desc_v.block_type.shape, desc_v.layout)
-    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    kv_empty = gl.allocate_shared_memory(gl.int64, [2 * NUM_STAGES, 1], mbarrier.MBarrierLayout())  # K | V
-    sched = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_bar, count=1)
-    for i in gl.static_range(NUM_STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(kv_empty.index(i), count=2)
-        mbarrier.init(kv_empty.index(NUM_STAGES + i), count=2)
-    for i in gl.static_range(2):
-        mbarrier.init(sched.index(i), count=1)
-
+    cfg = JointConfig(qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, desc_q.dtype)
+    inputs = JointInputs(desc_q, desc_k, desc_v, desc_jq, desc_jk, desc_jv)
+    outputs = JointOutputs(desc_o, desc_jo, LSE, gl.to_tensor(stride_ls))
+    tile = QueryTile.of_program(cfg, N, L, H, stride_lb, stride_lh, N_LEN, L_LEN, HAS_N_LEN, HAS_L_LEN)
+    smem = SharedState.allocate(cfg, inputs)
+    # The argument tuples are written inline: a tuple bound to a name first turns constexprs into tensors.
     gl.warp_specialize(
         [
-            (_producer, (desc_q, desc_k, desc_v, desc_jq, desc_jk, desc_jv,
-                         q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
-                         bz, h, q_row0, q_spatial, n_blocks_a, n_kv, len_a, len_b,
-                         BLOCK_M, BLOCK_N, NUM_STAGES)),
-            (_consumer, (desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
-                         bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
-                         n_blocks_a, n_kv, len_a, len_b, qk_scale,
-                         0, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES)),
-            (_consumer, (desc_o, desc_jo, LSE, q_smem, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, sched,
-                         bz, h, q_row0, q_spatial, q_rows, lse_offset, lse_row0, stride_ls,
-                         n_blocks_a, n_kv, len_a, len_b, qk_scale,
-                         1, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES)),
+            (_producer, (cfg, inputs, smem, tile)),
+            (_consumer, (cfg, outputs, smem, tile, 0)),
+            (_consumer, (cfg, outputs, smem, tile, 1)),
         ],
         [4, 4],
         [CONSUMER_REGS, CONSUMER_REGS],
     )
-# fmt: on

@@ -16,6 +16,7 @@ import functools
 import torch
 
 from ..kernels.configs import HopperConfig, hopper_forward_config
+from . import fast_launch
 
 try:
     import triton
@@ -48,9 +49,7 @@ def _shared_layout(rows: int, dh: int, dtype: torch.dtype):
 def _descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
     """A 4-D descriptor over `t` as it is ([b, nh, S, dh], strides kept); one box is [1, 1, rows, dh]."""
     dh = t.shape[-1]
-    return TensorDescriptor(
-        t, list(t.shape), list(t.stride()), [1, 1, rows, dh], _shared_layout(rows, dh, t.dtype)
-    )
+    return fast_launch.descriptor(TensorDescriptor, t, [1, 1, rows, dh], _shared_layout(rows, dh, t.dtype))
 
 
 def launch_forward_hopper(
@@ -77,7 +76,8 @@ def launch_forward_hopper(
         for t, rows in zip((*call.tensors, out, joint_out), (bm, bn, bn, bm, bn, bn, bm, bm))
     ]
     grid = (triton.cdiv(n, 2 * bm) + triton.cdiv(l, 2 * bm), b * nh)
-    joint_attention_fwd_hopper_kernel[grid](
+    fast_launch.launch(
+        joint_attention_fwd_hopper_kernel, grid,
         *descs, lse,
         logical_n if logical_n is not None else lse, logical_l if logical_l is not None else lse,
         *lse.stride(),

@@ -17,6 +17,7 @@ strided pointer loads instead. Triton configs come from `kernels.configs.forward
 `JOINTATTN_TRITON_AUTOTUNE=1` asks for a timed search over `forward_candidates`, cached per
 (dh, dtype, N, L, padding); the search applies where the Triton kernel runs (not where the Hopper kernel does). CPU tensors run in Triton's interpreter when `TRITON_INTERPRET=1`.
 Every grid walks b * nh on its second axis; past CUDA's 65535 there, both launchers run in batch chunks.
+Launches go through `fast_launch` (bound once per specialization when `JOINTATTN_FAST_LAUNCH=1`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ..kernels.configs import (
     forward_launch_config,
     head_block,
 )
+from . import fast_launch
 from .call import JointCall
 from .dispatch import (
     _INTERPRETER_BF16,
@@ -92,7 +94,7 @@ def _stand_in(t: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
 
 
 def _descriptor(t: torch.Tensor, rows: int, block_d: int) -> TensorDescriptor:
-    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, block_d])
+    return fast_launch.descriptor(TensorDescriptor, t, [1, 1, rows, block_d])
 
 
 def _batch_chunks(b: int, nh: int) -> list[slice]:
@@ -183,7 +185,8 @@ def _launch_forward_one(
         descs = [None] * 8
     q, k, v, joint_q, joint_k, joint_v = run.tensors
     grid = (triton.cdiv(n, config.block_m) + triton.cdiv(l, config.block_m), b * nh)
-    joint_attention_fwd_kernel[grid](
+    fast_launch.launch(
+        joint_attention_fwd_kernel, grid,
         q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse,
         *descs,
         run.logical_n, run.logical_l,
@@ -313,7 +316,9 @@ def _launch_backward_one(
     stats = torch.empty((2, b, nh, n + l), dtype=torch.float32, device=q.device)
     delta, m = stats[0], stats[1]
     pre_block = 64
-    joint_attention_bwd_preprocess_kernel[(triton.cdiv(n, pre_block) + triton.cdiv(l, pre_block), b * nh)](
+    pre_grid = (triton.cdiv(n, pre_block) + triton.cdiv(l, pre_block), b * nh)
+    fast_launch.launch(
+        joint_attention_bwd_preprocess_kernel, pre_grid,
         out, joint_out, grad_out, grad_joint_out, lse, grad_lse, delta, m,
         *_strides4(out), *_strides4(joint_out), *_strides4(grad_out), *_strides4(grad_joint_out),
         *lse.stride(), *(grad_lse.stride() if grad_lse is not None else (0, 0, 0)),
@@ -337,13 +342,17 @@ def _launch_backward_one(
     inputs = (*_strides4(q), *_strides4(k), *_strides4(v), *_strides4(joint_q), *_strides4(joint_k),
               *_strides4(joint_v), *_strides4(grad_out), *_strides4(grad_joint_out))  # fmt: skip
     scale = call.scale
-    joint_attention_bwd_dkdv_kernel[(triton.cdiv(n, config.block_n) + triton.cdiv(l, config.block_n), b * nh)](
+    dkdv_grid = (triton.cdiv(n, config.block_n) + triton.cdiv(l, config.block_n), b * nh)
+    fast_launch.launch(
+        joint_attention_bwd_dkdv_kernel, dkdv_grid,
         q, k, v, joint_q, joint_k, joint_v, grad_out, grad_joint_out, m, delta, dk, dv, djk, djv,
         logical_n, logical_l, *inputs,
         *_strides4(dk), *_strides4(dv), *_strides4(djk), *_strides4(djv),
         scale, scale * LOG2E, n, l, nh, **tiles(config),
     )  # fmt: skip
-    joint_attention_bwd_dq_kernel[(triton.cdiv(n, dq_config.block_m) + triton.cdiv(l, dq_config.block_m), b * nh)](
+    dq_grid = (triton.cdiv(n, dq_config.block_m) + triton.cdiv(l, dq_config.block_m), b * nh)
+    fast_launch.launch(
+        joint_attention_bwd_dq_kernel, dq_grid,
         q, k, v, joint_q, joint_k, joint_v, grad_out, grad_joint_out, m, delta, dq, djq,
         logical_n, logical_l, *inputs,
         *_strides4(dq), *_strides4(djq),

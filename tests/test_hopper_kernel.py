@@ -4,7 +4,8 @@ Gluon has no CPU interpreter, so the suite has two halves:
 - Everywhere (CI included): the kernel compiled offline for sm_90a with the wheel's own ptxas. Asserts the
   properties its speed rests on, each of which an innocent-looking edit can lose: registers raised to the
   config's budget with no spills, shared memory within Hopper's 227 KB, and the softmax scheduled between the
-  two wgmma waits (the overlap). Plus the launcher's envelope (what it refuses, and why) and `launch_forward`'s
+  two wgmma waits (the overlap); and that every config's PTX is the one recorded in
+  `hopper_fwd_fingerprints.json` (a refactor must not change the generated code unseen). Plus the launcher's envelope (what it refuses, and why) and `launch_forward`'s
   choice between the Hopper and the Triton kernel.
 - On a CUDA device of compute capability 9.x (`gpu` marker): outputs against a float64 cat -> masked softmax
   -> slice reference, on fresh random inputs, lengths that are not multiples of the 128-row tiles, padding on
@@ -35,15 +36,32 @@ from jointattn.runtime.triton_runtime import launch_forward
 HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
 
 
-def _offline_build(dh: int) -> dict:
+def _offline_build(what) -> dict:
     """`hopper_build_report.py` in a fresh interpreter: this session sets TRITON_INTERPRET=1 (conftest), which
     turns Triton's own library helpers (the combine function of `gl.max`, ...) into interpreter objects that a
     real compile rejects."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     script = pathlib.Path(__file__).with_name("hopper_build_report.py")
-    run = subprocess.run([sys.executable, str(script), str(dh)], capture_output=True, text=True, env=env)
+    run = subprocess.run([sys.executable, str(script), str(what)], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.splitlines()[-1])
+
+
+def test_offline_build_keeps_its_fingerprints():
+    """Every config (dh 64/128 x bf16/fp16; dh 128 with its integer arguments equal to 1, which Triton turns
+    into constexprs) compiles for sm_90a to the PTX recorded in
+    `hopper_fwd_fingerprints.json` (debug locations aside), so a refactor of the kernel that changes its code
+    does not go unseen. An intended change: check speed and the schedule test below, then rewrite the file
+    with `python tests/hopper_build_report.py fingerprints --write`."""
+    expected = json.loads(pathlib.Path(__file__).with_name("hopper_fwd_fingerprints.json").read_text())
+    found = _offline_build("fingerprints")
+    assert found["triton"] == expected["triton"], (
+        f"fingerprints recorded with Triton {expected['triton']}, this is {found['triton']}: regenerate them"
+    )
+    for config, want in expected["configs"].items():
+        got = found["configs"][config]
+        assert got["spill_free"] and got["shared"] <= SHARED_MEMORY_BYTES, (config, got)
+        assert got == want, f"{config}: generated code changed: {got} != {want}"
 
 
 @pytest.mark.parametrize("dh", [64, 128])

@@ -2,8 +2,8 @@
 given (the real one with an opened device, or tt-lang-sim's).
 
 Entry point: `execute(ttnn, device, request) -> outputs`:
-- {"kind": "joint", "plan", "scale", "dtype", "inputs": seven 2-D host tensors} -> the four outputs of one launch
-  (`launch.py`) as host tensors;
+- {"kind": "joint", "plan", "scale", "dtype", "inputs": seven 2-D host tensors} -> the four outputs of the plan's
+  launches (`launch.py`) as host tensors;
 - {"kind": "ring", "shards", "joint", ...`ring.ring_joint_attention` keywords} -> per device, its four outputs.
 """
 
@@ -15,10 +15,7 @@ from . import launch, ring
 def execute(ttnn, device, request: dict):
     if request["kind"] == "joint":
         plan, dtype = request["plan"], request["dtype"]
-        inputs = [
-            launch.upload(ttnn, device, t, dtype if i < 6 else "float32")
-            for i, t in enumerate(request["inputs"])
-        ]
+        inputs = [launch.upload(ttnn, device, t, dtype) for t in request["inputs"]]
         outputs = launch.output_tensors(ttnn, device, plan, dtype)
         launch.run(plan, request["scale"], inputs, outputs)
         return [ttnn.to_torch(t) for t in outputs]

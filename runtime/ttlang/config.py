@@ -9,13 +9,12 @@ Entry points:
 Settings: `q_chunk`, `k_chunk` (tiles; None: chosen), `grid` (cores, default Wormhole's 8x8 worker grid),
 `ring_size` (1: one device; R >= 2: ring attention over R devices, spatial tokens sharded).
 
-The choice: among q_chunk in 1..8 and k_chunk in 1..16 tiles, the pair that keeps the worst-case number of
-dataflow buffers per core within 32 (whatever the valid lengths: tails are split into powers of two, see
-`schedule.py`) and their L1 within a core's, minimizing a model of the busiest core's work: rounds of work
-items (ceil(items / cores)), each item its tile products (q @ k^T and p @ v), its K and V tile reads
-(`TILE_READ_COST` each: every query chunk reads every key again, which favours larger query chunks) and a fixed
-cost per key piece (`PIECE_OVERHEAD`: the max/sum/rescale steps a piece pays whatever its size), all in tile
-products.
+The choice: among q_chunk in 1..8 and k_chunk in 1..16 tiles, the pair whose dataflow buffers fit a core's L1
+(the kernel has 22 of them whatever the sizes, `schedule.l1_bytes`), minimizing a model of the busiest core's
+work: rounds of work items (ceil(items / cores)), each item its tile products (q @ k^T and p @ v), its K and V
+tile reads (`TILE_READ_COST` each: every query chunk reads every key again, which favours larger query chunks)
+and a fixed cost per key piece (`PIECE_OVERHEAD`: the max/sum/rescale steps a piece pays whatever its size; the
+whole tiles left over after the k_chunk chunks are pieces of one tile each), all in tile products.
 Nothing here was measured on hardware.
 """
 
@@ -23,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jointattn.kernels.ttlang.schedule import MAX_DATAFLOW_BUFFERS, tiles
+from jointattn.kernels.ttlang.schedule import L1_BYTES, l1_bytes, tiles
 
 from ..settings import SettingsStack
 
@@ -32,8 +31,6 @@ K_CHUNKS = (1, 2, 4, 8, 16)
 DEFAULT_GRID = (8, 8)
 PIECE_OVERHEAD = 4
 TILE_READ_COST = 1  # a K or V tile read from DRAM, in tile products (assumed, not measured)
-L1_BYTES = 1336 * 1024  # worker L1 left to dataflow buffers (tt-lang-sim's default limit, Wormhole/Blackhole)
-TILE_BYTES = {"bfloat16": 2048, "float32": 4096}
 
 
 @dataclass(frozen=True)
@@ -73,33 +70,10 @@ def device_dtype(dtype) -> str:
     return "bfloat16" if dtype in (torch.bfloat16, torch.float16) else "float32"
 
 
-def _query_shapes(set_tiles: tuple[int, ...], q: int) -> int:
-    return len({min(q, t) for t in set_tiles if t} | {t % q for t in set_tiles if t % q})
-
-
-def worst_dataflow_buffers(n_tiles: int, l_tiles: int, q: int, k: int, ring: bool) -> int:
-    """Per core, for any valid lengths: key shapes are k and powers of two below it (the boundary tile is 1)."""
-    key_shapes = 1 + (k - 1).bit_length()
-    return (8 if ring else 6) * _query_shapes((n_tiles, l_tiles), q) + 2 * key_shapes + 1
-
-
-def l1_bytes(q: int, k: int, d_tiles: int, dtype: str, ring: bool) -> int:
-    """Dataflow-buffer bytes per core, two blocks each, at the worst case of every shape present: query shapes q and
-    two tails (< q each), key shapes k and the powers of two below it. q, k, v, acc, out (and the carried out) in
-    `dtype`; m, l, lse (and the carried lse) and the mask tile in float32."""
-    data, stats = TILE_BYTES[dtype], TILE_BYTES["float32"]
-    query_rows = q + 2 * (q - 1)
-    key_rows = k + sum(1 << i for i in range((k - 1).bit_length()))
-    per_query = 4 if ring else 3
-    data_tiles = query_rows * d_tiles * per_query + 2 * key_rows * d_tiles
-    stat_tiles = query_rows * per_query + 1
-    return 2 * (data_tiles * data + stat_tiles * stats)
-
-
 def _cost(n_tiles, l_tiles, key_tiles, d_tiles, q, k, b, nh, cores) -> float:
     items = b * nh * (-(-n_tiles // q) + -(-l_tiles // q))
     rounds = -(-items // cores)
-    pieces = sum(-(-t // k) + 1 for t in key_tiles)  # chunks, plus one for tails
+    pieces = sum(t // k + t % k + 1 for t in key_tiles)  # chunks, single tiles, a boundary tile
     keys = sum(key_tiles)
     per_item = 2 * q * keys * d_tiles + TILE_READ_COST * 2 * keys * d_tiles + PIECE_OVERHEAD * pieces
     return rounds * per_item
@@ -118,14 +92,11 @@ def choose_chunks(
 ) -> tuple[int, int]:
     """(q_chunk, k_chunk) in tiles for a device problem of n spatial rows (per device on a ring) and l joint rows."""
     n_tiles, l_tiles, d_tiles = tiles(n), tiles(l), tiles(dh)
-    ring = ring_size > 1
     key_tiles = [n_tiles] * ring_size + [l_tiles]
     best = None
     for q in Q_CHUNKS:
         for k in K_CHUNKS:
-            if worst_dataflow_buffers(n_tiles, l_tiles, q, k, ring) > MAX_DATAFLOW_BUFFERS:
-                continue
-            if l1_bytes(q, k, d_tiles, dtype, ring) > L1_BYTES:
+            if l1_bytes(q, k, d_tiles, dtype) > L1_BYTES:
                 continue
             cost = (_cost(n_tiles, l_tiles, key_tiles, d_tiles, q, k, b, nh, grid[0] * grid[1]), q, k)
             if best is None or cost < best[0]:

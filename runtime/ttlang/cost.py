@@ -3,7 +3,8 @@
 Entry points:
 - `kernel_cost(plan) -> Cost`: DRAM tiles the kernel reads and writes, and the matrix tiles it multiplies (one
   unit = one 32x32 by 32x32 tile product; q @ k^T and p @ v each cost rows x keys x dh tiles). Read off the same
-  plan the kernel runs (`jointattn.kernels.ttlang.schedule`), item by item.
+  plan the kernel runs (`jointattn.kernels.ttlang.schedule`), launch by launch. Batches with no valid key run no
+  launch and cost nothing (their outputs are the values the output tensors are created with).
 - `ttnn_joint_sdpa_cost(b, nh, n, l, dh, q_chunk, k_chunk) -> Cost`: the same counts for ttnn's
   `joint_scaled_dot_product_attention` on tile-padded inputs of N and L rows, as its program factory does the work:
   the query rows of each set padded up to a multiple of q_chunk and its key rows to a multiple of k_chunk; every
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jointattn.kernels.ttlang.schedule import TILE, JointPlan, plan_joint_attention, tiles
+from jointattn.kernels.ttlang.schedule import TILE, JointPlan, batch_groups, plan_joint_attention, tiles
 
 
 @dataclass(frozen=True)
@@ -41,17 +42,28 @@ class Cost:
 def kernel_cost(plan: JointPlan) -> Cost:
     dt = plan.d_tiles
     read = written = matmul = 0
-    for item in plan.items:
-        qs = item.count
-        key_tiles = sum(p.count for p in item.pieces)
-        if item.pieces:
-            read += qs * dt  # the query chunk
-        if item.carry:
-            read += qs * dt + qs  # the out and lse chunks to continue from
-        read += 2 * key_tiles * dt + sum(p.valid_rows < TILE for p in item.pieces)  # K, V and mask tiles
-        written += qs * dt + qs  # out and lse
-        matmul += 2 * qs * key_tiles * dt
+    for launch in plan.launches:
+        qs, pieces = launch.q_tiles, launch.pieces()
+        key_tiles = sum(p.count for p in pieces)
+        per_item = qs * dt  # the query chunk
+        if launch.carry:
+            per_item += qs * dt + qs  # the out and lse chunks to continue from
+        per_item += 2 * key_tiles * dt + sum(p.valid_rows < TILE for p in pieces)  # K, V and mask tiles
+        read += launch.items * per_item
+        written += launch.items * (qs * dt + qs)  # out and lse
+        matmul += launch.items * 2 * qs * key_tiles * dt
     return Cost(read, written, matmul)
+
+
+def call_cost(b, nh, n, l, dh, *, valid_n, valid_l, q_chunk, k_chunk, grid=(8, 8)) -> Cost:  # noqa: E741
+    """The kernel's cost for a call with per-batch valid lengths: one plan per group of batches sharing them."""
+    total = Cost(0, 0, 0)
+    for batches, vn, vl in batch_groups(valid_n, valid_l):
+        plan = plan_joint_attention(
+            len(batches), nh, n, l, dh, valid_n=vn, valid_l=vl, q_chunk=q_chunk, k_chunk=k_chunk, grid=grid
+        )
+        total = total + kernel_cost(plan)
+    return total
 
 
 def _round_up(x: int, m: int) -> int:
@@ -80,10 +92,10 @@ class Comparison:
 
 
 def compare(name, b, nh, n, l, dh, *, valid_n, valid_l, q_chunk, k_chunk, grid=(8, 8)) -> Comparison:  # noqa: E741
-    plan = plan_joint_attention(
+    kernel = call_cost(
         b, nh, n, l, dh, valid_n=valid_n, valid_l=valid_l, q_chunk=q_chunk, k_chunk=k_chunk, grid=grid
     )
-    return Comparison(name, kernel_cost(plan), ttnn_joint_sdpa_cost(b, nh, n, l, dh, q_chunk, k_chunk))
+    return Comparison(name, kernel, ttnn_joint_sdpa_cost(b, nh, n, l, dh, q_chunk, k_chunk))
 
 
 # name, (b, nh, N, L, dh), valid_n, valid_l, (q_chunk, k_chunk) in tiles
