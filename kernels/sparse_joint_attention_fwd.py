@@ -5,7 +5,8 @@ tile driven by the mask's block lists.
 Entry point: `sparse_joint_attention_fwd_kernel`, launched by `jointattn.runtime.sparse_triton_runtime` on a
 grid of (query tiles of the spatial set + query tiles of the text set, b * nh). A spatial query tile (BLOCK_M
 rows inside one mask query block of Q_BLOCK rows) walks
-- the full key blocks of its row (`full_kv_indices`): every key attended, no element mask;
+- the full key blocks of its row (`full_kv_indices`): every key attended, no element mask (a tile wholly inside
+  the valid keys runs the dense kernel's unmasked `softmax_step`);
 - the partial key blocks (`kv_indices`): the element mask is read from `partial_bits` (slot i of the list);
 - every valid text key (the dense kernel's `attend_token_set`).
 Blocks in neither list are never loaded. A key block of KV_BLOCK keys is walked in BLOCK_N sub-tiles. Keys past
@@ -20,7 +21,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .joint_attention_fwd import attend_token_set, load_tile, store_tile, valid_length
+from .joint_attention_fwd import attend_token_set, load_tile, softmax_step, store_tile, valid_length
 
 # fmt: off
 
@@ -52,16 +53,22 @@ def partial_tile_mask(bits_ptr, r_in, c_in, stride_r, stride_w):
 def attend_block_list(
     acc, l_i, m_i, q, k_base, v_base, n_end, stride_ks, stride_kd, stride_vs, stride_vd, qk_scale,
     num_ptr, idx_ptr, stride_idx, bits_ptr, stride_bp, stride_br, stride_bw, r_in,
-    PARTIAL: tl.constexpr, KV_BLOCK: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    PARTIAL: tl.constexpr, KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HEAD_DIM: tl.constexpr, POSITIVE_SCALE: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    """Attends q to the spatial key blocks of one list (full, or partial with their bits)."""
+    """Attends q to the spatial key blocks of one list (full, or partial with their bits). A full-block tile
+    wholly inside the valid keys takes the dense kernel's unmasked step and loads."""
     count = tl.load(num_ptr)
     for i in range(0, count):
         kb = tl.load(idx_ptr + i * stride_idx)
         for sub in range(0, KV_BLOCK // BLOCK_N):
             key0 = kb * KV_BLOCK + sub * BLOCK_N
-            if key0 < n_end:
+            if (not PARTIAL) and key0 + BLOCK_N <= n_end:
+                k = load_tile(k_base, None, 0, 0, key0, n_end, stride_ks, stride_kd, BLOCK_N, BLOCK_D, HEAD_DIM, False, False)
+                v = load_tile(v_base, None, 0, 0, key0, n_end, stride_vs, stride_vd, BLOCK_N, BLOCK_D, HEAD_DIM, False, False)
+                acc, l_i, m_i = softmax_step(acc, l_i, m_i, q, k, v, key0, key0, n_end, qk_scale, BLOCK_N, False,
+                                             POSITIVE_SCALE, DOT_PRECISION)
+            elif key0 < n_end:
                 k = load_tile(k_base, None, 0, 0, key0, n_end, stride_ks, stride_kd, BLOCK_N, BLOCK_D, HEAD_DIM, True, False)
                 v = load_tile(v_base, None, 0, 0, key0, n_end, stride_vs, stride_vd, BLOCK_N, BLOCK_D, HEAD_DIM, True, False)
                 c_in = sub * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -126,14 +133,14 @@ def sparse_joint_attention_fwd_kernel(
             FNUM + bz64 * stride_fnb + h64 * stride_fnh + qb * stride_fnq,
             FIDX + bz64 * stride_fib + h64 * stride_fih + qb * stride_fiq, stride_fik,
             BITS, 0, 0, 0, r_in,
-            False, KV_BLOCK, BLOCK_N, BLOCK_D, HEAD_DIM, DOT_PRECISION,
+            False, KV_BLOCK, BLOCK_N, BLOCK_D, HEAD_DIM, POSITIVE_SCALE, DOT_PRECISION,
         )
         acc, l_i, m_i = attend_block_list(
             acc, l_i, m_i, q, k_base, v_base, n_end, stride_ks, stride_kd, stride_vs, stride_vd, qk_scale,
             NUM + bz64 * stride_nb + h64 * stride_nh + qb * stride_nq,
             IDX + bz64 * stride_ib + h64 * stride_ih + qb * stride_iq, stride_ik,
             BITS + bz64 * stride_bb + h64 * stride_bh + qb * stride_bq, stride_bp, stride_br, stride_bw, r_in,
-            True, KV_BLOCK, BLOCK_N, BLOCK_D, HEAD_DIM, DOT_PRECISION,
+            True, KV_BLOCK, BLOCK_N, BLOCK_D, HEAD_DIM, POSITIVE_SCALE, DOT_PRECISION,
         )
     else:
         row0 = (pid_m - spatial_blocks) * BLOCK_M
