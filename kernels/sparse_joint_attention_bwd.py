@@ -15,7 +15,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .joint_attention_bwd import _dkdv_over_queries, _dq_over_keys
+from .joint_attention_bwd import _dkdv_over_queries, _dq_over_keys, _dq_step
 from .joint_attention_fwd import load_tile, valid_length
 from .sparse_joint_attention_fwd import partial_tile_mask
 
@@ -34,7 +34,10 @@ def _dq_block_list(
         kb = tl.load(idx_ptr + i * stride_idx)
         for sub in range(0, KV_BLOCK // BLOCK_N):
             key0 = kb * KV_BLOCK + sub * BLOCK_N
-            if key0 < n_end:
+            if (not PARTIAL) and key0 + BLOCK_N <= n_end:  # the dense kernel's unmasked step
+                dq = _dq_step(dq, q, do, m, delta, k_base, v_base, key0, n_end, stride_ks, stride_kd, stride_vs,
+                              stride_vd, qk_scale, BLOCK_N, BLOCK_D, HEAD_DIM, False, DOT_PRECISION)
+            elif key0 < n_end:
                 k = load_tile(k_base, None, 0, 0, key0, n_end, stride_ks, stride_kd, BLOCK_N, BLOCK_D, HEAD_DIM, True, False)
                 v = load_tile(v_base, None, 0, 0, key0, n_end, stride_vs, stride_vd, BLOCK_N, BLOCK_D, HEAD_DIM, True, False)
                 allowed = (key0 + tl.arange(0, BLOCK_N) < n_end)[None, :] & (r_in >= 0)[:, None]
@@ -243,11 +246,15 @@ def sparse_joint_attention_bwd_dkdv_kernel(
                                        HEAD_DIM, True, False)
                         m = tl.load(m_row + rows, mask=rows < N, other=float("inf"))
                         delta = tl.load(d_row + rows, mask=rows < N, other=0.0)
-                        allowed = (keys < key_end)[:, None] & (rows < N)[None, :]
-                        if slot >= 0:
-                            allowed = allowed & tl.trans(partial_tile_mask(bits_ptr, r_in, c_in, stride_br, stride_bw))
                         s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION)
-                        p_t = tl.where(allowed, tl.math.exp2(s_t * qk_scale - m[None, :]), 0.0)
+                        # Rows past N have m = +inf, so p = 0 there without a mask.
+                        p_t = tl.math.exp2(s_t * qk_scale - m[None, :])
+                        if slot >= 0:
+                            allowed = (keys < key_end)[:, None] & tl.trans(
+                                partial_tile_mask(bits_ptr, r_in, c_in, stride_br, stride_bw))
+                            p_t = tl.where(allowed, p_t, 0.0)
+                        elif key0 + BLOCK_N > key_end:
+                            p_t = tl.where((keys < key_end)[:, None], p_t, 0.0)
                         dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
                         dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
                         ds_t = p_t * (dp_t - delta[None, :])
