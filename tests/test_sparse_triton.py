@@ -72,8 +72,8 @@ def test_transposed_lists_name_every_listed_block_once():
 
 
 def test_unsupported_block_sizes_are_refused_with_a_reason():
-    bm = block_mask_of(torch.ones(1, 1, 40, 40, dtype=torch.bool), (24, 40))
-    call_inputs = joint_inputs(B, H, 40, 3, D)
+    bm = block_mask_of(torch.ones(1, 1, 40, 40, dtype=torch.bool, device=DEVICE), (24, 40))
+    call_inputs = [t.to(DEVICE) for t in joint_inputs(B, H, 40, 3, D)]
     with pytest.raises(ValueError, match="multiples of 16"):
         jointattn.joint_attention(*call_inputs, block_mask=bm, runtime="triton")
     assert SparseTritonRuntime  # the runtime object is importable without a GPU
