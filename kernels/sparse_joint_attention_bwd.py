@@ -34,7 +34,10 @@ def _dq_block_list(
         kb = tl.load(idx_ptr + i * stride_idx)
         for sub in range(0, KV_BLOCK // BLOCK_N):
             key0 = kb * KV_BLOCK + sub * BLOCK_N
-            if (not PARTIAL) and key0 + BLOCK_N <= n_end:  # the dense kernel's unmasked step
+            fast = key0 + BLOCK_N <= n_end  # a full-block tile inside the valid keys: the dense unmasked step
+            if PARTIAL:
+                fast = key0 < 0  # never (same type as above)
+            if fast:
                 dq = _dq_step(dq, q, do, m, delta, k_base, v_base, key0, n_end, stride_ks, stride_kd, stride_vs,
                               stride_vd, qk_scale, BLOCK_N, BLOCK_D, HEAD_DIM, False, DOT_PRECISION)
             elif key0 < n_end:

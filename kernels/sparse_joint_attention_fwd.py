@@ -63,7 +63,10 @@ def attend_block_list(
         kb = tl.load(idx_ptr + i * stride_idx)
         for sub in range(0, KV_BLOCK // BLOCK_N):
             key0 = kb * KV_BLOCK + sub * BLOCK_N
-            if (not PARTIAL) and key0 + BLOCK_N <= n_end:
+            fast = key0 + BLOCK_N <= n_end
+            if PARTIAL:
+                fast = key0 < 0  # never (same type as above)
+            if fast:
                 k = load_tile(k_base, None, 0, 0, key0, n_end, stride_ks, stride_kd, BLOCK_N, BLOCK_D, HEAD_DIM, False, False)
                 v = load_tile(v_base, None, 0, 0, key0, n_end, stride_vs, stride_vd, BLOCK_N, BLOCK_D, HEAD_DIM, False, False)
                 acc, l_i, m_i = softmax_step(acc, l_i, m_i, q, k, v, key0, key0, n_end, qk_scale, BLOCK_N, False,
