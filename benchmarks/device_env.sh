@@ -8,7 +8,7 @@ if compgen -G ".whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 fi
 cp -r jointattn/. /tmp/site/jointattn/  # the public API, the demo, the zoo and jointattn.testing
-for d in compiler passes runtime kernels distributed; do ln -sfn "$PWD/$d" "/tmp/site/jointattn/$d"; done
+for d in compiler passes runtime kernels distributed sparse; do ln -sfn "$PWD/$d" "/tmp/site/jointattn/$d"; done
 # The dist-info that `pip install` would write, with the torch_dynamo_backends entry point of pyproject.toml,
 # so backend="jointattn" resolves through the same entry-point lookup as on an installed machine.
 mkdir -p /tmp/site/jointattn-0.1.0.dist-info

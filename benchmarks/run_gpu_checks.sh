@@ -3,10 +3,20 @@
 # and never-slower benchmarks (arguments for the latter in NS_ARGS). Logs and results under $OUT.
 #   bash benchmarks/run_gpu_checks.sh [tests|bench|all|proof|host]   (proof: the tests, then never_slower only;
 #   host: the tests, then host_overhead only)
+#   bash benchmarks/run_gpu_checks.sh sparse   (the sparse op's tests, then benchmarks/sparse.py --quick; SPARSE_ARGS
+#   replaces --quick, e.g. SPARSE_ARGS="--e2e" for the full run with real-size Mochi)
 set -o pipefail
 mode=${1:-all}
 source benchmarks/device_env.sh
 t0=$SECONDS
+if [ "$mode" = sparse ]; then
+  pytest -q -p no:cacheprovider tests/test_sparse_triton.py tests/test_sparse_op.py tests/test_sparse_compile.py 2>&1 \
+    | tee "$OUT/sparse_tests.log" | tail -15
+  echo "sparse tests: $((SECONDS - t0)) s"
+  python3 benchmarks/sparse.py --out "$OUT" ${SPARSE_ARGS:---quick} 2>"$OUT/sparse.err" | tee "$OUT/sparse.log" | tail -30
+  echo "sparse benchmark: $((SECONDS - t0)) s"
+  exit 0
+fi
 if [ "$mode" != bench ]; then
   pytest -q -n 8 -p no:cacheprovider ${TESTS:-tests/test_nan.py tests/test_dispatch.py tests/test_hopper_kernel.py tests/test_hopper_backward.py tests/test_triton_kernel.py tests/test_op.py tests/test_masked_op.py} 2>&1 \
     | tee "$OUT/tests.log" | tail -15

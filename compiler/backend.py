@@ -6,7 +6,10 @@ It runs the FX fusion pass on Dynamo's graph, then hands the graph to inductor (
 bisecting) with one post-grad pass of ours: QK-norm + RoPE prologues become `jointattn::rms_norm_rope`
 (`passes/fx/prologue.py`). Options (`torch.compile(..., options={...})`):
 - "runtime": the op's runtime for every fused attention: "auto" (default), "reference", "triton", "ttnn", "ttlang";
-- "inner": "inductor" (default) or "eager".
+- "inner": "inductor" (default) or "eager";
+- "sparsity": a `jointattn.sparse` pattern, `estimate(keep=... | cdf=...)` or `Sparsity(mask, dense_layers=...,
+  layers=...)`: the fused joint attentions (layers, in graph order) it selects become block-sparse
+  (`passes/fx/sparsify.py`); each graph's per-layer lines are in `SPARSITY_REPORTS`.
 Dynamic shapes: the pass reads symbolic sizes and never specializes them beyond the guards it needs to
 prove a slice lines up with the concat boundary, so a recompile for a new shape is correct.
 """
@@ -28,15 +31,20 @@ INNER_COMPILERS = ("inductor", "eager")
 class BackendOptions:
     runtime: str = "auto"
     inner: str = "inductor"
+    sparsity: object = None
 
     @classmethod
     def parse(cls, options: dict | None) -> BackendOptions:
         options = dict(options or {})
-        unknown = set(options) - {"runtime", "inner"}
+        unknown = set(options) - {"runtime", "inner", "sparsity"}
         if unknown:
             raise ValueError(
-                f"jointattn backend: unknown option(s) {sorted(unknown)}; known: 'runtime', 'inner'"
+                f"jointattn backend: unknown option(s) {sorted(unknown)}; known: 'runtime', 'inner', 'sparsity'"
             )
+        if options.get("sparsity") is not None:
+            from ..sparse.plan import Sparsity
+
+            options["sparsity"] = Sparsity.of(options["sparsity"])
         parsed = cls(**options)
         if parsed.runtime not in RUNTIME_NAMES:
             raise ValueError(
@@ -51,13 +59,19 @@ class BackendOptions:
 
 # The reports of the graphs compiled so far, newest last (read by tests and `jointattn.explain`).
 REPORTS: list[FusionReport] = []
+# Per compiled graph with a "sparsity" option: one line per layer (what it became and why).
+SPARSITY_REPORTS: list[list[str]] = []
 
 
 def jointattn_backend(
     gm: fx.GraphModule, example_inputs, *, options: dict | None = None, mode=None
 ) -> Callable:
     opts = BackendOptions.parse(options)
-    REPORTS.append(fuse_joint_attention(gm, runtime=opts.runtime))
+    REPORTS.append(fuse_joint_attention(gm, runtime=opts.runtime, keep_pytorch_paths=opts.sparsity is None))
+    if opts.sparsity is not None:
+        from ..passes.fx.sparsify import apply_sparsity
+
+        SPARSITY_REPORTS.append(apply_sparsity(gm, opts.sparsity))
     if opts.inner == "eager":
         return gm.forward
     from torch._inductor.compile_fx import compile_fx
@@ -75,4 +89,4 @@ def _post_grad_pass():
     return PROLOGUE_PASS if user_pass is None else ChainedPass((PROLOGUE_PASS, user_pass))
 
 
-__all__ = ["jointattn_backend", "BackendOptions", "REPORTS"]
+__all__ = ["jointattn_backend", "BackendOptions", "REPORTS", "SPARSITY_REPORTS"]

@@ -21,6 +21,7 @@ class ExplainOutput:
     decisions: list[Decision] = field(default_factory=list)
     graph_breaks: list[str] = field(default_factory=list)
     dispatch: list[str] = field(default_factory=list)  # per fused op: the planned path of each pass, and why
+    sparsity: list[str] = field(default_factory=list)  # per layer, with a sparsity plan: what it became, why
 
     @property
     def fused(self) -> int:
@@ -33,32 +34,40 @@ class ExplainOutput:
         ]
         lines += [f"  {d}" for d in self.decisions]
         lines += [f"  dispatch {p}" for p in self.dispatch]
+        lines += [f"  sparsity {s}" for s in self.sparsity]
         lines += [f"  break: {b}" for b in self.graph_breaks]
         return "\n".join(lines)
 
 
-def explain(model, *inputs, runtime: str = "auto", **kwargs) -> ExplainOutput:
-    """Runs `model(*inputs, **kwargs)` once under the fusion pass and reports each attention's fate.
+def explain(model, *inputs, runtime: str = "auto", sparsity=None, **kwargs) -> ExplainOutput:
+    """Runs `model(*inputs, **kwargs)` once under the fusion pass and reports each attention's fate; with
+    `sparsity` (the backend option's value), also what the sparsity pass makes of each layer.
 
     Resets Dynamo's caches first (as `torch._dynamo.explain` does) so every graph is traced afresh.
     """
     torch._dynamo.reset()
     decisions: list[Decision] = []
     plans: list[str] = []
+    layers: list[str] = []
     graphs = 0
 
     def backend(gm, example_inputs):
         nonlocal graphs
         graphs += 1
-        decisions.extend(fuse_joint_attention(gm, runtime=runtime).decisions)
+        report = fuse_joint_attention(gm, runtime=runtime, keep_pytorch_paths=sparsity is None)
+        decisions.extend(report.decisions)
         plans.extend(dispatch_plans(gm, runtime))
+        if sparsity is not None:
+            from ..passes.fx.sparsify import apply_sparsity
+
+            layers.extend(apply_sparsity(gm, sparsity))
         return gm.forward
 
     torch.compile(model, backend=backend)(*inputs, **kwargs)
     torch._dynamo.reset()
     breaks = [str(b.reason) for b in torch._dynamo.explain(model)(*inputs, **kwargs).break_reasons]
     torch._dynamo.reset()
-    return ExplainOutput(graphs, decisions, breaks, plans)
+    return ExplainOutput(graphs, decisions, breaks, plans, layers)
 
 
 def dispatch_plans(gm, runtime: str) -> list[str]:

@@ -71,8 +71,13 @@ class _Refused(Exception):
     pass
 
 
-def fuse_joint_attention(gm: fx.GraphModule, *, runtime: str = "auto") -> FusionReport:
-    """Replaces every joint attention in `gm` with `jointattn::joint_attention`; returns what it decided."""
+def fuse_joint_attention(
+    gm: fx.GraphModule, *, runtime: str = "auto", keep_pytorch_paths: bool = True
+) -> FusionReport:
+    """Replaces every joint attention in `gm` with `jointattn::joint_attention`; returns what it decided.
+
+    keep_pytorch_paths=False fuses also where the dispatcher would run PyTorch's SDPA anyway (step 5): the
+    sparsity pass needs the op to make a layer sparse."""
     graph = gm.graph
     build = GraphBuilder(graph, fake_mode_of(graph))
     resolver = PartResolver(build)
@@ -91,7 +96,7 @@ def fuse_joint_attention(gm: fx.GraphModule, *, runtime: str = "auto") -> Fusion
     for node in list(graph.nodes):
         if op_name(node) == "scaled_dot_product_attention":
             try:
-                decision = _fuse(node, resolver, runtime, guard)
+                decision = _fuse(node, resolver, runtime, guard, keep_pytorch_paths)
             except _Refused as e:
                 decision = Decision(node.name, False, str(e))
             if node in unpadded:
@@ -127,7 +132,9 @@ def _unpad_hazard(guard: MutationGuard, loop) -> str | None:
     return guard.input_hazard(reads, [loop.batch_cat], loop.batch_cat)
 
 
-def _fuse(node: fx.Node, resolver: PartResolver, runtime: str, guard: MutationGuard) -> Decision:
+def _fuse(
+    node: fx.Node, resolver: PartResolver, runtime: str, guard: MutationGuard, keep_pytorch_paths: bool = True
+) -> Decision:
     build = resolver.build
     call = sdpa_call(node)
     _check(
@@ -154,7 +161,8 @@ def _fuse(node: fx.Node, resolver: PartResolver, runtime: str, guard: MutationGu
     spatial = spatial_part(lengths)
     joint = 1 - spatial
     token_sets = [sets[name].nodes[part] for part in (spatial, joint) for name in ("q", "k", "v")]
-    _check(left_to_pytorch(token_sets, _padding_summary(padding) != NO_PADDING, runtime))
+    if keep_pytorch_paths:
+        _check(left_to_pytorch(token_sets, _padding_summary(padding) != NO_PADDING, runtime))
 
     with build.graph.inserting_before(node):
         op = _insert_op(

@@ -202,6 +202,7 @@ def joint_attention(
     logical_n: int | Tensor | None = None,
     logical_l: int | Tensor | None = None,
     runtime: str = "auto",
+    block_mask=None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Joint attention of two token sets without concatenating them.
 
@@ -213,7 +214,10 @@ def joint_attention(
         logical_n, logical_l: valid lengths: None (all valid), an int, or an int tensor [b]. Keys at or
             past a valid length do not exist; query rows there are still computed.
         runtime: "auto" (fastest that supports the inputs, else the exact reference), "reference",
-            "triton" or "ttnn".
+            "triton" or "ttnn" (with a block_mask: "auto", "reference" or "triton").
+        block_mask: None, or a flex_attention `BlockMask` over the N spatial tokens (Q_LEN = KV_LEN = N; or its
+            `SpatialLayout`): spatial queries then attend the spatial keys it allows plus every valid text key,
+            text queries every valid key (`jointattn::block_sparse_joint_attention`).
 
     Returns:
         out [b, nh, N, dh], joint_out [b, nh, L, dh] and lse [b, nh, N+L] (float32, natural log).
@@ -223,6 +227,15 @@ def joint_attention(
     )
     logical_n = as_length_tensor(logical_n, shape.b, shape.n, q.device)
     logical_l = as_length_tensor(logical_l, shape.b, shape.l, q.device)
+    if block_mask is not None:
+        from ..sparse_layout import spatial_layout
+        from .sparse import sparse_joint_attention
+
+        layout = spatial_layout(block_mask, shape.n, q.device)
+        return sparse_joint_attention(
+            q, k, v, joint_q, joint_k, joint_v, layout,
+            scale=scale, logical_n=logical_n, logical_l=logical_l, runtime=runtime,
+        )  # fmt: skip
     tensors = (q, k, v, joint_q, joint_k, joint_v)
     if _plain_eager(tensors):  # the op's own implementation, already checked: the same result, less host time
         assert_lengths_async("logical_n", logical_n, shape.n)

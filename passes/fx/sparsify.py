@@ -1,0 +1,110 @@
+"""The sparsity pass: fused joint attentions -> `jointattn::block_sparse_joint_attention`, per a `Sparsity`
+plan (`jointattn.sparse.plan`), after the fusion pass has run on the same graph.
+
+Entry point: `apply_sparsity(gm, sparsity) -> list[str]`, one line per layer (each fused
+`jointattn::joint_attention` in graph order) saying what it became and why. A pattern's layout is built here,
+once, for the layer's static N on the layer's device, and reaches the graph through a
+`jointattn::layout_constant` call (AOTAutograd's fake tracing takes no real tensor constants); an estimate
+becomes a `jointattn::estimate_kv_blocks` call on the layer's q and k whose outputs are the op's full-block
+lists. A layer stays dense, with the reason, when it is excluded by the plan or when N is symbolic (a pattern
+needs it at compile time). A layer whose key mask is checked at run time (`masked_joint_attention`, Mochi's)
+goes sparse with the checked lengths; `jointattn::prefix_lengths` refuses, at run time, a mask that is not
+prefix padding (the dense op would have run the exact masked path).
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+
+from ...runtime import ops
+from ...runtime.sparse_layout import spatial_layout
+from .nodes import GraphBuilder, fake_mode_of, shape, tensor_val
+
+
+def apply_sparsity(gm: fx.GraphModule, sparsity) -> list[str]:
+    from ...sparse.estimate import Estimate
+    from ...sparse.plan import Sparsity
+
+    plan = Sparsity.of(sparsity)
+    graph = gm.graph
+    build = GraphBuilder(graph, fake_mode_of(graph))
+    lines = []
+    layer = 0
+    for node in list(graph.nodes):
+        masked = node.target is ops.MASKED_JOINT_ATTENTION
+        if node.target is not ops.JOINT_ATTENTION and not masked:
+            continue
+        index, layer = layer, layer + 1
+        reason = plan.why_dense(index)
+        n = shape(node.args[0])[2]
+        if reason is None and not isinstance(plan.mask, Estimate) and not isinstance(n, int):
+            reason = f"N is symbolic ({n}); a pattern's mask is built for a static N"
+        if reason is not None:
+            lines.append(f"layer {index}: {node.name}: dense ({reason})")
+            continue
+        with graph.inserting_before(node):
+            if isinstance(plan.mask, Estimate):
+                layout_args, kept = _estimated_layout(build, node, plan.mask), "decided at run time"
+            else:
+                layout_args, kept = _pattern_layout(build, node, plan, n)
+            if masked:  # a run-time-checked key mask: its lengths, refused at run time unless a prefix
+                q, k, v, jq, jk, jv, _mask, _joint_mask, lengths_n, lengths_l, is_prefix, scale, runtime = (
+                    node.args
+                )
+                checked = build.call(ops.PREFIX_LENGTHS, (lengths_n, lengths_l, is_prefix))
+                valid_n = build.call(operator.getitem, (checked, 0))
+                valid_l = build.call(operator.getitem, (checked, 1))
+            else:
+                q, k, v, jq, jk, jv, _strategy, scale, valid_n, valid_l, runtime = node.args
+            sparse = build.call(
+                ops.BLOCK_SPARSE_JOINT_ATTENTION,
+                (q, k, v, jq, jk, jv, *layout_args, scale, valid_n, valid_l, _sparse_runtime(runtime)),
+            )
+        node.replace_all_uses_with(sparse)
+        graph.erase_node(node)
+        lines.append(f"layer {index}: {node.name}: {plan.mask.name}, spatial key blocks kept: {kept}")
+    graph.lint()
+    gm.recompile()
+    return lines
+
+
+def _sparse_runtime(runtime: str) -> str:
+    """The sparse op's runtimes are auto, reference and triton; a fused op's other names run as "auto"."""
+    return runtime if runtime in ("auto", "reference", "triton") else "auto"
+
+
+def _pattern_layout(build: GraphBuilder, node: fx.Node, plan, n: int):
+    from ...runtime.ops.sparse import register_layout
+
+    q = node.args[0]
+    device = tensor_val(q).device
+    layout = spatial_layout(plan.mask.block_mask(n, device=device, block_size=plan.block_size), n, device)
+    found = build.call(ops.LAYOUT_CONSTANT, (register_layout(layout), q))
+    nodes = [build.call(operator.getitem, (found, i)) for i in range(5)]
+    return (*nodes, layout.q_block, layout.kv_block), f"{layout.kept_fraction(n):.1%}"
+
+
+def _estimated_layout(build: GraphBuilder, node: fx.Node, estimate):
+    q, k = node.args[0], node.args[1]
+    n = shape(q)[2]
+    q_block, kv_block = estimate.block_size
+    scale = node.args[11] if node.target is ops.MASKED_JOINT_ATTENTION else node.args[7]
+    found = build.call(ops.ESTIMATE_KV_BLOCKS, (q, k, estimate.keep, estimate.cdf, q_block, kv_block, scale))
+    count = build.call(operator.getitem, (found, 0))
+    indices = build.call(operator.getitem, (found, 1))
+    # No partial blocks: one empty list and all-zero bits, [1, 1, QBn, ...] (broadcast over batch and heads).
+    qbn = (
+        build.call(operator.floordiv, (build.add(n, q_block - 1), q_block))
+        if not isinstance(n, int)
+        else -(-n // q_block)
+    )
+    device = tensor_val(q).device
+    words = -(-kv_block // 32)
+    zeros = lambda *size: build.call(torch.zeros, size, {"dtype": torch.int32, "device": device})
+    empty_num = zeros(1, 1, qbn)
+    empty_idx = zeros(1, 1, qbn, 1)
+    empty_bits = zeros(1, 1, qbn, 1, q_block, words)
+    return (empty_num, empty_idx, count, indices, empty_bits, q_block, kv_block)

@@ -1,0 +1,145 @@
+"""The "triton" runtime of the block-sparse op: host launchers of `kernels/sparse_joint_attention_{fwd,bwd}.py`.
+
+The kernels' tiles sit inside the mask's blocks: BLOCK_M divides the mask's query block and BLOCK_N its key
+block (the largest powers of two up to the dense kernels' tiles that do: `sparse_config`), so mask blocks must be
+multiples of 16 (the MMA's K step).
+The mask's [Bm, Hm] leading dims are broadcast to [b, nh] by stride 0. CUDA tensors, or CPU tensors under
+TRITON_INTERPRET=1 (tests). The backward's dk/dv kernel walks, per key block, the query blocks that list it:
+those transposed lists are built here with a few torch ops per call (`transposed_lists`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..kernels.configs import backward_launch_config, forward_launch_config, head_block
+from .dispatch import MAX_HEAD_DIM, TRITON_DTYPES
+from .sparse_layout import SpatialLayout, block_maps
+
+LOG2E = 1.4426950408889634
+MAX_TILE = 64
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def tile_for(block: int, cap: int = MAX_TILE) -> int:
+    """The largest power of two <= cap dividing `block` (0 if below 16)."""
+    tile = cap
+    while tile >= 16 and block % tile:
+        tile //= 2
+    return tile if tile >= 16 else 0
+
+
+def sparse_config(layout: SpatialLayout, dh: int, dtype, *, backward: bool):
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages): the dense kernels' documented config for dh and dtype, its tiles
+    shrunk to divide the mask's blocks (4 warps for tiles below 128 x 64). Not tuned for sparsity on a GPU yet."""
+    dense = (backward_launch_config if backward else forward_launch_config)(dh, dtype, 1 << 30, 1 << 30)
+    block_m, block_n = tile_for(layout.q_block, dense.block_m), tile_for(layout.kv_block, dense.block_n)
+    small = block_m * block_n < min(128 * 64, dense.block_m * dense.block_n)
+    return block_m, block_n, 4 if small else dense.num_warps, dense.num_stages
+
+
+def _strides(t: torch.Tensor):
+    return tuple(t.stride())
+
+
+def _expanded(layout: SpatialLayout, b: int, nh: int):
+    """The layout's tensors with [Bm, Hm] broadcast to [b, nh] (views, stride 0)."""
+    return tuple(t.expand(b, nh, *t.shape[2:]) for t in layout.tensors)
+
+
+class SparseTritonRuntime:
+    name = "triton"
+
+    def unsupported(self, call, layout, *, backward=False, grad_lse=None) -> str | None:
+        q = call.q
+        if q.device.type != "cuda" and not (q.device.type == "cpu" and _interpreting()):
+            return f"tensors on {q.device.type}; the kernels run on CUDA (or on CPU under TRITON_INTERPRET=1)"
+        if q.dtype not in TRITON_DTYPES:
+            return f"dtype {q.dtype}; the kernels take {', '.join(str(d) for d in TRITON_DTYPES)}"
+        if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+            return "bfloat16 in Triton's interpreter (numpy has no bfloat16)"
+        if call.shape.dh > MAX_HEAD_DIM:
+            return f"head dim {call.shape.dh} > {MAX_HEAD_DIM}"
+        if not tile_for(layout.q_block) or not tile_for(layout.kv_block):
+            return f"mask blocks {layout.q_block}x{layout.kv_block}; the kernels need multiples of 16"
+        if q.device.type == "cuda" and torch.cuda.get_device_capability(q.device) < (8, 0):
+            return "compute capability below 8.0"
+        return None
+
+    def forward(self, call, layout, out, joint_out, lse) -> None:
+        launch_sparse_forward(call, layout, out, joint_out, lse)
+
+    def backward(self, call, layout, out, joint_out, lse, grad_out, grad_joint_out, grad_lse):
+        from .sparse_triton_backward import launch_sparse_backward
+
+        return launch_sparse_backward(call, layout, out, joint_out, lse, grad_out, grad_joint_out, grad_lse)
+
+
+def stand_ins(call, *pairs):
+    """An empty token set's tensors replaced by the other set's (never read: their loops run zero times)."""
+    fixed = []
+    for a, b in pairs:
+        fixed += [b if a.shape[2] == 0 else a, a if b.shape[2] == 0 else b]
+    return fixed
+
+
+def launch_sparse_forward(call, layout: SpatialLayout, out, joint_out, lse) -> None:
+    import triton
+
+    from ..kernels.sparse_joint_attention_fwd import sparse_joint_attention_fwd_kernel
+
+    s = call.shape
+    if s.b * s.nh == 0:
+        return
+    q, k, v, jq, jk, jv = call.with_stand_ins().tensors
+    out, joint_out = stand_ins(call, (out, joint_out))
+    block_m, block_n, warps, stages = sparse_config(layout, s.dh, q.dtype, backward=False)
+    num, idx, fnum, fidx, bits = _expanded(layout, s.b, s.nh)
+    grid = (triton.cdiv(s.n, block_m) + triton.cdiv(s.l, block_m), s.b * s.nh)
+    with torch.cuda.device(q.device) if q.is_cuda else _null():
+        sparse_joint_attention_fwd_kernel[grid](
+            q, k, v, jq, jk, jv, out, joint_out, lse, num, idx, fnum, fidx, bits,
+            call.logical_n, call.logical_l,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(jq), *_strides(jk), *_strides(jv),
+            *_strides(out), *_strides(joint_out), *_strides(lse),
+            *_strides(num), *_strides(idx), *_strides(fnum), *_strides(fidx), *_strides(bits),
+            call.scale * LOG2E, s.n, s.l, s.nh,
+            HEAD_DIM=s.dh, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=head_block(s.dh),
+            Q_BLOCK=layout.q_block, KV_BLOCK=layout.kv_block,
+            HAS_N_LEN=call.logical_n is not None, HAS_L_LEN=call.logical_l is not None,
+            POSITIVE_SCALE=call.scale > 0, DOT_PRECISION=_dot_precision(q.dtype),
+            num_warps=warps, num_stages=stages,
+        )  # fmt: skip
+
+
+def _dot_precision(dtype):
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def transposed_lists(layout: SpatialLayout, n: int):
+    """Per key block, the query blocks that list it: (count [Bm, Hm, KBn] int32, q blocks [Bm, Hm, KBn, QBn]
+    int32, slot [Bm, Hm, KBn, QBn] int32: the partial-bits slot, or -1 for a full block)."""
+    bm_ = max(t.shape[0] for t in layout.tensors)
+    hm = max(t.shape[1] for t in layout.tensors)
+    full, slot = block_maps(layout.expanded(bm_, hm), n)  # [Bm, Hm, QBn, KBn]
+    qbn = -(-n // layout.q_block)
+    full, slot = full[:, :, :qbn], slot[:, :, :qbn]
+    listed = (full | (slot >= 0)).transpose(2, 3)  # [Bm, Hm, KBn, QBn]
+    order = torch.argsort((~listed).to(torch.int8), dim=-1, stable=True)
+    slot_t = torch.where(full, -1, slot).transpose(2, 3).gather(-1, order)
+    return (
+        listed.sum(-1).to(torch.int32).contiguous(),
+        order.to(torch.int32).contiguous(),
+        slot_t.to(torch.int32).contiguous(),
+    )

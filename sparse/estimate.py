@@ -1,0 +1,63 @@
+"""A block mask estimated from the inputs themselves (`runtime/sparse_estimate.py` does the arithmetic): keep,
+per query block, the key blocks carrying the most estimated attention mass. Cheap next to the attention
+(O(N/q_block x N/kv_block x dh) work in a few kernels, no host sync); reuse across steps by keeping the mask."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn.attention.flex_attention import BlockMask
+
+from ..runtime.sparse_estimate import check_share, estimate_kv_blocks
+
+
+def estimate_block_mask(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    keep: float | None = None,
+    cdf: float | None = None,
+    block_size=(128, 64),
+    scale: float | None = None,
+) -> BlockMask:
+    """A BlockMask [b, nh] over the N spatial tokens of q, k [b, nh, N, dh].
+
+    keep: the fraction of key blocks each query block keeps (at least one); cdf: keep the fewest key blocks
+    whose estimated attention mass (softmax of pooled scores, each key block weighted by its token count) adds
+    up to at least this share. Exactly one of them. Kept blocks are attended whole (full blocks)."""
+    check_share(keep, cdf, "estimate_block_mask")
+    if q.dim() != 4 or k.shape != q.shape:
+        raise ValueError(
+            f"estimate_block_mask: q and k must be [b, nh, N, dh] of one shape; got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}"
+        )
+    q_block, kv_block = (block_size, block_size) if isinstance(block_size, int) else block_size
+    count, indices = estimate_kv_blocks(q, k, keep, cdf, q_block, kv_block, scale)
+    n = q.shape[2]
+    return BlockMask.from_kv_blocks(
+        torch.zeros_like(count), indices, count, indices,
+        BLOCK_SIZE=(q_block, kv_block), seq_lengths=(n, n),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The estimator as a compile-time sparsity choice: `torch.compile(..., options={"sparsity":
+    estimate(keep=0.3)})` estimates each sparse layer's mask from its own q and k at every call."""
+
+    keep: float | None = None
+    cdf: float | None = None
+    block_size: tuple = (128, 64)
+
+    def __post_init__(self):
+        check_share(self.keep, self.cdf, "estimate")
+
+    @property
+    def name(self) -> str:
+        share = f"keep={self.keep}" if self.keep is not None else f"cdf={self.cdf}"
+        return f"estimate({share}, block_size={tuple(self.block_size)})"
+
+
+def estimate(*, keep: float | None = None, cdf: float | None = None, block_size=(128, 64)) -> Estimate:
+    return Estimate(keep, cdf, tuple(block_size))

@@ -1,0 +1,56 @@
+"""What `torch.compile(model, backend="jointattn", options={"sparsity": ...})` applies, and to which layers.
+
+`Sparsity(mask, dense_layers=0, layers=None, block_size=(128, 64))`: `mask` is a pattern (`frame_window`,
+`tile_window`; its BlockMask is built once at compile time for the layer's N) or `estimate(keep=... | cdf=...)`
+(each layer's mask estimated from its q and k at every call). Layers are the fused joint attentions of a graph,
+counted from 0 in graph order; the first `dense_layers` stay dense, or, with `layers`, exactly those listed go
+sparse. The option also takes a bare pattern or estimate (every layer sparse) or a dict of these fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .estimate import Estimate
+from .patterns import Pattern
+
+
+@dataclass(frozen=True)
+class Sparsity:
+    mask: object  # a Pattern or an Estimate
+    dense_layers: int = 0
+    layers: tuple | None = None
+    block_size: tuple = (128, 64)
+
+    def __post_init__(self):
+        if not isinstance(self.mask, (Pattern, Estimate)):
+            raise TypeError(
+                "sparsity: mask must be a jointattn.sparse pattern (frame_window, tile_window) or "
+                f"estimate(keep=... | cdf=...); got {type(self.mask).__name__}"
+            )
+        if (
+            isinstance(self.dense_layers, bool)
+            or not isinstance(self.dense_layers, int)
+            or self.dense_layers < 0
+        ):
+            raise ValueError(f"sparsity: dense_layers must be an int >= 0; got {self.dense_layers!r}")
+
+    @classmethod
+    def of(cls, spec) -> Sparsity:
+        if isinstance(spec, Sparsity):
+            return spec
+        if isinstance(spec, dict):
+            unknown = set(spec) - {"mask", "dense_layers", "layers", "block_size"}
+            if unknown:
+                raise ValueError(f"sparsity: unknown field(s) {sorted(unknown)}")
+            fields = dict(spec)
+            if fields.get("layers") is not None:
+                fields["layers"] = tuple(fields["layers"])
+            return cls(**fields)
+        return cls(spec)
+
+    def why_dense(self, layer: int) -> str | None:
+        """None if `layer` goes sparse, else why it stays dense."""
+        if self.layers is not None:
+            return None if layer in self.layers else f"not in layers={list(self.layers)}"
+        return f"one of the first {self.dense_layers} layers" if layer < self.dense_layers else None

@@ -1,0 +1,110 @@
+"""The block-sparse Triton kernels (forward and backward) in Triton's interpreter on tiny cases, against the
+float64 masked reference: partial and full blocks, several block shapes, per-head masks, padding on both token
+sets, rows that see nothing, no text. On CUDA the same tests run the compiled kernels."""
+
+import pytest
+import torch
+from helpers import joint_inputs, rel_err
+from jointattn.runtime.sparse_layout import spatial_layout
+from jointattn.runtime.sparse_triton_runtime import SparseTritonRuntime, transposed_lists
+from sparse_cases import block_mask_of, dense_of, masked_float64, random_element_mask
+
+import jointattn
+
+B, H, D = 2, 2, 16
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _run(bm, n, l, *, dtype=torch.float32, tol=2e-5, **lengths):  # noqa: E741
+    inputs = [t.to(DEVICE) for t in joint_inputs(B, H, n, l, D, dtype=dtype, seed=n + l)]
+    inputs = [t.requires_grad_() for t in inputs]
+    lengths = {key: val.to(DEVICE) for key, val in lengths.items()}
+    out = jointattn.joint_attention(*inputs, block_mask=bm, runtime="triton", **lengths)
+    ref_inputs = [t.detach().cpu().double().requires_grad_() for t in inputs]
+    cpu_lengths = {key: val.cpu() for key, val in lengths.items()}
+    ref = masked_float64(*ref_inputs, dense_of(bm, B, H), **cpu_lengths)
+    for got, want in zip(out, ref):
+        assert torch.equal(torch.isfinite(got.cpu()), torch.isfinite(want))
+        assert rel_err(got.cpu(), want) < tol
+    g = torch.Generator().manual_seed(1)
+    weights = [torch.randn(t.shape, dtype=torch.float64, generator=g) for t in ref]
+    weights[2] = torch.where(torch.isfinite(ref[2]), weights[2], 0.0).float().double()  # lse is float32
+    total = lambda outs: sum(
+        (torch.where(torch.isfinite(o), o, 0.0) * w.to(o.device, o.dtype)).sum()
+        for o, w in zip(outs, weights)
+    )
+    got = torch.autograd.grad(total(out), inputs)
+    want = torch.autograd.grad(total(ref), ref_inputs)
+    for x, y in zip(got, want):
+        assert rel_err(x.cpu(), y) < tol * 5
+
+
+@pytest.mark.parametrize("block_size, n", [((32, 16), 53), ((64, 32), 70), ((16, 48), 53)])
+def test_kernels_match_the_masked_reference(block_size, n):
+    dense = random_element_mask(1, H, n, *block_size, seed=sum(block_size))
+    bm = block_mask_of(dense.to(DEVICE), block_size)
+    assert int(bm.kv_num_blocks.sum()) > 0 and int(bm.full_kv_num_blocks.sum()) > 0
+    _run(bm, n, 6, logical_n=torch.tensor([n, 30]), logical_l=torch.tensor([0, 5]))
+
+
+def test_rows_that_see_nothing_and_no_text():
+    dense = random_element_mask(B, 1, 40, 16, 16, seed=5)
+    dense[:, :, :16] = False  # query block 0 sees no spatial key; with no text it sees nothing
+    _run(block_mask_of(dense.to(DEVICE), (16, 16)), 40, 0)
+
+
+@pytest.mark.parametrize("block_size, n", [((32, 16), 70), ((128, 64), 300)])
+def test_half_precision(block_size, n):
+    """float16 takes the bf16 tiles (128-row query tiles, 64/128-wide key tiles) where the mask's blocks allow."""
+    dense = random_element_mask(1, 1, n, *block_size, seed=6)
+    _run(block_mask_of(dense.to(DEVICE), block_size), n, 9, dtype=torch.float16, tol=2e-3)
+
+
+def test_transposed_lists_name_every_listed_block_once():
+    bm = block_mask_of(random_element_mask(1, H, 75, 32, 16, seed=2), (32, 16))
+    layout = spatial_layout(bm, 75)
+    count, qbs, slots = transposed_lists(layout, 75)
+    dense_blocks = bm.to_dense().bool()  # [1, H, QBn, KBn]
+    for h in range(H):
+        for kb in range(dense_blocks.shape[-1]):
+            listed = sorted(qbs[0, h, kb, : count[0, h, kb]].tolist())
+            assert listed == torch.nonzero(dense_blocks[0, h, :, kb]).flatten().tolist()
+
+
+def test_unsupported_block_sizes_are_refused_with_a_reason():
+    bm = block_mask_of(torch.ones(1, 1, 40, 40, dtype=torch.bool, device=DEVICE), (24, 40))
+    call_inputs = [t.to(DEVICE) for t in joint_inputs(B, H, 40, 3, D)]
+    with pytest.raises(ValueError, match="multiples of 16"):
+        jointattn.joint_attention(*call_inputs, block_mask=bm, runtime="triton")
+    assert SparseTritonRuntime  # the runtime object is importable without a GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dh", [64, 128])
+@pytest.mark.parametrize("mask", ["estimate-128x64", "frame-128x16", "frame-64x32-causal"])
+def test_gpu_bf16_at_model_tiles(dh, mask):
+    """The compiled kernels at the tiles bf16 gets (128-row query tiles, 64/128-wide key tiles, and 16-wide ones),
+    odd N, padded text, against the float64 reference runtime on the same mask; forward and backward."""
+    from jointattn.sparse import estimate_block_mask, frame_window
+
+    b, nh, n, l = 2, 3, 1337, 77  # noqa: E741
+    inputs = [t.cuda() for t in joint_inputs(b, nh, n, l, dh, dtype=torch.bfloat16, seed=dh)]
+    if mask.startswith("estimate"):
+        bm = estimate_block_mask(inputs[0], inputs[1], keep=0.3, block_size=(128, 64))
+    elif mask == "frame-128x16":
+        bm = frame_window(150, 2, causal=False).block_mask(n, device="cuda", block_size=(128, 16))
+    else:
+        bm = frame_window(100, 3).block_mask(n, device="cuda", block_size=(64, 32))
+    layout = spatial_layout(bm, n, "cuda")
+    lengths = dict(logical_n=torch.tensor([n, 1200]).cuda(), logical_l=torch.tensor([50, 77]).cuda())
+    leaves = [t.detach().requires_grad_() for t in inputs]
+    out = jointattn.joint_attention(*leaves, block_mask=layout, runtime="triton", **lengths)
+    ref_leaves = [t.detach().double().requires_grad_() for t in inputs]
+    ref = jointattn.joint_attention(*ref_leaves, block_mask=layout, runtime="reference", **lengths)
+    for got, want in zip(out, ref):
+        assert rel_err(got, want) < 2e-2
+    g = [torch.randn_like(o) for o in ref[:2]]
+    grads = torch.autograd.grad(out[:2], leaves, [x.to(torch.bfloat16) for x in g])
+    ref_grads = torch.autograd.grad(ref[:2], ref_leaves, g)
+    for got, want in zip(grads, ref_grads):
+        assert rel_err(got, want) < 3e-2
