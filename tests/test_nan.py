@@ -86,7 +86,9 @@ def test_reference(where):
 
 
 @pytest.mark.parametrize("where", CASES)
-@pytest.mark.filterwarnings("ignore:invalid value encountered in subtract:RuntimeWarning")  # NaN - NaN, on purpose
+@pytest.mark.filterwarnings(
+    "ignore:invalid value encountered in subtract:RuntimeWarning"
+)  # NaN - NaN, on purpose
 def test_triton_kernel_in_the_interpreter(where):
     if torch.cuda.is_available():
         pytest.skip("the CUDA run of this case is test_triton_kernel_on_gpu")
