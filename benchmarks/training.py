@@ -6,7 +6,8 @@ weights, bf16), eager vs torch.compile(backend="inductor") vs torch.compile(back
     python benchmarks/training.py --size tiny --device cpu   # smoke run of this script
 
 Each step: zero the gradients, forward, mean-squared loss against a fixed target, backward. CUDA events time
-the whole step; median of --repeats after two warm-up steps (the first compiles). Writes
+the whole step; median of --repeats after two warm-up steps (the first compiles), the variants interleaved
+step by step so that drift falls on all of them alike. Writes
 `results/training-<resolution>.json` (and a copy under $OUT): ms, ratio to inductor and eager, the loss and the
 gradient error of every variant against eager, how many joint attentions the backend fused and what
 `jointattn.explain` said about each, device and versions.
@@ -78,19 +79,18 @@ def _grads(model) -> torch.Tensor:
     return torch.cat([p.grad.float().flatten() for p in model.parameters() if p.grad is not None])
 
 
-def measure(name, model_fn, model, inputs, target, repeats, device, reference=None):
-    for _ in range(2):  # the first step compiles the forward and the backward
+def check(name, model_fn, model, inputs, target, device, reference=None):
+    """Two warm-up steps (the first compiles the forward and the backward); the last step's loss and gradient
+    errors against eager."""
+    for _ in range(2):
         loss = step(model_fn, model, inputs, target)
     _sync(device)
     grads = _grads(model)
-    times = _time_ms(lambda: step(model_fn, model, inputs, target), repeats, device)
-    row = dict(variant=name, ms=round(statistics.median(times), 2), ms_all=[round(t, 2) for t in times])
-    row["loss"] = float(loss)
+    row = dict(variant=name, loss=float(loss))
     if reference is not None:
         ref_loss, ref_grads = reference
         row["loss_rel_err_vs_eager"] = float(f"{abs(float(loss) - ref_loss) / abs(ref_loss):.3g}")
         row["grad_rel_err_vs_eager"] = float(f"{((grads - ref_grads).norm() / ref_grads.norm()).item():.3g}")
-    print(json.dumps(row), flush=True)
     return row, (float(loss), grads)
 
 
@@ -102,19 +102,29 @@ def run(size: str, resolution: int, repeats: int, device: str) -> dict:
     device = torch.device(device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model, inputs, target = build(size, resolution, device, dtype)
-    rows = []
-    row, reference = measure("eager", model, model, inputs, target, repeats, device)
-    rows.append(row)
-    torch._dynamo.reset()
-    inductor = torch.compile(model, backend="inductor")
-    rows.append(measure("inductor", inductor, model, inputs, target, repeats, device, reference)[0])
     torch._dynamo.reset()
     before = len(REPORTS)
-    fused_model = torch.compile(model, backend="jointattn")
-    row = measure("jointattn", fused_model, model, inputs, target, repeats, device, reference)[0]
-    row["fused"] = sum(r.fused for r in REPORTS[before:])
-    row["decisions"] = sorted({d.reason for r in REPORTS[before:] for d in r.decisions})
-    rows.append(row)
+    variants = {
+        "eager": model,
+        "inductor": torch.compile(model, backend="inductor"),
+        "jointattn": torch.compile(model, backend="jointattn"),
+    }
+    rows, reference = {}, None
+    for name, fn in variants.items():
+        rows[name], result = check(name, fn, model, inputs, target, device, reference)
+        reference = reference or result
+    # Interleaved, one step of each variant per round: drift (clocks, temperature, the host) falls on all alike.
+    times = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            times[name] += _time_ms(lambda fn=fn: step(fn, model, inputs, target), 1, device)
+    for name, row in rows.items():
+        row["ms"] = round(statistics.median(times[name]), 2)
+        row["ms_all"] = [round(t, 2) for t in times[name]]
+        print(json.dumps(row), flush=True)
+    rows["jointattn"]["fused"] = sum(r.fused for r in REPORTS[before:])
+    rows["jointattn"]["decisions"] = sorted({d.reason for r in REPORTS[before:] for d in r.decisions})
+    rows = list(rows.values())
     by = {r["variant"]: r for r in rows}
     return dict(
         case=f"SD3.5-medium-like transformer, {resolution}², batch 2, 333 text tokens, one training step"
