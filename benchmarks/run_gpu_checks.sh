@@ -10,15 +10,16 @@ mode=${1:-all}
 source benchmarks/device_env.sh
 t0=$SECONDS
 if [ "$mode" = sparse ]; then
-  pytest -q -p no:cacheprovider tests/test_sparse_triton.py tests/test_sparse_op.py tests/test_sparse_compile.py 2>&1 \
-    | tee "$OUT/sparse_tests.log" | tail -15
+  pytest -q -p no:cacheprovider tests/test_sparse_triton.py tests/test_sparse_op.py tests/test_sparse_compile.py \
+    tests/test_sparse_patterns.py 2>&1 | tee "$OUT/sparse_tests.log" | tail -15
+  status=$?
   echo "sparse tests: $((SECONDS - t0)) s"
   python3 benchmarks/sparse.py --out "$OUT" ${SPARSE_ARGS:---quick} 2>"$OUT/sparse.err" | tee "$OUT/sparse.log" | tail -30
   echo "sparse benchmark: $((SECONDS - t0)) s"
-  exit 0
+  exit $status
 fi
 if [ "$mode" != bench ]; then
-  pytest -q -n 8 -p no:cacheprovider ${TESTS:-tests/test_nan.py tests/test_dispatch.py tests/test_hopper_kernel.py tests/test_hopper_backward.py tests/test_triton_kernel.py tests/test_op.py tests/test_masked_op.py} 2>&1 \
+  pytest -q -n 8 -p no:cacheprovider ${TESTS:-tests/test_nan.py tests/test_dispatch.py tests/test_hopper_kernel.py tests/test_hopper_backward.py tests/test_triton_kernel.py tests/test_op.py tests/test_masked_op.py tests/test_fast_launch.py tests/test_pytorch_path.py} 2>&1 \
     | tee "$OUT/tests.log" | tail -15
   echo "gpu tests: $((SECONDS - t0)) s"
 fi

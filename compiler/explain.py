@@ -56,11 +56,11 @@ def explain(model, *inputs, runtime: str = "auto", sparsity=None, **kwargs) -> E
         graphs += 1
         report = fuse_joint_attention(gm, runtime=runtime, keep_pytorch_paths=sparsity is None)
         decisions.extend(report.decisions)
-        plans.extend(dispatch_plans(gm, runtime))
-        if sparsity is not None:
+        if sparsity is not None:  # before the dispatch lines: a layer made sparse no longer runs the dense op
             from ..passes.fx.sparsify import apply_sparsity
 
             layers.extend(apply_sparsity(gm, sparsity))
+        plans.extend(dispatch_plans(gm, runtime))
         return gm.forward
 
     torch.compile(model, backend=backend)(*inputs, **kwargs)

@@ -191,12 +191,12 @@ class HopperBackwardConfig:
         return dh // 2 if self.split_dq else dh
 
 
-# dh -> Hopper backward config. Not yet measured on a GPU; sized offline (`tests/hopper_backward_build_report.py`:
-# shared memory in budget, consumer loops without spill stores):
-# - dh 128: 64-query blocks, 2 x 64 keys, 2 stages (K, V 32 KB each, Q/dO ring 64 KB, dSᵀ 16 KB, dQ staging
-#   32 KB: 181 KB); dQ split by columns between the consumers (FA3's), each half a whole 128-byte swizzle row of
-#   K. 3 stages would exceed 227 KB.
-# - dh 64: same tiles, dQ unsplit (a 32-column half of K would cut its 128-byte swizzle rows); 99 KB.
+# dh -> Hopper backward config, sized offline (`tests/hopper_backward_build_report.py`: shared memory in budget)
+# and then measured:
+# - dh 128: 64-query blocks, 2 x 64 keys, 2 stages, dQ unsplit: 213 KB shared (the split of dQ's columns
+#   between the consumers, FA3's, takes 181 KB and leaves the query loop free of spill stores, but ran slower).
+#   3 stages would exceed 227 KB.
+# - dh 64: same tiles, 3 stages, dQ unsplit (a 32-column half of K would cut its 128-byte swizzle rows); 132 KB.
 # Measured on the H200 (`benchmarks/results/hopper_backward-h200.json`, bf16, one run): at Flux's shape the unsplit
 # dQ ran 1.59 ms against 1.76 split (1.51 vs 1.54 with 77 of 512 text valid), so dh 128 takes it (213 KB); at
 # SD3.5's dh-64 shape 3 stages ran 2.67 ms against 2.79 with 2.

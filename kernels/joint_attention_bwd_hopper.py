@@ -12,9 +12,10 @@ walks every query block of both token sets (every query row attends every valid 
   transposed form so that P and dS are the register A operand of their products:
   Sᵀ = K Qᵀ, dPᵀ = V dOᵀ, Pᵀ = exp2(Sᵀ * scale * log2 e - m), dSᵀ = Pᵀ (dPᵀ - delta),
   dV += Pᵀ dO, dK += dSᵀ Q (register accumulators across the query loop), and dQ = dS K over the CTA's keys:
-  dSᵀ goes to shared memory (read transposed by wgmma); at dh 128 both warpgroups' dSᵀ are handed over
-  (mbarriers ds_ready / ds_free) and each computes half of dQ's columns over all 2 * KEYS_PER_WG keys, at
-  dh 64 each its own keys' part of all columns; the tile is staged in shared memory and added into a float32
+  dSᵀ goes to shared memory (read transposed by wgmma); with the config's SPLIT_DQ (FA3's split, possible at
+  dh 128; off in the measured default) both warpgroups' dSᵀ are handed over (mbarriers ds_ready / ds_free) and
+  each computes half of dQ's columns over all 2 * KEYS_PER_WG keys, otherwise each its own keys' part of all
+  columns; the tile is staged in shared memory and added into a float32
   [b, nh, N+L, dh] buffer with a TMA reduce-add (FA3's way: one bulk add per tile instead of a scalar atomic
   per element), so there is no second pass over the keys.
 - Padding: a key block past its set's valid length loads nothing and writes zero gradients. A set's partial

@@ -19,23 +19,31 @@ def check_share(keep, cdf, owner: str) -> float:
     return float(share)
 
 
-def _pool(x: torch.Tensor, block: int):
-    """[b, nh, n, dh] -> (block means [b, nh, nb, dh] in float32, tokens per block [nb])."""
+def _pool(x: torch.Tensor, block: int, valid=None):
+    """[b, nh, n, dh] -> (block means [b, nh, nb, dh] in float32, valid tokens per block [b or 1, 1, nb]).
+
+    Rows past `valid` ([b] lengths, or None) are left out of the means, so padding (NaN from `torch.empty`
+    included) never decides a mask; a block with no valid row has mean 0 and count 0."""
     b, nh, n, dh = x.shape
     nb = -(-n // block)
+    rows = torch.arange(nb * block, device=x.device)
+    limit = torch.full((1,), n, device=x.device) if valid is None else valid.to(x.device).clamp(0, n)
+    inside = rows[None, :] < limit[:, None]  # [b or 1, nb * block]
     padded = torch.nn.functional.pad(x.float(), (0, 0, 0, nb * block - n))
-    counts = torch.full((nb,), float(block), dtype=torch.float32, device=x.device)
-    counts[-1] = n - (nb - 1) * block
-    return padded.view(b, nh, nb, block, dh).sum(3) / counts[:, None], counts
+    padded = torch.where(inside[:, None, :, None], padded, 0.0)
+    counts = inside.view(-1, 1, nb, block).sum(-1).float()
+    return padded.view(b, nh, nb, block, dh).sum(3) / counts.clamp(min=1)[..., None], counts
 
 
-def estimate_kv_blocks(q, k, keep, cdf, q_block: int, kv_block: int, scale=None):
-    """(count [b, nh, QBn] int32, indices [b, nh, QBn, KBn] int32: the kept key blocks first, ascending)."""
+def estimate_kv_blocks(q, k, keep, cdf, q_block: int, kv_block: int, scale=None, valid_n=None):
+    """(count [b, nh, QBn] int32, indices [b, nh, QBn, KBn] int32: the kept key blocks first, ascending).
+
+    `valid_n` ([b] lengths or None): keys past it weigh nothing (a block of padding only is never preferred)."""
     dh = q.shape[3]
     scale = scale if scale is not None else dh**-0.5
-    qp, _ = _pool(q, q_block)
-    kp, counts = _pool(k, kv_block)
-    logits = (qp @ kp.transpose(-1, -2)) * scale + counts.log()
+    qp, _ = _pool(q, q_block, valid_n)
+    kp, counts = _pool(k, kv_block, valid_n)
+    logits = (qp @ kp.transpose(-1, -2)) * scale + counts.log()[:, :, None, :]
     kbn = logits.shape[-1]
     ordered, order = logits.sort(-1, descending=True)
     if keep is not None:

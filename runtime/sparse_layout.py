@@ -174,11 +174,13 @@ def block_maps(layout: SpatialLayout, n: int):
     kbn = -(-n // layout.kv_block)
     shape = (*num.shape, kbn + 1)  # one spare column takes the unused list entries
     p = torch.arange(idx.shape[-1], device=idx.device)
-    cols = torch.where(p < num[..., None], idx.long().clamp(0, kbn - 1), kbn)
+    # Entries past the count, and block indices past the last key block (flex's BlockMask._adjust leaves such
+    # entries when it shortens a mask), land in the spare column: they name no key.
+    cols = torch.where((p < num[..., None]) & (idx >= 0) & (idx < kbn), idx.long(), kbn)
     slot = torch.full(shape, -1, dtype=torch.int64, device=idx.device)
     slot.scatter_(-1, cols, p.expand_as(cols).clone())
     fp = torch.arange(fidx.shape[-1], device=fidx.device)
-    fcols = torch.where(fp < fnum[..., None], fidx.long().clamp(0, kbn - 1), kbn)
+    fcols = torch.where((fp < fnum[..., None]) & (fidx >= 0) & (fidx < kbn), fidx.long(), kbn)
     full = torch.zeros(shape, dtype=torch.bool, device=idx.device)
     full.scatter_(-1, fcols, torch.ones_like(fcols, dtype=torch.bool))
     return full[..., :kbn], slot[..., :kbn]

@@ -397,8 +397,8 @@ def _run_hopper_backward(
 
 
 class TritonRuntime:
-    """Runs joint attention with our kernels: the Gluon Hopper forward where the dispatcher picks it, else the
-    Triton kernels; CUDA tensors, or CPU tensors under TRITON_INTERPRET=1."""
+    """Runs joint attention with our kernels: the Gluon Hopper forward and backward where the dispatcher picks
+    them, else the Triton kernels; CUDA tensors, or CPU tensors under TRITON_INTERPRET=1."""
 
     name = "triton"
 

@@ -20,12 +20,14 @@ def estimate_block_mask(
     cdf: float | None = None,
     block_size=(128, 64),
     scale: float | None = None,
+    logical_n=None,
 ) -> BlockMask:
     """A BlockMask [b, nh] over the N spatial tokens of q, k [b, nh, N, dh].
 
     keep: the fraction of key blocks each query block keeps (at least one); cdf: keep the fewest key blocks
     whose estimated attention mass (softmax of pooled scores, each key block weighted by its token count) adds
-    up to at least this share. Exactly one of them. Kept blocks are attended whole (full blocks)."""
+    up to at least this share. Exactly one of them. Kept blocks are attended whole (full blocks). logical_n
+    (an int or [b] lengths, as the op takes it): keys and queries past it are left out of the estimate."""
     check_share(keep, cdf, "estimate_block_mask")
     if q.dim() != 4 or k.shape != q.shape:
         raise ValueError(
@@ -33,7 +35,10 @@ def estimate_block_mask(
             f"{tuple(k.shape)}"
         )
     q_block, kv_block = (block_size, block_size) if isinstance(block_size, int) else block_size
-    count, indices = estimate_kv_blocks(q, k, keep, cdf, q_block, kv_block, scale)
+    valid = None
+    if logical_n is not None:
+        valid = torch.as_tensor(logical_n, device=q.device).reshape(-1).expand(q.shape[0])
+    count, indices = estimate_kv_blocks(q, k, keep, cdf, q_block, kv_block, scale, valid)
     n = q.shape[2]
     return BlockMask.from_kv_blocks(
         torch.zeros_like(count), indices, count, indices,

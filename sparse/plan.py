@@ -21,6 +21,9 @@ class Sparsity:
     dense_layers: int = 0
     layers: tuple | None = None
     block_size: tuple = (128, 64)
+    # The spatial (image/video) token count of the layers to sparsify. Without it the op's spatial set is the
+    # joint attention's longer token set, which is the text where the prompt is longer than the image.
+    spatial_tokens: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.mask, (Pattern, Estimate)):
@@ -34,13 +37,19 @@ class Sparsity:
             or self.dense_layers < 0
         ):
             raise ValueError(f"sparsity: dense_layers must be an int >= 0; got {self.dense_layers!r}")
+        if self.spatial_tokens is not None and (
+            isinstance(self.spatial_tokens, bool)
+            or not isinstance(self.spatial_tokens, int)
+            or self.spatial_tokens < 1
+        ):
+            raise ValueError(f"sparsity: spatial_tokens must be an int >= 1; got {self.spatial_tokens!r}")
 
     @classmethod
     def of(cls, spec) -> Sparsity:
         if isinstance(spec, Sparsity):
             return spec
         if isinstance(spec, dict):
-            unknown = set(spec) - {"mask", "dense_layers", "layers", "block_size"}
+            unknown = set(spec) - {"mask", "dense_layers", "layers", "block_size", "spatial_tokens"}
             if unknown:
                 raise ValueError(f"sparsity: unknown field(s) {sorted(unknown)}")
             fields = dict(spec)

@@ -63,8 +63,8 @@ def test_offline_build(dh):
 
 @pytest.mark.parametrize(
     "dh",
-    [64, pytest.param(128, marks=pytest.mark.xfail(strict=True, reason="dh 128 spills ~630 bytes, mostly "
-                                                   "outside the query loop; see the README"))],
+    [64, pytest.param(128, marks=pytest.mark.xfail(strict=True, reason="dh 128 spills (528 bytes of stores), "
+                                                   "some in the query loop; see the README"))],
 )  # fmt: skip
 def test_offline_build_has_no_spills(dh):
     build = _offline_build(dh)

@@ -9,6 +9,8 @@ from jointattn.passes.fx import pytorch_path
 from jointattn.runtime import dispatch
 from jointattn.runtime.dispatch import planned_problem
 
+import jointattn
+
 B, H, N, L, D = 2, 4, 24, 7, 16
 
 
@@ -88,3 +90,19 @@ def test_a_named_runtime_is_never_overruled(measured_gpu):
 def test_cpu_graphs_are_never_left_for_speed():
     (decision,) = _decisions(requires_grad=False)
     assert decision.fused
+
+
+def test_an_exported_program_calls_the_op_whatever_this_gpu_measured(measured_gpu):
+    """`jointattn.export` makes an artifact for other machines: it fuses where the compile backend would keep
+    PyTorch's path on this one."""
+    measured_gpu += [_row("forward", sdpa=0.1, triton=0.2)]
+    (kept,) = _decisions(requires_grad=False)
+    assert not kept.fused
+
+    class Joint(torch.nn.Module):
+        def forward(self, *inputs):
+            return joint(*inputs)
+
+    exported = jointattn.export(Joint(), tuple(joint_inputs(B, H, N, L, D, seed=3)))
+    assert exported.report.fused == 1
+    assert any("joint_attention" in str(n.target) for n in exported.program.graph.nodes)

@@ -179,3 +179,25 @@ def test_layers_the_dispatcher_would_leave_to_pytorch_are_fused_when_sparsity_as
     assert jointattn.explain(model, *inputs).fused == 0
     report = jointattn.explain(model, *inputs, sparsity=Sparsity(frame_window(8, 2), block_size=(16, 16)))
     assert report.fused == 2 and all("frame_window" in line for line in report.sparsity)
+
+
+@pytest.mark.parametrize(
+    "image, text, spatial_tokens, sparse",
+    [
+        (24, 40, None, False),  # the text is the longer set: it would be taken as spatial
+        (40, 24, None, False),  # the image is longer, but not twice the text: unclear from the lengths
+        (40, 24, 40, True),  # named: sparse
+        (24, 40, 24, False),  # named, but the op's spatial set (the longer one) is the text
+        (40, 5, None, True),  # a clear majority: sparse
+    ],
+)
+def test_the_mask_goes_on_the_image_or_the_layer_stays_dense(image, text, spatial_tokens, sparse):
+    """The fusion takes the longer token set as spatial: with a prompt as long as the image (SD3 at 256²: 256
+    image vs 333 text tokens) that may be the text, and the pattern must not land on it."""
+    g = torch.Generator().manual_seed(3)
+    inputs = torch.randn(2, image, DIM, generator=g), torch.randn(2, text, DIM, generator=g)
+    plan = Sparsity(frame_window(8, 1), block_size=(16, 16), spatial_tokens=spatial_tokens)
+    (line,) = jointattn.explain(Stack(depth=1), *inputs, sparsity=plan).sparsity
+    assert ("dense" not in line) == sparse, line
+    if sparse:
+        assert f"over the {image} spatial tokens" in line

@@ -148,3 +148,27 @@ def test_pattern_arguments_are_checked():
         estimate_block_mask(torch.randn(1, 1, 8, 4), torch.randn(1, 1, 8, 4))
     with pytest.raises(ValueError, match=r"keep must be in \(0, 1\]"):
         estimate_block_mask(torch.randn(1, 1, 8, 4), torch.randn(1, 1, 8, 4), keep=0.0)
+
+
+@pytest.mark.parametrize("share", [dict(cdf=0.9), dict(keep=0.5)])
+def test_the_estimate_ignores_what_lies_past_the_valid_length(share):
+    """Keys and queries past logical_n do not exist: whatever is stored there (NaN from torch.empty, or a
+    block of large values that would draw the estimated mass) leaves the mask as it is with zeros there."""
+    from jointattn.sparse import estimate_block_mask
+
+    g = torch.Generator().manual_seed(2)
+    q, k = torch.randn(2, 2, 100, 16, generator=g), torch.randn(2, 2, 100, 16, generator=g)
+    lengths = torch.tensor([70, 100])
+    zeros = [t.clone() for t in (q, k)]
+    for t in zeros:
+        t[0, :, 70:] = 0.0
+    want = estimate_block_mask(*zeros, block_size=(32, 16), logical_n=lengths, **share)
+    for filler in (float("nan"), 1e4):
+        poisoned = [t.clone() for t in (q, k)]
+        for t in poisoned:
+            t[0, :, 70:] = filler
+        got = estimate_block_mask(*poisoned, block_size=(32, 16), logical_n=lengths, **share)
+        assert torch.equal(got.full_kv_num_blocks, want.full_kv_num_blocks)
+        assert torch.equal(got.full_kv_indices, want.full_kv_indices)
+    kept = want.full_kv_indices[0, :, :, : int(want.full_kv_num_blocks.min())]
+    assert int(kept.max()) < 5, "a key block holding only padding (rows 80-99) is never preferred"

@@ -47,6 +47,21 @@ def test_kernels_match_the_masked_reference(block_size, n):
     _run(bm, n, 6, logical_n=torch.tensor([n, 30]), logical_l=torch.tensor([0, 5]))
 
 
+def test_block_indices_past_the_last_key_block_name_no_key():
+    """flex's BlockMask._adjust shortens a mask and leaves list entries past the last key block: they must not
+    become the last block (they did, in the reference and the dk/dv lists)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    bm = create_block_mask(lambda b, h, q, kv: kv // 16 == 5, None, None, 96, 96, device="cpu", BLOCK_SIZE=16)
+    short = bm._adjust(70, 70)
+    assert int(short.full_kv_indices[0, 0, 0, 0]) == 5 and int(short.full_kv_num_blocks[0, 0, 0]) == 1
+    _run(short.to(DEVICE), 70, 3)
+    x = joint_inputs(1, 1, 70, 3, D, seed=4)
+    ref = jointattn.joint_attention(*x, block_mask=short, runtime="reference")
+    want = masked_float64(*(t.double() for t in x), dense_of(short, 1, 1))
+    assert rel_err(ref[0], want[0]) < 1e-6
+
+
 def test_rows_that_see_nothing_and_no_text():
     dense = random_element_mask(B, 1, 40, 16, 16, seed=5)
     dense[:, :, :16] = False  # query block 0 sees no spatial key; with no text it sees nothing

@@ -2,7 +2,7 @@
 
 At small sizes the dispatcher (`runtime/dispatch.py`) measures cat -> SDPA -> slice ("sdpa") as the fastest path.
 The op then runs that same computation plus its own per-call host work (checks, outputs, the custom-op
-layers: ~80-100 µs on an H200, `benchmarks/NOTES-dispatch.md`), so fusing would only make the call slower.
+layers; measured in `benchmarks/NOTES-dispatch.md`), so fusing would only make the call slower.
 Inductor runs the original graph without that overhead, so the pass keeps it and says why.
 
 Only under runtime="auto" on a GPU the table measured, with static sizes: a runtime the user named is theirs,
@@ -33,7 +33,12 @@ def left_to_pytorch(tensors, padded: bool, runtime: str) -> str | None:
     problems = [_problem(q, joint_q, padded, backward) for backward in passes]
     if None in problems:
         return None
-    choices = [choose(p) for p in problems]
+    try:
+        choices = [choose(p) for p in problems]
+    except (
+        ValueError
+    ):  # JOINTATTN_DISPATCH forces a path that cannot run the call: the op says so when called
+        return None
     if any(c.path != "sdpa" or not c.reason.startswith("fastest measured") for c in choices):
         return None
     said = "; ".join(f"{'backward' if b else 'forward'}: {c.reason}" for b, c in zip(passes, choices))

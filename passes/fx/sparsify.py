@@ -39,17 +39,20 @@ def apply_sparsity(gm: fx.GraphModule, sparsity) -> list[str]:
             continue
         index, layer = layer, layer + 1
         reason = plan.why_dense(index)
-        n = shape(node.args[0])[2]
+        n, l = shape(node.args[0])[2], shape(node.args[3])[2]  # noqa: E741
         if reason is None and not isinstance(plan.mask, Estimate) and not isinstance(n, int):
             reason = f"N is symbolic ({n}); a pattern's mask is built for a static N"
+        if reason is None:
+            reason = _spatial_unclear(n, l, plan.spatial_tokens)
+        if reason is None and not isinstance(plan.mask, Estimate) and plan.mask.check_n is not None:
+            try:
+                plan.mask.check_n(n)
+            except ValueError as e:
+                reason = str(e)
         if reason is not None:
             lines.append(f"layer {index}: {node.name}: dense ({reason})")
             continue
         with graph.inserting_before(node):
-            if isinstance(plan.mask, Estimate):
-                layout_args, kept = _estimated_layout(build, node, plan.mask), "decided at run time"
-            else:
-                layout_args, kept = _pattern_layout(build, node, plan, n)
             if masked:  # a run-time-checked key mask: its lengths, refused at run time unless a prefix
                 q, k, v, jq, jk, jv, _mask, _joint_mask, lengths_n, lengths_l, is_prefix, scale, runtime = (
                     node.args
@@ -59,16 +62,49 @@ def apply_sparsity(gm: fx.GraphModule, sparsity) -> list[str]:
                 valid_l = build.call(operator.getitem, (checked, 1))
             else:
                 q, k, v, jq, jk, jv, _strategy, scale, valid_n, valid_l, runtime = node.args
+            if isinstance(plan.mask, Estimate):
+                layout_args = _estimated_layout(build, node, plan.mask, valid_n)
+                kept = "decided at run time"
+            else:
+                layout_args, kept = _pattern_layout(build, node, plan, n)
             sparse = build.call(
                 ops.BLOCK_SPARSE_JOINT_ATTENTION,
                 (q, k, v, jq, jk, jv, *layout_args, scale, valid_n, valid_l, _sparse_runtime(runtime)),
             )
         node.replace_all_uses_with(sparse)
         graph.erase_node(node)
-        lines.append(f"layer {index}: {node.name}: {plan.mask.name}, spatial key blocks kept: {kept}")
+        runs = (
+            ""
+            if runtime in ("auto", "reference", "triton")
+            else f"; runtime {runtime!r} has no sparse op: auto"
+        )
+        lines.append(
+            f"layer {index}: {node.name}: {plan.mask.name} over the {n} spatial tokens (the other set has {l}), "
+            f"spatial key blocks kept: {kept}{runs}"
+        )
     graph.lint()
     gm.recompile()
     return lines
+
+
+def _spatial_unclear(n, l, spatial_tokens) -> str | None:  # noqa: E741
+    """Why the op's spatial set (the fusion took the longer token set) may not be the image, or None."""
+    if spatial_tokens is not None:
+        if n == spatial_tokens:
+            return None
+        return (
+            f"the op's spatial set has {n} tokens, not spatial_tokens={spatial_tokens} (the fusion takes the longer "
+            "token set as spatial)"
+        )
+    # Without the count, only a spatial set at least twice the other's length is taken as the image: video and
+    # large images (Mochi 44520 vs 256, SD3.5 4096 vs 333) pass; where the prompt is about as long as the image
+    # (SD3 at 256², 256 image vs 333 text tokens) the longer set may be the text, and the layer stays dense.
+    if not (isinstance(n, int) and isinstance(l, int)) or n < 2 * l:
+        return (
+            f"token sets of {n} and {l}: which one is spatial is not clear from the lengths; name it with "
+            "Sparsity(..., spatial_tokens=N)"
+        )
+    return None
 
 
 def _sparse_runtime(runtime: str) -> str:
@@ -87,12 +123,15 @@ def _pattern_layout(build: GraphBuilder, node: fx.Node, plan, n: int):
     return (*nodes, layout.q_block, layout.kv_block), f"{layout.kept_fraction(n):.1%}"
 
 
-def _estimated_layout(build: GraphBuilder, node: fx.Node, estimate):
+def _estimated_layout(build: GraphBuilder, node: fx.Node, estimate, valid_n):
+    """The estimator's op on the layer's q and k (keys past `valid_n` left out), as the sparse op's lists."""
     q, k = node.args[0], node.args[1]
     n = shape(q)[2]
     q_block, kv_block = estimate.block_size
     scale = node.args[11] if node.target is ops.MASKED_JOINT_ATTENTION else node.args[7]
-    found = build.call(ops.ESTIMATE_KV_BLOCKS, (q, k, estimate.keep, estimate.cdf, q_block, kv_block, scale))
+    found = build.call(
+        ops.ESTIMATE_KV_BLOCKS, (q, k, estimate.keep, estimate.cdf, q_block, kv_block, scale, valid_n)
+    )
     count = build.call(operator.getitem, (found, 0))
     indices = build.call(operator.getitem, (found, 1))
     # No partial blocks: one empty list and all-zero bits, [1, 1, QBn, ...] (broadcast over batch and heads).

@@ -229,16 +229,18 @@ def estimate_kv_blocks(
     q_block: int,
     kv_block: int,
     scale: float | None = None,
+    valid_n: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The estimator's kept key blocks per query block (`runtime/sparse_estimate.py`): (count [b, nh, QBn],
-    indices [b, nh, QBn, KBn]) int32, what the compile pass feeds the sparse op as its full-block lists."""
+    indices [b, nh, QBn, KBn]) int32, what the compile pass feeds the sparse op as its full-block lists; keys
+    past `valid_n` ([b]) weigh nothing."""
     from ..sparse_estimate import estimate_kv_blocks as estimate
 
-    return estimate(q.detach(), k.detach(), keep, cdf, q_block, kv_block, scale)
+    return estimate(q.detach(), k.detach(), keep, cdf, q_block, kv_block, scale, valid_n)
 
 
 @estimate_kv_blocks.register_fake
-def _(q, k, keep, cdf, q_block, kv_block, scale=None):
+def _(q, k, keep, cdf, q_block, kv_block, scale=None, valid_n=None):
     b, nh, n, _ = q.shape
     qbn, kbn = -(-n // q_block), -(-n // kv_block)
     return q.new_empty((b, nh, qbn), dtype=torch.int32), q.new_empty((b, nh, qbn, kbn), dtype=torch.int32)
