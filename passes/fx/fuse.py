@@ -77,7 +77,7 @@ def fuse_joint_attention(
     """Replaces every joint attention in `gm` with `jointattn::joint_attention`; returns what it decided.
 
     keep_pytorch_paths=False fuses also where the dispatcher would run PyTorch's SDPA anyway (step 5): the
-    sparsity pass needs the op to make a layer sparse."""
+    sparsity pass needs the op to make a layer sparse, and an exported program is for other machines."""
     graph = gm.graph
     build = GraphBuilder(graph, fake_mode_of(graph))
     resolver = PartResolver(build)

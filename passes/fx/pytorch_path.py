@@ -35,10 +35,8 @@ def left_to_pytorch(tensors, padded: bool, runtime: str) -> str | None:
         return None
     try:
         choices = [choose(p) for p in problems]
-    except (
-        ValueError
-    ):  # JOINTATTN_DISPATCH forces a path that cannot run the call: the op says so when called
-        return None
+    except ValueError:
+        return None  # JOINTATTN_DISPATCH forces a path that cannot run the call: the op says so when called
     if any(c.path != "sdpa" or not c.reason.startswith("fastest measured") for c in choices):
         return None
     said = "; ".join(f"{'backward' if b else 'forward'}: {c.reason}" for b, c in zip(passes, choices))
