@@ -47,10 +47,6 @@ def _addressable(t: torch.Tensor) -> torch.Tensor:
     return t if t.numel() == 0 or tma_addressable(t) else t.clone(memory_format=torch.contiguous_format)
 
 
-def _strides4(t: torch.Tensor) -> tuple[int, int, int, int]:
-    return tuple(t.stride())  # type: ignore[return-value]
-
-
 def launch_backward_hopper(
     call,
     out,
@@ -91,12 +87,15 @@ def launch_backward_hopper(
     cols = config.dq_cols(dh)
     descs += [_accumulator_descriptor(acc_a, bm, cols), _accumulator_descriptor(acc_b, bm, cols)]
     logical_n, logical_l, scale = call.logical_n, call.logical_l, call.scale
-    grid = (triton.cdiv(n, config.block_n) + triton.cdiv(l, config.block_n), b * nh)  # N + L >= 1: never empty
+    grid = (
+        triton.cdiv(n, config.block_n) + triton.cdiv(l, config.block_n),
+        b * nh,
+    )  # N + L >= 1: never empty
     fast_launch.launch(
         joint_attention_bwd_hopper_kernel, grid,
         *descs, m, delta, dk, dv, djk, djv,
         logical_n if logical_n is not None else m, logical_l if logical_l is not None else m,
-        *_strides4(dk), *_strides4(dv), *_strides4(djk), *_strides4(djv),
+        *dk.stride(), *dv.stride(), *djk.stride(), *djv.stride(),
         float(scale) * LOG2E, float(scale),
         n, l, nh,
         BLOCK_M=bm, KEYS_PER_WG=bk, HEAD_DIM=dh, NUM_STAGES=config.num_stages,

@@ -12,8 +12,6 @@ from .sparse_layout import SpatialLayout
 from .sparse_triton_runtime import (
     LOG2E,
     _dot_precision,
-    _expanded,
-    _strides,
     sparse_config,
     stand_ins,
     transposed_lists,
@@ -45,7 +43,7 @@ def launch_sparse_backward(
     )
     block_m, block_n, warps, stages = sparse_config(layout, dh, q.dtype, backward=True)
     block_d = head_block(dh)
-    num, idx, fnum, fidx, bits = _expanded(layout, b, nh)
+    num, idx, fnum, fidx, bits = layout.expanded(b, nh).tensors
     t_num, t_qb, t_slot = (t.expand(b, nh, *t.shape[2:]) for t in transposed_lists(layout, n))
     stats = torch.empty((2, b, nh, n + l), dtype=torch.float32, device=q.device)
     delta, m = stats[0], stats[1]
@@ -54,29 +52,29 @@ def launch_sparse_backward(
         KV_BLOCK=layout.kv_block, HAS_N_LEN=call.logical_n is not None, HAS_L_LEN=call.logical_l is not None,
         DOT_PRECISION=_dot_precision(q.dtype), num_warps=warps, num_stages=stages,
     )  # fmt: skip
-    inputs = (*_strides(q), *_strides(k), *_strides(v), *_strides(jq), *_strides(jk), *_strides(jv),
-              *_strides(grad_out), *_strides(grad_joint_out))  # fmt: skip
+    inputs = (*q.stride(), *k.stride(), *v.stride(), *jq.stride(), *jk.stride(), *jv.stride(),
+              *grad_out.stride(), *grad_joint_out.stride())  # fmt: skip
     device = torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext()
     with device:
         pre = 64
         joint_attention_bwd_preprocess_kernel[(triton.cdiv(n, pre) + triton.cdiv(l, pre), b * nh)](
             out, joint_out, grad_out, grad_joint_out, lse, grad_lse, delta, m,
-            *_strides(out), *_strides(joint_out), *_strides(grad_out), *_strides(grad_joint_out),
+            *out.stride(), *joint_out.stride(), *grad_out.stride(), *grad_joint_out.stride(),
             *lse.stride(), *(grad_lse.stride() if grad_lse is not None else (0, 0, 0)),
             n, l, nh, HEAD_DIM=dh, BLOCK_M=pre, BLOCK_D=block_d, HAS_DLSE=grad_lse is not None,
         )  # fmt: skip
         sparse_joint_attention_bwd_dkdv_kernel[(triton.cdiv(n, block_n) + triton.cdiv(l, block_n), b * nh)](
             q, k, v, jq, jk, jv, grad_out, grad_joint_out, m, delta, dk, dv, djk, djv,
             t_num, t_qb, t_slot, bits, call.logical_n, call.logical_l, *inputs,
-            *_strides(dk), *_strides(dv), *_strides(djk), *_strides(djv),
-            *_strides(t_num), *_strides(t_qb), *_strides(t_slot), *_strides(bits),
+            *dk.stride(), *dv.stride(), *djk.stride(), *djv.stride(),
+            *t_num.stride(), *t_qb.stride(), *t_slot.stride(), *bits.stride(),
             call.scale, call.scale * LOG2E, n, l, nh, **common,
         )  # fmt: skip
         sparse_joint_attention_bwd_dq_kernel[(triton.cdiv(n, block_m) + triton.cdiv(l, block_m), b * nh)](
             q, k, v, jq, jk, jv, grad_out, grad_joint_out, m, delta, dq, djq,
             num, idx, fnum, fidx, bits, call.logical_n, call.logical_l, *inputs,
-            *_strides(dq), *_strides(djq),
-            *_strides(num), *_strides(idx), *_strides(fnum), *_strides(fidx), *_strides(bits),
+            *dq.stride(), *djq.stride(),
+            *num.stride(), *idx.stride(), *fnum.stride(), *fidx.stride(), *bits.stride(),
             call.scale, call.scale * LOG2E, n, l, nh, **common,
         )  # fmt: skip
     return grads

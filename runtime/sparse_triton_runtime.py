@@ -43,15 +43,6 @@ def sparse_config(layout: SpatialLayout, dh: int, dtype, *, backward: bool):
     return block_m, block_n, 4 if small else dense.num_warps, dense.num_stages
 
 
-def _strides(t: torch.Tensor):
-    return tuple(t.stride())
-
-
-def _expanded(layout: SpatialLayout, b: int, nh: int):
-    """The layout's tensors with [Bm, Hm] broadcast to [b, nh] (views, stride 0)."""
-    return tuple(t.expand(b, nh, *t.shape[2:]) for t in layout.tensors)
-
-
 class SparseTritonRuntime:
     name = "triton"
 
@@ -99,15 +90,15 @@ def launch_sparse_forward(call, layout: SpatialLayout, out, joint_out, lse) -> N
     q, k, v, jq, jk, jv = call.with_stand_ins().tensors
     out, joint_out = stand_ins(call, (out, joint_out))
     block_m, block_n, warps, stages = sparse_config(layout, s.dh, q.dtype, backward=False)
-    num, idx, fnum, fidx, bits = _expanded(layout, s.b, s.nh)
+    num, idx, fnum, fidx, bits = layout.expanded(s.b, s.nh).tensors
     grid = (triton.cdiv(s.n, block_m) + triton.cdiv(s.l, block_m), s.b * s.nh)
     with torch.cuda.device(q.device) if q.is_cuda else _null():
         sparse_joint_attention_fwd_kernel[grid](
             q, k, v, jq, jk, jv, out, joint_out, lse, num, idx, fnum, fidx, bits,
             call.logical_n, call.logical_l,
-            *_strides(q), *_strides(k), *_strides(v), *_strides(jq), *_strides(jk), *_strides(jv),
-            *_strides(out), *_strides(joint_out), *_strides(lse),
-            *_strides(num), *_strides(idx), *_strides(fnum), *_strides(fidx), *_strides(bits),
+            *q.stride(), *k.stride(), *v.stride(), *jq.stride(), *jk.stride(), *jv.stride(),
+            *out.stride(), *joint_out.stride(), *lse.stride(),
+            *num.stride(), *idx.stride(), *fnum.stride(), *fidx.stride(), *bits.stride(),
             call.scale * LOG2E, s.n, s.l, s.nh,
             HEAD_DIM=s.dh, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=head_block(s.dh),
             Q_BLOCK=layout.q_block, KV_BLOCK=layout.kv_block,
