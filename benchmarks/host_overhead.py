@@ -77,6 +77,28 @@ def _variants(jointattn, tensors, lengths):
     variants["op[auto, padded]"] = functools.partial(op, None, lengths)
     for name in ("op[auto]", "op[hopper]", "op[triton]", "op[auto, padded]"):
         variants[f"{name}, fast launch"] = variants[name]  # measured under fast_launch(True)
+    # forward + backward: what a training step pays per attention (autograd recorded, gradients of all six)
+    leaves = [t.detach().requires_grad_() for t in tensors]
+    grads = (torch.randn_like(q), torch.randn_like(jq))
+
+    def cat_sdpa_fwd_bwd():
+        qq, kk, vv = (torch.cat([a, c], 2) for a, c in zip(leaves[:3], leaves[3:]))
+        o = F.scaled_dot_product_attention(qq, kk, vv)
+        torch.autograd.backward((o[:, :, :n], o[:, :, n:]), grads)
+
+    def op_fwd_bwd(env=None):
+        if env:
+            os.environ["JOINTATTN_DISPATCH"] = env
+        try:
+            out, joint_out, _ = jointattn.joint_attention(*leaves)
+            torch.autograd.backward((out, joint_out), grads)
+        finally:
+            os.environ.pop("JOINTATTN_DISPATCH", None)
+
+    variants["cat_sdpa_slice fwd+bwd"] = cat_sdpa_fwd_bwd
+    variants["op[auto] fwd+bwd"] = op_fwd_bwd
+    for path in ("hopper", "sdpa"):
+        variants[f"op[{path}] fwd+bwd"] = functools.partial(op_fwd_bwd, path)
     return variants
 
 

@@ -5,12 +5,14 @@ tile driven by the mask's block lists.
 Entry point: `sparse_joint_attention_fwd_kernel`, launched by `jointattn.runtime.sparse_triton_runtime` on a
 grid of (query tiles of the spatial set + query tiles of the text set, b * nh). A spatial query tile (BLOCK_M
 rows inside one mask query block of Q_BLOCK rows) walks
-- the full key blocks of its row (`full_kv_indices`): every key attended, no element mask (a tile wholly inside
-  the valid keys runs the dense kernel's unmasked `softmax_step`);
+- the full key blocks of its row (`full_kv_indices`): every key attended, no element mask;
 - the partial key blocks (`kv_indices`): the element mask is read from `partial_bits` (slot i of the list);
 - every valid text key (the dense kernel's `attend_token_set`).
-Blocks in neither list are never loaded. A key block of KV_BLOCK keys is walked in BLOCK_N sub-tiles. Keys past
-the spatial valid length are masked. Text query tiles attend every valid key, as in the dense kernel.
+Blocks in neither list are never loaded. A key block of KV_BLOCK >= BLOCK_N keys is walked in BLOCK_N sub-tiles;
+smaller blocks (16 or 32 keys) are gathered, BLOCK_N / KV_BLOCK listed blocks per tile (FG-Attn's fine-grained
+mode: full tensor-core tiles whatever the block size). Each list is one flat, branch-free loop over its tiles,
+which Triton software-pipelines. Keys past the spatial valid length are masked. Text query tiles attend every
+valid key, as in the dense kernel.
 
 A row may see no key in a partial sub-tile (or at all): `masked_step` then keeps its running max at -inf and
 adds nothing, where the dense step assumes every block holds a valid key.
@@ -21,7 +23,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .joint_attention_fwd import attend_token_set, load_tile, softmax_step, store_tile, valid_length
+from .joint_attention_fwd import attend_token_set, load_tile, store_tile, valid_length
 
 # fmt: off
 
@@ -43,9 +45,52 @@ def masked_step(acc, l_i, m_i, q, k, v, allowed, qk_scale, DOT_PRECISION: tl.con
 
 
 @triton.jit
-def partial_tile_mask(bits_ptr, r_in, c_in, stride_r, stride_w):
-    """[len(r_in), len(c_in)] bool from one partial block's bits (row r_in, key c_in within the block)."""
-    words = tl.load(bits_ptr + r_in[:, None] * stride_r + (c_in // 32)[None, :] * stride_w)
+def list_tiles(count, KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr):
+    """How many key tiles of BLOCK_N keys cover `count` listed blocks: KV_BLOCK / BLOCK_N tiles per block, or,
+    for blocks smaller than a tile, BLOCK_N / KV_BLOCK blocks gathered into each tile."""
+    if KV_BLOCK >= BLOCK_N:
+        return count * (KV_BLOCK // BLOCK_N)
+    return tl.cdiv(count, BLOCK_N // KV_BLOCK)
+
+
+@triton.jit
+def list_tile_keys(t, count, idx_ptr, stride_idx, key_end, KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Tile t of a block list: per key lane its key index, list slot, column within its block, and whether it is
+    a listed key below key_end. Blocks of at least a tile are walked a sub-tile at a time (contiguous keys);
+    smaller blocks are gathered, BLOCK_N / KV_BLOCK listed blocks per tile (FG-Attn's packing: full tensor-core
+    tiles from 16-key blocks, each block's rows contiguous)."""
+    lane = tl.arange(0, BLOCK_N)
+    if KV_BLOCK >= BLOCK_N:
+        i = t // (KV_BLOCK // BLOCK_N)
+        sub = t - i * (KV_BLOCK // BLOCK_N)
+        kb = tl.load(idx_ptr + i * stride_idx)
+        c_in = sub * BLOCK_N + lane
+        keys = kb * KV_BLOCK + c_in
+        slots = i + 0 * lane
+        valid = keys < key_end
+    else:
+        slots = t * (BLOCK_N // KV_BLOCK) + lane // KV_BLOCK
+        listed = slots < count
+        kb = tl.load(idx_ptr + slots * stride_idx, mask=listed, other=0)
+        c_in = lane % KV_BLOCK
+        keys = kb * KV_BLOCK + c_in
+        valid = listed & (keys < key_end)
+    return keys, slots, c_in, valid
+
+
+@triton.jit
+def load_keys(base, keys, valid, stride_s, stride_d, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """[BLOCK_N, BLOCK_D] rows `keys` of one (batch, head) slice; rows not `valid` and columns >= HEAD_DIM read
+    as zero (a padded or unlisted row is never loaded)."""
+    cols = tl.arange(0, BLOCK_D)
+    ptrs = base + keys[:, None] * stride_s + cols[None, :] * stride_d
+    return tl.load(ptrs, mask=valid[:, None] & (cols < HEAD_DIM)[None, :], other=0.0)
+
+
+@triton.jit
+def tile_bits(bits_ptr, slots, r_in, c_in, stride_p, stride_r, stride_w):
+    """[BLOCK_M, BLOCK_N] bool: the partial blocks' bits for rows r_in and key lanes (slot, column c_in)."""
+    words = tl.load(bits_ptr + slots[None, :] * stride_p + r_in[:, None] * stride_r + (c_in // 32)[None, :] * stride_w)
     return ((words >> (c_in % 32)[None, :]) & 1) != 0
 
 
@@ -56,29 +101,17 @@ def attend_block_list(
     PARTIAL: tl.constexpr, KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_DIM: tl.constexpr, POSITIVE_SCALE: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    """Attends q to the spatial key blocks of one list (full, or partial with their bits). A full-block tile
-    wholly inside the valid keys takes the dense kernel's unmasked step and loads."""
+    """Attends q to the spatial key blocks of one list (full, or partial with their bits): one flat loop over
+    the list's key tiles, branch-free, so that Triton pipelines it (the index loads with the tiles they name)."""
     count = tl.load(num_ptr)
-    for i in range(0, count):
-        kb = tl.load(idx_ptr + i * stride_idx)
-        for sub in range(0, KV_BLOCK // BLOCK_N):
-            key0 = kb * KV_BLOCK + sub * BLOCK_N
-            fast = key0 + BLOCK_N <= n_end
-            if PARTIAL:
-                fast = key0 < 0  # never (same type as above)
-            if fast:
-                k = load_tile(k_base, None, 0, 0, key0, n_end, stride_ks, stride_kd, BLOCK_N, BLOCK_D, HEAD_DIM, False, False)
-                v = load_tile(v_base, None, 0, 0, key0, n_end, stride_vs, stride_vd, BLOCK_N, BLOCK_D, HEAD_DIM, False, False)
-                acc, l_i, m_i = softmax_step(acc, l_i, m_i, q, k, v, key0, key0, n_end, qk_scale, BLOCK_N, False,
-                                             POSITIVE_SCALE, DOT_PRECISION)
-            elif key0 < n_end:
-                k = load_tile(k_base, None, 0, 0, key0, n_end, stride_ks, stride_kd, BLOCK_N, BLOCK_D, HEAD_DIM, True, False)
-                v = load_tile(v_base, None, 0, 0, key0, n_end, stride_vs, stride_vd, BLOCK_N, BLOCK_D, HEAD_DIM, True, False)
-                c_in = sub * BLOCK_N + tl.arange(0, BLOCK_N)
-                allowed = (key0 + tl.arange(0, BLOCK_N) < n_end)[None, :] & (r_in >= 0)[:, None]
-                if PARTIAL:
-                    allowed = allowed & partial_tile_mask(bits_ptr + i * stride_bp, r_in, c_in, stride_br, stride_bw)
-                acc, l_i, m_i = masked_step(acc, l_i, m_i, q, k, v, allowed, qk_scale, DOT_PRECISION)
+    for t in tl.range(0, list_tiles(count, KV_BLOCK, BLOCK_N)):
+        keys, slots, c_in, valid = list_tile_keys(t, count, idx_ptr, stride_idx, n_end, KV_BLOCK, BLOCK_N)
+        k = load_keys(k_base, keys, valid, stride_ks, stride_kd, BLOCK_D, HEAD_DIM)
+        v = load_keys(v_base, keys, valid, stride_vs, stride_vd, BLOCK_D, HEAD_DIM)
+        allowed = valid[None, :] & (r_in >= 0)[:, None]
+        if PARTIAL:
+            allowed = allowed & tile_bits(bits_ptr, slots, r_in, c_in, stride_bp, stride_br, stride_bw)
+        acc, l_i, m_i = masked_step(acc, l_i, m_i, q, k, v, allowed, qk_scale, DOT_PRECISION)
     return acc, l_i, m_i
 
 

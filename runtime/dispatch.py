@@ -406,7 +406,17 @@ def _measured_best(p: Problem, candidates: list[str]) -> Choice | None:
     )
 
 
+_generation = 0
+
+
+def generation() -> int:
+    """How many times the table was reloaded: callers that cache choices themselves key them on it."""
+    return _generation
+
+
 def reload_measurements() -> None:
     """Forget the cached table and choices (after the benchmark rewrote the table, or in tests)."""
+    global _generation
+    _generation += 1
     _load_table.cache_clear()
     _choose.cache_clear()

@@ -26,6 +26,8 @@ aten = torch.ops.aten
 # PyTorch's SDPBackend values, as `torch._fused_sdp_choice` returns them.
 _CHOICE = {1: "flash", 2: "efficient", 3: "cudnn"}
 _GPU_ORDER = ("cudnn", "flash", "efficient")
+# PyTorch's choice -> the kernels to try, its choice first (a choice without a fused kernel: ours, in order).
+_ORDERS = {value: (first, *(b for b in _GPU_ORDER if b != first)) for value, first in _CHOICE.items()}
 _BROKEN: set = set()  # (backend, pass, dtype, dh) that raised here: skipped from then on
 
 
@@ -56,11 +58,12 @@ def _joined(call):
     )
 
 
-def _gpu_backends(q, k, v, scale: float, pass_: str) -> list[str]:
+def _gpu_backends(q, k, v, scale: float, pass_: str) -> tuple[str, ...]:
     """PyTorch's own choice for these tensors first (what cat -> SDPA -> slice runs), then the others."""
-    first = _CHOICE.get(int(torch._fused_sdp_choice(q, k, v, None, 0.0, False, scale=scale)))
-    order = ([first] if first else []) + [b for b in _GPU_ORDER if b != first]
-    return [b for b in order if _key(b, pass_, q) not in _BROKEN]
+    order = _ORDERS.get(int(torch._fused_sdp_choice(q, k, v, None, 0.0, False, scale=scale)), _GPU_ORDER)
+    if not _BROKEN:  # the common case, on the host's hot path
+        return order
+    return tuple(b for b in order if _key(b, pass_, q) not in _BROKEN)
 
 
 def _key(backend: str, pass_: str, q) -> tuple:
@@ -75,7 +78,7 @@ def _refused(backend: str, pass_: str, q, error: RuntimeError) -> None:
     _BROKEN.add(_key(backend, pass_, q))
 
 
-def _attention(q, k, v, scale: float):
+def attention(q, k, v, scale: float):
     """(out [b, nh, S, dh], lse [b, nh, S] float32, natural log)."""
     if q.device.type == "cpu":
         return aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)
@@ -162,7 +165,7 @@ class SdpaRuntime:
 
     def forward(self, call, out, joint_out, lse) -> None:
         q, k, v = _joined(call)
-        o, m = _attention(q, k, v, call.scale)
+        o, m = attention(q, k, v, call.scale)
         n = call.q.shape[2]
         out.copy_(o[:, :, :n])
         joint_out.copy_(o[:, :, n:])

@@ -2,7 +2,7 @@
 
 The kernels' tiles sit inside the mask's blocks: BLOCK_M divides the mask's query block and BLOCK_N its key
 block (the largest powers of two up to the dense kernels' tiles that do: `sparse_config`), so mask blocks must be
-multiples of 16 (the MMA's K step).
+multiples of 16 (the MMA's K step); the forward gathers key blocks smaller than its key tile into full tiles.
 The mask's [Bm, Hm] leading dims are broadcast to [b, nh] by stride 0. CUDA tensors, or CPU tensors under
 TRITON_INTERPRET=1 (tests). The backward's dk/dv kernel walks, per key block, the query blocks that list it:
 those transposed lists are built here with a few torch ops per call (`transposed_lists`).
@@ -36,9 +36,12 @@ def tile_for(block: int, cap: int = MAX_TILE) -> int:
 
 def sparse_config(layout: SpatialLayout, dh: int, dtype, *, backward: bool):
     """(BLOCK_M, BLOCK_N, num_warps, num_stages): the dense kernels' documented config for dh and dtype, its tiles
-    shrunk to divide the mask's blocks (4 warps for tiles below 128 x 64). Not tuned for sparsity on a GPU yet."""
+    shrunk to divide the mask's blocks (4 warps for tiles below 128 x 64). The forward keeps the dense key tile
+    for key blocks that divide it (16 or 32 keys: gathered, several listed blocks per tile)."""
     dense = (backward_launch_config if backward else forward_launch_config)(dh, dtype, 1 << 30, 1 << 30)
     block_m, block_n = tile_for(layout.q_block, dense.block_m), tile_for(layout.kv_block, dense.block_n)
+    if not backward and layout.kv_block < dense.block_n and dense.block_n % layout.kv_block == 0:
+        block_n = dense.block_n
     small = block_m * block_n < min(128 * 64, dense.block_m * dense.block_n)
     return block_m, block_n, 4 if small else dense.num_warps, dense.num_stages
 

@@ -48,13 +48,20 @@ def test_kernels_match_the_masked_reference(block_size, n):
 
 
 def test_block_indices_past_the_last_key_block_name_no_key():
-    """flex's BlockMask._adjust shortens a mask and leaves list entries past the last key block: they must not
-    become the last block (they did, in the reference and the dk/dv lists)."""
-    from torch.nn.attention.flex_attention import create_block_mask
+    """A mask shortened from a longer one (flex's `BlockMask._adjust` does this) lists key blocks past the last
+    one: they must not become the last block (they did, in the reference and the dk/dv lists). Built directly,
+    since `_adjust` rounds seq_lengths up to the block size in some torch versions (2.11)."""
+    from torch.nn.attention.flex_attention import BlockMask
 
-    bm = create_block_mask(lambda b, h, q, kv: kv // 16 == 5, None, None, 96, 96, device="cpu", BLOCK_SIZE=16)
-    short = bm._adjust(70, 70)
-    assert int(short.full_kv_indices[0, 0, 0, 0]) == 5 and int(short.full_kv_num_blocks[0, 0, 0]) == 1
+    qbn, kbn = 5, 6  # 70 tokens in blocks of 16 (5), and one listed block past them
+    full_num = torch.ones(1, 1, qbn, dtype=torch.int32)
+    full_idx = torch.full((1, 1, qbn, kbn), 5, dtype=torch.int32)  # key block 5: keys 80..95, none exists
+    none = torch.zeros(1, 1, qbn, dtype=torch.int32)
+    short = BlockMask.from_kv_blocks(
+        none, torch.zeros(1, 1, qbn, kbn, dtype=torch.int32), full_num, full_idx, BLOCK_SIZE=16,
+        mask_mod=lambda b, h, q, kv: kv // 16 == 5, seq_lengths=(70, 70),
+    )  # fmt: skip
+    assert int(short.full_kv_indices[0, 0, 0, 0]) == 5 and tuple(short.seq_lengths) == (70, 70)
     _run(short.to(DEVICE), 70, 3)
     x = joint_inputs(1, 1, 70, 3, D, seed=4)
     ref = jointattn.joint_attention(*x, block_mask=short, runtime="reference")

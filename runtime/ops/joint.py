@@ -11,6 +11,10 @@ forward's autograd formula. Both allocate their outputs and hand them to a runti
 
 Outputs are laid out [b, N, nh, dh] in memory (viewed as [b, nh, N, dh]), the layout flash attention
 returns, so the `transpose(1, 2).reshape(b, N, nh * dh)` that model code applies next is a free view.
+
+Eager calls that the dispatcher sends to PyTorch's SDPA for every pass skip both custom ops
+(`eager_sdpa.py`: the unfused graph itself, under PyTorch's autograd; its outputs are slices of one SDPA
+output). Compiled and traced code always sees the op.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ..call import JointCall
 from ..reference import reference_vjp
 from ..registry import select_runtime
 from ..validation import as_length_tensor, assert_lengths_async
+from . import eager_sdpa
 from .contract import check_call, empty_outputs_of, make_call, outputs_like_inputs
 
 OP_NAME = "jointattn::joint_attention"
@@ -222,6 +227,12 @@ def joint_attention(
     Returns:
         out [b, nh, N, dh], joint_out [b, nh, L, dh] and lse [b, nh, N+L] (float32, natural log).
     """
+    tensors = (q, k, v, joint_q, joint_k, joint_v)
+    if runtime == "auto" and logical_n is None and logical_l is None and block_mask is None:
+        # Eager, and the dispatcher runs every pass on PyTorch's SDPA: as the unfused graph does, no op layers.
+        result = eager_sdpa.try_joint_attention(tensors, scale) if joint_strategy == "rear" else None
+        if result is not None:
+            return result
     shape = check_call(
         q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
     )
@@ -236,7 +247,6 @@ def joint_attention(
             q, k, v, joint_q, joint_k, joint_v, layout,
             scale=scale, logical_n=logical_n, logical_l=logical_l, runtime=runtime,
         )  # fmt: skip
-    tensors = (q, k, v, joint_q, joint_k, joint_v)
     if _plain_eager(tensors):  # the op's own implementation, already checked: the same result, less host time
         assert_lengths_async("logical_n", logical_n, shape.n)
         assert_lengths_async("logical_l", logical_l, shape.l)

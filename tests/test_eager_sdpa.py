@@ -1,0 +1,168 @@
+"""The eager SDPA shortcut (`runtime/ops/eager_sdpa.py`): plain eager calls the dispatcher sends to PyTorch's
+SDPA run cat -> SDPA -> slice under PyTorch's autograd. Checked: the same function as the float64 unfused
+graph (outputs, lse, the six gradients, the gradient through lse), bit-equal to the unfused graph's own SDPA
+where both run one kernel, NaN as the unfused graph has it, the op's argument errors, and every case where the
+op itself must run instead (padding, another path, tracing, profiling, fake tensors, a forced path)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import joint_inputs, rel_err, unfused_float64
+from jointattn.runtime import dispatch
+from jointattn.runtime.ops import eager_sdpa
+
+import jointattn
+
+
+@pytest.fixture
+def sdpa_chosen(monkeypatch):
+    """The dispatcher sends every pass to SDPA (on a GPU it does so for small calls by measurement)."""
+    monkeypatch.setenv(dispatch.DISPATCH_ENV, "sdpa")
+
+
+def _shortcut_ran(out, joint_out) -> bool:
+    """The shortcut returns two slices of one SDPA output; the op allocates each output itself."""
+    return out.untyped_storage().data_ptr() == joint_out.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize(
+    "b,nh,n,l,dh", [(2, 3, 13, 5, 16), (1, 2, 7, 0, 8), (1, 1, 0, 9, 32), (3, 2, 33, 17, 24)]
+)
+def test_forward_matches_float64_and_the_unfused_graph_bit_for_bit(sdpa_chosen, b, nh, n, l, dh):  # noqa: E741
+    inputs = joint_inputs(b, nh, n, l, dh, seed=n + l)
+    out, joint_out, lse = jointattn.joint_attention(*inputs, scale=0.3)
+    if n and l:
+        assert _shortcut_ran(out, joint_out)
+    ref = unfused_float64(*inputs, scale=0.3)
+    assert rel_err(out, ref[0]) < 1e-5 and rel_err(joint_out, ref[1]) < 1e-5 and rel_err(lse, ref[2]) < 1e-5
+    assert lse.dtype == torch.float32 and lse.shape == (b, nh, n + l)
+    joined = F.scaled_dot_product_attention(
+        *(torch.cat([a, c], 2) for a, c in zip(inputs[:3], inputs[3:])), scale=0.3
+    )
+    assert torch.equal(out, joined[:, :, :n]) and torch.equal(joint_out, joined[:, :, n:])
+
+
+def test_gradients_of_all_six_inputs_and_through_lse_match_float64(sdpa_chosen):
+    inputs = joint_inputs(2, 2, 11, 6, 16, requires_grad=True, seed=3)
+    g = torch.Generator().manual_seed(4)
+    g_out, g_joint, g_lse = (torch.randn(2, 2, s, 16, generator=g) for s in (11, 6, 1))
+    g_lse = torch.randn(2, 2, 17, generator=g)
+    out, joint_out, lse = jointattn.joint_attention(*inputs)
+    assert _shortcut_ran(out, joint_out)
+    loss = (out * g_out).sum() + (joint_out * g_joint).sum() + (lse * g_lse).sum()
+    got = torch.autograd.grad(loss, inputs)
+    doubles = [t.detach().double().requires_grad_() for t in inputs]
+    o, jo, ls = unfused_float64(*doubles)
+    want_loss = (o * g_out.double()).sum() + (jo * g_joint.double()).sum() + (ls * g_lse.double()).sum()
+    want = torch.autograd.grad(want_loss, doubles)
+    for name, a, w in zip(("q", "k", "v", "joint_q", "joint_k", "joint_v"), got, want):
+        assert rel_err(a, w) < 1e-5, name
+
+
+def test_the_lse_gradient_alone(sdpa_chosen):
+    inputs = joint_inputs(1, 2, 9, 4, 8, requires_grad=True, seed=5)
+    got = torch.autograd.grad(jointattn.joint_attention(*inputs)[2].sum(), inputs, allow_unused=True)
+    doubles = [t.detach().double().requires_grad_() for t in inputs]
+    want = torch.autograd.grad(unfused_float64(*doubles)[2].sum(), doubles, allow_unused=True)
+    for a, w in zip(got, want):
+        assert (a is None and w is None) or rel_err(a, w if w is not None else torch.zeros_like(a)) < 1e-5
+
+
+def test_nan_reaches_what_it_reaches_in_the_unfused_graph(sdpa_chosen):
+    inputs = list(joint_inputs(1, 2, 8, 5, 16, seed=6))
+    inputs[5] = inputs[5].clone()
+    inputs[5][0, 1, 2, 3] = float("nan")  # one text value: every row of head 1 reads it
+    out, joint_out, lse = jointattn.joint_attention(*inputs)
+    joined = F.scaled_dot_product_attention(*(torch.cat([a, c], 2) for a, c in zip(inputs[:3], inputs[3:])))
+    assert torch.equal(torch.isnan(out), torch.isnan(joined[:, :, :8])) and torch.isnan(out[0, 1]).any()
+    assert torch.isnan(out[0, 0]).sum() == 0 and torch.equal(
+        joint_out.nan_to_num(7.0), joined[:, :, 8:].nan_to_num(7.0)
+    )
+
+
+def test_bad_arguments_raise_the_ops_errors(sdpa_chosen):
+    q, k, v, jq, jk, jv = joint_inputs(1, 2, 8, 4, 16)
+    with pytest.raises(ValueError, match="joint_attention: k must have shape"):
+        jointattn.joint_attention(q, k[:, :, :5], v, jq, jk, jv)
+    with pytest.raises(TypeError, match="joint_v must have dtype"):
+        jointattn.joint_attention(q, k, v, jq, jk, jv.double())
+    with pytest.raises(ValueError, match="scale must be finite"):
+        jointattn.joint_attention(q, k, v, jq, jk, jv, scale=float("inf"))
+
+
+def test_the_op_runs_where_the_shortcut_must_not(sdpa_chosen, monkeypatch):
+    inputs = joint_inputs(1, 2, 8, 4, 16)
+    assert _shortcut_ran(*jointattn.joint_attention(*inputs)[:2])
+    # padding (SDPA cannot run it: the reference does), another runtime, the profiler, fake tensors: the op
+    with monkeypatch.context() as m:
+        m.delenv(dispatch.DISPATCH_ENV)
+        assert not _shortcut_ran(*jointattn.joint_attention(*[t.bfloat16() for t in inputs], logical_l=3)[:2])
+    assert not _shortcut_ran(*jointattn.joint_attention(*inputs, runtime="reference")[:2])
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        jointattn.joint_attention(*inputs)
+    assert sum(e.name == "jointattn::joint_attention" for e in prof.events()) >= 1
+    with torch._subclasses.fake_tensor.FakeTensorMode():
+        fake = [torch.empty(t.shape) for t in inputs]
+        assert jointattn.joint_attention(*fake)[0].shape == inputs[0].shape
+    # a backward the dispatcher sends elsewhere: the op with autograd, the shortcut without
+    monkeypatch.setenv(dispatch.DISPATCH_ENV, "forward=sdpa,backward=reference")
+    assert _shortcut_ran(*jointattn.joint_attention(*inputs)[:2])
+    grads = [t.detach().requires_grad_() for t in inputs]
+    out, joint_out, _ = jointattn.joint_attention(*grads)
+    assert not _shortcut_ran(out, joint_out)
+    assert "JointAttention" in type(out.grad_fn).__name__ or "jointattn" in type(out.grad_fn).__name__
+
+
+def test_the_dispatchers_choice_is_followed_and_cached_per_signature(monkeypatch):
+    """Under the test suite's Triton interpreter the dispatcher runs float32 on Triton (the op); bfloat16, which
+    the interpreter cannot multiply, on SDPA (the shortcut). A changed override is seen at once."""
+    monkeypatch.delenv(dispatch.DISPATCH_ENV, raising=False)
+    f32 = joint_inputs(1, 2, 8, 4, 16)
+    bf16 = [t.bfloat16() for t in f32]
+    assert not _shortcut_ran(*jointattn.joint_attention(*f32)[:2])
+    assert _shortcut_ran(*jointattn.joint_attention(*bf16)[:2])
+    monkeypatch.setenv(dispatch.DISPATCH_ENV, "reference")
+    assert not _shortcut_ran(*jointattn.joint_attention(*bf16)[:2])
+    monkeypatch.setenv(dispatch.DISPATCH_ENV, "sdpa")
+    assert _shortcut_ran(*jointattn.joint_attention(*f32)[:2])
+    assert eager_sdpa.try_joint_attention(f32, None) is not None
+
+
+def test_compiled_graphs_keep_the_op(sdpa_chosen):
+    from helpers import count_op_calls
+
+    inputs = joint_inputs(1, 2, 8, 4, 16)
+    compiled = torch.compile(lambda *t: jointattn.joint_attention(*t)[:2], backend="eager", fullgraph=True)
+    compiled(*inputs)
+    (out, joint_out), calls = count_op_calls(compiled, *inputs)
+    assert calls == 1 and not _shortcut_ran(out, joint_out)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dh", [64, 128])
+def test_on_the_gpu_the_shortcut_runs_pytorchs_own_kernel(sdpa_chosen, dh):
+    """bfloat16 on CUDA: the kernel PyTorch itself picks (cuDNN, flash or efficient), forward bit-equal to the
+    unfused graph, gradients (through lse too) against float64."""
+    g = torch.Generator(device="cuda").manual_seed(dh)
+    inputs = [
+        torch.randn(2, s, 3, dh, device="cuda", dtype=torch.bfloat16, generator=g)
+        .transpose(1, 2)
+        .requires_grad_()
+        for s in (77, 77, 77, 19, 19, 19)
+    ]
+    out, joint_out, lse = jointattn.joint_attention(*inputs)
+    assert _shortcut_ran(out, joint_out)
+    joined = F.scaled_dot_product_attention(*(torch.cat([a, c], 2) for a, c in zip(inputs[:3], inputs[3:])))
+    assert torch.equal(out, joined[:, :, :77]) and torch.equal(joint_out, joined[:, :, 77:])
+    doubles = [t.detach().double().requires_grad_() for t in inputs]
+    ref = unfused_float64(*doubles)
+    assert rel_err(out, ref[0]) < 1e-2 and rel_err(lse, ref[2]) < 1e-3
+    weights = [torch.randn_like(r) for r in ref]
+    got = torch.autograd.grad(
+        sum((o * w.to(o.dtype)).sum() for o, w in zip((out, joint_out, lse), weights)), inputs
+    )
+    want = torch.autograd.grad(sum((o * w).sum() for o, w in zip(ref, weights)), doubles)
+    for a, w in zip(got, want):
+        assert rel_err(a, w) < 2e-2
