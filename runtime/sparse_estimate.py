@@ -22,17 +22,30 @@ def check_share(keep, cdf, owner: str) -> float:
 def _pool(x: torch.Tensor, block: int, valid=None):
     """[b, nh, n, dh] -> (block means [b, nh, nb, dh] in float32, valid tokens per block [b or 1, 1, nb]).
 
-    Rows past `valid` ([b] lengths, or None) are left out of the means, so padding (NaN from `torch.empty`
-    included) never decides a mask; a block with no valid row has mean 0 and count 0."""
+    One float32-accumulating pass over x in its own dtype and layout (no copies: at Mochi's size a copy of q costs
+    more than the whole estimate may). Rows past `valid` ([b] lengths, or None) are left out of the means, so
+    padding (NaN from `torch.empty` included) never decides a mask: a block with no valid row has mean 0, and the
+    one block per sample that valid cuts is summed again over its valid rows only."""
     b, nh, n, dh = x.shape
-    nb = -(-n // block)
-    rows = torch.arange(nb * block, device=x.device)
+    nb, whole = -(-n // block), n // block
+    sums = x[:, :, : whole * block].reshape(b, nh, whole, block, dh).sum(3, dtype=torch.float32)
+    if nb > whole:
+        sums = torch.cat([sums, x[:, :, whole * block :].sum(2, keepdim=True, dtype=torch.float32)], 2)
+    starts = torch.arange(nb, device=x.device) * block
     limit = torch.full((1,), n, device=x.device) if valid is None else valid.to(x.device).clamp(0, n)
-    inside = rows[None, :] < limit[:, None]  # [b or 1, nb * block]
-    padded = torch.nn.functional.pad(x.float(), (0, 0, 0, nb * block - n))
-    padded = torch.where(inside[:, None, :, None], padded, 0.0)
-    counts = inside.view(-1, 1, nb, block).sum(-1).float()
-    return padded.view(b, nh, nb, block, dh).sum(3) / counts.clamp(min=1)[..., None], counts
+    counts = (limit[:, None] - starts[None, :]).clamp(0, block).float()[:, None, :]  # [b or 1, 1, nb]
+    if valid is not None:
+        cut = (limit % block != 0) & (limit < n)  # a block that valid ends inside, before the tensor ends
+        cut_block = (limit // block).clamp(max=nb - 1)
+        rows = cut_block[:, None] * block + torch.arange(block, device=x.device)
+        rows = rows.clamp(max=n - 1)  # [b, block]
+        part = x.gather(2, rows[:, None, :, None].expand(b, nh, block, dh)).float()
+        part = torch.where((rows < limit[:, None])[:, None, :, None], part, 0.0).sum(2)  # [b, nh, dh]
+        at = cut_block[:, None, None, None].expand(b, nh, 1, dh)
+        recounted = torch.where(cut[:, None, None, None], part[:, :, None], sums.gather(2, at))
+        sums = sums.scatter(2, at, recounted)
+    means = sums / counts.clamp(min=1)[..., None]
+    return torch.where(counts[..., None] > 0, means, 0.0), counts
 
 
 def estimate_kv_blocks(q, k, keep, cdf, q_block: int, kv_block: int, scale=None, valid_n=None):
