@@ -285,6 +285,7 @@ def main():
     parser.add_argument("--write-table", default=None, help="also write the dispatcher's table here")
     parser.add_argument("--limit-s", type=float, default=480.0, help="stop starting new points after this")
     parser.add_argument("--dh", default=None, help="only these head sizes, e.g. 64,128")
+    parser.add_argument("--max-n", type=int, default=None, help="only points with N at most this")
     parser.add_argument("--no-paths", action="store_true", help="skip timing each of our paths alone")
     parser.add_argument("--coarse", action="store_true", help="the dispatcher's coarse grid, paths only")
     args = parser.parse_args()
@@ -304,6 +305,8 @@ def main():
     points = coarse_grid() if args.coarse else grid(args.quick)
     if args.dh:
         points = [p for p in points if p[4] in {int(x) for x in args.dh.split(",")}]
+    if args.max_n:
+        points = [p for p in points if p[2] <= args.max_n]
     for i, point in enumerate(points):
         if time.time() - t0 > args.limit_s:
             print(f"time limit: {len(points) - i} points not measured", file=sys.stderr)

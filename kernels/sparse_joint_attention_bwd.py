@@ -15,9 +15,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .joint_attention_bwd import _dkdv_over_queries, _dq_over_keys
+from .joint_attention_bwd import _dkdv_over_queries, _dq_over_keys, _dq_step
 from .joint_attention_fwd import load_tile, valid_length
-from .sparse_joint_attention_fwd import list_tile_keys, list_tiles, load_keys, tile_bits
+from .sparse_joint_attention_fwd import partial_tile_mask
 
 # fmt: off
 
@@ -29,20 +29,29 @@ def _dq_block_list(
     PARTIAL: tl.constexpr, KV_BLOCK: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    """dq of one query tile over the key tiles of one block list: the forward's flat, branch-free loop."""
     count = tl.load(num_ptr)
-    for t in tl.range(0, list_tiles(count, KV_BLOCK, BLOCK_N)):
-        keys, slots, c_in, valid = list_tile_keys(t, count, idx_ptr, stride_idx, n_end, KV_BLOCK, BLOCK_N)
-        k = load_keys(k_base, keys, valid, stride_ks, stride_kd, BLOCK_D, HEAD_DIM)
-        v = load_keys(v_base, keys, valid, stride_vs, stride_vd, BLOCK_D, HEAD_DIM)
-        allowed = valid[None, :] & (r_in >= 0)[:, None]
-        if PARTIAL:
-            allowed = allowed & tile_bits(bits_ptr, slots, r_in, c_in, stride_bp, stride_br, stride_bw)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-        p = tl.where(allowed, tl.math.exp2(s * qk_scale - m[:, None]), 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
-        ds = p * (dp - delta[:, None])
-        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
+    for i in range(0, count):
+        kb = tl.load(idx_ptr + i * stride_idx)
+        for sub in range(0, KV_BLOCK // BLOCK_N):
+            key0 = kb * KV_BLOCK + sub * BLOCK_N
+            fast = key0 + BLOCK_N <= n_end  # a full-block tile inside the valid keys: the dense unmasked step
+            if PARTIAL:
+                fast = key0 < 0  # never (same type as above)
+            if fast:
+                dq = _dq_step(dq, q, do, m, delta, k_base, v_base, key0, n_end, stride_ks, stride_kd, stride_vs,
+                              stride_vd, qk_scale, BLOCK_N, BLOCK_D, HEAD_DIM, False, DOT_PRECISION)
+            elif key0 < n_end:
+                k = load_tile(k_base, None, 0, 0, key0, n_end, stride_ks, stride_kd, BLOCK_N, BLOCK_D, HEAD_DIM, True, False)
+                v = load_tile(v_base, None, 0, 0, key0, n_end, stride_vs, stride_vd, BLOCK_N, BLOCK_D, HEAD_DIM, True, False)
+                allowed = (key0 + tl.arange(0, BLOCK_N) < n_end)[None, :] & (r_in >= 0)[:, None]
+                if PARTIAL:
+                    c_in = sub * BLOCK_N + tl.arange(0, BLOCK_N)
+                    allowed = allowed & partial_tile_mask(bits_ptr + i * stride_bp, r_in, c_in, stride_br, stride_bw)
+                s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+                p = tl.where(allowed, tl.math.exp2(s * qk_scale - m[:, None]), 0.0)
+                dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+                ds = p * (dp - delta[:, None])
+                dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
     return dq
 
 
@@ -225,33 +234,34 @@ def sparse_joint_attention_bwd_dkdv_kernel(
             count = tl.load(TNUM + bz64 * stride_tnb + h64 * stride_tnh + kb * stride_tnk)
             qb_ptr = TQB + bz64 * stride_tqb + h64 * stride_tqh + kb * stride_tqk
             slot_ptr = TSLOT + bz64 * stride_tsb + h64 * stride_tsh + kb * stride_tsk
-            # One flat loop over (listed query block, query sub-tile): branch-free, so that Triton pipelines it.
-            # Sub-tiles past N load zero rows with m = +inf (p = 0); a full block's bits read as all ones.
-            for t in tl.range(0, count * (Q_BLOCK // BLOCK_M)):
-                j = t // (Q_BLOCK // BLOCK_M)
-                sub = t - j * (Q_BLOCK // BLOCK_M)
+            for j in range(0, count):
                 qb = tl.load(qb_ptr + j * stride_tqq)
                 slot = tl.load(slot_ptr + j * stride_tsq)
-                row0 = qb * Q_BLOCK + sub * BLOCK_M
-                rows = row0 + tl.arange(0, BLOCK_M)
-                r_in = sub * BLOCK_M + tl.arange(0, BLOCK_M)
-                q = load_tile(q_base, None, 0, 0, row0, N, stride_qs, stride_qd, BLOCK_M, BLOCK_D, HEAD_DIM, True, False)
-                do = load_tile(do_base, None, 0, 0, row0, N, stride_dos, stride_dod, BLOCK_M, BLOCK_D, HEAD_DIM,
-                               True, False)
-                m = tl.load(m_row + rows, mask=rows < N, other=float("inf"))
-                delta = tl.load(d_row + rows, mask=rows < N, other=0.0)
-                s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION)
-                p_t = tl.math.exp2(s_t * qk_scale - m[None, :])
-                words = tl.load(BITS + bz64 * stride_bb + h64 * stride_bh + qb * stride_bq
-                                + tl.maximum(slot, 0) * stride_bp + r_in[None, :] * stride_br
-                                + (c_in // 32)[:, None] * stride_bw,
-                                mask=(slot >= 0) & (keys >= 0)[:, None], other=-1)
-                allowed = (keys < key_end)[:, None] & (((words >> (c_in % 32)[:, None]) & 1) != 0)
-                p_t = tl.where(allowed, p_t, 0.0)
-                dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
-                dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
-                ds_t = p_t * (dp_t - delta[None, :])
-                dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
+                bits_ptr = BITS + bz64 * stride_bb + h64 * stride_bh + qb * stride_bq + tl.maximum(slot, 0) * stride_bp
+                for sub in range(0, Q_BLOCK // BLOCK_M):
+                    row0 = qb * Q_BLOCK + sub * BLOCK_M
+                    if row0 < N:
+                        rows = row0 + tl.arange(0, BLOCK_M)
+                        r_in = sub * BLOCK_M + tl.arange(0, BLOCK_M)
+                        q = load_tile(q_base, None, 0, 0, row0, N, stride_qs, stride_qd, BLOCK_M, BLOCK_D, HEAD_DIM,
+                                      True, False)
+                        do = load_tile(do_base, None, 0, 0, row0, N, stride_dos, stride_dod, BLOCK_M, BLOCK_D,
+                                       HEAD_DIM, True, False)
+                        m = tl.load(m_row + rows, mask=rows < N, other=float("inf"))
+                        delta = tl.load(d_row + rows, mask=rows < N, other=0.0)
+                        s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION)
+                        # Rows past N have m = +inf, so p = 0 there without a mask.
+                        p_t = tl.math.exp2(s_t * qk_scale - m[None, :])
+                        if slot >= 0:
+                            allowed = (keys < key_end)[:, None] & tl.trans(
+                                partial_tile_mask(bits_ptr, r_in, c_in, stride_br, stride_bw))
+                            p_t = tl.where(allowed, p_t, 0.0)
+                        elif key0 + BLOCK_N > key_end:
+                            p_t = tl.where((keys < key_end)[:, None], p_t, 0.0)
+                        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
+                        dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
+                        ds_t = p_t * (dp_t - delta[None, :])
+                        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
         else:
             dk, dv = _dkdv_over_queries(dk, dv, k, v, q_base, do_base, m_row, d_row, N,
                                         stride_qs, stride_qd, stride_dos, stride_dod, key0, key_end, qk_scale,

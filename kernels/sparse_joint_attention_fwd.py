@@ -45,6 +45,13 @@ def masked_step(acc, l_i, m_i, q, k, v, allowed, qk_scale, DOT_PRECISION: tl.con
 
 
 @triton.jit
+def partial_tile_mask(bits_ptr, r_in, c_in, stride_r, stride_w):
+    """[len(r_in), len(c_in)] bool from one partial block's bits (row r_in, key c_in within the block)."""
+    words = tl.load(bits_ptr + r_in[:, None] * stride_r + (c_in // 32)[None, :] * stride_w)
+    return ((words >> (c_in % 32)[None, :]) & 1) != 0
+
+
+@triton.jit
 def list_tiles(count, KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr):
     """How many key tiles of BLOCK_N keys cover `count` listed blocks: KV_BLOCK / BLOCK_N tiles per block, or,
     for blocks smaller than a tile, BLOCK_N / KV_BLOCK blocks gathered into each tile."""
