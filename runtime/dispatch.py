@@ -21,7 +21,9 @@ How the choice is made, in order:
 2. Paths that cannot run the call are out (`unsupported`).
 3. Among the rest, the fastest in the committed measurements (`runtime/dispatch_measurements.json`, written by
    `benchmarks/never_slower.py --write-table` on a GPU): the measured point of the same GPU architecture,
-   dtype, head dim, pass and padding nearest in (log b*nh, log N, log L).
+   dtype, head dim, pass and padding nearest in (log b*nh, log N, log L). A kernel of ours that point did not
+   time (one measured at fewer points, as the Hopper backward is) gets that point's time of another path scaled
+   by the two paths' ratio at the nearest point that timed both.
 4. Where nothing was measured for this GPU: the kernels' defaults (the Hopper forward where its config is marked
    default, else the Triton kernel; the SDPA backward, which measured twice as fast as our Triton backward on
    H100 and H200), then the reference.
@@ -369,7 +371,7 @@ def _measured_best(p: Problem, candidates: list[str]) -> Choice | None:
     if p.arch is None:
         return None
 
-    def rows_for(dtype):
+    def rows_for(dtype, padded=(p.padded,)):
         return [
             r
             for r in _table().get("rows", [])
@@ -377,12 +379,14 @@ def _measured_best(p: Problem, candidates: list[str]) -> Choice | None:
             and r["dtype"] == _dtype_name(dtype)
             and r["dh"] == p.dh
             and r["pass"] == p.pass_name
-            and r["padded"] == p.padded
+            and r["padded"] in padded
         ]
 
-    rows = rows_for(p.dtype)
+    dtype = p.dtype
+    rows = rows_for(dtype)
     if not rows and p.dtype in _HOPPER_DTYPES:  # fp16 and bf16 run the same kernels at the same speed
-        rows = rows_for(torch.bfloat16 if p.dtype == torch.float16 else torch.float16)
+        dtype = torch.bfloat16 if p.dtype == torch.float16 else torch.float16
+        rows = rows_for(dtype)
     if not rows:
         return None
 
@@ -396,14 +400,39 @@ def _measured_best(p: Problem, candidates: list[str]) -> Choice | None:
     timed = {path: ms for path, ms in nearest["ms"].items() if path in candidates and ms is not None}
     if not timed:
         return None
+    notes = {}
+    for path in _OUR_KERNELS:  # a kernel of ours added after the point was measured: scaled from where it was
+        if path in candidates and path not in timed:
+            found = _scaled_estimate(path, nearest, rows_for(dtype, (p.padded, not p.padded)), distance)
+            if found is not None:
+                timed[path], notes[path] = found
     best = min(timed, key=timed.get)
     where = f"b*nh={nearest['b_nh']}, N={nearest['n']}, L={nearest['l']}"
     others = ", ".join(f"{k} {v:.3f}" for k, v in sorted(timed.items(), key=lambda kv: kv[1]) if k != best)
     return Choice(
         best,
         f"fastest measured on {p.arch} at {where}: {timed[best]:.3f} ms"
-        + (f" vs {others}" if others else ""),
+        + (f" vs {others}" if others else "")
+        + "".join(f"; {path} {note}" for path, note in notes.items()),
     )
+
+
+_OUR_KERNELS = ("hopper", "triton")
+
+
+def _scaled_estimate(path: str, nearest: dict, rows: list, distance) -> tuple[float, str] | None:
+    """A time for `path` at the `nearest` point, where the table did not measure it: the point's time of another
+    path times the ratio of the two at the nearest point where both were measured (padding either way). The
+    table's cost model for kernels measured at fewer points than the rest (the Hopper backward)."""
+    measured = {k: v for k, v in nearest["ms"].items() if v is not None and k != path}
+    pairs = [r for r in rows if r["ms"].get(path) is not None and any(r["ms"].get(k) for k in measured)]
+    if not pairs:
+        return None
+    source = min(pairs, key=distance)
+    other = min((k for k in measured if source["ms"].get(k)), key=lambda k: measured[k])
+    ratio = source["ms"][path] / source["ms"][other]
+    where = f"b*nh={source['b_nh']}, N={source['n']}, L={source['l']}{', padded' if source['padded'] else ''}"
+    return measured[other] * ratio, f"estimated: {other}'s time x {ratio:.2f}, their ratio at {where}"
 
 
 _generation = 0

@@ -1,6 +1,7 @@
 """A block mask estimated from the inputs themselves (`runtime/sparse_estimate.py` does the arithmetic): keep,
 per query block, the key blocks carrying the most estimated attention mass. Cheap next to the attention
-(O(N/q_block x N/kv_block x dh) work in a few kernels, no host sync); reuse across steps by keeping the mask."""
+(O(N/q_block x N/kv_block x dh) work in a few kernels, no host sync). Reuse across steps: keep the BlockMask, or
+in a compiled model `estimate(..., every=k)`."""
 
 from __future__ import annotations
 
@@ -49,20 +50,30 @@ def estimate_block_mask(
 @dataclass(frozen=True)
 class Estimate:
     """The estimator as a compile-time sparsity choice: `torch.compile(..., options={"sparsity":
-    estimate(keep=0.3)})` estimates each sparse layer's mask from its own q and k at every call."""
+    estimate(keep=0.3)})` estimates each sparse layer's mask from its own q and k at every call; with
+    `every=k`, on every k-th call of the layer (the first included), reusing it in between (denoising steps
+    change q and k slowly: the video methods' mask reuse)."""
 
     keep: float | None = None
     cdf: float | None = None
     block_size: tuple = (128, 64)
+    every: int = 1
 
     def __post_init__(self):
         check_share(self.keep, self.cdf, "estimate")
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
+            raise ValueError(
+                f"estimate: every must be a positive int (calls per estimate); got {self.every!r}"
+            )
 
     @property
     def name(self) -> str:
         share = f"keep={self.keep}" if self.keep is not None else f"cdf={self.cdf}"
-        return f"estimate({share}, block_size={tuple(self.block_size)})"
+        reuse = f", every={self.every}" if self.every > 1 else ""
+        return f"estimate({share}, block_size={tuple(self.block_size)}{reuse})"
 
 
-def estimate(*, keep: float | None = None, cdf: float | None = None, block_size=(128, 64)) -> Estimate:
-    return Estimate(keep, cdf, tuple(block_size))
+def estimate(
+    *, keep: float | None = None, cdf: float | None = None, block_size=(128, 64), every: int = 1
+) -> Estimate:
+    return Estimate(keep, cdf, tuple(block_size), every)

@@ -211,3 +211,22 @@ def test_the_override_leaves_a_caller_that_narrowed_the_paths_alone(monkeypatch,
     assert choose(_problem(), allowed=("hopper", "triton")).path == "hopper"
     monkeypatch.setenv("JOINTATTN_DISPATCH", "triton")
     assert choose(_problem(), allowed=("hopper", "triton")).path == "triton"
+
+
+def test_a_kernel_timed_at_fewer_points_is_scaled_from_where_it_was(table):
+    """The Hopper backward was timed at one Flux-sized point; Mochi's padded backward is nearest a point timed
+    before it existed (Triton only): its time there is the Triton time scaled by their measured ratio."""
+    table += [
+        _row(pass_="backward", b_nh=24, n=4096, l=512, padded=True, hopper=1.5, triton=2.5, sdpa=None),
+        _row(pass_="backward", b_nh=24, n=16384, l=512, padded=True, triton=34.5, sdpa=None),
+    ]
+    mochi = choose(_problem(backward=True, padded=True, n=44520, l=256))
+    assert mochi.path == "hopper" and "estimated: triton's time x 0.60" in mochi.reason
+    assert "b*nh=24, N=16384, L=512" in mochi.reason
+    slower = [_row(pass_="backward", b_nh=24, n=4096, l=512, padded=True, hopper=3.0, triton=2.5)]
+    table[:1] = slower  # where the measured ratio favours Triton, the estimate keeps Triton
+    dispatch.reload_measurements()
+    assert choose(_problem(backward=True, padded=True, n=44520, l=256)).path == "triton"
+    table[:] = [table[1]]  # nothing to scale from: only what was measured competes
+    dispatch.reload_measurements()
+    assert choose(_problem(backward=True, padded=True, n=44520, l=256)).path == "triton"

@@ -201,3 +201,79 @@ def test_the_mask_goes_on_the_image_or_the_layer_stays_dense(image, text, spatia
     assert ("dense" not in line) == sparse, line
     if sparse:
         assert f"over the {image} spatial tokens" in line
+
+
+def _with_estimated_masks(model, inputs, sources=None):
+    """Eager: each layer's spatial mask estimated (keep=0.3, 16x16 blocks) from its own q and k, or from
+    sources[i]; returns the outputs and the (q, k) each layer's mask came from."""
+    from jointattn.sparse import estimate_block_mask
+
+    image, text = inputs
+    used = []
+    for i, layer in enumerate(model.layers):
+        b, n, dim = image.shape
+        q, k, _ = (
+            t.view(b, n, HEADS, dim // HEADS).transpose(1, 2) for t in layer.qkv(image).chunk(3, dim=-1)
+        )
+        source = sources[i] if sources else (q.detach(), k.detach())
+        used.append(source)
+        blocks = estimate_block_mask(*source, keep=0.3, block_size=(16, 16)).to_dense().bool()
+        spatial = blocks.repeat_interleave(16, 2).repeat_interleave(16, 3)[:, :, :n, :n]
+        mask = torch.ones(b, HEADS, n + L, n + L, dtype=torch.bool)
+        mask[:, :, :n, :n] = spatial
+        layer.mask = mask
+        try:
+            image, text = layer(image, text)
+        finally:
+            layer.mask = None
+    return (image, text), used
+
+
+def test_an_estimate_reused_across_calls_is_refreshed_every_k_calls():
+    """estimate(every=2): each layer's mask comes from its own q and k on calls 1, 3, ... and is reused on
+    calls 2, 4, ...; compiled outputs equal the eager model run with exactly those masks."""
+    torch.manual_seed(4)
+    model = Stack(depth=2)
+    compiled = torch.compile(
+        model,
+        backend="jointattn",
+        options={"sparsity": estimate(keep=0.3, block_size=(16, 16), every=2), "inner": "eager"},
+    )
+    first, second, third = _inputs(10), _inputs(11), _inputs(12)
+    with torch.no_grad():
+        want1, used1 = _with_estimated_masks(model, first)
+        want2, _ = _with_estimated_masks(model, second, sources=used1)  # call 2 reuses call 1's masks
+        fresh2, _ = _with_estimated_masks(model, second)
+        want3, _ = _with_estimated_masks(model, third)  # call 3 estimates afresh
+        got = [compiled(*x) for x in (first, second, third)]
+    assert (fresh2[0] - want2[0]).abs().max() > 1e-4, "the test needs masks that differ between calls"
+    for g, w in zip(got, (want1, want2, want3)):
+        for a, b in zip(g, w):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_the_reused_estimate_op_refreshes_on_schedule_and_on_a_new_shape():
+    from jointattn.runtime.ops.sparse import estimate_kv_blocks, new_estimate_slot
+
+    slot = new_estimate_slot()
+    op = torch.ops.jointattn.estimate_kv_blocks_reused
+    g = torch.Generator().manual_seed(5)
+    qk = [(torch.randn(1, 2, 48, 8, generator=g), torch.randn(1, 2, 48, 8, generator=g)) for _ in range(3)]
+    fresh = [estimate_kv_blocks(q, k, 0.3, None, 16, 16) for q, k in qk]
+    assert not torch.equal(fresh[0][1], fresh[1][1])
+    got = [op(q, k, 0.3, None, 16, 16, None, None, slot, 2) for q, k in qk]
+    for call, expected in zip(got, (fresh[0], fresh[0], fresh[2])):
+        assert all(torch.equal(a, b) for a, b in zip(call, expected))
+    longer = torch.randn(1, 2, 64, 8, generator=g)
+    count, indices = op(longer, longer, 0.3, None, 16, 16, None, None, slot, 2)  # call 4: another N, fresh
+    assert indices.shape == (1, 2, 4, 4)
+    assert torch.Tag.cudagraph_unsafe in op.default.tags
+    with pytest.raises(ValueError, match="every must be a positive int"):
+        estimate(keep=0.3, every=0)
+
+
+def test_explain_names_the_reuse():
+    report = jointattn.explain(
+        Stack(depth=1), *_inputs(), sparsity=estimate(keep=0.5, block_size=(16, 16), every=4)
+    )
+    assert "every=4" in report.sparsity[0] and "re-estimated every 4 calls" in report.sparsity[0]

@@ -6,7 +6,7 @@ Entry point: `apply_sparsity(gm, sparsity) -> list[str]`, one line per layer (ea
 once, for the layer's static N on the layer's device, and reaches the graph through a
 `jointattn::layout_constant` call (AOTAutograd's fake tracing takes no real tensor constants); an estimate
 becomes a `jointattn::estimate_kv_blocks` call on the layer's q and k whose outputs are the op's full-block
-lists. A layer stays dense, with the reason, when it is excluded by the plan or when N is symbolic (a pattern
+lists (`estimate_kv_blocks_reused`, with a slot of its own per layer, for `estimate(..., every=k)`). A layer stays dense, with the reason, when it is excluded by the plan or when N is symbolic (a pattern
 needs it at compile time). A layer whose key mask is checked at run time (`masked_joint_attention`, Mochi's)
 goes sparse with the checked lengths; `jointattn::prefix_lengths` refuses, at run time, a mask that is not
 prefix padding (the dense op would have run the exact masked path).
@@ -64,7 +64,9 @@ def apply_sparsity(gm: fx.GraphModule, sparsity) -> list[str]:
                 q, k, v, jq, jk, jv, _strategy, scale, valid_n, valid_l, runtime = node.args
             if isinstance(plan.mask, Estimate):
                 layout_args = _estimated_layout(build, node, plan.mask, valid_n)
-                kept = "decided at run time"
+                kept = "decided at run time" + (
+                    f", re-estimated every {plan.mask.every} calls" if plan.mask.every > 1 else ""
+                )
             else:
                 layout_args, kept = _pattern_layout(build, node, plan, n)
             sparse = build.call(
@@ -129,9 +131,13 @@ def _estimated_layout(build: GraphBuilder, node: fx.Node, estimate, valid_n):
     n = shape(q)[2]
     q_block, kv_block = estimate.block_size
     scale = node.args[11] if node.target is ops.MASKED_JOINT_ATTENTION else node.args[7]
-    found = build.call(
-        ops.ESTIMATE_KV_BLOCKS, (q, k, estimate.keep, estimate.cdf, q_block, kv_block, scale, valid_n)
-    )
+    args = (q, k, estimate.keep, estimate.cdf, q_block, kv_block, scale, valid_n)
+    if estimate.every > 1:  # re-estimated every few calls of this layer, reused in between
+        from ...runtime.ops.sparse import new_estimate_slot
+
+        found = build.call(ops.ESTIMATE_KV_BLOCKS_REUSED, (*args, new_estimate_slot(), estimate.every))
+    else:
+        found = build.call(ops.ESTIMATE_KV_BLOCKS, args)
     count = build.call(operator.getitem, (found, 0))
     indices = build.call(operator.getitem, (found, 1))
     # No partial blocks: one empty list and all-zero bits, [1, 1, QBn, ...] (broadcast over batch and heads).

@@ -246,6 +246,58 @@ def _(q, k, keep, cdf, q_block, kv_block, scale=None, valid_n=None):
     return q.new_empty((b, nh, qbn), dtype=torch.int32), q.new_empty((b, nh, qbn, kbn), dtype=torch.int32)
 
 
+# The reused estimates' state, per slot (one slot per sparse layer of a compiled graph, `new_estimate_slot`):
+# [calls so far, count, indices].
+_REUSED: dict[int, list] = {}
+
+
+def new_estimate_slot() -> int:
+    """A fresh slot for one layer's reused estimate (the sparsity pass takes one per layer it compiles)."""
+    slot = len(_REUSED)
+    _REUSED[slot] = [0, None, None]
+    return slot
+
+
+@torch.library.custom_op(
+    "jointattn::estimate_kv_blocks_reused", mutates_args=(), tags=(torch.Tag.cudagraph_unsafe,)
+)
+def estimate_kv_blocks_reused(
+    q: Tensor,
+    k: Tensor,
+    keep: float | None,
+    cdf: float | None,
+    q_block: int,
+    kv_block: int,
+    scale: float | None,
+    valid_n: Tensor | None,
+    slot: int,
+    every: int,
+) -> tuple[Tensor, Tensor]:
+    """`estimate_kv_blocks` re-run on every `every`-th call of its layer (`slot`; the first call included) and
+    reused in between: the video methods' mask reuse across denoising steps. Stateful by design, hence
+    cudagraph-unsafe (a replayed graph would never refresh it). A call whose mask shape differs from the kept
+    one (another N or batch) estimates afresh."""
+    state = _REUSED.setdefault(slot, [0, None, None])
+    calls, count, indices = state
+    b, nh, n, _ = q.shape
+    shape = (b, nh, -(-n // q_block), -(-n // kv_block))
+    fresh = (
+        calls % every == 0 or indices is None or tuple(indices.shape) != shape or indices.device != q.device
+    )
+    if fresh:
+        count, indices = estimate_kv_blocks(q, k, keep, cdf, q_block, kv_block, scale, valid_n)
+        state[1:] = [count, indices]
+    state[0] = calls + 1
+    return count.clone(), indices.clone()
+
+
+@estimate_kv_blocks_reused.register_fake
+def _(q, k, keep, cdf, q_block, kv_block, scale, valid_n, slot, every):
+    b, nh, n, _ = q.shape
+    qbn, kbn = -(-n // q_block), -(-n // kv_block)
+    return q.new_empty((b, nh, qbn), dtype=torch.int32), q.new_empty((b, nh, qbn, kbn), dtype=torch.int32)
+
+
 # Layouts built at compile time (a pattern's mask for a layer's static N), by key: graphs fetch them with
 # `jointattn::layout_constant` instead of holding tensor constants, which AOTAutograd's fake tracing rejects.
 _LAYOUTS: dict[int, SpatialLayout] = {}
