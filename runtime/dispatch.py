@@ -367,7 +367,37 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+# Host time the op's layers (custom ops, Python autograd function, gradient copies) add to an eager forward +
+# backward over running PyTorch's SDPA directly, as `runtime/ops/eager_sdpa.py` does: 0.19-0.26 ms on the
+# H200's host (`benchmarks/results/host_overhead-h200.json`, op[auto] against op[sdpa] fwd+bwd); the lower
+# bound, rounded down. The per-pass table cannot see it: it times each pass through the op.
+EAGER_OP_AUTOGRAD_MS = 0.15
+
+
+def measured_times(p: Problem) -> dict[str, float]:
+    """Each path's time (ms) at the measured point nearest `p`, estimates included; empty where none applies."""
+    found = _measured(p, [path for path in PATHS if unsupported(path, p) is None])
+    return found[0] if found else {}
+
+
 def _measured_best(p: Problem, candidates: list[str]) -> Choice | None:
+    found = _measured(p, candidates)
+    if found is None:
+        return None
+    timed, nearest, notes = found
+    best = min(timed, key=timed.get)
+    where = f"b*nh={nearest['b_nh']}, N={nearest['n']}, L={nearest['l']}"
+    others = ", ".join(f"{k} {v:.3f}" for k, v in sorted(timed.items(), key=lambda kv: kv[1]) if k != best)
+    return Choice(
+        best,
+        f"fastest measured on {p.arch} at {where}: {timed[best]:.3f} ms"
+        + (f" vs {others}" if others else "")
+        + "".join(f"; {path} {note}" for path, note in notes.items()),
+    )
+
+
+def _measured(p: Problem, candidates: list[str]) -> tuple[dict, dict, dict] | None:
+    """(ms per candidate path, the nearest measured point, notes on estimated times) or None."""
     if p.arch is None:
         return None
 
@@ -406,15 +436,7 @@ def _measured_best(p: Problem, candidates: list[str]) -> Choice | None:
             found = _scaled_estimate(path, nearest, rows_for(dtype, (p.padded, not p.padded)), distance)
             if found is not None:
                 timed[path], notes[path] = found
-    best = min(timed, key=timed.get)
-    where = f"b*nh={nearest['b_nh']}, N={nearest['n']}, L={nearest['l']}"
-    others = ", ".join(f"{k} {v:.3f}" for k, v in sorted(timed.items(), key=lambda kv: kv[1]) if k != best)
-    return Choice(
-        best,
-        f"fastest measured on {p.arch} at {where}: {timed[best]:.3f} ms"
-        + (f" vs {others}" if others else "")
-        + "".join(f"; {path} {note}" for path, note in notes.items()),
-    )
+    return timed, nearest, notes
 
 
 _OUR_KERNELS = ("hopper", "triton")

@@ -4,6 +4,8 @@ graph (outputs, lse, the six gradients, the gradient through lse), bit-equal to 
 where both run one kernel, NaN as the unfused graph has it, the op's argument errors, and every case where the
 op itself must run instead (padding, another path, tracing, profiling, fake tensors, a forced path)."""
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -116,12 +118,14 @@ def test_the_op_runs_where_the_shortcut_must_not(sdpa_chosen, monkeypatch):
 
 
 def test_the_dispatchers_choice_is_followed_and_cached_per_signature(monkeypatch):
-    """Under the test suite's Triton interpreter the dispatcher runs float32 on Triton (the op); bfloat16, which
-    the interpreter cannot multiply, on SDPA (the shortcut). A changed override is seen at once."""
+    """CPU tensors: under Triton's interpreter (CI) the dispatcher runs float32 on Triton (the op) and bfloat16,
+    which the interpreter cannot multiply, on SDPA (the shortcut); without it (a GPU machine) both on SDPA. A
+    changed override is seen at once."""
     monkeypatch.delenv(dispatch.DISPATCH_ENV, raising=False)
     f32 = joint_inputs(1, 2, 8, 4, 16)
     bf16 = [t.bfloat16() for t in f32]
-    assert not _shortcut_ran(*jointattn.joint_attention(*f32)[:2])
+    interpreting = os.environ.get("TRITON_INTERPRET") == "1"
+    assert _shortcut_ran(*jointattn.joint_attention(*f32)[:2]) == (not interpreting)
     assert _shortcut_ran(*jointattn.joint_attention(*bf16)[:2])
     monkeypatch.setenv(dispatch.DISPATCH_ENV, "reference")
     assert not _shortcut_ran(*jointattn.joint_attention(*bf16)[:2])
@@ -166,3 +170,29 @@ def test_on_the_gpu_the_shortcut_runs_pytorchs_own_kernel(sdpa_chosen, dh):
     want = torch.autograd.grad(sum((o * w).sum() for o, w in zip(ref, weights)), doubles)
     for a, w in zip(got, want):
         assert rel_err(a, w) < 2e-2
+
+
+@pytest.mark.parametrize(
+    "times, forced, on_sdpa",
+    [
+        (dict(triton=0.30, sdpa=0.28), None, True),  # the dispatcher's own choice
+        (dict(triton=0.30, sdpa=0.40), None, True),  # slower by less than the op's autograd layers cost
+        (dict(triton=0.30, sdpa=0.60), None, False),  # slower by more
+        (dict(triton=0.30, sdpa=0.40), "backward=triton", False),  # a forced path is never second-guessed
+    ],
+)
+def test_a_backward_measured_close_to_sdpa_stays_on_sdpa(monkeypatch, times, forced, on_sdpa):
+    """With autograd the shortcut needs the backward on SDPA too; the table times each pass through the op, so
+    a backward it measures a little faster elsewhere loses to the op's autograd layers (EAGER_OP_AUTOGRAD_MS)."""
+    row = dict(arch="sm_90", dtype="bfloat16", dh=64, b_nh=8, n=256, l=77, padded=False, ms=times)
+    monkeypatch.setattr(dispatch, "_table", lambda: {"rows": [dict(row, **{"pass": "backward"})]})
+    if forced:
+        monkeypatch.setenv(dispatch.DISPATCH_ENV, forced)
+    else:
+        monkeypatch.delenv(dispatch.DISPATCH_ENV, raising=False)
+    dispatch.reload_measurements()
+    try:
+        problem = dispatch.planned_problem(torch.bfloat16, 1, 8, 256, 77, 64, backward=True)
+        assert eager_sdpa._backward_on_sdpa(problem) == on_sdpa
+    finally:
+        dispatch.reload_measurements()

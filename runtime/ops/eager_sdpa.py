@@ -15,7 +15,8 @@ joint_out are slices of one SDPA output (not each laid out [b, S, nh, dh]), and 
 
 Not taken: with valid lengths, a block mask, a runtime other than "auto", while compiling, tracing or profiling
 (they must see `jointattn::joint_attention` as one op), under dispatch or torch-function modes, for tensor
-subclasses, or when the dispatcher picks another path for the forward or (with autograd recording) the backward.
+subclasses, or when the dispatcher picks another path for the forward or (with autograd recording) a backward
+measured faster than SDPA's by more than the op's own autograd layers cost (`_backward_on_sdpa`).
 """
 
 from __future__ import annotations
@@ -95,14 +96,31 @@ def _plan(tensors, scale, grad: bool) -> Plan | None:
     and never away from SDPA)."""
     q, jq = tensors[0], tensors[3]
     shape = check_call(*tensors, "rear", scale, None, None, "auto")
-    passes = (False, True) if grad else (False,)
     try:
-        chosen = [dispatch.choose(dispatch.describe_meta(q, jq, False, backward=b)).path for b in passes]
+        if dispatch.choose(dispatch.describe_meta(q, jq, False)).path != "sdpa":
+            return None
+        if grad and not _backward_on_sdpa(dispatch.describe_meta(q, jq, False, backward=True)):
+            return None
     except ValueError:  # a forced path that cannot run it: the op raises that error
         return None
-    if any(path != "sdpa" for path in chosen):
-        return None
     return Plan(float(scale) if scale is not None else shape.dh**-0.5, shape.n)
+
+
+def _backward_on_sdpa(problem) -> bool:
+    """Whether the backward runs on SDPA here: the dispatcher's choice, or (unless a path is forced) measured
+    within the host time the op's autograd layers would add (`dispatch.EAGER_OP_AUTOGRAD_MS`), which the
+    per-pass table cannot see."""
+    choice = dispatch.choose(problem)
+    if choice.path == "sdpa":
+        return True
+    if dispatch.forced_path(True) is not None:
+        return False
+    times = dispatch.measured_times(problem)
+    return (
+        "sdpa" in times
+        and choice.path in times
+        and times["sdpa"] <= times[choice.path] + dispatch.EAGER_OP_AUTOGRAD_MS
+    )
 
 
 def _run(tensors, plan: Plan, grad: bool):
