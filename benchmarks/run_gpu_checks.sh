@@ -19,7 +19,7 @@ if [ "$mode" = sparse ]; then
   exit $status
 fi
 if [ "$mode" != bench ]; then
-  pytest -q -n 8 -p no:cacheprovider ${TESTS:-tests/test_nan.py tests/test_dispatch.py tests/test_hopper_kernel.py tests/test_hopper_backward.py tests/test_triton_kernel.py tests/test_op.py tests/test_masked_op.py tests/test_fast_launch.py tests/test_pytorch_path.py} 2>&1 \
+  pytest -q -n 8 -p no:cacheprovider ${TESTS:-tests/test_nan.py tests/test_dispatch.py tests/test_hopper_kernel.py tests/test_hopper_backward.py tests/test_triton_kernel.py tests/test_op.py tests/test_masked_op.py tests/test_fast_launch.py tests/test_pytorch_path.py tests/test_eager_sdpa.py} 2>&1 \
     | tee "$OUT/tests.log" | tail -15
   echo "gpu tests: $((SECONDS - t0)) s"
 fi

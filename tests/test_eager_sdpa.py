@@ -108,6 +108,9 @@ def test_the_op_runs_where_the_shortcut_must_not(sdpa_chosen, monkeypatch):
     with torch._subclasses.fake_tensor.FakeTensorMode():
         fake = [torch.empty(t.shape) for t in inputs]
         assert jointattn.joint_attention(*fake)[0].shape == inputs[0].shape
+    seen = []
+    torch.func.grad(lambda x: seen.append(eager_sdpa._watched()) or x.sum())(torch.ones(2))
+    assert seen == [True]  # inside a torch.func transform
     # a backward the dispatcher sends elsewhere: the op with autograd, the shortcut without
     monkeypatch.setenv(dispatch.DISPATCH_ENV, "forward=sdpa,backward=reference")
     assert _shortcut_ran(*jointattn.joint_attention(*inputs)[:2])

@@ -14,8 +14,8 @@ joint_out are slices of one SDPA output (not each laid out [b, S, nh, dh]), and 
 (PyTorch's fused SDPA backwards have none).
 
 Not taken: with valid lengths, a block mask, a runtime other than "auto", while compiling, tracing or profiling
-(they must see `jointattn::joint_attention` as one op), under dispatch or torch-function modes, for tensor
-subclasses, or when the dispatcher picks another path for the forward or (with autograd recording) a backward
+(they must see `jointattn::joint_attention` as one op), under dispatch or torch-function modes or torch.func
+transforms, for tensor subclasses, or when the dispatcher picks another path for the forward or (with autograd recording) a backward
 measured faster than SDPA's by more than the op's own autograd layers cost (`_backward_on_sdpa`).
 """
 
@@ -45,12 +45,14 @@ class Plan:
 
 
 def _watched() -> bool:
-    """Whether someone must see the op as one op: the compiler, the profiler, a dispatch or function mode."""
+    """Whether someone must see the op as one op: the compiler, the profiler, a dispatch or function mode, or a
+    torch.func transform (whose wrapped tensors pass for plain ones)."""
     return (
         torch.compiler.is_compiling()
         or torch.autograd.profiler._is_profiler_enabled
         or _get_current_dispatch_mode() is not None
         or torch._C._is_torch_function_mode_enabled()
+        or torch._C._functorch.peek_interpreter_stack() is not None
     )
 
 
