@@ -1,10 +1,12 @@
 """What `torch.compile(model, backend="jointattn", options={"sparsity": ...})` applies, and to which layers.
 
-`Sparsity(mask, dense_layers=0, layers=None, block_size=(128, 64))`: `mask` is a pattern (`frame_window`,
-`tile_window`; its BlockMask is built once at compile time for the layer's N) or `estimate(keep=... | cdf=...)`
-(each layer's mask estimated from its q and k at every call). Layers are the fused joint attentions of a graph,
-counted from 0 in graph order; the first `dense_layers` stay dense, or, with `layers`, exactly those listed go
-sparse. The option also takes a bare pattern or estimate (every layer sparse) or a dict of these fields.
+`Sparsity(mask, dense_layers=0, layers=None, block_size=(128, 64), dense_calls=0)`: `mask` is a pattern
+(`frame_window`, `tile_window`; its BlockMask is built once at compile time for the layer's N) or
+`estimate(keep=... | cdf=...)` (each layer's mask estimated from its q and k at every call). Layers are the fused
+joint attentions of a graph, counted from 0 in graph order; the first `dense_layers` stay dense, or, with
+`layers`, exactly those listed go sparse. `dense_calls`: each sparse layer runs dense for its first calls (one
+call per denoising step: the video methods' "first steps dense"). The option also takes a bare pattern or
+estimate (every layer sparse) or a dict of these fields.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class Sparsity:
     # The spatial (image/video) token count of the layers to sparsify. Without it the op's spatial set is the
     # joint attention's longer token set, which is the text where the prompt is longer than the image.
     spatial_tokens: int | None = None
+    dense_calls: int = 0
 
     def __post_init__(self):
         if not isinstance(self.mask, (Pattern, Estimate)):
@@ -37,6 +40,12 @@ class Sparsity:
             or self.dense_layers < 0
         ):
             raise ValueError(f"sparsity: dense_layers must be an int >= 0; got {self.dense_layers!r}")
+        if (
+            isinstance(self.dense_calls, bool)
+            or not isinstance(self.dense_calls, int)
+            or self.dense_calls < 0
+        ):
+            raise ValueError(f"sparsity: dense_calls must be an int >= 0; got {self.dense_calls!r}")
         if self.spatial_tokens is not None and (
             isinstance(self.spatial_tokens, bool)
             or not isinstance(self.spatial_tokens, int)
@@ -49,7 +58,14 @@ class Sparsity:
         if isinstance(spec, Sparsity):
             return spec
         if isinstance(spec, dict):
-            unknown = set(spec) - {"mask", "dense_layers", "layers", "block_size", "spatial_tokens"}
+            unknown = set(spec) - {
+                "mask",
+                "dense_layers",
+                "layers",
+                "block_size",
+                "spatial_tokens",
+                "dense_calls",
+            }
             if unknown:
                 raise ValueError(f"sparsity: unknown field(s) {sorted(unknown)}")
             fields = dict(spec)

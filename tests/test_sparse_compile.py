@@ -277,3 +277,39 @@ def test_explain_names_the_reuse():
         Stack(depth=1), *_inputs(), sparsity=estimate(keep=0.5, block_size=(16, 16), every=4)
     )
     assert "every=4" in report.sparsity[0] and "re-estimated every 4 calls" in report.sparsity[0]
+
+
+@pytest.mark.parametrize("inner", ["eager", "inductor"])
+def test_the_first_calls_of_each_layer_run_dense(inner):
+    """Sparsity(..., dense_calls=2): calls 1 and 2 equal the dense model, call 3 the masked one; training
+    through a dense call and a sparse call matches eager gradients with the same masks."""
+    torch.manual_seed(6)
+    model = Stack(depth=2)
+    pattern = frame_window(10, 1, causal=False)
+    sparsity = Sparsity(pattern, block_size=(16, 16), dense_calls=2)
+    compiled = torch.compile(model, backend="jointattn", options={"sparsity": sparsity, "inner": inner})
+    mask = _joint_mask(pattern.dense(N))
+    for call, seed in enumerate((20, 21, 22, 23)):
+        inputs = [t.requires_grad_() for t in _inputs(seed)]
+        got = compiled(*inputs)
+        ref_inputs = [t.detach().clone().requires_grad_() for t in inputs]
+        want = _reference(model, [None, None] if call < 2 else [mask, mask], ref_inputs)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+        if call in (1, 2):  # the last dense call and the first sparse one, trained through
+            grads = torch.autograd.grad(sum(o.square().sum() for o in got), inputs)
+            ref_grads = torch.autograd.grad(sum(o.square().sum() for o in want), ref_inputs)
+            for g, w in zip(grads, ref_grads):
+                torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+    dense_out = _reference(model, [None, None], _inputs(23))
+    assert (got[0] - dense_out[0]).abs().max() > 1e-3  # the mask matters at this size
+
+
+def test_dense_calls_are_named_and_checked():
+    report = jointattn.explain(
+        Stack(depth=1), *_inputs(), sparsity=Sparsity(frame_window(8, 2), block_size=(16, 16), dense_calls=3)
+    )
+    assert "dense for its first 3 calls" in report.sparsity[0]
+    with pytest.raises(ValueError, match="dense_calls must be an int >= 0"):
+        Sparsity(frame_window(8, 2), dense_calls=-1)
+    assert Sparsity.of({"mask": frame_window(8, 2), "dense_calls": 1}).dense_calls == 1

@@ -6,7 +6,9 @@ Entry point: `apply_sparsity(gm, sparsity) -> list[str]`, one line per layer (ea
 once, for the layer's static N on the layer's device, and reaches the graph through a
 `jointattn::layout_constant` call (AOTAutograd's fake tracing takes no real tensor constants); an estimate
 becomes a `jointattn::estimate_kv_blocks` call on the layer's q and k whose outputs are the op's full-block
-lists (`estimate_kv_blocks_reused`, with a slot of its own per layer, for `estimate(..., every=k)`). A layer stays dense, with the reason, when it is excluded by the plan or when N is symbolic (a pattern
+lists (`estimate_kv_blocks_reused`, with a slot of its own per layer, for `estimate(..., every=k)`). With
+`dense_calls`, a `jointattn::dense_calls_flag` per layer counts its calls and tells the sparse op to run the
+first ones dense. A layer stays dense, with the reason, when it is excluded by the plan or when N is symbolic (a pattern
 needs it at compile time). A layer whose key mask is checked at run time (`masked_joint_attention`, Mochi's)
 goes sparse with the checked lengths; `jointattn::prefix_lengths` refuses, at run time, a mask that is not
 prefix padding (the dense op would have run the exact masked path).
@@ -69,9 +71,27 @@ def apply_sparsity(gm: fx.GraphModule, sparsity) -> list[str]:
                 )
             else:
                 layout_args, kept = _pattern_layout(build, node, plan, n)
+            dense_now = ()
+            if plan.dense_calls:  # this layer's first calls dense: a per-layer counter decides at run time
+                from ...runtime.ops.sparse import new_dense_calls_slot
+
+                dense_now = (build.call(ops.DENSE_CALLS_FLAG, (q, new_dense_calls_slot(), plan.dense_calls)),)
             sparse = build.call(
                 ops.BLOCK_SPARSE_JOINT_ATTENTION,
-                (q, k, v, jq, jk, jv, *layout_args, scale, valid_n, valid_l, _sparse_runtime(runtime)),
+                (
+                    q,
+                    k,
+                    v,
+                    jq,
+                    jk,
+                    jv,
+                    *layout_args,
+                    scale,
+                    valid_n,
+                    valid_l,
+                    _sparse_runtime(runtime),
+                    *dense_now,
+                ),
             )
         node.replace_all_uses_with(sparse)
         graph.erase_node(node)
@@ -80,9 +100,10 @@ def apply_sparsity(gm: fx.GraphModule, sparsity) -> list[str]:
             if runtime in ("auto", "reference", "triton")
             else f"; runtime {runtime!r} has no sparse op: auto"
         )
+        first = f"; dense for its first {plan.dense_calls} calls" if plan.dense_calls else ""
         lines.append(
             f"layer {index}: {node.name}: {plan.mask.name} over the {n} spatial tokens (the other set has {l}), "
-            f"spatial key blocks kept: {kept}{runs}"
+            f"spatial key blocks kept: {kept}{first}{runs}"
         )
     graph.lint()
     gm.recompile()

@@ -6,7 +6,7 @@ below them, in `jointattn.runtime.registry` and `dispatch.py`.
 - `key_padding_lengths` and `masked_joint_attention` (a key mask checked at run time): masked.py;
 - `block_sparse_joint_attention` (a BlockMask over the spatial tokens) and
   `estimate_kv_blocks` (its mask estimated from q and k at run time; `estimate_kv_blocks_reused`: re-estimated
-  every few calls of a layer): sparse.py;
+  every few calls of a layer) and `dense_calls_flag` (a layer's first calls dense): sparse.py;
 - `rms_norm_rope` (the attention's QK-norm + RoPE prologue): rms_norm_rope.py;
 - `compact_valid_rows` (Mochi's unpad bookkeeping, which the FX pass writes into graphs): padding.py;
 - contract.py: what they share (checks, the validated `JointCall`, output layouts).
@@ -27,6 +27,7 @@ RMS_NORM_ROPE = torch.ops.jointattn.rms_norm_rope.default
 BLOCK_SPARSE_JOINT_ATTENTION = torch.ops.jointattn.block_sparse_joint_attention.default
 ESTIMATE_KV_BLOCKS = torch.ops.jointattn.estimate_kv_blocks.default
 ESTIMATE_KV_BLOCKS_REUSED = torch.ops.jointattn.estimate_kv_blocks_reused.default
+DENSE_CALLS_FLAG = torch.ops.jointattn.dense_calls_flag.default
 LAYOUT_CONSTANT = torch.ops.jointattn.layout_constant.default
 PREFIX_LENGTHS = torch.ops.jointattn.prefix_lengths.default
 
@@ -38,6 +39,7 @@ __all__ = [
     "BLOCK_SPARSE_JOINT_ATTENTION",
     "ESTIMATE_KV_BLOCKS",
     "ESTIMATE_KV_BLOCKS_REUSED",
+    "DENSE_CALLS_FLAG",
     "LAYOUT_CONSTANT",
     "PREFIX_LENGTHS",
     "OP_NAME",

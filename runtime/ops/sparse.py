@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..reference import reference_vjp
+from ..registry import select_runtime
 from ..sparse_layout import SpatialLayout
 from ..sparse_reference import sparse_reference_forward
 from ..sparse_runtime import SPARSE_RUNTIMES, select_sparse_runtime
@@ -94,20 +96,33 @@ def block_sparse_joint_attention(
     logical_n: Tensor | None = None,
     logical_l: Tensor | None = None,
     runtime: str = "auto",
+    dense: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
+    """`dense`: None, or a CPU bool scalar (`dense_calls_flag`): when true this call ignores the mask and runs the
+    dense op's runtime (a layer's first denoising steps dense, as the video methods run them)."""
     layout = _layout(
         kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices, partial_bits, q_block, kv_block
     )
     check_layout(layout, q.shape[0], q.shape[1], q.shape[2], q.device)
     call = make_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, logical_n, logical_l, "reference")
     out, joint_out, lse = empty_outputs_of(call.q, call.shape)
-    select_sparse_runtime(runtime, call, layout, backward=False).forward(call, layout, out, joint_out, lse)
+    if _runs_dense(dense):
+        select_runtime(runtime, call).forward(call, out, joint_out, lse)
+    else:
+        select_sparse_runtime(runtime, call, layout, backward=False).forward(
+            call, layout, out, joint_out, lse
+        )
     return out, joint_out, lse
+
+
+def _runs_dense(dense: Tensor | None) -> bool:
+    return dense is not None and bool(dense)  # a CPU scalar: no device sync
 
 
 @block_sparse_joint_attention.register_fake
 def _(q, k, v, joint_q, joint_k, joint_v, kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices,
-      partial_bits, q_block, kv_block, scale=None, logical_n=None, logical_l=None, runtime="auto"):  # fmt: skip
+      partial_bits, q_block, kv_block, scale=None, logical_n=None, logical_l=None, runtime="auto",
+      dense=None):  # fmt: skip
     layout = _layout(
         kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices, partial_bits, q_block, kv_block
     )
@@ -142,13 +157,19 @@ def block_sparse_joint_attention_backward(
     logical_n: Tensor | None,
     logical_l: Tensor | None,
     runtime: str,
+    dense: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     layout = _layout(
         kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices, partial_bits, q_block, kv_block
     )
     call = make_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, logical_n, logical_l, "reference")
-    runtime_ = select_sparse_runtime(runtime, call, layout, backward=True, grad_lse=grad_lse)
-    grads = runtime_.backward(call, layout, out, joint_out, lse, grad_out, grad_joint_out, grad_lse)
+    if _runs_dense(dense):
+        grads = select_runtime(runtime, call).backward(
+            call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse
+        )
+    else:
+        runtime_ = select_sparse_runtime(runtime, call, layout, backward=True, grad_lse=grad_lse)
+        grads = runtime_.backward(call, layout, out, joint_out, lse, grad_out, grad_joint_out, grad_lse)
     return outputs_like_inputs(call.tensors, grads)
 
 
@@ -159,8 +180,9 @@ def _(grad_out, grad_joint_out, grad_lse, q, k, v, joint_q, joint_k, joint_v, *r
 
 def _setup_context(ctx, inputs, output):
     tensors, layout_args = inputs[:6], inputs[6:13]
-    scale, logical_n, logical_l, runtime = inputs[13:]
-    ctx.save_for_backward(*tensors, *output, *layout_args[:5], logical_n, logical_l)
+    scale, logical_n, logical_l, runtime = inputs[13:17]
+    dense = inputs[17] if len(inputs) > 17 else None
+    ctx.save_for_backward(*tensors, *output, *layout_args[:5], logical_n, logical_l, dense)
     ctx.blocks = layout_args[5:]
     ctx.scale, ctx.runtime = scale, runtime
     ctx.set_materialize_grads(False)  # an unused output (lse, mostly) arrives as None: see joint.py
@@ -168,20 +190,23 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, grad_joint_out, grad_lse):
     saved = ctx.saved_tensors
-    tensors, (out, joint_out, lse), layout_tensors, (logical_n, logical_l) = (
+    tensors, (out, joint_out, lse), layout_tensors, (logical_n, logical_l, dense) = (
         saved[:6], saved[6:9], saved[9:14], saved[14:]
     )  # fmt: skip
-    none_for_rest = (None,) * 11
+    none_for_rest = (None,) * 12
     if torch.is_grad_enabled():  # create_graph=True: differentiable gradients through the exact reference
-        layout = _layout(*layout_tensors, *ctx.blocks)
         call = make_call(*tensors, "rear", ctx.scale, logical_n, logical_l, "reference")
-        grads = _sparse_vjp(call, layout, (grad_out, grad_joint_out, grad_lse), ctx.needs_input_grad[:6])
+        cotangents, needs = (grad_out, grad_joint_out, grad_lse), ctx.needs_input_grad[:6]
+        if _runs_dense(dense):
+            grads = reference_vjp(call.tensors, call.scale, call.key_bias(), cotangents, needs)
+        else:
+            grads = _sparse_vjp(call, _layout(*layout_tensors, *ctx.blocks), cotangents, needs)
         return (*grads, *none_for_rest)
     grad_out = grad_out if grad_out is not None else torch.zeros_like(out)
     grad_joint_out = grad_joint_out if grad_joint_out is not None else torch.zeros_like(joint_out)
     grads = block_sparse_joint_attention_backward(
         grad_out, grad_joint_out, grad_lse, *tensors, out, joint_out, lse, *layout_tensors, *ctx.blocks,
-        ctx.scale, logical_n, logical_l, ctx.runtime,
+        ctx.scale, logical_n, logical_l, ctx.runtime, dense,
     )  # fmt: skip
     return (*grads, *none_for_rest)
 
@@ -296,6 +321,32 @@ def _(q, k, keep, cdf, q_block, kv_block, scale, valid_n, slot, every):
     b, nh, n, _ = q.shape
     qbn, kbn = -(-n // q_block), -(-n // kv_block)
     return q.new_empty((b, nh, qbn), dtype=torch.int32), q.new_empty((b, nh, qbn, kbn), dtype=torch.int32)
+
+
+# Calls so far per dense-calls slot (one slot per sparse layer of a compiled graph, `new_dense_calls_slot`).
+_DENSE_CALLS: dict[int, int] = {}
+
+
+def new_dense_calls_slot() -> int:
+    """A fresh counter for one layer's first dense calls (the sparsity pass takes one per layer it compiles)."""
+    slot = len(_DENSE_CALLS)
+    _DENSE_CALLS[slot] = 0
+    return slot
+
+
+@torch.library.custom_op("jointattn::dense_calls_flag", mutates_args=(), tags=(torch.Tag.cudagraph_unsafe,))
+def dense_calls_flag(like: Tensor, slot: int, dense_calls: int) -> Tensor:
+    """A CPU bool scalar: whether this call of the layer behind `slot` is one of its first `dense_calls` (which
+    the sparse op then runs dense). Counts calls, so stateful by design, hence cudagraph-unsafe. `like` only
+    places the op on q's device for dispatch."""
+    calls = _DENSE_CALLS.get(slot, 0)
+    _DENSE_CALLS[slot] = calls + 1
+    return torch.tensor(calls < dense_calls)
+
+
+@dense_calls_flag.register_fake
+def _(like, slot, dense_calls):
+    return torch.empty((), dtype=torch.bool, device="cpu")
 
 
 # Layouts built at compile time (a pattern's mask for a layer's static N), by key: graphs fetch them with
