@@ -130,3 +130,45 @@ def test_gpu_bf16_at_model_tiles(dh, mask):
     ref_grads = torch.autograd.grad(ref[:2], ref_leaves, g)
     for got, want in zip(grads, ref_grads):
         assert rel_err(got, want) < 3e-2
+
+
+@pytest.mark.parametrize("bad", ["v", "k"])
+def test_nan_in_a_skipped_block_never_reaches_a_row_in_a_listed_one_it_does(bad):
+    """What a query block reads is the key blocks its lists name (full or partial) and the text: a NaN in a key
+    or value elsewhere never reaches it (the kernels never load that block, and the reference reads as they do);
+    in a listed block it does, masked element or not, as in flex_attention. Kernels and reference agree on where
+    NaN lands, forward and backward, and on every finite value."""
+    n, l = 64, 5  # noqa: E741
+    dense = torch.zeros(1, 1, n, n, dtype=torch.bool)
+    dense[:, :, 0:16, 0:16] = True  # query block 0: key block 0, full
+    dense[:, :, 16:32, 32:40] = True  # query block 1: key block 2, partial (keys 40..47 masked)
+    dense[:, :, 32:48, 0:16] = True  # query block 2: key blocks 0 and 2, full
+    dense[:, :, 32:48, 32:48] = True
+    dense[:, :, 48:64, 16:32] = True  # query block 3: key block 1, full
+    bm = block_mask_of(dense.to(DEVICE), (16, 16))
+    inputs = [t.to(DEVICE) for t in joint_inputs(1, 1, n, l, D, seed=9)]
+    poisoned = inputs[2 if bad == "v" else 1].clone()
+    poisoned[0, 0, 44] = float("nan")  # key block 2, a key query block 1 masks
+    inputs[2 if bad == "v" else 1] = poisoned
+    results = {}
+    for runtime in ("triton", "reference"):
+        leaves = [t.detach().clone().requires_grad_() for t in inputs]
+        out, joint_out, lse = jointattn.joint_attention(*leaves, block_mask=bm, runtime=runtime)
+        loss = (out.nan_to_num(0.0) * 1.5).sum() + joint_out.nan_to_num(0.0).sum()
+        grads = torch.autograd.grad(loss, leaves)
+        results[runtime] = [t.detach().cpu() for t in (out, joint_out, lse, *grads)]
+    got, want = results["triton"], results["reference"]
+    for name, a, w in zip(("out", "joint_out", "lse", "dq", "dk", "dv", "djq", "djk", "djv"), got, want):
+        assert torch.equal(torch.isnan(a), torch.isnan(w)), name
+        finite = ~torch.isnan(w)
+        assert rel_err(a[finite], w[finite]) < 1e-5, name
+    out = want[0][0, 0]
+    assert (
+        torch.isfinite(out[:16]).all() and torch.isfinite(out[48:]).all()
+    )  # blocks 0 and 3 never read key 44
+    if bad == "v":
+        assert (
+            torch.isnan(out[16:48]).all() and torch.isnan(want[1]).all()
+        )  # listed: masked (1) or not (2), text
+    else:  # a NaN key is masked out of the scores where the mask hides it (query block 1)
+        assert torch.isfinite(out[16:32]).all() and torch.isnan(out[32:48]).all()
