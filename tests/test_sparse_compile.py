@@ -253,7 +253,8 @@ def test_an_estimate_reused_across_calls_is_refreshed_every_k_calls():
 
 
 def test_the_reused_estimate_op_refreshes_on_schedule_and_on_a_new_shape():
-    from jointattn.runtime.ops.sparse import estimate_kv_blocks, new_estimate_slot
+    from jointattn.runtime.ops.sparse import estimate_kv_blocks
+    from jointattn.runtime.ops.sparse_schedule import new_estimate_slot
 
     slot = new_estimate_slot()
     op = torch.ops.jointattn.estimate_kv_blocks_reused

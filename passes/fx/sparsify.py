@@ -73,7 +73,7 @@ def apply_sparsity(gm: fx.GraphModule, sparsity) -> list[str]:
                 layout_args, kept = _pattern_layout(build, node, plan, n)
             dense_now = ()
             if plan.dense_calls:  # this layer's first calls dense: a per-layer counter decides at run time
-                from ...runtime.ops.sparse import new_dense_calls_slot
+                from ...runtime.ops.sparse_schedule import new_dense_calls_slot
 
                 dense_now = (build.call(ops.DENSE_CALLS_FLAG, (q, new_dense_calls_slot(), plan.dense_calls)),)
             sparse = build.call(
@@ -154,7 +154,7 @@ def _estimated_layout(build: GraphBuilder, node: fx.Node, estimate, valid_n):
     scale = node.args[11] if node.target is ops.MASKED_JOINT_ATTENTION else node.args[7]
     args = (q, k, estimate.keep, estimate.cdf, q_block, kv_block, scale, valid_n)
     if estimate.every > 1:  # re-estimated every few calls of this layer, reused in between
-        from ...runtime.ops.sparse import new_estimate_slot
+        from ...runtime.ops.sparse_schedule import new_estimate_slot
 
         found = build.call(ops.ESTIMATE_KV_BLOCKS_REUSED, (*args, new_estimate_slot(), estimate.every))
     else:

@@ -6,7 +6,8 @@ below them, in `jointattn.runtime.registry` and `dispatch.py`.
 - `key_padding_lengths` and `masked_joint_attention` (a key mask checked at run time): masked.py;
 - `block_sparse_joint_attention` (a BlockMask over the spatial tokens) and
   `estimate_kv_blocks` (its mask estimated from q and k at run time; `estimate_kv_blocks_reused`: re-estimated
-  every few calls of a layer) and `dense_calls_flag` (a layer's first calls dense): sparse.py;
+  every few calls of a layer) and `dense_calls_flag` (a layer's first calls dense): sparse.py and
+  sparse_schedule.py;
 - `rms_norm_rope` (the attention's QK-norm + RoPE prologue): rms_norm_rope.py;
 - `compact_valid_rows` (Mochi's unpad bookkeeping, which the FX pass writes into graphs): padding.py;
 - contract.py: what they share (checks, the validated `JointCall`, output layouts).
@@ -14,7 +15,7 @@ below them, in `jointattn.runtime.registry` and `dispatch.py`.
 
 import torch
 
-from . import masked, rms_norm_rope, sparse
+from . import masked, rms_norm_rope, sparse, sparse_schedule  # noqa: F401  (each registers its ops)
 from .joint import BACKWARD_OP_NAME, OP_NAME, joint_attention
 from .masked import key_padding_lengths, masked_joint_attention
 from .padding import compact_valid_rows
