@@ -4,6 +4,8 @@ head sizes, sequence lengths, batch*heads, dtypes and padding, forward and forwa
     python benchmarks/never_slower.py --out benchmarks/results            # the grid, table, JSON, plot
     python benchmarks/never_slower.py --quick                             # a few points (smoke test)
     python benchmarks/never_slower.py --write-table runtime/dispatch_measurements.json
+    python benchmarks/never_slower.py --shard 2/3 --out $OUT/2                 # a third of the grid (one call)
+    python benchmarks/never_slower.py --merge r/1/never_slower.json r/2/never_slower.json r/3/never_slower.json
 
 Per point it times, with CUDA events (triton.testing.do_bench, median):
 - ours: `jointattn.joint_attention(..., runtime="auto")`, what users get (host overhead included);
@@ -288,7 +290,15 @@ def main():
     parser.add_argument("--max-n", type=int, default=None, help="only points with N at most this")
     parser.add_argument("--no-paths", action="store_true", help="skip timing each of our paths alone")
     parser.add_argument("--coarse", action="store_true", help="the dispatcher's coarse grid, paths only")
+    parser.add_argument(
+        "--shard", default=None, help="i/k: only every k-th point from the i-th (the grid over several calls)"
+    )
+    parser.add_argument(
+        "--merge", nargs="+", default=None, help="combine shards' never_slower.json files into --out (no GPU)"
+    )
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
     import triton
 
     import jointattn  # noqa: F401
@@ -300,6 +310,8 @@ def main():
         cudnn=torch.backends.cudnn.version(), python=platform.python_version(),
         dispatch_table=os.path.exists(os.path.join(os.path.dirname(jointattn.runtime.__file__), "dispatch_measurements.json")),
     )  # fmt: skip
+    if args.shard:
+        env["shard"] = args.shard
     print(json.dumps(env))
     rows, table, t0 = [], [], time.time()
     points = coarse_grid() if args.coarse else grid(args.quick)
@@ -307,6 +319,11 @@ def main():
         points = [p for p in points if p[4] in {int(x) for x in args.dh.split(",")}]
     if args.max_n:
         points = [p for p in points if p[2] <= args.max_n]
+    if args.shard:
+        index, count = (int(x) for x in args.shard.split("/"))
+        if not 1 <= index <= count:
+            raise SystemExit(f"--shard: expected i/k with 1 <= i <= k; got {args.shard!r}")
+        points = points[index - 1 :: count]
     for i, point in enumerate(points):
         if time.time() - t0 > args.limit_s:
             print(f"time limit: {len(points) - i} points not measured", file=sys.stderr)
@@ -325,13 +342,30 @@ def main():
                   f"{r['pass']:8s} ours {r['ours_ms'] or float('nan'):8.3f} best {r['best_ms'] or float('nan'):8.3f} "
                   f"{str(r['best_name']):22s} ratio {ratio}", flush=True)  # fmt: skip
         torch.cuda.empty_cache()
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "never_slower.json"), "w") as f:
-        json.dump(dict(env=env, rows=rows), f, indent=1)
     if args.write_table:
         with open(args.write_table, "w") as f:
             json.dump(dict(env=env, rows=table), f, indent=1)
-    plot(rows, os.path.join(args.out, "never_slower.png"))
+    write_results(env, rows, args.out)
+
+
+def merge(paths, out):
+    """One never_slower.json (and plot, and summary) from the shards' files; each shard's env must agree."""
+    envs, rows = [], []
+    for path in paths:
+        with open(path) as f:
+            part = json.load(f)
+        envs.append({k: v for k, v in part["env"].items() if k != "shard"})
+        rows += part["rows"]
+    if any(env != envs[0] for env in envs):
+        raise SystemExit(f"--merge: the shards ran on different setups: {envs}")
+    write_results(dict(envs[0], merged_from=len(paths)), rows, out)
+
+
+def write_results(env, rows, out):
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "never_slower.json"), "w") as f:
+        json.dump(dict(env=env, rows=rows), f, indent=1)
+    plot(rows, os.path.join(out, "never_slower.png"))
     slower = [r for r in rows if r["ratio"] is not None and r["ratio"] < 0.97]
     print(f"points: {len(rows)}; slower than the best PyTorch path by more than 3%: {len(slower)}")
     for r in slower:
