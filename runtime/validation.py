@@ -107,6 +107,26 @@ def check_length_arg(name: str, value, shape: JointShape, device: torch.device) 
     check_length_values(name, value, limit, seq)
 
 
+# A lengths tensor already range-checked carries the stamp (version, storage, limit) of that check: a model passes
+# one lengths tensor to every layer and step, and each check costs a host sync (CPU) or device launches (a queued
+# assert). An in-place write bumps the version, so the tensor is checked again.
+_STAMP = "_jointattn_lengths_checked"
+
+
+def _checked_before(value: torch.Tensor, limit: int) -> bool:
+    try:
+        return getattr(value, _STAMP, None) == (value._version, value.data_ptr(), limit)
+    except RuntimeError:  # a tensor without storage or version: check it every time
+        return False
+
+
+def _remember_checked(value: torch.Tensor, limit: int) -> None:
+    try:
+        setattr(value, _STAMP, (value._version, value.data_ptr(), limit))
+    except (AttributeError, RuntimeError):
+        pass
+
+
 def check_length_values(name: str, value: torch.Tensor, limit: int, seq: str) -> None:
     """Range check of per-batch lengths where it costs no device sync: CPU and meta tensors only.
 
@@ -114,27 +134,49 @@ def check_length_values(name: str, value: torch.Tensor, limit: int, seq: str) ->
     """
     if value.device.type != "cpu" or isinstance(value, torch._subclasses.FakeTensor):
         return
+    if _checked_before(value, limit):
+        return
     if value.numel() and (int(value.min()) < 0 or int(value.max()) > limit):
         shown = value.tolist() if value.numel() <= 16 else f"min {int(value.min())}, max {int(value.max())}"
         raise ValueError(
             f"joint_attention: every entry of {name} must lie in [0, {seq}={limit}]; got {shown}"
         )
+    _remember_checked(value, limit)
 
 
 def assert_lengths_async(name: str, value: torch.Tensor | None, limit: int) -> None:
-    """Queues a device-side range check of per-batch lengths: no host sync, the stream fails if violated."""
-    if value is None or value.device.type in ("cpu", "meta"):
+    """Queues a device-side range check of per-batch lengths: no host sync, the stream fails if violated.
+    Once per tensor and version (a failed check fails the stream anyway)."""
+    if (
+        value is None
+        or value.device.type in ("cpu", "meta")
+        or isinstance(value, torch._subclasses.FakeTensor)
+    ):
+        return
+    if _checked_before(value, limit):
         return
     torch._assert_async(((value >= 0) & (value <= limit)).all(), f"{name} out of range [0, {limit}]")
+    _remember_checked(value, limit)
+
+
+_FULL_LENGTHS: dict = {}
 
 
 def as_length_tensor(value, b: int, full: int, device) -> torch.Tensor | None:
-    """An int valid length as a [b] int32 tensor; None, or an int meaning "all valid", as None (no masking at
-    all); tensors pass through, made contiguous."""
+    """An int valid length as a [b] int32 tensor (made once per value, batch and device, and only ever read);
+    None, or an int meaning "all valid", as None (no masking at all); tensors pass through, made contiguous."""
     if isinstance(value, torch.Tensor):
         return value.contiguous()  # the kernels read element bz at offset bz
     if value is None:
         return value
     if value == full:
         return None
-    return torch.full((b,), int(value), dtype=torch.int32, device=device)
+    if torch.compiler.is_compiling():  # traced code makes its own (a cached tensor would become a constant)
+        return torch.full((b,), int(value), dtype=torch.int32, device=device)
+    key = (b, int(value), torch.device(device))
+    made = _FULL_LENGTHS.get(key)
+    if made is None or made._version != 0:  # never handed out for writing, but a caller could write it anyway
+        if len(_FULL_LENGTHS) > 256:
+            _FULL_LENGTHS.clear()
+        made = _FULL_LENGTHS[key] = torch.full((b,), int(value), dtype=torch.int32, device=device)
+    return made

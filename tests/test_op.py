@@ -234,3 +234,34 @@ def test_plain_eager_calls_skip_the_dispatcher_layers_but_compute_the_same():
         fake = [torch.empty(t.shape) for t in inputs]
         assert not op._plain_eager(fake)
         assert jointattn.joint_attention(*fake)[0].shape == inputs[0].shape
+
+
+def test_a_lengths_tensor_is_range_checked_once_per_version_and_limit(monkeypatch):
+    """A model passes one lengths tensor to every layer and step: it is checked once (each check costs a host
+    sync or device launches), again after an in-place write, and against each limit it is used with."""
+    from jointattn.runtime import validation
+
+    inputs = joint_inputs(2, 1, 5, 4, 8)
+    lengths = torch.tensor([1, 3])
+    checks = []
+    real_min = torch.Tensor.min
+    monkeypatch.setattr(torch.Tensor, "min", lambda self, *a: checks.append(1) or real_min(self, *a))
+    for _ in range(3):
+        jointattn.joint_attention(*inputs, logical_l=lengths, runtime="reference")
+    assert len(checks) == 1
+    lengths[1] = 5  # in place: checked again, and now out of range
+    with pytest.raises(ValueError, match=r"every entry of logical_l must lie in \[0, L=4\]"):
+        jointattn.joint_attention(*inputs, logical_l=lengths, runtime="reference")
+    lengths[1] = 4
+    jointattn.joint_attention(*inputs, logical_l=lengths, runtime="reference")
+    with pytest.raises(ValueError, match=r"every entry of logical_n must lie in \[0, N=2\]"):
+        validation.check_length_values("logical_n", lengths, 2, "N")  # another limit: checked again
+
+
+def test_int_lengths_become_one_tensor_per_value_that_nobody_writes():
+    from jointattn.runtime.validation import as_length_tensor
+
+    a, b = as_length_tensor(3, 2, 5, "cpu"), as_length_tensor(3, 2, 5, "cpu")
+    assert a is b and a.tolist() == [3, 3] and as_length_tensor(5, 2, 5, "cpu") is None
+    a.fill_(1)  # a caller that wrote it anyway gets a fresh one next time
+    assert as_length_tensor(3, 2, 5, "cpu").tolist() == [3, 3]
