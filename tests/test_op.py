@@ -265,3 +265,34 @@ def test_int_lengths_become_one_tensor_per_value_that_nobody_writes():
     assert a is b and a.tolist() == [3, 3] and as_length_tensor(5, 2, 5, "cpu") is None
     a.fill_(1)  # a caller that wrote it anyway gets a fresh one next time
     assert as_length_tensor(3, 2, 5, "cpu").tolist() == [3, 3]
+
+
+def test_an_eager_backward_returns_the_runtimes_gradients_uncopied(monkeypatch):
+    """Eager autograd calls the runtime's backward itself: the sdpa path's gradients arrive as slices of its
+    joined gradients (no six layout copies); the backward op, with the copies, still runs where someone
+    watches (the profiler here), and both give the same numbers."""
+    from torch.profiler import ProfilerActivity, profile
+
+    monkeypatch.setenv("JOINTATTN_DISPATCH", "forward=reference,backward=sdpa")
+    inputs = joint_inputs(2, 2, 9, 5, 16, requires_grad=True, seed=7)
+    g = torch.Generator().manual_seed(8)
+    g_out, g_joint = torch.randn(2, 2, 9, 16, generator=g), torch.randn(2, 2, 5, 16, generator=g)
+
+    def grads():
+        out, joint_out, _ = jointattn.joint_attention(*inputs)
+        return torch.autograd.grad((out, joint_out), inputs, (g_out, g_joint))
+
+    plain = grads()
+    assert (
+        plain[0].untyped_storage().data_ptr() == plain[3].untyped_storage().data_ptr()
+    )  # dq, djq: one tensor
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        watched = grads()
+    assert sum(e.name == "jointattn::joint_attention_backward" for e in prof.events()) >= 1
+    assert watched[0].untyped_storage().data_ptr() != watched[3].untyped_storage().data_ptr()
+    for a, b in zip(plain, watched):
+        assert torch.equal(a, b)
+    doubles = [t.detach().double().requires_grad_() for t in inputs]
+    o, jo, _ = unfused_float64(*doubles)
+    for a, w in zip(plain, torch.autograd.grad((o, jo), doubles, (g_out.double(), g_joint.double()))):
+        assert rel_err(a, w) < 1e-5

@@ -57,16 +57,19 @@ def _forward(call: JointCall, runtime: str):
     return out, joint_out, lse
 
 
-def _plain_eager(tensors) -> bool:
+def _plain_eager(tensors, autograd: bool = True) -> bool:
     """Whether a call can skip the dispatcher's custom-op layers (~80 µs of host time per call on an H200's
-    host): eager, no autograd to record, and nobody watching the dispatcher (tracing, dispatch or function
-    modes, fake tensors, the profiler), who must see `jointattn::joint_attention` as one op."""
+    host): eager, no autograd to record (with `autograd`), and nobody watching the dispatcher (tracing,
+    dispatch or function modes, fake tensors, the profiler), who must see `jointattn::joint_attention` (and its
+    backward) as one op."""
     if torch.compiler.is_compiling() or torch.autograd.profiler._is_profiler_enabled:
         return False
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    if autograd and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
     from torch.utils._python_dispatch import _get_current_dispatch_mode
 
+    if torch._C._functorch.peek_interpreter_stack() is not None:  # a torch.func transform: its wrapped tensors
+        return False
     if _get_current_dispatch_mode() is not None or torch._C._is_torch_function_mode_enabled():
         return False
     return all(type(t) is torch.Tensor for t in tensors)
@@ -170,6 +173,16 @@ def _backward(ctx, grad_out, grad_joint_out, grad_lse):
         return (*grads, None, None, None, None, None)
     grad_out = grad_out if grad_out is not None else torch.zeros_like(out)
     grad_joint_out = grad_joint_out if grad_joint_out is not None else torch.zeros_like(joint_out)
+    if _plain_eager((q, out, grad_out, grad_joint_out), autograd=False):
+        # Eager, nobody watching: the runtime's gradients as they come (the sdpa path's are slices of its joined
+        # gradients), without the layout copies the backward op's contract needs for compiled graphs.
+        call = make_call(
+            q, k, v, joint_q, joint_k, joint_v, "rear", ctx.scale, logical_n, logical_l, ctx.runtime
+        )
+        grads = select_runtime(ctx.runtime, call).backward(
+            call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse
+        )
+        return (*grads, None, None, None, None, None)
     grads = _joint_attention_backward_op(
         grad_out,
         grad_joint_out,
