@@ -8,8 +8,8 @@ once, for the layer's static N on the layer's device, and reaches the graph thro
 becomes a `jointattn::estimate_kv_blocks` call on the layer's q and k whose outputs are the op's full-block
 lists (`estimate_kv_blocks_reused`, with a slot of its own per layer, for `estimate(..., every=k)`). With
 `dense_calls`, a `jointattn::dense_calls_flag` per layer counts its calls and tells the sparse op to run the
-first ones dense. A layer stays dense, with the reason, when it is excluded by the plan or when N is symbolic (a pattern
-needs it at compile time). A layer whose key mask is checked at run time (`masked_joint_attention`, Mochi's)
+first ones dense. A layer stays dense, with the reason, when it is excluded by the plan or when N is symbolic
+(a pattern needs it at compile time). A layer whose key mask is checked at run time (`masked_joint_attention`, Mochi's)
 goes sparse with the checked lengths; `jointattn::prefix_lengths` refuses, at run time, a mask that is not
 prefix padding (the dense op would have run the exact masked path).
 """
@@ -76,23 +76,8 @@ def apply_sparsity(gm: fx.GraphModule, sparsity) -> list[str]:
                 from ...runtime.ops.sparse_schedule import new_dense_calls_slot
 
                 dense_now = (build.call(ops.DENSE_CALLS_FLAG, (q, new_dense_calls_slot(), plan.dense_calls)),)
-            sparse = build.call(
-                ops.BLOCK_SPARSE_JOINT_ATTENTION,
-                (
-                    q,
-                    k,
-                    v,
-                    jq,
-                    jk,
-                    jv,
-                    *layout_args,
-                    scale,
-                    valid_n,
-                    valid_l,
-                    _sparse_runtime(runtime),
-                    *dense_now,
-                ),
-            )
+            args = (q, k, v, jq, jk, jv, *layout_args, scale, valid_n, valid_l, _sparse_runtime(runtime))
+            sparse = build.call(ops.BLOCK_SPARSE_JOINT_ATTENTION, (*args, *dense_now))
         node.replace_all_uses_with(sparse)
         graph.erase_node(node)
         runs = (

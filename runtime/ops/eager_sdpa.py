@@ -15,8 +15,9 @@ joint_out are slices of one SDPA output (not each laid out [b, S, nh, dh]), and 
 
 Not taken: with valid lengths, a block mask, a runtime other than "auto", while compiling, tracing or profiling
 (they must see `jointattn::joint_attention` as one op), under dispatch or torch-function modes or torch.func
-transforms, for tensor subclasses, or when the dispatcher picks another path for the forward or (with autograd recording) a backward
-measured faster than SDPA's by more than the op's own autograd layers cost (`_backward_on_sdpa`).
+transforms, for tensor subclasses, or when the dispatcher picks another path for the forward or (with autograd
+recording) a backward measured faster than SDPA's by more than the op's own autograd layers cost
+(`_backward_on_sdpa`).
 """
 
 from __future__ import annotations
