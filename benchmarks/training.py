@@ -4,6 +4,7 @@ weights, bf16), eager vs torch.compile(backend="inductor") vs torch.compile(back
     python benchmarks/training.py                      # SD3.5-medium-like at 512², batch 2 (issue 15's case)
     python benchmarks/training.py --resolution 1024    # the same model at 1024²: 4096 image tokens
     python benchmarks/training.py --size tiny --device cpu   # smoke run of this script
+    python benchmarks/training.py --model flux --layers 8    # Flux-dev at 1024²: 8 double + 16 single layers
 
 Each step: zero the gradients, forward, mean-squared loss against a fixed target, backward. CUDA events time
 the whole step; median of --repeats after two warm-up steps (the first compiles), the variants interleaved
@@ -29,6 +30,41 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 
 from models import _sync, _time_ms, _versions  # noqa: E402  (the timing and version helpers of models.py)
+
+
+def build_flux(size: str, resolution: int, layers: int | None, device, dtype):
+    """Flux-dev's transformer (24 heads of 128, 3072 wide) at `resolution` (its packed latent: (resolution / 16)²
+    image tokens), batch 1, 512 text tokens, with `layers` double-stream blocks and twice as many single-stream
+    ones (all 19 + 38 by default: ~12B parameters, whose bf16 weights and gradients alone take ~48 GB); `tiny`:
+    the model zoo's two-layer Flux."""
+    from diffusers import FluxTransformer2DModel
+
+    from jointattn import model_zoo
+
+    torch.manual_seed(0)
+    if size == "tiny":
+        case = model_zoo.build("flux", "tiny", device=device, dtype=dtype)
+        model, inputs = case.model, case.inputs
+    else:
+        side = resolution // 16
+        with torch.device(device):
+            model = FluxTransformer2DModel(
+                patch_size=1, in_channels=64, num_layers=layers or 19, num_single_layers=2 * (layers or 19),
+                attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
+                pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56),
+            ).to(dtype)  # fmt: skip
+            inputs = dict(
+                hidden_states=torch.randn(1, side * side, 64, dtype=dtype),
+                encoder_hidden_states=torch.randn(1, 512, 4096, dtype=dtype),
+                pooled_projections=torch.randn(1, 768, dtype=dtype),
+                timestep=torch.tensor([0.5], dtype=dtype),
+                guidance=torch.tensor([3.5], dtype=dtype),
+                img_ids=model_zoo._flux_ids(side, side),
+                txt_ids=torch.zeros(512, 3),
+            )
+    target = torch.randn_like(inputs["hidden_states"])
+    model.train()
+    return model, inputs, target
 
 
 def build(size: str, resolution: int, device, dtype):
@@ -94,14 +130,17 @@ def check(name, model_fn, model, inputs, target, device, reference=None):
     return row, (float(loss), grads)
 
 
-def run(size: str, resolution: int, repeats: int, device: str) -> dict:
+def run(size: str, resolution: int, repeats: int, device: str, model_name: str = "sd3", layers=None) -> dict:
     from jointattn.compiler.backend import REPORTS
 
     import jointattn
 
     device = torch.device(device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model, inputs, target = build(size, resolution, device, dtype)
+    if model_name == "flux":
+        model, inputs, target = build_flux(size, resolution, layers, device, dtype)
+    else:
+        model, inputs, target = build(size, resolution, device, dtype)
     torch._dynamo.reset()
     before = len(REPORTS)
     variants = {
@@ -126,10 +165,13 @@ def run(size: str, resolution: int, repeats: int, device: str) -> dict:
     rows["jointattn"]["decisions"] = sorted({d.reason for r in REPORTS[before:] for d in r.decisions})
     rows = list(rows.values())
     by = {r["variant"]: r for r in rows}
+    cases = {
+        "sd3": f"SD3.5-medium-like transformer, {resolution}², batch 2, 333 text tokens, one training step",
+        "flux": f"Flux-dev transformer ({layers or 19} double + {2 * (layers or 19)} single layers), "
+        f"{resolution}², batch 1, 512 text tokens, one training step",
+    }
     return dict(
-        case=f"SD3.5-medium-like transformer, {resolution}², batch 2, 333 text tokens, one training step"
-        if size == "real"
-        else "tiny smoke run",
+        case=cases[model_name] if size == "real" else f"tiny {model_name} smoke run",
         jointattn_version=getattr(jointattn, "__version__", None),
         speedup_vs_inductor=round(by["inductor"]["ms"] / by["jointattn"]["ms"], 3),
         speedup_vs_eager=round(by["eager"]["ms"] / by["jointattn"]["ms"], 3),
@@ -146,14 +188,23 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--size", choices=["real", "tiny"], default="real")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--model", choices=["sd3", "flux"], default="sd3")
+    parser.add_argument("--layers", type=int, default=None, help="Flux: double-stream layers (single: twice)")
     args = parser.parse_args(argv)
-    result = run(args.size, args.resolution, args.repeats, args.device)
+    if args.model == "flux" and args.resolution == 512 and "--resolution" not in (argv or sys.argv):
+        args.resolution = 1024  # Flux's case is 1024²
+    result = run(args.size, args.resolution, args.repeats, args.device, args.model, args.layers)
     text = json.dumps(result, indent=1)
     if args.size == "real":
+        name = (
+            f"training-{args.resolution}.json"
+            if args.model == "sd3"
+            else f"training-flux-{args.resolution}.json"
+        )
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"training-{args.resolution}.json").write_text(text)
+        (RESULTS / name).write_text(text)
         if os.environ.get("OUT"):
-            pathlib.Path(os.environ["OUT"], f"training-{args.resolution}.json").write_text(text)
+            pathlib.Path(os.environ["OUT"], name).write_text(text)
     print(
         f"training step: jointattn {result['speedup_vs_inductor']}x inductor, "
         f"{result['speedup_vs_eager']}x eager"
