@@ -57,6 +57,13 @@ def _forward(call: JointCall, runtime: str):
     return out, joint_out, lse
 
 
+def _all_valid(length, t, dim: int) -> bool:
+    """A valid-length argument that leaves every token valid: None, or an int equal to the set's length."""
+    return length is None or (
+        type(length) is int and isinstance(t, Tensor) and t.dim() > dim and length == t.shape[dim]
+    )
+
+
 def _plain_eager(tensors, autograd: bool = True) -> bool:
     """Whether a call can skip the dispatcher's custom-op layers (~80 µs of host time per call on an H200's
     host): eager, no autograd to record (with `autograd`), and nobody watching the dispatcher (tracing,
@@ -68,7 +75,9 @@ def _plain_eager(tensors, autograd: bool = True) -> bool:
         return False
     from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-    if torch._C._functorch.peek_interpreter_stack() is not None:  # a torch.func transform: its wrapped tensors
+    if (
+        torch._C._functorch.peek_interpreter_stack() is not None
+    ):  # a torch.func transform: its wrapped tensors
         return False
     if _get_current_dispatch_mode() is not None or torch._C._is_torch_function_mode_enabled():
         return False
@@ -241,7 +250,12 @@ def joint_attention(
         out [b, nh, N, dh], joint_out [b, nh, L, dh] and lse [b, nh, N+L] (float32, natural log).
     """
     tensors = (q, k, v, joint_q, joint_k, joint_v)
-    if runtime == "auto" and logical_n is None and logical_l is None and block_mask is None:
+    if (
+        runtime == "auto"
+        and _all_valid(logical_n, q, 2)
+        and _all_valid(logical_l, joint_q, 2)
+        and block_mask is None
+    ):
         # Eager, and the dispatcher runs every pass on PyTorch's SDPA: as the unfused graph does, no op layers.
         result = eager_sdpa.try_joint_attention(tensors, scale) if joint_strategy == "rear" else None
         if result is not None:
