@@ -17,7 +17,7 @@ import triton.language as tl
 
 from .joint_attention_bwd import _dkdv_over_queries, _dq_over_keys, _dq_step
 from .joint_attention_fwd import load_tile, valid_length
-from .sparse_joint_attention_fwd import partial_tile_mask
+from .sparse_joint_attention_fwd import list_tile_keys, list_tiles, load_keys, partial_tile_mask, tile_bits
 
 # fmt: off
 
@@ -30,6 +30,22 @@ def _dq_block_list(
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     count = tl.load(num_ptr)
+    if KV_BLOCK < BLOCK_N:
+        # Key blocks smaller than the tile (16 or 32 keys): gathered, BLOCK_N / KV_BLOCK listed blocks per tile,
+        # as the forward gathers them (one flat loop over the list's tiles).
+        for t in tl.range(0, list_tiles(count, KV_BLOCK, BLOCK_N)):
+            keys, slots, c_in, valid = list_tile_keys(t, count, idx_ptr, stride_idx, n_end, KV_BLOCK, BLOCK_N)
+            k = load_keys(k_base, keys, valid, stride_ks, stride_kd, BLOCK_D, HEAD_DIM)
+            v = load_keys(v_base, keys, valid, stride_vs, stride_vd, BLOCK_D, HEAD_DIM)
+            allowed = valid[None, :] & (r_in >= 0)[:, None]
+            if PARTIAL:
+                allowed = allowed & tile_bits(bits_ptr, slots, r_in, c_in, stride_bp, stride_br, stride_bw)
+            s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+            p = tl.where(allowed, tl.math.exp2(s * qk_scale - m[:, None]), 0.0)
+            dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+            ds = p * (dp - delta[:, None])
+            dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
+        return dq
     for i in range(0, count):
         kb = tl.load(idx_ptr + i * stride_idx)
         for sub in range(0, KV_BLOCK // BLOCK_N):

@@ -1,5 +1,7 @@
 """Host launcher of the block-sparse backward (`kernels/sparse_joint_attention_bwd.py`): the dense preprocess
-kernel, then the sparse dk/dv and dq kernels (see `sparse_triton_runtime.py` for tiles and broadcasting)."""
+kernel, then the sparse dk/dv and dq kernels (see `sparse_triton_runtime.py` for tiles and broadcasting). The dq
+kernel gathers key blocks smaller than its tile, as the forward does; the dk/dv kernel's key tile sits inside
+one key block."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import contextlib
 
 import torch
 
-from ..kernels.configs import head_block
+from ..kernels.configs import backward_launch_config, head_block
 from .sparse_layout import SpatialLayout
 from .sparse_triton_runtime import (
     LOG2E,
@@ -42,6 +44,7 @@ def launch_sparse_backward(
         call, (grads[0], grads[3]), (grads[1], grads[4]), (grads[2], grads[5])
     )
     block_m, block_n, warps, stages = sparse_config(layout, dh, q.dtype, backward=True)
+    dq_block_n = gathered_key_tile(layout, dh, q.dtype, block_n)
     block_d = head_block(dh)
     num, idx, fnum, fidx, bits = layout.expanded(b, nh).tensors
     t_num, t_qb, t_slot = (t.expand(b, nh, *t.shape[2:]) for t in transposed_lists(layout, n))
@@ -75,6 +78,14 @@ def launch_sparse_backward(
             num, idx, fnum, fidx, bits, call.logical_n, call.logical_l, *inputs,
             *dq.stride(), *djq.stride(),
             *num.stride(), *idx.stride(), *fnum.stride(), *fidx.stride(), *bits.stride(),
-            call.scale, call.scale * LOG2E, n, l, nh, **common,
+            call.scale, call.scale * LOG2E, n, l, nh, **dict(common, BLOCK_N=dq_block_n),
         )  # fmt: skip
     return grads
+
+
+def gathered_key_tile(layout: SpatialLayout, dh: int, dtype, block_n: int) -> int:
+    """The dq kernel's key tile: the dense backward's where the mask's key blocks are smaller and divide it
+    (gathered, as in the forward), else the dk/dv kernel's tile (which must sit inside one key block: its
+    query loop is that block's)."""
+    dense = backward_launch_config(dh, dtype, 1 << 30, 1 << 30).block_n
+    return dense if layout.kv_block < dense and dense % layout.kv_block == 0 else block_n
