@@ -83,9 +83,14 @@ def launch_sparse_backward(
     return grads
 
 
+# The gathered dq tile's widest key tile: 64x128 spills (404 bytes a thread at dh 128, bf16, compiled for sm_90
+# with a launch's specialization), 64x64 does not.
+MAX_GATHERED_DQ_TILE = 64
+
+
 def gathered_key_tile(layout: SpatialLayout, dh: int, dtype, block_n: int) -> int:
-    """The dq kernel's key tile: the dense backward's where the mask's key blocks are smaller and divide it
-    (gathered, as in the forward), else the dk/dv kernel's tile (which must sit inside one key block: its
-    query loop is that block's)."""
-    dense = backward_launch_config(dh, dtype, 1 << 30, 1 << 30).block_n
-    return dense if layout.kv_block < dense and dense % layout.kv_block == 0 else block_n
+    """The dq kernel's key tile: the dense backward's (at most MAX_GATHERED_DQ_TILE) where the mask's key blocks
+    are smaller and divide it (gathered, as in the forward), else the dk/dv kernel's tile (which must sit inside
+    one key block: its query loop is that block's)."""
+    tile = min(backward_launch_config(dh, dtype, 1 << 30, 1 << 30).block_n, MAX_GATHERED_DQ_TILE)
+    return tile if layout.kv_block < tile and tile % layout.kv_block == 0 else block_n

@@ -36,11 +36,15 @@ def tile_for(block: int, cap: int = MAX_TILE) -> int:
 
 def sparse_config(layout: SpatialLayout, dh: int, dtype, *, backward: bool):
     """(BLOCK_M, BLOCK_N, num_warps, num_stages): the dense kernels' documented config for dh and dtype, its tiles
-    shrunk to divide the mask's blocks (4 warps for tiles below 128 x 64). The forward keeps the dense key tile
-    for key blocks that divide it (16 or 32 keys: gathered, several listed blocks per tile)."""
+    shrunk to divide the mask's blocks. The forward keeps the dense key tile for key blocks that divide it (16 or
+    32 keys: gathered, several listed blocks per tile) and takes 4 warps for tiles below 128 x 64; the backward
+    keeps the dense backward's warps whatever its tiles (with 4, its dk/dv kernel spilled 708 bytes a thread at
+    dh 128 with 64 x 64 tiles compiled for sm_90, 32 with 8: `tests/test_sparse_build.py`)."""
     dense = (backward_launch_config if backward else forward_launch_config)(dh, dtype, 1 << 30, 1 << 30)
     block_m, block_n = tile_for(layout.q_block, dense.block_m), tile_for(layout.kv_block, dense.block_n)
-    if not backward and layout.kv_block < dense.block_n and dense.block_n % layout.kv_block == 0:
+    if backward:
+        return block_m, block_n, dense.num_warps, dense.num_stages
+    if layout.kv_block < dense.block_n and dense.block_n % layout.kv_block == 0:
         block_n = dense.block_n
     small = block_m * block_n < min(128 * 64, dense.block_m * dense.block_n)
     return block_m, block_n, 4 if small else dense.num_warps, dense.num_stages

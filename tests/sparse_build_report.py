@@ -1,0 +1,103 @@
+"""Offline sm_90 build of the block-sparse Triton kernels at the configs the runtime launches (no GPU needed):
+prints one JSON line, per kernel and config, with registers, spill bytes and shared memory. Run by
+tests/test_sparse_build.py in a fresh interpreter (Triton's interpreter, which the test session turns on, cannot
+compile); by hand: python tests/sparse_build_report.py
+
+A launch specializes its arguments (Triton's binder: an integer equal to 1 becomes a constexpr, pointers and
+integers divisible by 16 carry that fact); the build here does the same for the layout a model launches with
+(unit dh stride, 16-aligned tensors and strides), so the registers it reports are the launch's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import torch
+import triton
+from hopper_build_report import ptxas_and_sass
+from jointattn.kernels import sparse_joint_attention_bwd as bwd
+from jointattn.kernels import sparse_joint_attention_fwd as fwd
+from jointattn.runtime.sparse_triton_backward import gathered_key_tile
+from jointattn.runtime.sparse_triton_runtime import sparse_config
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+FLOAT_ARGS = {"scale", "qk_scale"}
+INT_ARGS = {"N", "L", "H"}  # sizes; every other capitalised argument is a tensor
+FLOAT32_POINTERS = {"M", "DELTA", "LSE"}
+INT32_POINTERS = {"NUM", "IDX", "FNUM", "FIDX", "BITS", "N_LEN", "L_LEN", "TNUM", "TQB", "TSLOT"}
+# Strides that are 1 in a model's layout ([b, S, nh, dh] memory, int32 block lists): constexprs at launch.
+UNIT_STRIDES = ("d", "_ls", "_ik", "_fik", "_bw", "_tqq", "_tsq")
+
+
+class Layout:
+    """The fields of a SpatialLayout that `sparse_config` reads."""
+
+    def __init__(self, q_block: int, kv_block: int):
+        self.q_block, self.kv_block = q_block, kv_block
+
+
+def compile_sm90(kernel, constexprs: dict, num_warps: int, num_stages: int):
+    signature, attrs, constants = {}, {}, dict(constexprs)
+    for name in kernel.arg_names:
+        if name not in constants and name.startswith("stride_") and name.endswith(UNIT_STRIDES):
+            constants[name] = 1
+    for i, name in enumerate(kernel.arg_names):
+        if name in constants:
+            signature[name] = "constexpr"
+        elif name in FLOAT_ARGS:
+            signature[name] = "fp32"
+        elif name[0].isupper() and name not in INT_ARGS:
+            kind = "fp32" if name in FLOAT32_POINTERS else "i32" if name in INT32_POINTERS else "bf16"
+            signature[name] = "*" + kind
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        else:
+            signature[name] = "i32"
+            if name.startswith("stride_"):
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    source = ASTSource(kernel, signature, constexprs=constants, attrs=attrs)
+    return triton.compile(
+        source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": num_stages}
+    )
+
+
+def usage(compiled) -> dict:
+    report, _ = ptxas_and_sass(compiled)
+    regs = re.search(r"Used (\d+) registers", report)
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
+    return dict(
+        registers=int(regs.group(1)) if regs else None,
+        spill_stores=int(spills.group(1)) if spills else None,
+        spill_loads=int(spills.group(2)) if spills else None,
+        shared=compiled.metadata.shared,
+    )
+
+
+def builds(dhs=(64, 128), kv_blocks=(64, 16)):
+    """Every sparse kernel at the config the runtime picks for bf16, 128-row query blocks and these key blocks."""
+    found = {}
+    for kv_block in kv_blocks:
+        layout = Layout(128, kv_block)
+        for dh in dhs:
+            common = dict(HEAD_DIM=dh, BLOCK_D=dh, Q_BLOCK=128, KV_BLOCK=kv_block, HAS_N_LEN=False,
+                          HAS_L_LEN=True, DOT_PRECISION="tf32")  # fmt: skip
+            bm, bn, warps, stages = sparse_config(layout, dh, torch.bfloat16, backward=False)
+            kernels = [("forward", fwd.sparse_joint_attention_fwd_kernel,
+                        dict(common, BLOCK_M=bm, BLOCK_N=bn, POSITIVE_SCALE=True), warps, stages)]  # fmt: skip
+            bm, bn, warps, stages = sparse_config(layout, dh, torch.bfloat16, backward=True)
+            dq_n = gathered_key_tile(layout, dh, torch.bfloat16, bn)
+            kernels += [
+                ("dq", bwd.sparse_joint_attention_bwd_dq_kernel, dict(common, BLOCK_M=bm, BLOCK_N=dq_n), warps, stages),
+                ("dkdv", bwd.sparse_joint_attention_bwd_dkdv_kernel, dict(common, BLOCK_M=bm, BLOCK_N=bn), warps, stages),
+            ]  # fmt: skip
+            for name, kernel, constexprs, warps_, stages_ in kernels:
+                key = f"{name} dh{dh} mask 128x{kv_block} tile {constexprs['BLOCK_M']}x{constexprs['BLOCK_N']} w{warps_} s{stages_}"
+                found[key] = usage(compile_sm90(kernel, constexprs, warps_, stages_))
+    return found
+
+
+if __name__ == "__main__":
+    print(json.dumps(dict(triton=triton.__version__, builds=builds()), sort_keys=True))
+    sys.exit(0)
