@@ -17,7 +17,7 @@ import triton.language as tl
 
 from .joint_attention_bwd import _dkdv_over_queries, _dq_over_keys, _dq_step
 from .joint_attention_fwd import load_tile, valid_length
-from .sparse_joint_attention_fwd import list_tile_keys, list_tiles, load_keys, partial_tile_mask, tile_bits
+from .sparse_joint_attention_fwd import list_tiles, load_list_tile, partial_tile_mask
 
 # fmt: off
 
@@ -34,17 +34,10 @@ def _dq_block_list(
         # Key blocks smaller than the tile (16 or 32 keys): gathered, BLOCK_N / KV_BLOCK listed blocks per tile,
         # as the forward gathers them (one flat loop over the list's tiles).
         for t in tl.range(0, list_tiles(count, KV_BLOCK, BLOCK_N)):
-            keys, slots, c_in, valid = list_tile_keys(t, count, idx_ptr, stride_idx, n_end, KV_BLOCK, BLOCK_N)
-            k = load_keys(k_base, keys, valid, stride_ks, stride_kd, BLOCK_D, HEAD_DIM)
-            v = load_keys(v_base, keys, valid, stride_vs, stride_vd, BLOCK_D, HEAD_DIM)
-            allowed = valid[None, :] & (r_in >= 0)[:, None]
-            if PARTIAL:
-                allowed = allowed & tile_bits(bits_ptr, slots, r_in, c_in, stride_bp, stride_br, stride_bw)
-            s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-            p = tl.where(allowed, tl.math.exp2(s * qk_scale - m[:, None]), 0.0)
-            dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
-            ds = p * (dp - delta[:, None])
-            dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
+            k, v, allowed = load_list_tile(t, count, idx_ptr, stride_idx, n_end, k_base, v_base, stride_ks,
+                                           stride_kd, stride_vs, stride_vd, bits_ptr, stride_bp, stride_br,
+                                           stride_bw, r_in, PARTIAL, KV_BLOCK, BLOCK_N, BLOCK_D, HEAD_DIM)
+            dq = _dq_masked_step(dq, q, do, m, delta, k, v, allowed, qk_scale, DOT_PRECISION)
         return dq
     for i in range(0, count):
         kb = tl.load(idx_ptr + i * stride_idx)
@@ -63,12 +56,18 @@ def _dq_block_list(
                 if PARTIAL:
                     c_in = sub * BLOCK_N + tl.arange(0, BLOCK_N)
                     allowed = allowed & partial_tile_mask(bits_ptr + i * stride_bp, r_in, c_in, stride_br, stride_bw)
-                s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-                p = tl.where(allowed, tl.math.exp2(s * qk_scale - m[:, None]), 0.0)
-                dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
-                ds = p * (dp - delta[:, None])
-                dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
+                dq = _dq_masked_step(dq, q, do, m, delta, k, v, allowed, qk_scale, DOT_PRECISION)
     return dq
+
+
+@triton.jit
+def _dq_masked_step(dq, q, do, m, delta, k, v, allowed, qk_scale, DOT_PRECISION: tl.constexpr):
+    """dq += dS K over one key tile, counting only the `allowed` [BLOCK_M, BLOCK_N] scores."""
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+    p = tl.where(allowed, tl.math.exp2(s * qk_scale - m[:, None]), 0.0)
+    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+    ds = p * (dp - delta[:, None])
+    return tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
 
 
 @triton.jit

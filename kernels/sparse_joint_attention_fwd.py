@@ -102,6 +102,23 @@ def tile_bits(bits_ptr, slots, r_in, c_in, stride_p, stride_r, stride_w):
 
 
 @triton.jit
+def load_list_tile(
+    t, count, idx_ptr, stride_idx, n_end, k_base, v_base, stride_ks, stride_kd, stride_vs, stride_vd,
+    bits_ptr, stride_bp, stride_br, stride_bw, r_in,
+    PARTIAL: tl.constexpr, KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+):
+    """Tile t of a block list, as the forward and the dq kernel walk it: (k, v, allowed [BLOCK_M, BLOCK_N])."""
+    keys, slots, c_in, valid = list_tile_keys(t, count, idx_ptr, stride_idx, n_end, KV_BLOCK, BLOCK_N)
+    k = load_keys(k_base, keys, valid, stride_ks, stride_kd, BLOCK_D, HEAD_DIM)
+    v = load_keys(v_base, keys, valid, stride_vs, stride_vd, BLOCK_D, HEAD_DIM)
+    allowed = valid[None, :] & (r_in >= 0)[:, None]
+    if PARTIAL:
+        allowed = allowed & tile_bits(bits_ptr, slots, r_in, c_in, stride_bp, stride_br, stride_bw)
+    return k, v, allowed
+
+
+@triton.jit
 def attend_block_list(
     acc, l_i, m_i, q, k_base, v_base, n_end, stride_ks, stride_kd, stride_vs, stride_vd, qk_scale,
     num_ptr, idx_ptr, stride_idx, bits_ptr, stride_bp, stride_br, stride_bw, r_in,
@@ -112,12 +129,9 @@ def attend_block_list(
     the list's key tiles, branch-free, so that Triton pipelines it (the index loads with the tiles they name)."""
     count = tl.load(num_ptr)
     for t in tl.range(0, list_tiles(count, KV_BLOCK, BLOCK_N)):
-        keys, slots, c_in, valid = list_tile_keys(t, count, idx_ptr, stride_idx, n_end, KV_BLOCK, BLOCK_N)
-        k = load_keys(k_base, keys, valid, stride_ks, stride_kd, BLOCK_D, HEAD_DIM)
-        v = load_keys(v_base, keys, valid, stride_vs, stride_vd, BLOCK_D, HEAD_DIM)
-        allowed = valid[None, :] & (r_in >= 0)[:, None]
-        if PARTIAL:
-            allowed = allowed & tile_bits(bits_ptr, slots, r_in, c_in, stride_bp, stride_br, stride_bw)
+        k, v, allowed = load_list_tile(t, count, idx_ptr, stride_idx, n_end, k_base, v_base, stride_ks, stride_kd,
+                                       stride_vs, stride_vd, bits_ptr, stride_bp, stride_br, stride_bw, r_in,
+                                       PARTIAL, KV_BLOCK, BLOCK_N, BLOCK_D, HEAD_DIM)
         acc, l_i, m_i = masked_step(acc, l_i, m_i, q, k, v, allowed, qk_scale, DOT_PRECISION)
     return acc, l_i, m_i
 
