@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ..call import JointCall
 from ..registry import RUNTIME_NAMES
@@ -63,3 +64,16 @@ def outputs_like_inputs(inputs, grads):
         storages.add(storage)
         result.append(g)
     return tuple(result)
+
+
+def op_is_watched() -> bool:
+    """Whether something must see the ops as ops, so that an eager call may not run their implementation
+    directly: the compiler, the profiler, a dispatch or torch-function mode (fake tensors, tracing), or a
+    torch.func transform (whose wrapped tensors pass for plain ones)."""
+    return (
+        torch.compiler.is_compiling()
+        or torch.autograd.profiler._is_profiler_enabled
+        or _get_current_dispatch_mode() is not None
+        or torch._C._is_torch_function_mode_enabled()
+        or torch._C._functorch.peek_interpreter_stack() is not None
+    )

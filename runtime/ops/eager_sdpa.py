@@ -27,11 +27,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from .. import dispatch, sdpa_runtime
 from ..reference import reference_backward
-from .contract import check_call
+from .contract import check_call, op_is_watched
 
 _MAX_PLANS = 1024
 _PLANS: dict = {}
@@ -45,22 +44,10 @@ class Plan:
     n: int
 
 
-def _watched() -> bool:
-    """Whether someone must see the op as one op: the compiler, the profiler, a dispatch or function mode, or a
-    torch.func transform (whose wrapped tensors pass for plain ones)."""
-    return (
-        torch.compiler.is_compiling()
-        or torch.autograd.profiler._is_profiler_enabled
-        or _get_current_dispatch_mode() is not None
-        or torch._C._is_torch_function_mode_enabled()
-        or torch._C._functorch.peek_interpreter_stack() is not None
-    )
-
-
 def try_joint_attention(tensors, scale) -> tuple[Tensor, Tensor, Tensor] | None:
     """(out, joint_out, lse) of an unpadded `runtime="auto"` call if the shortcut takes it, else None (then the
     op runs it). Invalid arguments raise the op's own errors."""
-    if _watched():
+    if op_is_watched():
         return None
     q, k, v, jq, jk, jv = tensors
     if not (

@@ -27,7 +27,7 @@ from ..reference import reference_vjp
 from ..registry import select_runtime
 from ..validation import as_length_tensor, assert_lengths_async
 from . import eager_sdpa
-from .contract import check_call, empty_outputs_of, make_call, outputs_like_inputs
+from .contract import check_call, empty_outputs_of, make_call, op_is_watched, outputs_like_inputs
 
 OP_NAME = "jointattn::joint_attention"
 BACKWARD_OP_NAME = "jointattn::joint_attention_backward"
@@ -66,22 +66,11 @@ def _all_valid(length, t, dim: int) -> bool:
 
 def _plain_eager(tensors, autograd: bool = True) -> bool:
     """Whether a call can skip the dispatcher's custom-op layers (~80 µs of host time per call on an H200's
-    host): eager, no autograd to record (with `autograd`), and nobody watching the dispatcher (tracing,
-    dispatch or function modes, fake tensors, the profiler), who must see `jointattn::joint_attention` (and its
-    backward) as one op."""
-    if torch.compiler.is_compiling() or torch.autograd.profiler._is_profiler_enabled:
-        return False
+    host): eager, no autograd to record (with `autograd`), plain tensors, and nobody watching
+    (`contract.op_is_watched`), who must see `jointattn::joint_attention` (and its backward) as one op."""
     if autograd and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
-
-    if (
-        torch._C._functorch.peek_interpreter_stack() is not None
-    ):  # a torch.func transform: its wrapped tensors
-        return False
-    if _get_current_dispatch_mode() is not None or torch._C._is_torch_function_mode_enabled():
-        return False
-    return all(type(t) is torch.Tensor for t in tensors)
+    return not op_is_watched() and all(type(t) is torch.Tensor for t in tensors)
 
 
 @_joint_attention_op.register_fake
@@ -123,11 +112,19 @@ def _joint_attention_backward_op(
     logical_l: Tensor | None,
     runtime: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    call = make_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, logical_n, logical_l, runtime)
-    grads = select_runtime(runtime, call).backward(
+    tensors = (q, k, v, joint_q, joint_k, joint_v)
+    grads = _runtime_backward(tensors, out, joint_out, lse, grad_out, grad_joint_out, grad_lse,
+                              scale, logical_n, logical_l, runtime)  # fmt: skip
+    return outputs_like_inputs(tensors, grads)
+
+
+def _runtime_backward(tensors, out, joint_out, lse, grad_out, grad_joint_out, grad_lse, scale, logical_n,
+                      logical_l, runtime):  # fmt: skip
+    """The six gradients from the runtime, as it returns them (the backward op makes them its contract's)."""
+    call = make_call(*tensors, "rear", scale, logical_n, logical_l, runtime)
+    return select_runtime(runtime, call).backward(
         call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse
     )
-    return outputs_like_inputs(call.tensors, grads)
 
 
 @_joint_attention_backward_op.register_fake
@@ -185,12 +182,8 @@ def _backward(ctx, grad_out, grad_joint_out, grad_lse):
     if _plain_eager((q, out, grad_out, grad_joint_out), autograd=False):
         # Eager, nobody watching: the runtime's gradients as they come (the sdpa path's are slices of its joined
         # gradients), without the layout copies the backward op's contract needs for compiled graphs.
-        call = make_call(
-            q, k, v, joint_q, joint_k, joint_v, "rear", ctx.scale, logical_n, logical_l, ctx.runtime
-        )
-        grads = select_runtime(ctx.runtime, call).backward(
-            call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse
-        )
+        grads = _runtime_backward((q, k, v, joint_q, joint_k, joint_v), out, joint_out, lse, grad_out,
+                                  grad_joint_out, grad_lse, ctx.scale, logical_n, logical_l, ctx.runtime)  # fmt: skip
         return (*grads, None, None, None, None, None)
     grads = _joint_attention_backward_op(
         grad_out,
