@@ -87,10 +87,8 @@ def launch_backward_hopper(
     cols = config.dq_cols(dh)
     descs += [_accumulator_descriptor(acc_a, bm, cols), _accumulator_descriptor(acc_b, bm, cols)]
     logical_n, logical_l, scale = call.logical_n, call.logical_l, call.scale
-    grid = (
-        triton.cdiv(n, config.block_n) + triton.cdiv(l, config.block_n),
-        b * nh,
-    )  # N + L >= 1: never empty
+    # N + L >= 1: the grid is never empty
+    grid = (triton.cdiv(n, config.block_n) + triton.cdiv(l, config.block_n), b * nh)
     fast_launch.launch(
         joint_attention_bwd_hopper_kernel, grid,
         *descs, m, delta, dk, dv, djk, djv,
