@@ -11,7 +11,7 @@ import sys
 
 SHARED_MEMORY_BYTES = 232448  # sm_90's per-block limit (227 KiB)
 # Bytes a thread may spill: a handful of registers moved once, not a tile living in local memory. The dense
-# Triton kernels' own builds spill 32 (forward, dh 128) and up to 112 (backward, dh 128) at their configs
+# Triton kernels' own builds spill 32 (forward with pointer loads, dh 128) and up to 112 (backward, dh 128)
 # (benchmarks/NOTES-triton.md).
 SPILL_ALLOWANCE = 64
 
