@@ -205,6 +205,32 @@ class QueryTile:
         skip = gl.maximum(row0 + BLOCK_N - gl.where(in_a, self.len_a, self.len_b), 0)
         return in_a, row0 - skip, skip
 
+    @gluon.jit
+    def load_key_block(self, spatial, joint, j, bar, buf, BLOCK_N: gl.constexpr):
+        """Issues the TMA load of key block j (of K through `spatial`/`joint`, or of V) into `buf`, landing on
+        `bar`."""
+        mbarrier.expect(bar, spatial.block_type.nbytes)
+        in_a, row0, skip = self.key_block(j, BLOCK_N)
+        if in_a:
+            tma.async_copy_global_to_shared(spatial, [self.bz, self.h, row0, 0], bar, buf)
+        else:
+            tma.async_copy_global_to_shared(joint, [self.bz, self.h, row0, 0], bar, buf)
+
+    @gluon.jit
+    def mask_scores(self, cfg, s, j, C: gl.constexpr):
+        """S_j of consumer C with the columns `key_block` skips at -inf (only a set's partial last block has
+        any)."""
+        in_a, row0, skip = self.key_block(j, cfg.BLOCK_N)
+        if skip > 0:
+            cols = gl.arange(0, cfg.BLOCK_N, layout=gl.SliceLayout(0, cfg.s_layout))
+            s = gl.where((cols >= skip)[None, :], s, float("-inf"))
+        return s
+
+    @gluon.jit
+    def softmax_step(self, s, m_i, l_i, qk_scale):
+        """The online softmax step: every dense key block holds a valid key (`_softmax_step`)."""
+        return _softmax_step(s, m_i, l_i, qk_scale)
+
 
 @aggregate
 class SharedState:
@@ -238,8 +264,9 @@ class SharedState:
         """Allocates the buffers and initializes the barriers (before the partitions fork)."""
         NUM_STAGES: gl.constexpr = cfg.NUM_STAGES
         q = gl.allocate_shared_memory(cfg.dtype, [2] + inputs.q.block_type.shape, inputs.q.layout)
-        k = gl.allocate_shared_memory(cfg.dtype, [NUM_STAGES] + inputs.k.block_type.shape, inputs.k.layout)
-        v = gl.allocate_shared_memory(cfg.dtype, [NUM_STAGES] + inputs.v.block_type.shape, inputs.v.layout)
+        # Sized by the joint set's descriptors: the block-sparse kernel's spatial ones may load smaller boxes.
+        k = gl.allocate_shared_memory(cfg.dtype, [NUM_STAGES] + inputs.jk.block_type.shape, inputs.jk.layout)
+        v = gl.allocate_shared_memory(cfg.dtype, [NUM_STAGES] + inputs.jv.block_type.shape, inputs.jv.layout)
         q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
         v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -291,39 +318,11 @@ def _producer(cfg, inputs, smem, tile):
         if j < n_kv:
             s = j % NUM_STAGES
             mbarrier.wait(smem.kv_empty.index(s), ((j // NUM_STAGES) & 1) ^ 1)
-            mbarrier.expect(smem.k_ready.index(s), inputs.k.block_type.nbytes)
-            in_a, row0, skip = tile.key_block(j, BLOCK_N)
-            if in_a:
-                tma.async_copy_global_to_shared(
-                    inputs.k, [bz, h, row0, 0], smem.k_ready.index(s), smem.k.index(s)
-                )
-            else:
-                tma.async_copy_global_to_shared(
-                    inputs.jk, [bz, h, row0, 0], smem.k_ready.index(s), smem.k.index(s)
-                )
+            tile.load_key_block(inputs.k, inputs.jk, j, smem.k_ready.index(s), smem.k.index(s), BLOCK_N)
         if j > 0:
             sv = (j - 1) % NUM_STAGES
             mbarrier.wait(smem.kv_empty.index(NUM_STAGES + sv), (((j - 1) // NUM_STAGES) & 1) ^ 1)
-            mbarrier.expect(smem.v_ready.index(sv), inputs.v.block_type.nbytes)
-            in_a, row0, skip = tile.key_block(j - 1, BLOCK_N)
-            if in_a:
-                tma.async_copy_global_to_shared(
-                    inputs.v, [bz, h, row0, 0], smem.v_ready.index(sv), smem.v.index(sv)
-                )
-            else:
-                tma.async_copy_global_to_shared(
-                    inputs.jv, [bz, h, row0, 0], smem.v_ready.index(sv), smem.v.index(sv)
-                )
-
-
-@gluon.jit
-def _scores_of_block(cfg, tile, s, j):
-    """S_j with the columns `key_block` skips at -inf (only a set's partial last block has any)."""
-    in_a, row0, skip = tile.key_block(j, cfg.BLOCK_N)
-    if skip > 0:
-        cols = gl.arange(0, cfg.BLOCK_N, layout=gl.SliceLayout(0, cfg.s_layout))
-        s = gl.where((cols >= skip)[None, :], s, float("-inf"))
-    return s
+            tile.load_key_block(inputs.v, inputs.jv, j - 1, smem.v_ready.index(sv), smem.v.index(sv), BLOCK_N)
 
 
 @gluon.jit
@@ -396,8 +395,8 @@ def _consumer(cfg, outputs, smem, tile, C: gl.constexpr):
         mbarrier.arrive(other_turn, count=1)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
         mbarrier.arrive(kv_empty.index(0), count=1)  # K_0 consumed
-        s = _scores_of_block(cfg, tile, s, 0)
-        p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale)
+        s = tile.mask_scores(cfg, s, 0, C)
+        p, m_i, l_i, alpha = tile.softmax_step(s, m_i, l_i, qk_scale)
 
         # Steady state: iteration j issues S_j and P_{j-1} V_{j-1}.
         for j in range(1, n_kv):
@@ -420,8 +419,8 @@ def _consumer(cfg, outputs, smem, tile, C: gl.constexpr):
             mbarrier.arrive(other_turn, count=1)
             s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))  # S_j done, P V still in flight
             mbarrier.arrive(kv_empty.index(st), count=1)  # K_j consumed
-            s = _scores_of_block(cfg, tile, s, j)
-            p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale)
+            s = tile.mask_scores(cfg, s, j, C)
+            p, m_i, l_i, alpha = tile.softmax_step(s, m_i, l_i, qk_scale)
             acc = _wait_pv_in_own_block(acc, p_op, qk_scale)
             mbarrier.arrive(kv_empty.index(NUM_STAGES + pst), count=1)  # V_{j-1} consumed
             acc = acc * gl.convert_layout(alpha, row_o)[:, None]

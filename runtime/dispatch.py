@@ -233,6 +233,26 @@ def _hopper_unsupported(p: Problem) -> str | None:
     return None
 
 
+def sparse_hopper_unsupported(p: Problem, q_block: int, kv_block: int, spatial_padded: bool) -> str | None:
+    """Why the Gluon block-sparse forward (`kernels/sparse_joint_attention_fwd_hopper.py`) cannot run a forward
+    `p` under a mask of q_block x kv_block blocks, or None: the dense Hopper forward's envelope, an unpadded
+    spatial set (a padded one's partial last block could only be loaded by reading keys of the block before
+    it), query blocks that hold whole CTAs (2 * BLOCK_M rows) and key blocks a multiple of 16 that divide, or
+    are multiples of, the key tile. Else the Triton sparse kernel runs."""
+    reason = _hopper_unsupported(p)
+    if reason is not None:
+        return reason
+    config = hopper_forward_config(p.dh)
+    rows, tile = 2 * config.block_m, config.block_n
+    if spatial_padded:
+        return "a padded spatial set: the Hopper sparse kernel would read keys outside the listed blocks"
+    if q_block % rows:
+        return f"query blocks of {q_block} rows; the Hopper sparse kernel needs a multiple of {rows}"
+    if kv_block % 16 or (tile % kv_block and kv_block % tile):
+        return f"key blocks of {kv_block}; the Hopper sparse kernel needs 16, 32, 64 or a multiple of {tile}"
+    return None
+
+
 def _sdpa_unsupported(p: Problem) -> str | None:
     if p.padded:
         return "padding: PyTorch's SDPA would need a key mask (and gives rows without keys another value)"

@@ -4,7 +4,8 @@ The kernels' tiles sit inside the mask's blocks: BLOCK_M divides the mask's quer
 block (the largest powers of two up to the dense kernels' tiles that do: `sparse_config`), so mask blocks must be
 multiples of 16 (the MMA's K step); the forward gathers key blocks smaller than its key tile into full tiles.
 The mask's [Bm, Hm] leading dims are broadcast to [b, nh] by stride 0. CUDA tensors, or CPU tensors under
-TRITON_INTERPRET=1 (tests). The backward's dk/dv kernel walks, per key block, the query blocks that list it:
+TRITON_INTERPRET=1 (tests). On Hopper the forward runs the Gluon kernel instead where its envelope takes the call
+(`forward_kernel`, `sparse_hopper_launch.py`). The backward's dk/dv kernel walks, per key block, the query blocks that list it:
 those transposed lists are built here with a few torch ops per call (`transposed_lists`).
 """
 
@@ -70,12 +71,27 @@ class SparseTritonRuntime:
         return None
 
     def forward(self, call, layout, out, joint_out, lse) -> None:
-        launch_sparse_forward(call, layout, out, joint_out, lse)
+        if forward_kernel(call, layout, out, joint_out) == "hopper":
+            from .sparse_hopper_launch import launch_sparse_forward_hopper
+
+            launch_sparse_forward_hopper(call, layout, out, joint_out, lse)
+        else:
+            launch_sparse_forward(call, layout, out, joint_out, lse)
 
     def backward(self, call, layout, out, joint_out, lse, grad_out, grad_joint_out, grad_lse):
         from .sparse_triton_backward import launch_sparse_backward
 
         return launch_sparse_backward(call, layout, out, joint_out, lse, grad_out, grad_joint_out, grad_lse)
+
+
+def forward_kernel(call, layout, out, joint_out) -> str:
+    """Which kernel runs a sparse forward: "hopper" (the Gluon kernel, where its envelope takes the call and
+    the outputs are TMA-addressable) or "triton"."""
+    from .sparse_hopper_launch import hopper_forward_unsupported
+
+    if not call.q.is_cuda or hopper_forward_unsupported(call, layout, out, joint_out):
+        return "triton"
+    return "hopper"
 
 
 def stand_ins(call, *pairs):

@@ -98,6 +98,52 @@ def builds(dhs=(64, 128), kv_blocks=(64, 16)):
     return found
 
 
+def compile_hopper_sm90(dh: int, kv_block: int, q_block: int = 128):
+    """The Gluon sparse forward as its launcher builds it for bf16 (`sparse_hopper_launch.py`): the spatial k/v
+    descriptors box min(kv_block, BLOCK_N) rows; unit strides of the lists, bits and lse are constexprs."""
+    from jointattn.kernels.configs import hopper_forward_config
+    from jointattn.kernels.sparse_joint_attention_fwd_hopper import (
+        sparse_joint_attention_fwd_hopper_kernel as kernel,
+    )
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    config = hopper_forward_config(dh)
+    bm, bn = config.block_m, config.block_n
+    box = min(kv_block, bn)
+
+    def desc(rows):
+        layout = gl.NVMMASharedLayout.get_default_for([1, 1, rows, dh], gl.bfloat16)
+        return f"tensordesc<bf16[1, 1, {rows}, {dh}],{layout!r}>"
+
+    names = ("desc_q", "desc_k", "desc_v", "desc_jq", "desc_jk", "desc_jv", "desc_o", "desc_jo")
+    signature = dict(zip(names, map(desc, (bm, box, box, bm, bn, bn, bm, bm))))
+    signature |= dict(LSE="*fp32", qk_scale="fp32", N="i32", L="i32", H="i32")
+    signature |= {name: "*i32" for name in INT32_POINTERS if name in kernel.arg_names}
+    constexprs = dict(BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=dh, NUM_STAGES=config.num_stages, Q_BLOCK=q_block,
+                      KV_BLOCK=kv_block, HAS_L_LEN=True, CONSUMER_REGS=config.consumer_regs)  # fmt: skip
+    for name in kernel.arg_names:
+        if name.startswith("stride_"):
+            unit = name.endswith(UNIT_STRIDES)
+            signature[name] = "constexpr" if unit else "i32"
+            if unit:
+                constexprs[name] = 1
+    signature |= dict.fromkeys(constexprs, "constexpr")
+    signature = {name: signature[name] for name in kernel.arg_names}
+    source = GluonASTSource(kernel, signature, constexprs=constexprs)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+
+
+def hopper_builds(dhs=(64, 128), kv_blocks=(16, 64, 128, 256)):
+    """The Gluon sparse forward at each head size and key block (query blocks of 128 rows)."""
+    return {
+        f"hopper-forward dh{dh} mask 128x{kv_block}": usage(compile_hopper_sm90(dh, kv_block))
+        for dh in dhs
+        for kv_block in kv_blocks
+    }
+
+
 if __name__ == "__main__":
-    print(json.dumps(dict(triton=triton.__version__, builds=builds()), sort_keys=True))
+    found = builds() | hopper_builds()
+    print(json.dumps(dict(triton=triton.__version__, builds=found), sort_keys=True))
     sys.exit(0)

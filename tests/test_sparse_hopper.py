@@ -1,0 +1,136 @@
+"""The Gluon block-sparse forward (`kernels/sparse_joint_attention_fwd_hopper.py`): which calls it takes (CPU:
+the envelope in `dispatch.sparse_hopper_unsupported`), and on a Hopper GPU its outputs against the float64
+sparse reference on the same mask: full and partial blocks, key blocks gathered (16/32/64) or split (256), odd
+N, padded text, rows that see nothing, no text, NaN outside the listed blocks. Its offline sm_90 build is
+checked in `test_sparse_build.py`."""
+
+import pytest
+import torch
+from helpers import joint_inputs, rel_err
+from jointattn.runtime.dispatch import planned_problem, sparse_hopper_unsupported
+from jointattn.runtime.sparse_layout import spatial_layout
+from sparse_cases import block_mask_of, random_element_mask
+
+import jointattn
+
+
+@pytest.mark.parametrize(
+    "dh, q_block, kv_block, padded, reason",
+    [
+        (128, 128, 64, False, None),
+        (128, 256, 16, False, None),
+        (64, 128, 512, False, None),
+        (128, 64, 64, False, "multiple of 128"),
+        (128, 128, 48, False, "16, 32, 64 or a multiple of 128"),
+        (128, 128, 192, False, "16, 32, 64 or a multiple of 128"),
+        (128, 128, 64, True, "padded spatial set"),
+        (96, 128, 64, False, "configs for dh 64 and 128"),
+    ],
+)
+def test_envelope(dh, q_block, kv_block, padded, reason):
+    problem = planned_problem(torch.bfloat16, 1, 24, 44520, 256, dh, padded=padded)
+    got = sparse_hopper_unsupported(problem, q_block, kv_block, padded)
+    assert (got is None) if reason is None else (reason in got), got
+
+
+def test_envelope_refuses_other_gpus_and_fp32():
+    assert "9.x" in sparse_hopper_unsupported(
+        planned_problem(torch.bfloat16, 1, 1, 256, 0, 64, arch="sm_80"), 128, 64, False
+    )
+    assert "float16 or bfloat16" in sparse_hopper_unsupported(
+        planned_problem(torch.float32, 1, 1, 256, 0, 64), 128, 64, False
+    )
+
+
+def _hopper_gpu():
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+
+
+hopper = pytest.mark.skipif(not _hopper_gpu(), reason="needs a Hopper GPU (compute capability 9.x)")
+
+
+def _check(bm, b, nh, n, l, dh, *, dtype=torch.bfloat16, logical_l=None, inputs=None, tol=2e-2):  # noqa: E741
+    from jointattn.runtime.ops.contract import make_call
+    from jointattn.runtime.sparse_triton_runtime import forward_kernel
+
+    inputs = inputs or [t.cuda() for t in joint_inputs(b, nh, n, l, dh, dtype=dtype, seed=n + l + dh)]
+    layout = spatial_layout(bm, n, "cuda")
+    lengths = {} if logical_l is None else dict(logical_l=torch.tensor(logical_l).cuda())
+    call = make_call(*inputs, "rear", None, None, lengths.get("logical_l"), "reference")
+    assert forward_kernel(call, layout, call.q, call.joint_q) == "hopper"
+    got = jointattn.joint_attention(*inputs, block_mask=layout, runtime="triton", **lengths)
+    want = jointattn.joint_attention(
+        *(t.double() for t in inputs), block_mask=layout, runtime="reference", **lengths
+    )
+    for name, a, w in zip(("out", "joint_out", "lse"), got, want):
+        assert torch.equal(torch.isnan(a), torch.isnan(w)), name
+        assert torch.equal(torch.isinf(a), torch.isinf(w)), name
+        finite = torch.isfinite(w)
+        assert rel_err(a[finite].double(), w[finite]) < tol, name
+    return got, want
+
+
+@pytest.mark.gpu
+@hopper
+@pytest.mark.parametrize("dh", [64, 128])
+@pytest.mark.parametrize(
+    "block_size", [(128, 64), (128, 16), (128, 32), (256, 128), (128, 256)], ids=lambda b: f"{b[0]}x{b[1]}"
+)
+def test_random_masks_match_the_float64_reference(dh, block_size):
+    """Random element masks (full, partial and empty blocks, per head) at odd N, padded text per batch."""
+    b, nh, n, l = 2, 3, 1337, 77  # noqa: E741
+    dense = random_element_mask(1, nh, n, *block_size, seed=dh + block_size[1])
+    bm = block_mask_of(dense.cuda(), block_size)
+    assert int(bm.kv_num_blocks.sum()) > 0 and int(bm.full_kv_num_blocks.sum()) > 0
+    _check(bm, b, nh, n, l, dh, logical_l=[50, 0])
+
+
+@pytest.mark.gpu
+@hopper
+@pytest.mark.parametrize("dh", [64, 128])
+def test_patterns_and_the_estimator(dh):
+    from jointattn.sparse import estimate_block_mask, frame_window, tile_window
+
+    b, nh, n, l = 1, 4, 2000, 100  # noqa: E741
+    inputs = [t.cuda() for t in joint_inputs(b, nh, n, l, dh, dtype=torch.bfloat16, seed=3)]
+    masks = [
+        estimate_block_mask(inputs[0], inputs[1], keep=0.3, block_size=(128, 64)),
+        frame_window(150, 2, causal=False).block_mask(n, device="cuda", block_size=(128, 16)),
+        frame_window(100, 3).block_mask(n, device="cuda", block_size=(128, 32)),
+        tile_window((2, 20, 50), (1, 5, 9)).block_mask(n, device="cuda", block_size=(128, 64)),
+    ]
+    for bm in masks:
+        _check(bm, b, nh, n, l, dh, logical_l=[37], inputs=inputs)
+
+
+@pytest.mark.gpu
+@hopper
+def test_rows_that_see_nothing_no_text_and_fp16():
+    n = 640
+    dense = random_element_mask(1, 2, n, 128, 64, seed=5)
+    dense[:, :, :128] = False  # query block 0 sees no spatial key; with no text it sees nothing
+    (out, _, lse), _ = _check(
+        block_mask_of(dense.cuda(), (128, 64)), 2, 2, n, 0, 128, dtype=torch.float16, tol=5e-3
+    )
+    assert (out[:, :, :128] == 0).all() and (lse[:, :, :128] == float("-inf")).all()
+
+
+@pytest.mark.gpu
+@hopper
+@pytest.mark.parametrize("bad", ["k", "v"])
+def test_nan_outside_the_listed_blocks_is_never_read(bad):
+    """A NaN in a key block that a query block does not list never reaches it; the reference reads as the
+    kernel does (see test_sparse_triton's NaN test), so NaN lands in the same places."""
+    n, l = 512, 20  # noqa: E741
+    dense = torch.zeros(1, 1, n, n, dtype=torch.bool)
+    dense[:, :, :128, :64] = True  # query block 0: key block 0
+    dense[:, :, 128:256, 64:128] = True  # query block 1: key block 1
+    dense[:, :, 256:, :] = True  # query blocks 2, 3: everything
+    inputs = [t.cuda() for t in joint_inputs(1, 2, n, l, 128, dtype=torch.bfloat16, seed=7)]
+    poisoned = inputs[1 if bad == "k" else 2].clone()
+    poisoned[:, :, 70] = float("nan")  # key block 1
+    inputs[1 if bad == "k" else 2] = poisoned
+    (out, joint_out, _), _ = _check(block_mask_of(dense.cuda(), (128, 64)), 1, 2, n, l, 128, inputs=inputs)
+    assert torch.isfinite(out[:, :, :128]).all()  # query block 0 never lists key block 1
+    if bad == "v":
+        assert torch.isnan(out[:, :, 128:]).all() and torch.isnan(joint_out).all()
