@@ -10,7 +10,7 @@ mode=${1:-all}
 source benchmarks/device_env.sh
 t0=$SECONDS
 if [ "$mode" = sparse ]; then
-  pytest -q -p no:cacheprovider tests/test_sparse_triton.py tests/test_sparse_op.py tests/test_sparse_compile.py \
+  pytest -q -p no:cacheprovider tests/test_sparse_hopper.py tests/test_sparse_triton.py tests/test_sparse_op.py tests/test_sparse_compile.py \
     tests/test_sparse_patterns.py 2>&1 | tee "$OUT/sparse_tests.log" | tail -15
   status=$?
   echo "sparse tests: $((SECONDS - t0)) s"

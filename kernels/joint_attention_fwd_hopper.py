@@ -23,8 +23,11 @@ One CTA takes 2 * BLOCK_M query rows of one (batch, head) and runs three partiti
 State travels in aggregates, as in Triton's Gluon attention tutorial: `JointConfig` (constexpr tiles, layouts and
 the softmax scale), `JointInputs` / `JointOutputs` (the descriptors each side uses), `QueryTile` (the program's
 batch, head, query rows, token set, valid lengths and key-block counts) and `SharedState` (buffers and
-mbarriers). The refactor into them left the generated PTX identical; `tests/hopper_fwd_fingerprints.json`
-pins it (`tests/test_hopper_kernel.py` checks it on CPU).
+mbarriers). The producer and consumers ask the tile for its key sequence (`n_kv`, `load_key_block`, `key_info`,
+`mask_scores`, `softmax_step`), so the block-sparse kernel (`sparse_joint_attention_fwd_hopper.py`) runs this
+same schedule with a tile that walks the mask's block lists. The refactor into aggregates left the generated PTX
+identical, the one to tile methods reordered two address computations in the producer (same time on the H200);
+`tests/hopper_fwd_fingerprints.json` pins it (`tests/test_hopper_kernel.py` checks it on CPU).
 
 Descriptors are 4-D over each tensor as it is ([b, nh, S, dh], strides kept), block [1, 1, rows, dh], so any
 layout TMA can address works without a copy. O reuses its warpgroup's Q buffer in shared memory.
@@ -217,9 +220,14 @@ class QueryTile:
             tma.async_copy_global_to_shared(joint, [self.bz, self.h, row0, 0], bar, buf)
 
     @gluon.jit
+    def key_info(self, j):
+        """What `mask_scores` needs of key block j, asked for before S_j is issued: here j itself."""
+        return j
+
+    @gluon.jit
     def mask_scores(self, cfg, s, j, C: gl.constexpr):
-        """S_j of consumer C with the columns `key_block` skips at -inf (only a set's partial last block has
-        any)."""
+        """S_j of consumer C (j from `key_info`) with the columns `key_block` skips at -inf (only a set's
+        partial last block has any)."""
         in_a, row0, skip = self.key_block(j, cfg.BLOCK_N)
         if skip > 0:
             cols = gl.arange(0, cfg.BLOCK_N, layout=gl.SliceLayout(0, cfg.s_layout))
@@ -381,6 +389,7 @@ def _consumer(cfg, outputs, smem, tile, C: gl.constexpr):
 
     if n_kv > 0:
         # Prologue: S_0 and its softmax.
+        keys = tile.key_info(0)
         mbarrier.wait(k_ready.index(0), 0)
         # Consumer 0 passes first (a fresh barrier), 1 waits for it.
         mbarrier.wait(my_turn, (turn & 1) ^ (1 - C))
@@ -395,11 +404,12 @@ def _consumer(cfg, outputs, smem, tile, C: gl.constexpr):
         mbarrier.arrive(other_turn, count=1)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
         mbarrier.arrive(kv_empty.index(0), count=1)  # K_0 consumed
-        s = tile.mask_scores(cfg, s, 0, C)
+        s = tile.mask_scores(cfg, s, keys, C)
         p, m_i, l_i, alpha = tile.softmax_step(s, m_i, l_i, qk_scale)
 
         # Steady state: iteration j issues S_j and P_{j-1} V_{j-1}.
         for j in range(1, n_kv):
+            keys = tile.key_info(j)  # before the waits: what it loads arrives while the wgmmas run
             st = j % NUM_STAGES
             pst = (j - 1) % NUM_STAGES
             mbarrier.wait(k_ready.index(st), (j // NUM_STAGES) & 1)
@@ -419,7 +429,7 @@ def _consumer(cfg, outputs, smem, tile, C: gl.constexpr):
             mbarrier.arrive(other_turn, count=1)
             s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))  # S_j done, P V still in flight
             mbarrier.arrive(kv_empty.index(st), count=1)  # K_j consumed
-            s = tile.mask_scores(cfg, s, j, C)
+            s = tile.mask_scores(cfg, s, keys, C)
             p, m_i, l_i, alpha = tile.softmax_step(s, m_i, l_i, qk_scale)
             acc = _wait_pv_in_own_block(acc, p_op, qk_scale)
             mbarrier.arrive(kv_empty.index(NUM_STAGES + pst), count=1)  # V_{j-1} consumed

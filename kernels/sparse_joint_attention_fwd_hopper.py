@@ -182,25 +182,38 @@ class SparseQueryTile:
                     tma.async_copy_global_to_shared(spatial, [self.bz, self.h, row, 0], bar, dst)
 
     @gluon.jit
-    def mask_scores(self, cfg, s, j, C: gl.constexpr):
-        """S_j of consumer C at -inf where a key is not attended: past the valid text length, past N, in a
-        missing piece, or (partial blocks) where the block's bits say so."""
+    def key_info(self, j):
+        """What `mask_scores` needs of key tile j, asked for before S_j is issued (its index loads then arrive
+        while the wgmmas run): (segment, tile within it, whether no key of it needs a mask). A tile of full
+        blocks or dense pieces is exact unless a piece is missing or ends past N; partial and text tiles are
+        decided in `mask_scores`."""
+        kind, t = self.segment(j)
+        exact = kind < PARTIAL
+        if exact:
+            for g in gl.static_range(self.G):
+                first, present, _, _ = self.piece(kind, t, g)
+                exact = exact & present & (first + self.BOX <= self.n)
+        return kind, t, exact
+
+    @gluon.jit
+    def mask_scores(self, cfg, s, keys, C: gl.constexpr):
+        """S_j of consumer C (`keys`: `key_info(j)`) at -inf where a key is not attended: past the valid text
+        length, past N, in a missing piece, or (partial blocks) where the block's bits say so."""
         BLOCK_N: gl.constexpr = cfg.BLOCK_N
         BLOCK_M: gl.constexpr = cfg.BLOCK_M
-        cols = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, cfg.s_layout))
-        kind, t = self.segment(j)
-        if kind == TEXT:
-            skip = gl.maximum(t * BLOCK_N + BLOCK_N - self.len_b, 0)
-            if skip > 0:
-                s = gl.where((cols >= skip)[None, :], s, float("-inf"))
-        else:
+        kind, t, exact = keys
+        if not exact:
+            cols = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, cfg.s_layout))
             lists = self.lists
             # Per key lane: its piece p of the segment, list slot and column within its block.
             p = t * self.G + cols // self.BOX
             lane = cols % self.BOX
             slot = p // self.SUB
             cin = (p - slot * self.SUB) * self.BOX + lane
-            if kind == PARTIAL:
+            if kind == TEXT:
+                skip = gl.maximum(t * BLOCK_N + BLOCK_N - self.len_b, 0)
+                s = gl.where((cols >= skip)[None, :], s, float("-inf"))
+            elif kind == PARTIAL:
                 rows = C * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, cfg.s_layout))
                 listed = (p < lists.part_count * self.SUB)[None, :] & (rows >= 0)[:, None]
                 word_ptrs = (
@@ -212,17 +225,11 @@ class SparseQueryTile:
                 words = gl.load(word_ptrs, mask=listed, other=0)
                 s = gl.where(((words >> (cin % 32)[None, :]) & 1) != 0, s, float("-inf"))
             else:
-                # Full blocks and dense pieces need a mask only where a piece is missing or ends past N.
-                exact = True
-                for g in gl.static_range(self.G):
-                    first, present, _, _ = self.piece(kind, t, g)
-                    exact = exact & present & (first + self.BOX <= self.n)
-                if not exact:
-                    full = kind == FULL
-                    valid = gl.where(full, p < lists.full_count * self.SUB, p * self.BOX < self.n)
-                    kb = gl.load(lists.full_idx + slot * lists.full_stride, mask=valid & full, other=0)
-                    key = gl.where(full, kb * self.KV_BLOCK + cin, p * self.BOX + lane)
-                    s = gl.where((valid & (key < self.n))[None, :], s, float("-inf"))
+                full = kind == FULL
+                valid = gl.where(full, p < lists.full_count * self.SUB, p * self.BOX < self.n)
+                kb = gl.load(lists.full_idx + slot * lists.full_stride, mask=valid & full, other=0)
+                key = gl.where(full, kb * self.KV_BLOCK + cin, p * self.BOX + lane)
+                s = gl.where((valid & (key < self.n))[None, :], s, float("-inf"))
         return s
 
     @gluon.jit

@@ -134,3 +134,23 @@ def test_nan_outside_the_listed_blocks_is_never_read(bad):
     assert torch.isfinite(out[:, :, :128]).all()  # query block 0 never lists key block 1
     if bad == "v":
         assert torch.isnan(out[:, :, 128:]).all() and torch.isnan(joint_out).all()
+
+
+@pytest.mark.gpu
+@hopper
+def test_gradients_after_the_hopper_forward():
+    """The backward (Triton's sparse kernels) runs on the out and lse the Gluon forward wrote."""
+    b, nh, n, l, dh = 2, 2, 700, 40, 128  # noqa: E741
+    bm = block_mask_of(random_element_mask(1, nh, n, 128, 32, seed=11).cuda(), (128, 32))
+    layout = spatial_layout(bm, n, "cuda")
+    inputs = [t.cuda() for t in joint_inputs(b, nh, n, l, dh, dtype=torch.bfloat16, seed=12)]
+    lengths = dict(logical_l=torch.tensor([40, 9]).cuda())
+    leaves = [t.detach().requires_grad_() for t in inputs]
+    out = jointattn.joint_attention(*leaves, block_mask=layout, runtime="triton", **lengths)
+    ref_leaves = [t.detach().double().requires_grad_() for t in inputs]
+    ref = jointattn.joint_attention(*ref_leaves, block_mask=layout, runtime="reference", **lengths)
+    g = [torch.randn_like(o) for o in ref[:2]]
+    grads = torch.autograd.grad(out[:2], leaves, [x.to(torch.bfloat16) for x in g])
+    ref_grads = torch.autograd.grad(ref[:2], ref_leaves, g)
+    for got, want in zip(grads, ref_grads):
+        assert rel_err(got, want) < 3e-2
