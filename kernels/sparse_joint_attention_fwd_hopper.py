@@ -185,8 +185,9 @@ class SparseQueryTile:
     def key_info(self, j):
         """What `mask_scores` needs of key tile j, asked for before S_j is issued (its index loads then arrive
         while the wgmmas run): (segment, tile within it, whether no key of it needs a mask). A tile of full
-        blocks or dense pieces is exact unless a piece is missing or ends past N; partial and text tiles are
-        decided in `mask_scores`."""
+        blocks is exact unless a piece is missing or ends past N; every other tile goes through `mask_scores`'
+        mask (partial blocks need their bits; dense pieces and text blocks, which could be exact as well, are
+        masked by their bounds)."""
         kind, t = self.segment(j)
         exact = kind < PARTIAL
         if exact:
