@@ -77,6 +77,9 @@ def dispatch_plans(gm, runtime: str) -> list[str]:
 
     found = []
     for node in gm.graph.nodes:
+        if node.target is ops.BLOCK_SPARSE_JOINT_ATTENTION:
+            found.append(_sparse_plan(node, runtime))
+            continue
         masked = node.target is ops.MASKED_JOINT_ATTENTION
         if node.target is not ops.JOINT_ATTENTION and not masked:
             continue
@@ -93,3 +96,25 @@ def dispatch_plans(gm, runtime: str) -> list[str]:
             plan += " (when the key mask is a prefix; otherwise the exact reference)"
         found.append(plan)
     return found
+
+
+def _sparse_plan(node, runtime: str) -> str:
+    """A block-sparse op's kernels, as `runtime/sparse_runtime.py` picks them (`dispatch.choose_sparse`)."""
+    from ..runtime.dispatch import choose_sparse, describe_meta
+
+    args = node.args
+    named = args[16] if len(args) > 16 else runtime
+    if named == "reference":
+        return f"{node.name}: block-sparse, runtime='reference', as named"
+    q, joint_q = (n.meta.get("example_value", n.meta.get("val")) for n in (args[0], args[3]))
+    if q.device.type != "cuda":
+        return f"{node.name}: block-sparse -> reference (off CUDA the sparse op runs its exact reference)"
+    q_block, kv_block, spatial_padded = args[11], args[12], args[14] is not None
+    padded = spatial_padded or args[15] is not None
+    choice = choose_sparse(describe_meta(q, joint_q, padded), q_block, kv_block, spatial_padded)
+    plan = f"{node.name}: block-sparse forward -> {choice}"
+    tensors = [n.meta.get("example_value", n.meta.get("val")) for n in args[:6]]
+    if any(getattr(t, "requires_grad", False) for t in tensors):
+        backward = describe_meta(q, joint_q, padded, backward=True)
+        plan += f"; backward -> {choose_sparse(backward, q_block, kv_block, spatial_padded)}"
+    return plan

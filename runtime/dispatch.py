@@ -7,6 +7,8 @@ Entry points:
 - `choose(problem, allowed=PATHS) -> Choice`: the path that runs it and the reason.
 - `unsupported(path, problem)`: why one path cannot run a problem (None if it can): every kernel's envelope,
   stated once.
+- `choose_sparse(problem, q_block, kv_block, spatial_padded)`: the block-sparse op's kernel (the Gluon forward,
+  the Triton kernels or the reference), from `sparse_hopper_unsupported` and `sparse_triton_unsupported`.
 
 The paths:
 - "hopper": the Gluon kernels with FlashAttention-3's schedules, forward and backward
@@ -233,12 +235,17 @@ def _hopper_unsupported(p: Problem) -> str | None:
     return None
 
 
+# --- the block-sparse op's kernels (`runtime/ops/sparse.py`) ----------------------------------------------
+
+
 def sparse_hopper_unsupported(p: Problem, q_block: int, kv_block: int, spatial_padded: bool) -> str | None:
     """Why the Gluon block-sparse forward (`kernels/sparse_joint_attention_fwd_hopper.py`) cannot run a forward
     `p` under a mask of q_block x kv_block blocks, or None: the dense Hopper forward's envelope, an unpadded
     spatial set (a padded one's partial last block could only be loaded by reading keys of the block before
     it), query blocks that hold whole CTAs (2 * BLOCK_M rows) and key blocks a multiple of 16 that divide, or
-    are multiples of, the key tile. Else the Triton sparse kernel runs."""
+    are multiples of, the key tile. It has no backward."""
+    if p.backward:
+        return "the Hopper sparse kernel is a forward; the backward runs the Triton sparse kernels"
     reason = _hopper_unsupported(p)
     if reason is not None:
         return reason
@@ -251,6 +258,29 @@ def sparse_hopper_unsupported(p: Problem, q_block: int, kv_block: int, spatial_p
     if kv_block % 16 or (tile % kv_block and kv_block % tile):
         return f"key blocks of {kv_block}; the Hopper sparse kernel needs 16, 32, 64 or a multiple of {tile}"
     return None
+
+
+def sparse_triton_unsupported(p: Problem, q_block: int, kv_block: int) -> str | None:
+    """Why the Triton block-sparse kernels (`kernels/sparse_joint_attention_{fwd,bwd}.py`) cannot run `p`, or
+    None: the dense Triton kernels' envelope, and mask blocks a multiple of 16 (their tiles sit inside the
+    blocks, and the MMA's K step is 16)."""
+    reason = _triton_unsupported(p)
+    if reason is None and (q_block % 16 or kv_block % 16):
+        reason = f"mask blocks {q_block}x{kv_block}; the kernels need multiples of 16"
+    return reason
+
+
+def choose_sparse(p: Problem, q_block: int, kv_block: int, spatial_padded: bool) -> Choice:
+    """The kernel that runs a block-sparse call under `runtime="auto"` (or "triton", which names our kernels):
+    "hopper" (forward only), "triton", or "reference" where neither can. Not timed against each other: the
+    Gluon forward measured 1.7-1.9x faster than the Triton one at every mask of `benchmarks/sparse.py`."""
+    reason = sparse_hopper_unsupported(p, q_block, kv_block, spatial_padded)
+    if reason is None:
+        return Choice("hopper", "the Gluon block-sparse forward (FA3's schedule over the mask's block lists)")
+    triton_reason = sparse_triton_unsupported(p, q_block, kv_block)
+    if triton_reason is None:
+        return Choice("triton", f"the Triton block-sparse kernels; not the Hopper kernel: {reason}")
+    return Choice("reference", f"the exact reference; not the kernels: {triton_reason}")
 
 
 def _sdpa_unsupported(p: Problem) -> str | None:

@@ -11,20 +11,14 @@ those transposed lists are built here with a few torch ops per call (`transposed
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from ..kernels.configs import backward_launch_config, forward_launch_config, head_block
-from .dispatch import MAX_HEAD_DIM, TRITON_DTYPES
+from .dispatch import describe, sparse_triton_unsupported
 from .sparse_layout import SpatialLayout, block_maps
 
 LOG2E = 1.4426950408889634
 MAX_TILE = 64
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def tile_for(block: int, cap: int = MAX_TILE) -> int:
@@ -55,20 +49,9 @@ class SparseTritonRuntime:
     name = "triton"
 
     def unsupported(self, call, layout, *, backward=False, grad_lse=None) -> str | None:
-        q = call.q
-        if q.device.type != "cuda" and not (q.device.type == "cpu" and _interpreting()):
-            return f"tensors on {q.device.type}; the kernels run on CUDA (or on CPU under TRITON_INTERPRET=1)"
-        if q.dtype not in TRITON_DTYPES:
-            return f"dtype {q.dtype}; the kernels take {', '.join(str(d) for d in TRITON_DTYPES)}"
-        if q.device.type == "cpu" and q.dtype == torch.bfloat16:
-            return "bfloat16 in Triton's interpreter (numpy has no bfloat16)"
-        if call.shape.dh > MAX_HEAD_DIM:
-            return f"head dim {call.shape.dh} > {MAX_HEAD_DIM}"
-        if not tile_for(layout.q_block) or not tile_for(layout.kv_block):
-            return f"mask blocks {layout.q_block}x{layout.kv_block}; the kernels need multiples of 16"
-        if q.device.type == "cuda" and torch.cuda.get_device_capability(q.device) < (8, 0):
-            return "compute capability below 8.0"
-        return None
+        """Why our sparse kernels cannot run the call (`dispatch.sparse_triton_unsupported`), or None."""
+        problem = describe(call, backward=backward, grad_lse=grad_lse)
+        return sparse_triton_unsupported(problem, layout.q_block, layout.kv_block)
 
     def forward(self, call, layout, out, joint_out, lse) -> None:
         if forward_kernel(call, layout, out, joint_out) == "hopper":

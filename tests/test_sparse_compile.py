@@ -132,6 +132,8 @@ def test_explain_reports_sparsity_per_layer():
     assert "layer 2" in lines[2] and "frame_window(frame_tokens=8, window=2, causal)" in lines[2]
     assert "spatial key blocks kept: " in lines[2] and "%" in lines[2]
     assert "sparsity layer 2" in str(report)
+    sparse_plans = [p for p in report.dispatch if "block-sparse" in p]
+    assert len(sparse_plans) == 1 and "reference (off CUDA" in sparse_plans[0]  # on a GPU: `choose_sparse`
 
 
 def test_bad_sparsity_options_are_named():

@@ -7,7 +7,7 @@ checked in `test_sparse_build.py`."""
 import pytest
 import torch
 from helpers import joint_inputs, rel_err
-from jointattn.runtime.dispatch import planned_problem, sparse_hopper_unsupported
+from jointattn.runtime.dispatch import choose_sparse, planned_problem, sparse_hopper_unsupported
 from jointattn.runtime.sparse_layout import spatial_layout
 from sparse_cases import block_mask_of, random_element_mask
 
@@ -40,6 +40,23 @@ def test_envelope_refuses_other_gpus_and_fp32():
     assert "float16 or bfloat16" in sparse_hopper_unsupported(
         planned_problem(torch.float32, 1, 1, 256, 0, 64), 128, 64, False
     )
+
+
+@pytest.mark.parametrize(
+    "dh, kv_block, padded, backward, path, why",
+    [
+        (128, 64, False, False, "hopper", "Gluon block-sparse forward"),
+        (128, 64, False, True, "triton", "the Hopper sparse kernel is a forward"),
+        (128, 64, True, False, "triton", "padded spatial set"),
+        (96, 64, False, False, "triton", "configs for dh 64 and 128"),
+        (128, 24, False, False, "reference", "the kernels need multiples of 16"),
+    ],
+)
+def test_the_sparse_choice_and_its_reason(dh, kv_block, padded, backward, path, why):
+    """`choose_sparse`, which the sparse runtime's launch and explain's lines both follow."""
+    problem = planned_problem(torch.bfloat16, 1, 24, 44520, 256, dh, padded=padded, backward=backward)
+    choice = choose_sparse(problem, 128, kv_block, padded)
+    assert choice.path == path and why in choice.reason, choice
 
 
 def _hopper_gpu():
