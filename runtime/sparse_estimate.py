@@ -48,23 +48,52 @@ def _pool(x: torch.Tensor, block: int, valid=None):
     return torch.where(counts[..., None] > 0, means, 0.0), counts
 
 
+def _means(x: torch.Tensor, block: int) -> torch.Tensor:
+    """[b, nh, n, dh] -> block means [b, nh, nb, dh] in float32, for an unpadded x: `_pool`'s arithmetic in
+    three launches at most (the per-call cost at small sizes is launches, not bytes)."""
+    b, nh, n, dh = x.shape
+    whole = n // block
+    means = x[:, :, : whole * block].reshape(b, nh, whole, block, dh).sum(3, dtype=torch.float32).div_(block)
+    if n > whole * block:
+        tail = x[:, :, whole * block :].sum(2, keepdim=True, dtype=torch.float32).div_(n - whole * block)
+        means = torch.cat([means, tail], 2)
+    return means
+
+
+def _logits(q, k, q_block: int, kv_block: int, scale: float, valid_n) -> torch.Tensor:
+    """Pooled scores [b, nh, QBn, KBn] with each key block weighted by its (valid) token count, in log space."""
+    if valid_n is not None:
+        qp, _ = _pool(q, q_block, valid_n)
+        kp, counts = _pool(k, kv_block, valid_n)
+        return (qp @ kp.transpose(-1, -2)) * scale + counts.log()[:, :, None, :]
+    n = k.shape[2]
+    logits = (_means(q, q_block) @ _means(k, kv_block).transpose(-1, -2)).mul_(scale)
+    whole = n // kv_block
+    logits[..., :whole].add_(math.log(kv_block))
+    if n > whole * kv_block:
+        logits[..., whole:].add_(math.log(n - whole * kv_block))
+    return logits
+
+
 def estimate_kv_blocks(q, k, keep, cdf, q_block: int, kv_block: int, scale=None, valid_n=None):
     """(count [b, nh, QBn] int32, indices [b, nh, QBn, KBn] int32: the kept key blocks first, ascending).
 
-    `valid_n` ([b] lengths or None): keys past it weigh nothing (a block of padding only is never preferred)."""
+    `valid_n` ([b] lengths or None): keys past it weigh nothing (a block of padding only is never preferred).
+    With a fixed share (`keep`) and no padding the count is known on the host, which saves most launches."""
     dh = q.shape[3]
     scale = scale if scale is not None else dh**-0.5
-    qp, _ = _pool(q, q_block, valid_n)
-    kp, counts = _pool(k, kv_block, valid_n)
-    logits = (qp @ kp.transpose(-1, -2)) * scale + counts.log()[:, :, None, :]
+    logits = _logits(q, k, q_block, kv_block, scale, valid_n)
     kbn = logits.shape[-1]
     ordered, order = logits.sort(-1, descending=True)
     if keep is not None:
-        count = torch.full(logits.shape[:-1], max(1, math.ceil(keep * kbn)), device=q.device)
-    else:
-        mass = ordered.softmax(-1).cumsum(-1)
-        count = (mass < cdf).sum(-1) + 1  # the blocks before the one that reaches the share, and that one
-    count = count.clamp(max=kbn)
-    kept = torch.arange(kbn, device=q.device) < count[..., None]
-    indices = torch.where(kept, order, order + kbn).sort(-1).values % kbn
+        kept = min(kbn, max(1, math.ceil(keep * kbn)))
+        indices = torch.cat([order[..., :kept].sort(-1).values, order[..., kept:]], -1)
+        count = torch.full(logits.shape[:-1], kept, dtype=torch.int32, device=q.device)
+        return count, indices.to(torch.int32)
+    mass = ordered.softmax(-1).cumsum(-1)
+    count = ((mass < cdf).sum(-1) + 1).clamp(
+        max=kbn
+    )  # the blocks before the one that reaches the share, and it
+    listed = torch.arange(kbn, device=q.device) < count[..., None]
+    indices = torch.where(listed, order, order + kbn).sort(-1).values % kbn
     return count.to(torch.int32), indices.to(torch.int32)

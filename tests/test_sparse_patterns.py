@@ -172,3 +172,27 @@ def test_the_estimate_ignores_what_lies_past_the_valid_length(share):
         assert torch.equal(got.full_kv_indices, want.full_kv_indices)
     kept = want.full_kv_indices[0, :, :, : int(want.full_kv_num_blocks.min())]
     assert int(kept.max()) < 5, "a key block holding only padding (rows 80-99) is never preferred"
+
+
+@pytest.mark.parametrize("n, block_size", [(150, (32, 16)), (300, (128, 64)), (97, (16, 48))])
+def test_the_unpadded_estimate_takes_fewer_launches_and_keeps_the_same_blocks(n, block_size):
+    """Without lengths the estimator pools and weighs in fewer launches (`_means`; the counts and, with `keep`,
+    the kept number known on the host); with every length given in full it takes the padded path's arithmetic.
+    Both keep the same blocks."""
+    from jointattn.runtime.sparse_estimate import estimate_kv_blocks
+
+    g = torch.Generator().manual_seed(n)
+    q, k = torch.randn(2, 3, n, 16, generator=g), torch.randn(2, 3, n, 16, generator=g)
+    q = q + k
+    full = torch.tensor([n, n])
+    for share in (dict(keep=0.3, cdf=None), dict(keep=None, cdf=0.8)):
+        fast = estimate_kv_blocks(q, k, share["keep"], share["cdf"], *block_size)
+        padded = estimate_kv_blocks(q, k, share["keep"], share["cdf"], *block_size, valid_n=full)
+        assert torch.equal(fast[0], padded[0])
+        assert int(fast[0].min()) > 0
+        for a, b_, c in zip(fast[1].flatten(0, 2), padded[1].flatten(0, 2), fast[0].flatten()):
+            assert a[:c].tolist() == b_[:c].tolist()  # the kept blocks, ascending
+    with torch.profiler.profile() as prof:
+        estimate_kv_blocks(q, k, 0.3, None, *block_size)
+    calls = [e for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is None]
+    assert len(calls) <= 32, [e.name for e in calls]  # top-level aten calls (kernels or views); 60 before
