@@ -91,9 +91,8 @@ def estimate_kv_blocks(q, k, keep, cdf, q_block: int, kv_block: int, scale=None,
         count = torch.full(logits.shape[:-1], kept, dtype=torch.int32, device=q.device)
         return count, indices.to(torch.int32)
     mass = ordered.softmax(-1).cumsum(-1)
-    count = ((mass < cdf).sum(-1) + 1).clamp(
-        max=kbn
-    )  # the blocks before the one that reaches the share, and it
+    # The blocks before the one that reaches the share, and that one.
+    count = ((mass < cdf).sum(-1) + 1).clamp(max=kbn)
     listed = torch.arange(kbn, device=q.device) < count[..., None]
     indices = torch.where(listed, order, order + kbn).sort(-1).values % kbn
     return count.to(torch.int32), indices.to(torch.int32)

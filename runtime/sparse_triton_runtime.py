@@ -4,9 +4,9 @@ The kernels' tiles sit inside the mask's blocks: BLOCK_M divides the mask's quer
 block (the largest powers of two up to the dense kernels' tiles that do: `sparse_config`), so mask blocks must be
 multiples of 16 (the MMA's K step); the forward gathers key blocks smaller than its key tile into full tiles.
 The mask's [Bm, Hm] leading dims are broadcast to [b, nh] by stride 0. CUDA tensors, or CPU tensors under
-TRITON_INTERPRET=1 (tests). On Hopper the forward runs the Gluon kernel instead where its envelope takes the call
-(`forward_kernel`, `sparse_hopper_launch.py`). The backward's dk/dv kernel walks, per key block, the query blocks that list it:
-those transposed lists are built here with a few torch ops per call (`transposed_lists`).
+TRITON_INTERPRET=1 (tests). On Hopper the forward runs the Gluon kernel instead where its envelope takes the
+call (`forward_kernel`, `sparse_hopper_launch.py`). The backward's dk/dv kernel walks, per key block, the query
+blocks that list it: those transposed lists are built here with a few torch ops per call (`transposed_lists`).
 """
 
 from __future__ import annotations
