@@ -11,7 +11,7 @@ estimate (every layer sparse) or a dict of these fields.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .estimate import Estimate
 from .patterns import Pattern
@@ -34,44 +34,23 @@ class Sparsity:
                 "sparsity: mask must be a jointattn.sparse pattern (frame_window, tile_window) or "
                 f"estimate(keep=... | cdf=...); got {type(self.mask).__name__}"
             )
-        if (
-            isinstance(self.dense_layers, bool)
-            or not isinstance(self.dense_layers, int)
-            or self.dense_layers < 0
-        ):
-            raise ValueError(f"sparsity: dense_layers must be an int >= 0; got {self.dense_layers!r}")
-        if (
-            isinstance(self.dense_calls, bool)
-            or not isinstance(self.dense_calls, int)
-            or self.dense_calls < 0
-        ):
-            raise ValueError(f"sparsity: dense_calls must be an int >= 0; got {self.dense_calls!r}")
-        if self.spatial_tokens is not None and (
-            isinstance(self.spatial_tokens, bool)
-            or not isinstance(self.spatial_tokens, int)
-            or self.spatial_tokens < 1
-        ):
-            raise ValueError(f"sparsity: spatial_tokens must be an int >= 1; got {self.spatial_tokens!r}")
+        _check_int("dense_layers", self.dense_layers, 0)
+        _check_int("dense_calls", self.dense_calls, 0)
+        if self.spatial_tokens is not None:
+            _check_int("spatial_tokens", self.spatial_tokens, 1)
 
     @classmethod
     def of(cls, spec) -> Sparsity:
         if isinstance(spec, Sparsity):
             return spec
         if isinstance(spec, dict):
-            unknown = set(spec) - {
-                "mask",
-                "dense_layers",
-                "layers",
-                "block_size",
-                "spatial_tokens",
-                "dense_calls",
-            }
+            unknown = set(spec) - {f.name for f in fields(cls)}
             if unknown:
                 raise ValueError(f"sparsity: unknown field(s) {sorted(unknown)}")
-            fields = dict(spec)
-            if fields.get("layers") is not None:
-                fields["layers"] = tuple(fields["layers"])
-            return cls(**fields)
+            given = dict(spec)
+            if given.get("layers") is not None:
+                given["layers"] = tuple(given["layers"])
+            return cls(**given)
         return cls(spec)
 
     def why_dense(self, layer: int) -> str | None:
@@ -79,3 +58,9 @@ class Sparsity:
         if self.layers is not None:
             return None if layer in self.layers else f"not in layers={list(self.layers)}"
         return f"one of the first {self.dense_layers} layers" if layer < self.dense_layers else None
+
+
+def _check_int(name: str, value, least: int) -> None:
+    """`value` must be an int (not a bool) of at least `least`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"sparsity: {name} must be an int >= {least}; got {value!r}")

@@ -245,12 +245,13 @@ def joint_attention(
     tensors = (q, k, v, joint_q, joint_k, joint_v)
     if (
         runtime == "auto"
+        and joint_strategy == "rear"
         and _all_valid(logical_n, q, 2)
         and _all_valid(logical_l, joint_q, 2)
         and block_mask is None
     ):
         # Eager, and the dispatcher runs every pass on PyTorch's SDPA: as the unfused graph does, no op layers.
-        result = eager_sdpa.try_joint_attention(tensors, scale) if joint_strategy == "rear" else None
+        result = eager_sdpa.try_joint_attention(tensors, scale)
         if result is not None:
             return result
     shape = check_call(
