@@ -96,9 +96,8 @@ def test_bad_arguments_raise_the_ops_errors(sdpa_chosen):
 def test_the_op_runs_where_the_shortcut_must_not(sdpa_chosen, monkeypatch):
     inputs = joint_inputs(1, 2, 8, 4, 16)
     assert _shortcut_ran(*jointattn.joint_attention(*inputs)[:2])
-    assert _shortcut_ran(
-        *jointattn.joint_attention(*inputs, logical_n=8, logical_l=4)[:2]
-    )  # all valid: no padding
+    all_valid = dict(logical_n=8, logical_l=4)  # lengths equal to the sets': no padding
+    assert _shortcut_ran(*jointattn.joint_attention(*inputs, **all_valid)[:2])
     # padding (SDPA cannot run it: the reference does), another runtime, the profiler, fake tensors: the op
     with monkeypatch.context() as m:
         m.delenv(dispatch.DISPATCH_ENV)

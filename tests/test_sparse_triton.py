@@ -163,12 +163,9 @@ def test_nan_in_a_skipped_block_never_reaches_a_row_in_a_listed_one_it_does(bad)
         finite = ~torch.isnan(w)
         assert rel_err(a[finite], w[finite]) < 1e-5, name
     out = want[0][0, 0]
-    assert (
-        torch.isfinite(out[:16]).all() and torch.isfinite(out[48:]).all()
-    )  # blocks 0 and 3 never read key 44
-    if bad == "v":
-        assert (
-            torch.isnan(out[16:48]).all() and torch.isnan(want[1]).all()
-        )  # listed: masked (1) or not (2), text
+    # Query blocks 0 and 3 never read key 44.
+    assert torch.isfinite(out[:16]).all() and torch.isfinite(out[48:]).all()
+    if bad == "v":  # listed: masked (query block 1) or not (2), and the text rows
+        assert torch.isnan(out[16:48]).all() and torch.isnan(want[1]).all()
     else:  # a NaN key is masked out of the scores where the mask hides it (query block 1)
         assert torch.isfinite(out[16:32]).all() and torch.isnan(out[32:48]).all()
