@@ -184,15 +184,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--resolution", type=int, default=512)
+    parser.add_argument("--resolution", type=int, default=None, help="default: 512 (SD3), 1024 (Flux)")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--size", choices=["real", "tiny"], default="real")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--model", choices=["sd3", "flux"], default="sd3")
     parser.add_argument("--layers", type=int, default=None, help="Flux: double-stream layers (single: twice)")
     args = parser.parse_args(argv)
-    if args.model == "flux" and args.resolution == 512 and "--resolution" not in (argv or sys.argv):
-        args.resolution = 1024  # Flux's case is 1024²
+    args.resolution = args.resolution or (1024 if args.model == "flux" else 512)
     result = run(args.size, args.resolution, args.repeats, args.device, args.model, args.layers)
     text = json.dumps(result, indent=1)
     if args.size == "real":
