@@ -1,8 +1,8 @@
 """Host launcher of the Gluon block-sparse forward (`kernels/sparse_joint_attention_fwd_hopper.py`).
 
-`sparse_triton_runtime.SparseTritonRuntime.forward` calls `launch_sparse_forward_hopper` where
-`hopper_forward_unsupported` finds no reason against it (the envelope itself is `dispatch.sparse_hopper_unsupported`);
-otherwise the Triton sparse kernel runs the call.
+`sparse_triton_runtime.SparseTritonRuntime.forward` calls `launch_sparse_forward_hopper` where `forward_kernel`
+picks it (the envelope itself is `dispatch.sparse_hopper_unsupported`); otherwise the Triton sparse kernel runs
+the call.
 """
 
 from __future__ import annotations
@@ -11,17 +11,7 @@ import torch
 
 from ..kernels.configs import hopper_forward_config
 from . import fast_launch
-from .dispatch import describe, sparse_hopper_unsupported, tma_addressable
 from .hopper_launch import LOG2E, _descriptor
-
-
-def hopper_forward_unsupported(call, layout, out, joint_out) -> str | None:
-    """Why the Hopper sparse forward cannot run `call` (validated) under `layout` into these outputs, or None."""
-    problem = describe(call)
-    reason = sparse_hopper_unsupported(problem, layout.q_block, layout.kv_block, call.logical_n is not None)
-    if reason is None and not all(tma_addressable(t) for t in (out, joint_out) if t.numel()):
-        return "an output's layout is not TMA-addressable (unit dh stride, 16-byte aligned)"
-    return reason
 
 
 def launch_sparse_forward_hopper(call, layout, out, joint_out, lse) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels.configs import backward_launch_config, forward_launch_config, head_block
-from .dispatch import describe, sparse_triton_unsupported
+from .dispatch import describe, sparse_hopper_unsupported, sparse_triton_unsupported, tma_addressable
 from .sparse_layout import SpatialLayout, block_maps
 
 LOG2E = 1.4426950408889634
@@ -69,12 +69,13 @@ class SparseTritonRuntime:
 
 def forward_kernel(call, layout, out, joint_out) -> str:
     """Which kernel runs a sparse forward: "hopper" (the Gluon kernel, where its envelope takes the call and
-    the outputs are TMA-addressable) or "triton"."""
-    from .sparse_hopper_launch import hopper_forward_unsupported
-
-    if not call.q.is_cuda or hopper_forward_unsupported(call, layout, out, joint_out):
+    its TMA stores can address the outputs) or "triton"."""
+    if not call.q.is_cuda:
         return "triton"
-    return "hopper"
+    spatial_padded = call.logical_n is not None
+    if sparse_hopper_unsupported(describe(call), layout.q_block, layout.kv_block, spatial_padded) is not None:
+        return "triton"
+    return "hopper" if all(tma_addressable(t) for t in (out, joint_out) if t.numel()) else "triton"
 
 
 def stand_ins(call, *pairs):
