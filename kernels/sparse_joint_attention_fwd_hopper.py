@@ -144,8 +144,7 @@ class SparseQueryTile:
 
     @gluon.jit
     def piece(self, kind, t, g):
-        """Piece g of tile t of a spatial segment: (first key, whether it exists, its list slot, its first key's
-        column within its block)."""
+        """Piece g of tile t of a spatial segment: (its first key, whether it exists)."""
         p = t * self.G + g
         lists = self.lists
         listed = kind != DENSE
@@ -158,7 +157,7 @@ class SparseQueryTile:
         )
         kb = gl.load(ptr, mask=valid & listed, other=0)
         first = gl.where(listed, kb * self.KV_BLOCK + sub * self.BOX, p * self.BOX)
-        return first, valid, slot, sub * self.BOX
+        return first, valid
 
     @gluon.jit
     def load_key_block(self, spatial, joint, j, bar, buf, BLOCK_N: gl.constexpr):
@@ -173,7 +172,7 @@ class SparseQueryTile:
             tma.async_copy_global_to_shared(joint, [self.bz, self.h, row0 - skip, 0], bar, buf)
         else:
             for g in gl.static_range(self.G):
-                first, valid, slot, col = self.piece(kind, t, g)
+                first, valid = self.piece(kind, t, g)
                 row = gl.where(valid, first, self.n)
                 if self.G == 1:
                     tma.async_copy_global_to_shared(spatial, [self.bz, self.h, row, 0], bar, buf)
@@ -192,7 +191,7 @@ class SparseQueryTile:
         exact = kind < PARTIAL
         if exact:
             for g in gl.static_range(self.G):
-                first, present, _, _ = self.piece(kind, t, g)
+                first, present = self.piece(kind, t, g)
                 exact = exact & present & (first + self.BOX <= self.n)
         return kind, t, exact
 
