@@ -31,6 +31,7 @@ import os
 import platform
 import sys
 import time
+from unittest import mock
 
 import torch
 
@@ -255,11 +256,8 @@ def run_shape(name, spec, args, rows, timer, cuda):
                vs_dense_fwd_bwd=round(fb / dense_fb, 3) if fb and dense_fb else None,
                error_vs_dense=error_vs_dense, error=err or err_fb)  # fmt: skip
         if kernel == "hopper":  # the Triton sparse forward on the same mask: what the Gluon kernel replaced
-            os.environ["JOINTATTN_HOPPER_KERNEL"] = "0"
-            try:
+            with mock.patch.dict(os.environ, {"JOINTATTN_HOPPER_KERNEL": "0"}):
                 t_fwd, t_err = timed(lambda run=sparse_run: run(q, k, v, jq, jk, jv))
-            finally:
-                del os.environ["JOINTATTN_HOPPER_KERNEL"]
             record(variant=f"ours {label}, Triton forward", kernel="triton", kept=kept, tile=list(tile),
                    fwd_ms=t_fwd, vs_dense_fwd=round(t_fwd / dense_fwd, 3) if t_fwd and dense_fwd else None,
                    error=t_err)  # fmt: skip
