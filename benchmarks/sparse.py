@@ -10,8 +10,8 @@ Per shape (bf16; CUDA-event timing through triton.testing.do_bench, median, L2 f
   128x64 tiles, and 128x16 tiles at 30% (FG-Attn's finer granularity); a static pattern (Mochi: a symmetric
   frame window over its 28 latent frames of 1590 tokens; SD3.5: a 2-D tile window over its 64x64 grid);
 - ours: `joint_attention(..., block_mask=layout, runtime="triton")` (layout built once, outside the timing),
-  which runs the Gluon forward on Hopper where it can (the row's `kernel`; the Triton forward is then timed
-  too, in a row of its own);
+  which runs the Gluon forward and backward on Hopper where they can (the row's `kernel` and
+  `backward_kernel`; the Triton kernels are then timed too, in a row of their own);
   our dense op (`runtime="auto"`: what users get without a mask); `torch.compile(flex_attention)` with the same
   mask on the pre-concatenated sequence (text dense, padded text keys masked; the cat is not timed, which
   favours flex); forward, and forward + backward (gradients of out and joint_out);
@@ -164,13 +164,13 @@ def _flex_row(layout, tensors, grads, lv, out, ours_fwd, ours_fb, timed, backwar
                 ours_vs_flex_error=ours_vs_flex, error=f_err or f_err_fb)  # fmt: skip
 
 
-def _forward_kernel(tensors, layout, logical_l) -> str:
-    """Which kernel runs our sparse forward of this call: "hopper" (Gluon) or "triton"."""
+def _kernels(tensors, layout, logical_l) -> tuple[str, str]:
+    """Which kernels run our sparse forward and backward of this call: "hopper" (Gluon) or "triton"."""
     from jointattn.runtime.ops.contract import make_call
-    from jointattn.runtime.sparse_triton_runtime import forward_kernel
+    from jointattn.runtime.sparse_triton_runtime import backward_kernel, forward_kernel
 
     call = make_call(*tensors, "rear", None, None, logical_l, "reference")
-    return forward_kernel(call, layout, call.q, call.joint_q)
+    return forward_kernel(call, layout, call.q, call.joint_q), backward_kernel(call, layout)
 
 
 def run_shape(name, spec, args, rows, timer, cuda):
@@ -250,17 +250,24 @@ def run_shape(name, spec, args, rows, timer, cuda):
                 out, error_vs_dense = None, f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
         fwd, err = timed(lambda run=sparse_run: run(q, k, v, jq, jk, jv))
         fb, err_fb = timed(fwd_bwd(sparse_run)) if args.backward else (None, None)
-        kernel = _forward_kernel((q, k, v, jq, jk, jv), layout, logical_l) if cuda else "reference"
-        record(variant=f"ours {label}", kernel=kernel, kept=kept, tile=list(tile), fwd_ms=fwd, fwd_bwd_ms=fb,
+        kernel, bwd_kernel = ("reference", "reference")
+        if cuda:
+            kernel, bwd_kernel = _kernels((q, k, v, jq, jk, jv), layout, logical_l)
+        record(variant=f"ours {label}", kernel=kernel, backward_kernel=bwd_kernel, kept=kept, tile=list(tile),
+               fwd_ms=fwd, fwd_bwd_ms=fb,
                vs_dense_fwd=round(fwd / dense_fwd, 3) if fwd and dense_fwd else None,
                vs_dense_fwd_bwd=round(fb / dense_fb, 3) if fb and dense_fb else None,
                error_vs_dense=error_vs_dense, error=err or err_fb)  # fmt: skip
-        if kernel == "hopper":  # the Triton sparse forward on the same mask: what the Gluon kernel replaced
+        # The Triton sparse kernels on the same mask: what the Gluon ones replaced.
+        if "hopper" in (kernel, bwd_kernel):
             with mock.patch.dict(os.environ, {"JOINTATTN_HOPPER_KERNEL": "0"}):
                 t_fwd, t_err = timed(lambda run=sparse_run: run(q, k, v, jq, jk, jv))
-            record(variant=f"ours {label}, Triton forward", kernel="triton", kept=kept, tile=list(tile),
-                   fwd_ms=t_fwd, vs_dense_fwd=round(t_fwd / dense_fwd, 3) if t_fwd and dense_fwd else None,
-                   error=t_err)  # fmt: skip
+                t_fb, t_err_fb = timed(fwd_bwd(sparse_run)) if args.backward else (None, None)
+            record(variant=f"ours {label}, Triton kernels", kernel="triton", backward_kernel="triton", kept=kept,
+                   tile=list(tile), fwd_ms=t_fwd, fwd_bwd_ms=t_fb,
+                   vs_dense_fwd=round(t_fwd / dense_fwd, 3) if t_fwd and dense_fwd else None,
+                   vs_dense_fwd_bwd=round(t_fb / dense_fb, 3) if t_fb and dense_fb else None,
+                   error=t_err or t_err_fb)  # fmt: skip
         if args.no_flex or (args.flex_at is not None and (source != "estimate" or fraction != args.flex_at)):
             continue  # --quick: flex only at 30% kept with the estimator's mask (each flex compile takes a while)
         if tile == FINE_TILE:

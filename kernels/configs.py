@@ -209,3 +209,18 @@ _HOPPER_BACKWARD_CONFIGS: dict[int, HopperBackwardConfig] = {
 def hopper_backward_config(dh: int) -> HopperBackwardConfig | None:
     """The Hopper backward config for head size `dh`, or None where that kernel has none."""
     return _HOPPER_BACKWARD_CONFIGS.get(dh)
+
+
+# dh -> the Gluon sparse backward's config (`sparse_joint_attention_bwd_hopper.py`): the dense backward's tiles,
+# but CTAs of 64 keys whose two consumers take alternate query steps, each stage feeding one consumer: 3 stages
+# at dh 128 (208 KB of shared memory; 4 would need 240) give each consumer about one step of lookahead, 4 at dh 64
+# (128 KB) two.
+_HOPPER_SPARSE_BACKWARD_CONFIGS: dict[int, HopperBackwardConfig] = {
+    64: HopperBackwardConfig(64, 64, 4, 240, split_dq=False),
+    128: HopperBackwardConfig(64, 64, 3, 240, split_dq=False),
+}
+
+
+def hopper_sparse_backward_config(dh: int) -> HopperBackwardConfig | None:
+    """The Gluon sparse backward's config for head size `dh`, or None where that kernel has none."""
+    return _HOPPER_SPARSE_BACKWARD_CONFIGS.get(dh)

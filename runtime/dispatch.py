@@ -7,8 +7,8 @@ Entry points:
 - `choose(problem, allowed=PATHS) -> Choice`: the path that runs it and the reason.
 - `unsupported(path, problem)`: why one path cannot run a problem (None if it can): every kernel's envelope,
   stated once.
-- `choose_sparse(problem, q_block, kv_block, spatial_padded)`: the block-sparse op's kernel (the Gluon forward,
-  the Triton kernels or the reference), from `sparse_hopper_unsupported` and `sparse_triton_unsupported`.
+- `choose_sparse(problem, q_block, kv_block, spatial_padded)`: the block-sparse op's kernel for a pass (the Gluon
+  forward or backward, the Triton kernels or the reference), from `sparse_hopper_unsupported` and `sparse_triton_unsupported`.
 
 The paths:
 - "hopper": the Gluon kernels with FlashAttention-3's schedules, forward and backward
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from ..kernels.configs import hopper_backward_config, hopper_forward_config
+from ..kernels.configs import hopper_backward_config, hopper_forward_config, hopper_sparse_backward_config
 from . import sdpa_runtime
 
 PATHS = ("hopper", "triton", "sdpa", "reference")
@@ -239,20 +239,30 @@ def _hopper_unsupported(p: Problem) -> str | None:
 
 
 def sparse_hopper_unsupported(p: Problem, q_block: int, kv_block: int, spatial_padded: bool) -> str | None:
-    """Why the Gluon block-sparse forward (`kernels/sparse_joint_attention_fwd_hopper.py`) cannot run a forward
-    `p` under a mask of q_block x kv_block blocks, or None: the dense Hopper forward's envelope, an unpadded
-    spatial set (a padded one's partial last block could only be loaded by reading keys of the block before
-    it), query blocks that hold whole CTAs (2 * BLOCK_M rows) and key blocks a multiple of 16 that divide, or
-    are multiples of, the key tile. It has no backward."""
-    if p.backward:
-        return "the Hopper sparse kernel is a forward; the backward runs the Triton sparse kernels"
+    """Why the Gluon block-sparse kernels cannot run pass `p` under a mask of q_block x kv_block blocks, or None:
+    the dense Hopper kernels' envelope for the pass and an unpadded spatial set (a padded one's partial last
+    block could only be loaded by reading keys of the block before it), and
+    - forward (`sparse_joint_attention_fwd_hopper.py`): query blocks that hold whole CTAs (2 * BLOCK_M rows),
+      key blocks a multiple of 16 that divide, or are multiples of, the key tile;
+    - backward (`sparse_joint_attention_bwd_hopper.py`): query blocks a multiple of its BLOCK_M rows and key
+      blocks a multiple of its CTA's keys (a CTA's keys sit in one block, whose query list it walks), N > 0."""
     reason = _hopper_unsupported(p)
     if reason is not None:
         return reason
-    config = hopper_forward_config(p.dh)
-    rows, tile = 2 * config.block_m, config.block_n
     if spatial_padded:
         return "a padded spatial set: the Hopper sparse kernel would read keys outside the listed blocks"
+    if p.backward:
+        config = hopper_sparse_backward_config(p.dh)
+        rows, keys = config.block_m, config.keys_per_wg
+        if q_block % rows:
+            return f"query blocks of {q_block} rows; the Hopper sparse backward needs a multiple of {rows}"
+        if kv_block % keys:
+            return f"key blocks of {kv_block}; the Hopper sparse backward needs a multiple of {keys}"
+        if p.n == 0:
+            return "no spatial tokens: the Hopper sparse backward walks the spatial set's lists"
+        return None
+    config = hopper_forward_config(p.dh)
+    rows, tile = 2 * config.block_m, config.block_n
     if q_block % rows:
         return f"query blocks of {q_block} rows; the Hopper sparse kernel needs a multiple of {rows}"
     if kv_block % 16 or (tile % kv_block and kv_block % tile):
@@ -271,12 +281,14 @@ def sparse_triton_unsupported(p: Problem, q_block: int, kv_block: int) -> str | 
 
 
 def choose_sparse(p: Problem, q_block: int, kv_block: int, spatial_padded: bool) -> Choice:
-    """The kernel that runs a block-sparse call under `runtime="auto"` (or "triton", which names our kernels):
-    "hopper" (forward only), "triton", or "reference" where neither can. Not timed against each other: the
-    Gluon forward measured 1.7-1.9x faster than the Triton one at every mask of `benchmarks/sparse.py`."""
+    """The kernel that runs a pass of a block-sparse call under `runtime="auto"` (or "triton", which names our
+    kernels): "hopper", "triton", or "reference" where neither can. Not timed against each other: the Gluon
+    forward measured 1.7-1.9x faster than the Triton one at every mask of `benchmarks/sparse.py`."""
     reason = sparse_hopper_unsupported(p, q_block, kv_block, spatial_padded)
     if reason is None:
-        return Choice("hopper", "the Gluon block-sparse forward (FA3's schedule over the mask's block lists)")
+        return Choice(
+            "hopper", f"the Gluon block-sparse {p.pass_name} (FA3's schedule over the mask's block lists)"
+        )
     triton_reason = sparse_triton_unsupported(p, q_block, kv_block)
     if triton_reason is None:
         return Choice("triton", f"the Triton block-sparse kernels; not the Hopper kernel: {reason}")

@@ -5,8 +5,9 @@ block (the largest powers of two up to the dense kernels' tiles that do: `sparse
 multiples of 16 (the MMA's K step); the forward gathers key blocks smaller than its key tile into full tiles.
 The mask's [Bm, Hm] leading dims are broadcast to [b, nh] by stride 0. CUDA tensors, or CPU tensors under
 TRITON_INTERPRET=1 (tests). On Hopper the forward runs the Gluon kernel instead where its envelope takes the
-call (`forward_kernel`, `sparse_hopper_launch.py`). The backward's dk/dv kernel walks, per key block, the query
-blocks that list it: those transposed lists are built here with a few torch ops per call (`transposed_lists`).
+call (`forward_kernel`, `sparse_hopper_launch.py`), and so does the backward (`backward_kernel`). The backward's
+dk/dv kernels (Triton's and Gluon's) walk, per key block, the query blocks that list it: those transposed lists
+are built here with a few torch ops per call (`transposed_lists`).
 """
 
 from __future__ import annotations
@@ -32,17 +33,26 @@ def tile_for(block: int, cap: int = MAX_TILE) -> int:
 def sparse_config(layout: SpatialLayout, dh: int, dtype, *, backward: bool):
     """(BLOCK_M, BLOCK_N, num_warps, num_stages): the dense kernels' documented config for dh and dtype, its tiles
     shrunk to divide the mask's blocks. The forward keeps the dense key tile for key blocks that divide it (16 or
-    32 keys: gathered, several listed blocks per tile) and takes 4 warps for tiles below 128 x 64; the backward
-    keeps the dense backward's warps whatever its tiles (with 4, its dk/dv kernel spilled 708 bytes a thread at
-    dh 128 with 64 x 64 tiles compiled for sm_90, 32 with 8: `tests/test_sparse_build.py`)."""
+    32 keys: gathered, several listed blocks per tile), takes 4 warps for tiles below 128 x 64 and 2 stages for
+    key blocks of a whole 128-key tile at dh 128 (shared memory); the backward keeps the dense backward's warps
+    whatever its tiles (with 4, its dk/dv kernel spilled 708 bytes a thread at dh 128 with 64 x 64 tiles
+    compiled for sm_90, 32 with 8) and key tiles of at most 64 (`tests/test_sparse_build.py`)."""
     dense = (backward_launch_config if backward else forward_launch_config)(dh, dtype, 1 << 30, 1 << 30)
     block_m, block_n = tile_for(layout.q_block, dense.block_m), tile_for(layout.kv_block, dense.block_n)
     if backward:
+        # Key blocks of 128 keys and more: the dk/dv kernel's 64 x 128 tile spilled 144 (dh 64) and 436 (dh 128)
+        # bytes a thread compiled for sm_90; 64 x 64, 0 and 32.
+        block_n = min(block_n, MAX_TILE)
         return block_m, block_n, dense.num_warps, dense.num_stages
+    stages = dense.num_stages
     if layout.kv_block < dense.block_n and dense.block_n % layout.kv_block == 0:
         block_n = dense.block_n
+    elif block_n * dh >= 128 * 128:
+        # Key blocks of at least the tile: the nested block/sub-tile loop pipelines its K, V loads in both
+        # loops, and 3 stages asked for 278-360 KB of shared memory at dh 128 (sm_90 has 227); 2 fit.
+        stages = min(stages, 2)
     small = block_m * block_n < min(128 * 64, dense.block_m * dense.block_n)
-    return block_m, block_n, 4 if small else dense.num_warps, dense.num_stages
+    return block_m, block_n, 4 if small else dense.num_warps, stages
 
 
 class SparseTritonRuntime:
@@ -62,6 +72,12 @@ class SparseTritonRuntime:
             launch_sparse_forward(call, layout, out, joint_out, lse)
 
     def backward(self, call, layout, out, joint_out, lse, grad_out, grad_joint_out, grad_lse):
+        if backward_kernel(call, layout, grad_lse) == "hopper":
+            from .sparse_hopper_launch import launch_sparse_backward_hopper
+
+            return launch_sparse_backward_hopper(
+                call, layout, out, joint_out, lse, grad_out, grad_joint_out, grad_lse
+            )
         from .sparse_triton_backward import launch_sparse_backward
 
         return launch_sparse_backward(call, layout, out, joint_out, lse, grad_out, grad_joint_out, grad_lse)
@@ -76,6 +92,17 @@ def forward_kernel(call, layout, out, joint_out) -> str:
     if sparse_hopper_unsupported(describe(call), layout.q_block, layout.kv_block, spatial_padded) is not None:
         return "triton"
     return "hopper" if all(tma_addressable(t) for t in (out, joint_out) if t.numel()) else "triton"
+
+
+def backward_kernel(call, layout, grad_lse=None) -> str:
+    """Which kernels run a sparse backward: "hopper" (the Gluon kernel, where its envelope takes the call; the
+    launcher copies output gradients TMA cannot address) or "triton"."""
+    if not call.q.is_cuda:
+        return "triton"
+    problem = describe(call, backward=True, grad_lse=grad_lse)
+    spatial_padded = call.logical_n is not None
+    reason = sparse_hopper_unsupported(problem, layout.q_block, layout.kv_block, spatial_padded)
+    return "triton" if reason is not None else "hopper"
 
 
 def stand_ins(call, *pairs):

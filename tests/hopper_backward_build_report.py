@@ -3,7 +3,7 @@ rests on. Run by tests/test_hopper_backward.py in a fresh interpreter; by hand:
 python tests/hopper_backward_build_report.py 128 [block_m keys_per_wg num_stages [split_dq]]
 
 Fields: num_warps and shared bytes of the build, raised_regs (setmaxnreg.inc values and how often), spill_free
-and the ptxas report, loop_spills (per consumer query loop), wgmma (HGMMA instructions in the SASS), atomics (RED/ATOM instructions) and tma_reduces (the dQ
+and the ptxas report, wgmma_serialized (ptxas's C7512: a wait after every wgmma, for lack of registers), loop_spills (per consumer query loop), wgmma (HGMMA instructions in the SASS), atomics (RED/ATOM instructions) and tma_reduces (the dQ
 reduce-adds).
 """
 
@@ -81,6 +81,8 @@ def main(dh: int, config=None) -> dict:
         shared=compiled.metadata.shared,
         raised_regs=collections.Counter(re.findall(r"setmaxnreg\.inc\.sync\.aligned\.u32\s+(\d+)", ptx)),
         spill_free="0 bytes spill stores, 0 bytes spill loads" in report,
+        # ptxas C7512: too few registers to keep wgmmas in flight, so it waits after each one.
+        wgmma_serialized="C7512" in report,
         loop_spills=loop_spills(sass),
         ptxas=report,
         wgmma=sass.count("HGMMA."),

@@ -75,7 +75,7 @@ def usage(compiled) -> dict:
     )
 
 
-def builds(dhs=(64, 128), kv_blocks=(64, 16)):
+def builds(dhs=(64, 128), kv_blocks=(64, 16, 256)):
     """Every sparse kernel at the config the runtime picks for bf16, 128-row query blocks and these key blocks."""
     found = {}
     for kv_block in kv_blocks:
@@ -143,7 +143,53 @@ def hopper_builds(dhs=(64, 128), kv_blocks=(16, 64, 128, 256)):
     }
 
 
+def compile_hopper_backward_sm90(dh: int, kv_block: int, q_block: int = 128):
+    """The Gluon sparse backward as its launcher builds it for bf16 (`sparse_hopper_launch.py`): q/dO boxes of
+    BLOCK_M rows, k/v boxes of 64, float32 dQ accumulators; unit strides are constexprs."""
+    from jointattn.kernels.configs import hopper_sparse_backward_config
+    from jointattn.kernels.sparse_joint_attention_bwd_hopper import (
+        sparse_joint_attention_bwd_hopper_kernel as kernel,
+    )
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    config = hopper_sparse_backward_config(dh)
+    bm, bn = config.block_m, config.keys_per_wg
+
+    def desc(rows, dtype="bf16", gl_dtype=gl.bfloat16):
+        layout = gl.NVMMASharedLayout.get_default_for([1, 1, rows, dh], gl_dtype)
+        return f"tensordesc<{dtype}[1, 1, {rows}, {dh}],{layout!r}>"
+
+    names = ("desc_q", "desc_k", "desc_v", "desc_jq", "desc_jk", "desc_jv", "desc_do", "desc_djo")
+    signature = dict(zip(names, map(desc, (bm, bn, bn, bm, bn, bn, bm, bm))))
+    signature |= dict.fromkeys(("desc_dqa", "desc_djqa"), desc(bm, "fp32", gl.float32))
+    signature |= dict(M="*fp32", DELTA="*fp32", qk_scale="fp32", scale="fp32", N="i32", L="i32", H="i32")
+    signature |= dict.fromkeys(("DK", "DV", "DJK", "DJV"), "*bf16")
+    signature |= {name: "*i32" for name in INT32_POINTERS if name in kernel.arg_names}
+    constexprs = dict(BLOCK_M=bm, HEAD_DIM=dh, NUM_STAGES=config.num_stages, Q_BLOCK=q_block, KV_BLOCK=kv_block,
+                      HAS_L_LEN=True, CONSUMER_REGS=config.consumer_regs)  # fmt: skip
+    for name in kernel.arg_names:
+        if name.startswith("stride_"):
+            unit = name.endswith(UNIT_STRIDES)
+            signature[name] = "constexpr" if unit else "i32"
+            if unit:
+                constexprs[name] = 1
+    signature |= dict.fromkeys(constexprs, "constexpr")
+    signature = {name: signature[name] for name in kernel.arg_names}
+    source = GluonASTSource(kernel, signature, constexprs=constexprs)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+
+
+def hopper_backward_builds(dhs=(64, 128), kv_blocks=(64, 128)):
+    """The Gluon sparse backward at each head size and key block (query blocks of 128 rows)."""
+    return {
+        f"hopper-backward dh{dh} mask 128x{kv_block}": usage(compile_hopper_backward_sm90(dh, kv_block))
+        for dh in dhs
+        for kv_block in kv_blocks
+    }
+
+
 if __name__ == "__main__":
-    found = builds() | hopper_builds()
+    found = builds() | hopper_builds() | hopper_backward_builds()
     print(json.dumps(dict(triton=triton.__version__, builds=found), sort_keys=True))
     sys.exit(0)

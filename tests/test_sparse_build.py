@@ -1,8 +1,9 @@
 """The block-sparse Triton kernels compiled offline for sm_90 with the wheel's own ptxas, at the configs the
-runtime launches for bf16 masks of 128-row query blocks and 64- or 16-key blocks, dh 64 and 128, and the Gluon
-Hopper sparse forward at key blocks of 16, 64, 128 and 256: what their speed rests on, checked where no GPU is.
-Spills were the reason the backward keeps the dense backward's warps (`sparse_config`) and the gathered dq
-tile stops at 64 keys (`gathered_key_tile`)."""
+runtime launches for bf16 masks of 128-row query blocks and 64-, 16- or 256-key blocks, dh 64 and 128, the Gluon
+Hopper sparse forward at key blocks of 16, 64, 128 and 256, and the Gluon sparse backward at 64 and 128: what
+their speed rests on, checked where no GPU is. Spills were the reason the backward keeps the dense backward's
+warps (`sparse_config`) and the gathered dq tile stops at 64 keys (`gathered_key_tile`); shared memory, the
+reason the Triton forward takes 2 stages for key blocks of a whole tile at dh 128."""
 
 import json
 import os
@@ -15,6 +16,10 @@ SHARED_MEMORY_BYTES = 232448  # sm_90's per-block limit (227 KiB)
 # Triton kernels' own builds spill 32 (forward with pointer loads, dh 128) and up to 112 (backward, dh 128)
 # (benchmarks/NOTES-triton.md).
 SPILL_ALLOWANCE = 64
+# The Gluon backwards at dh 128 hold dK and dV (128 registers a thread) across the query loop: the dense one
+# spills 528 bytes (tests/test_hopper_backward.py), the sparse one 648 (a few scalars reloaded per step, and a
+# partial block's bits). More would mean its schedule got worse.
+GLUON_BACKWARD_SPILL_ALLOWANCE = {"dh64": SPILL_ALLOWANCE, "dh128": 700}
 
 
 def test_the_runtimes_sparse_configs_compile_for_sm90_within_registers_and_shared_memory():
@@ -23,8 +28,14 @@ def test_the_runtimes_sparse_configs_compile_for_sm90_within_registers_and_share
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     builds = json.loads(run.stdout.splitlines()[-1])["builds"]
-    # Triton: 3 kernels x 2 head sizes x 2 key blocks; the Gluon forward: 2 head sizes x 4 key blocks.
-    assert len(builds) == 20
+    # Triton: 3 kernels x 2 head sizes x 3 key blocks; Gluon: the forward at 2 head sizes x 4 key blocks, the
+    # backward at 2 x 2.
+    assert len(builds) == 30
     for config, found in builds.items():
         assert found["shared"] <= SHARED_MEMORY_BYTES, (config, found)
-        assert found["spill_stores"] is not None and found["spill_stores"] <= SPILL_ALLOWANCE, (config, found)
+        allowance = SPILL_ALLOWANCE
+        if "x256" in config and not config.startswith("hopper"):
+            allowance = 2 * SPILL_ALLOWANCE  # key blocks of 256 run the Gluon kernels on Hopper
+        if config.startswith("hopper-backward"):
+            allowance = GLUON_BACKWARD_SPILL_ALLOWANCE[config.split()[1]]
+        assert found["spill_stores"] is not None and found["spill_stores"] <= allowance, (config, found)

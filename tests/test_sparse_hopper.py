@@ -1,8 +1,8 @@
-"""The Gluon block-sparse forward (`kernels/sparse_joint_attention_fwd_hopper.py`): which calls it takes (CPU:
-the envelope in `dispatch.sparse_hopper_unsupported`), and on a Hopper GPU its outputs against the float64
-sparse reference on the same mask: full and partial blocks, key blocks gathered (16/32/64) or split (256), odd
-N, padded text, rows that see nothing, no text, NaN outside the listed blocks. Its offline sm_90 build is
-checked in `test_sparse_build.py`."""
+"""The Gluon block-sparse kernels (`kernels/sparse_joint_attention_{fwd,bwd}_hopper.py`): which calls they take
+(CPU: the envelope in `dispatch.sparse_hopper_unsupported`, per pass), and on a Hopper GPU their outputs and
+gradients against the float64 sparse reference on the same mask: full and partial blocks, key blocks gathered
+(16/32/64) or split (256), odd N, padded text, rows that see nothing, no text, NaN outside the listed blocks.
+Their offline sm_90 builds are checked in `test_sparse_build.py`."""
 
 import pytest
 import torch
@@ -33,6 +33,29 @@ def test_envelope(dh, q_block, kv_block, padded, reason):
     assert (got is None) if reason is None else (reason in got), got
 
 
+@pytest.mark.parametrize(
+    "dh, q_block, kv_block, padded, reason",
+    [
+        (128, 128, 64, False, None),
+        (128, 64, 64, False, None),  # the backward's query steps are 64 rows
+        (64, 128, 512, False, None),
+        (128, 128, 16, False, "multiple of 64"),  # a CTA's 64 keys sit in one key block
+        (128, 96, 64, False, "multiple of 64"),
+        (128, 128, 64, True, "padded spatial set"),
+        (96, 128, 64, False, "configs for dh 64 and 128"),
+    ],
+)
+def test_backward_envelope(dh, q_block, kv_block, padded, reason):
+    problem = planned_problem(torch.bfloat16, 1, 24, 44520, 256, dh, padded=padded, backward=True)
+    got = sparse_hopper_unsupported(problem, q_block, kv_block, padded)
+    assert (got is None) if reason is None else (reason in got), got
+
+
+def test_backward_envelope_needs_spatial_tokens():
+    problem = planned_problem(torch.bfloat16, 1, 24, 0, 256, 128, backward=True)
+    assert "no spatial tokens" in sparse_hopper_unsupported(problem, 128, 64, False)
+
+
 def test_envelope_refuses_other_gpus_and_fp32():
     assert "9.x" in sparse_hopper_unsupported(
         planned_problem(torch.bfloat16, 1, 1, 256, 0, 64, arch="sm_80"), 128, 64, False
@@ -46,7 +69,8 @@ def test_envelope_refuses_other_gpus_and_fp32():
     "dh, kv_block, padded, backward, path, why",
     [
         (128, 64, False, False, "hopper", "Gluon block-sparse forward"),
-        (128, 64, False, True, "triton", "the Hopper sparse kernel is a forward"),
+        (128, 64, False, True, "hopper", "Gluon block-sparse backward"),
+        (128, 16, False, True, "triton", "the Hopper sparse backward needs a multiple of 64"),
         (128, 64, True, False, "triton", "padded spatial set"),
         (96, 64, False, False, "triton", "configs for dh 64 and 128"),
         (128, 24, False, False, "reference", "the kernels need multiples of 16"),
@@ -171,3 +195,93 @@ def test_gradients_after_the_hopper_forward():
     ref_grads = torch.autograd.grad(ref[:2], ref_leaves, g)
     for got, want in zip(grads, ref_grads):
         assert rel_err(got, want) < 3e-2
+
+
+def _check_backward(bm, b, nh, n, l, dh, *, dtype=torch.bfloat16, logical_l=None, inputs=None, tol=3e-2):  # noqa: E741
+    """The Gluon sparse backward's six gradients (through out, joint_out and lse) against autograd of the
+    float64 reference on the same mask; NaN in the same places."""
+    from jointattn.runtime.ops.contract import make_call
+    from jointattn.runtime.sparse_triton_runtime import backward_kernel
+
+    inputs = inputs or [t.cuda() for t in joint_inputs(b, nh, n, l, dh, dtype=dtype, seed=n + l + dh + 1)]
+    layout = spatial_layout(bm, n, "cuda")
+    lengths = {} if logical_l is None else dict(logical_l=torch.tensor(logical_l).cuda())
+    call = make_call(*inputs, "rear", None, None, lengths.get("logical_l"), "reference")
+    assert backward_kernel(call, layout) == "hopper"
+    leaves = [t.detach().requires_grad_() for t in inputs]
+    got = jointattn.joint_attention(*leaves, block_mask=layout, runtime="triton", **lengths)
+    ref_leaves = [t.detach().double().requires_grad_() for t in inputs]
+    ref = jointattn.joint_attention(*ref_leaves, block_mask=layout, runtime="reference", **lengths)
+    gen = torch.Generator(device="cuda").manual_seed(n)
+    g = [torch.randn(o.shape, generator=gen, device="cuda", dtype=torch.float64) for o in ref]
+    g[2] = torch.where(torch.isfinite(ref[2]), g[2], 0.0)  # rows that see nothing: lse = -inf, no gradient
+    grads = torch.autograd.grad(got, leaves, [x.to(o.dtype) for x, o in zip(g, got)])
+    ref_grads = torch.autograd.grad(ref, ref_leaves, g)
+    for name, a, w in zip(("dq", "dk", "dv", "djq", "djk", "djv"), grads, ref_grads):
+        assert a.shape == w.shape and a.dtype == dtype, name
+        assert torch.equal(torch.isnan(a), torch.isnan(w)), name
+        finite = ~torch.isnan(w)
+        if w[finite].abs().sum() > 0:
+            assert rel_err(a[finite].double(), w[finite]) < tol, name
+        else:
+            assert (a[finite] == 0).all(), name
+    return grads, ref_grads
+
+
+@pytest.mark.gpu
+@hopper
+@pytest.mark.parametrize("dh", [64, 128])
+@pytest.mark.parametrize(
+    "block_size", [(128, 64), (64, 64), (128, 128), (256, 128), (64, 256)], ids=lambda b: f"{b[0]}x{b[1]}"
+)
+def test_backward_random_masks_match_the_float64_reference(dh, block_size):
+    """Random element masks (full, partial and empty blocks, per head) at odd N, padded text per batch (one batch
+    row with no valid text), gradients through all three outputs."""
+    b, nh, n, l = 2, 3, 1337, 77  # noqa: E741
+    dense = random_element_mask(1, nh, n, *block_size, seed=dh + block_size[1] + 1)
+    bm = block_mask_of(dense.cuda(), block_size)
+    assert int(bm.kv_num_blocks.sum()) > 0 and int(bm.full_kv_num_blocks.sum()) > 0
+    _check_backward(bm, b, nh, n, l, dh, logical_l=[50, 0])
+
+
+@pytest.mark.gpu
+@hopper
+def test_backward_patterns_the_estimator_no_text_and_fp16():
+    from jointattn.sparse import estimate_block_mask, frame_window, tile_window
+
+    b, nh, n, l, dh = 1, 4, 2000, 100, 128  # noqa: E741
+    inputs = [t.cuda() for t in joint_inputs(b, nh, n, l, dh, dtype=torch.bfloat16, seed=4)]
+    masks = [
+        estimate_block_mask(inputs[0], inputs[1], keep=0.3, block_size=(128, 64)),
+        frame_window(150, 2, causal=False).block_mask(n, device="cuda", block_size=(128, 64)),
+        tile_window((2, 20, 50), (1, 5, 9)).block_mask(n, device="cuda", block_size=(64, 128)),
+    ]
+    for bm in masks:
+        _check_backward(bm, b, nh, n, l, dh, logical_l=[37], inputs=inputs)
+    dense = random_element_mask(1, 2, 640, 128, 64, seed=6)
+    dense[:, :, :128] = False  # query block 0 sees nothing: no spatial key, no text
+    _check_backward(block_mask_of(dense.cuda(), (128, 64)), 2, 2, 640, 0, 64, dtype=torch.float16, tol=1e-2)
+
+
+@pytest.mark.gpu
+@hopper
+@pytest.mark.parametrize("bad", ["k", "v"])
+def test_backward_nan_lands_where_the_reference_puts_it(bad):
+    """As test_sparse_triton's NaN test, for the Gluon backward: a NaN in a key block that a query block does
+    not list never reaches that block's gradients; in a listed block it does (a masked NaN value through
+    0 * NaN, a masked NaN key not at all)."""
+    n, l = 256, 5  # noqa: E741
+    dense = torch.zeros(1, 1, n, n, dtype=torch.bool)
+    dense[:, :, 0:64, 0:64] = True  # query block 0: key block 0, full
+    dense[:, :, 64:128, 128:160] = True  # query block 1: key block 2, partial (keys 160..191 masked)
+    dense[:, :, 128:192, 0:64] = True  # query block 2: key blocks 0 and 2, full
+    dense[:, :, 128:192, 128:192] = True
+    dense[:, :, 192:256, 64:128] = True  # query block 3: key block 1, full
+    inputs = [t.cuda() for t in joint_inputs(1, 1, n, l, 64, dtype=torch.bfloat16, seed=9)]
+    poisoned = inputs[2 if bad == "v" else 1].clone()
+    poisoned[0, 0, 176] = float("nan")  # key block 2, a key query block 1 masks
+    inputs[2 if bad == "v" else 1] = poisoned
+    (dq, *_), _ = _check_backward(block_mask_of(dense.cuda(), (64, 64)), 1, 1, n, l, 64, inputs=inputs)
+    assert torch.isfinite(dq[0, 0, :64]).all() and torch.isfinite(dq[0, 0, 192:]).all()
+    if bad == "v":
+        assert torch.isnan(dq[0, 0, 64:192]).all()
