@@ -186,8 +186,9 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
             q_spatial, q_row0, qb, slot = n_spatial, n_row0, n_qb, n_slot
         tma.store_wait(pendings=0)
 
-    # The two warpgroups' partial dK and dV are added through consumer 1's dQ tile (free once its last reduce
-    # has read it): consumer 1 stores dK, then dV after consumer 0 has read dK; consumer 0 adds and writes both.
+    # dK = scale * dSᵀ Q (dS is the gradient of the scaled scores). The two warpgroups' partial dK and dV are
+    # added through consumer 1's dQ tile (free once its last reduce has read it): consumer 1 stores dK, then dV
+    # after consumer 0 has read dK; consumer 0 adds and writes both.
     dk = dk * scale
     acc = dq_smem.index(1).reshape([BLOCK_N, HEAD_DIM])
     if C == 1:
@@ -199,7 +200,6 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
         gl.thread_barrier()
         mbarrier.arrive(acc_ready, count=1)
     else:
-        natural0 = k_row0
         mbarrier.wait(acc_ready, 0)
         dk = dk + acc.load(kv_layout)
         gl.thread_barrier()
@@ -208,17 +208,17 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
         dv = dv + acc.load(kv_layout)
         if k_spatial:
             _store_key_gradient(dk, DK + bz.to(gl.int64) * stride_dkb + h.to(gl.int64) * stride_dkh,
-                                stride_dks, stride_dkd, k_start, natural0, skip, len_k, k_rows,
+                                stride_dks, stride_dkd, k_start, k_row0, skip, len_k, k_rows,
                                 0, BLOCK_N, HEAD_DIM, kv_layout)
             _store_key_gradient(dv, DV + bz.to(gl.int64) * stride_dvb + h.to(gl.int64) * stride_dvh,
-                                stride_dvs, stride_dvd, k_start, natural0, skip, len_k, k_rows,
+                                stride_dvs, stride_dvd, k_start, k_row0, skip, len_k, k_rows,
                                 0, BLOCK_N, HEAD_DIM, kv_layout)
         else:
             _store_key_gradient(dk, DJK + bz.to(gl.int64) * stride_djkb + h.to(gl.int64) * stride_djkh,
-                                stride_djks, stride_djkd, k_start, natural0, skip, len_k, k_rows,
+                                stride_djks, stride_djkd, k_start, k_row0, skip, len_k, k_rows,
                                 0, BLOCK_N, HEAD_DIM, kv_layout)
             _store_key_gradient(dv, DJV + bz.to(gl.int64) * stride_djvb + h.to(gl.int64) * stride_djvh,
-                                stride_djvs, stride_djvd, k_start, natural0, skip, len_k, k_rows,
+                                stride_djvs, stride_djvd, k_start, k_row0, skip, len_k, k_rows,
                                 0, BLOCK_N, HEAD_DIM, kv_layout)
 
 

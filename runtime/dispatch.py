@@ -8,7 +8,8 @@ Entry points:
 - `unsupported(path, problem)`: why one path cannot run a problem (None if it can): every kernel's envelope,
   stated once.
 - `choose_sparse(problem, q_block, kv_block, spatial_padded)`: the block-sparse op's kernel for a pass (the Gluon
-  forward or backward, the Triton kernels or the reference), from `sparse_hopper_unsupported` and `sparse_triton_unsupported`.
+  forward or backward, the Triton kernels or the reference), from `sparse_hopper_unsupported` and
+  `sparse_triton_unsupported`.
 
 The paths:
 - "hopper": the Gluon kernels with FlashAttention-3's schedules, forward and backward

@@ -103,10 +103,12 @@ def test_unsupported_block_sizes_are_refused_with_a_reason():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dh", [64, 128])
-@pytest.mark.parametrize("mask", ["estimate-128x64", "frame-128x16", "frame-64x32-causal"])
+@pytest.mark.parametrize("mask", ["estimate-128x64", "frame-128x16", "frame-64x32-causal", "random-128x256"])
 def test_gpu_bf16_at_model_tiles(dh, mask):
-    """The compiled kernels at the tiles bf16 gets (128-row query tiles, 64/128-wide key tiles, and 16-wide ones),
-    odd N, padded text, against the float64 reference runtime on the same mask; forward and backward."""
+    """The compiled kernels at the tiles bf16 gets (128-row query tiles, 64/128-wide key tiles, and 16-wide ones;
+    256-key blocks: the forward's 2 stages at dh 128, the backward's 64-key tiles), odd N, padded spatial and text
+    sets (the Triton kernels run both passes, Hopper or not), against the float64 reference runtime on the same
+    mask; forward and backward."""
     from jointattn.sparse import estimate_block_mask, frame_window
 
     b, nh, n, l = 2, 3, 1337, 77  # noqa: E741
@@ -115,6 +117,8 @@ def test_gpu_bf16_at_model_tiles(dh, mask):
         bm = estimate_block_mask(inputs[0], inputs[1], keep=0.3, block_size=(128, 64))
     elif mask == "frame-128x16":
         bm = frame_window(150, 2, causal=False).block_mask(n, device="cuda", block_size=(128, 16))
+    elif mask == "random-128x256":
+        bm = block_mask_of(random_element_mask(1, nh, n, 128, 256, seed=dh).cuda(), (128, 256))
     else:
         bm = frame_window(100, 3).block_mask(n, device="cuda", block_size=(64, 32))
     layout = spatial_layout(bm, n, "cuda")
