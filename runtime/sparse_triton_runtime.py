@@ -7,7 +7,7 @@ The mask's [Bm, Hm] leading dims are broadcast to [b, nh] by stride 0. CUDA tens
 TRITON_INTERPRET=1 (tests). On Hopper the forward runs the Gluon kernel instead where its envelope takes the
 call (`forward_kernel`, `sparse_hopper_launch.py`), and so does the backward (`backward_kernel`). The backward's
 dk/dv kernels (Triton's and Gluon's) walk, per key block, the query blocks that list it: those transposed lists
-are built here with a few torch ops per call (`transposed_lists`).
+are built here with a few torch ops, once per layout (`transposed_lists`).
 """
 
 from __future__ import annotations
@@ -154,7 +154,20 @@ def _null():
 
 def transposed_lists(layout: SpatialLayout, n: int):
     """Per key block, the query blocks that list it: (count [Bm, Hm, KBn] int32, q blocks [Bm, Hm, KBn, QBn]
-    int32, slot [Bm, Hm, KBn, QBn] int32: the partial-bits slot, or -1 for a full block)."""
+    int32, slot [Bm, Hm, KBn, QBn] int32: the partial-bits slot, or -1 for a full block). Kept on the layout:
+    a pattern's layout serves every backward of its layers, so they are built once (an estimated mask's
+    layout is new each call and builds them each call)."""
+    cached = layout.__dict__.get("_transposed")
+    if cached is not None and cached[0] == n:
+        return cached[1]
+    lists = _transposed_lists(layout, n)
+    if not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
+        # Not kept from inside a CUDA graph capture: those tensors live in the graph's memory pool.
+        object.__setattr__(layout, "_transposed", (n, lists))  # a frozen dataclass: a cache, not a field
+    return lists
+
+
+def _transposed_lists(layout: SpatialLayout, n: int):
     bm_ = max(t.shape[0] for t in layout.tensors)
     hm = max(t.shape[1] for t in layout.tensors)
     full, slot = block_maps(layout.expanded(bm_, hm), n)  # [Bm, Hm, QBn, KBn]

@@ -93,6 +93,15 @@ def test_transposed_lists_name_every_listed_block_once():
             assert listed == torch.nonzero(dense_blocks[0, h, :, kb]).flatten().tolist()
 
 
+def test_transposed_lists_are_built_once_per_layout_and_length():
+    bm = block_mask_of(random_element_mask(1, H, 75, 32, 16, seed=3), (32, 16))
+    layout = spatial_layout(bm, 75)
+    first = transposed_lists(layout, 75)
+    assert transposed_lists(layout, 75) is first  # the backward of every layer sharing the pattern
+    other = transposed_lists(layout, 70)  # another N (the same blocks cover it) is built afresh
+    assert other is not first and transposed_lists(layout, 70) is other
+
+
 def test_unsupported_block_sizes_are_refused_with_a_reason():
     bm = block_mask_of(torch.ones(1, 1, 40, 40, dtype=torch.bool, device=DEVICE), (24, 40))
     call_inputs = [t.to(DEVICE) for t in joint_inputs(B, H, 40, 3, D)]
