@@ -98,6 +98,24 @@ def builds(dhs=(64, 128), kv_blocks=(64, 16, 256)):
     return found
 
 
+def _compile_gluon_sm90(kernel, signature: dict, constexprs: dict):
+    """A Gluon kernel built for sm_90 as a launch specializes it: strides named as unit (`UNIT_STRIDES`) are
+    constexpr 1, the other strides i32."""
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    constexprs = dict(constexprs)
+    for name in kernel.arg_names:
+        if name.startswith("stride_"):
+            unit = name.endswith(UNIT_STRIDES)
+            signature[name] = "constexpr" if unit else "i32"
+            if unit:
+                constexprs[name] = 1
+    signature |= dict.fromkeys(constexprs, "constexpr")
+    signature = {name: signature[name] for name in kernel.arg_names}
+    source = GluonASTSource(kernel, signature, constexprs=constexprs)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+
+
 def compile_hopper_sm90(dh: int, kv_block: int, q_block: int = 128):
     """The Gluon sparse forward as its launcher builds it for bf16 (`sparse_hopper_launch.py`): the spatial k/v
     descriptors box min(kv_block, BLOCK_N) rows; unit strides of the lists, bits and lse are constexprs."""
@@ -106,7 +124,6 @@ def compile_hopper_sm90(dh: int, kv_block: int, q_block: int = 128):
         sparse_joint_attention_fwd_hopper_kernel as kernel,
     )
     from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon._runtime import GluonASTSource
 
     config = hopper_forward_config(dh)
     bm, bn = config.block_m, config.block_n
@@ -122,16 +139,7 @@ def compile_hopper_sm90(dh: int, kv_block: int, q_block: int = 128):
     signature |= {name: "*i32" for name in INT32_POINTERS if name in kernel.arg_names}
     constexprs = dict(BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=dh, NUM_STAGES=config.num_stages, Q_BLOCK=q_block,
                       KV_BLOCK=kv_block, HAS_L_LEN=True, CONSUMER_REGS=config.consumer_regs)  # fmt: skip
-    for name in kernel.arg_names:
-        if name.startswith("stride_"):
-            unit = name.endswith(UNIT_STRIDES)
-            signature[name] = "constexpr" if unit else "i32"
-            if unit:
-                constexprs[name] = 1
-    signature |= dict.fromkeys(constexprs, "constexpr")
-    signature = {name: signature[name] for name in kernel.arg_names}
-    source = GluonASTSource(kernel, signature, constexprs=constexprs)
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+    return _compile_gluon_sm90(kernel, signature, constexprs)
 
 
 def hopper_builds(dhs=(64, 128), kv_blocks=(16, 64, 128, 256)):
@@ -151,7 +159,6 @@ def compile_hopper_backward_sm90(dh: int, kv_block: int, q_block: int = 128):
         sparse_joint_attention_bwd_hopper_kernel as kernel,
     )
     from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon._runtime import GluonASTSource
 
     config = hopper_sparse_backward_config(dh)
     bm, bn = config.block_m, config.keys_per_wg
@@ -168,16 +175,7 @@ def compile_hopper_backward_sm90(dh: int, kv_block: int, q_block: int = 128):
     signature |= {name: "*i32" for name in INT32_POINTERS if name in kernel.arg_names}
     constexprs = dict(BLOCK_M=bm, HEAD_DIM=dh, NUM_STAGES=config.num_stages, Q_BLOCK=q_block, KV_BLOCK=kv_block,
                       HAS_L_LEN=True, CONSUMER_REGS=config.consumer_regs)  # fmt: skip
-    for name in kernel.arg_names:
-        if name.startswith("stride_"):
-            unit = name.endswith(UNIT_STRIDES)
-            signature[name] = "constexpr" if unit else "i32"
-            if unit:
-                constexprs[name] = 1
-    signature |= dict.fromkeys(constexprs, "constexpr")
-    signature = {name: signature[name] for name in kernel.arg_names}
-    source = GluonASTSource(kernel, signature, constexprs=constexprs)
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+    return _compile_gluon_sm90(kernel, signature, constexprs)
 
 
 def hopper_backward_builds(dhs=(64, 128), kv_blocks=(64, 128)):
