@@ -16,7 +16,8 @@ Per shape (bf16; CUDA-event timing through triton.testing.do_bench, median, L2 f
   mask on the pre-concatenated sequence (text dense, padded text keys masked; the cat is not timed, which
   favours flex); forward, and forward + backward (gradients of out and joint_out);
 - the estimator's cost (`jointattn::estimate_kv_blocks`, what the compile pass runs per layer and call) against
-  the dense forward time of the same layer;
+  the dense forward time of the same layer: as a call (host launches included) and replayed from a CUDA graph
+  (its GPU time alone, what it costs inside a model whose host runs ahead);
 - the output error of each sparse variant against the dense op (relative Frobenius norm over both outputs), and
   ours against flex with the same mask (a cross-check of the two implementations: bf16 noise expected).
 Quality on trained weights cannot be measured here (no weights can be downloaded): the error curves are what
@@ -164,6 +165,19 @@ def _flex_row(layout, tensors, grads, lv, out, ours_fwd, ours_fb, timed, backwar
                 ours_vs_flex_error=ours_vs_flex, error=f_err or f_err_fb)  # fmt: skip
 
 
+def _graphed(fn):
+    """`fn` captured once in a CUDA graph (after a warm-up on a side stream); returns the graph's replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
 def _kernels(tensors, layout, logical_l) -> tuple[str, str]:
     """Which kernels run our sparse forward and backward of this call: "hopper" (Gluon) or "triton"."""
     from jointattn.runtime.ops.contract import make_call
@@ -221,9 +235,15 @@ def run_shape(name, spec, args, rows, timer, cuda):
     record(variant="dense (our op)", kept=1.0, tile=None, fwd_ms=dense_fwd, fwd_bwd_ms=dense_fb,
            error=err or err_fb)  # fmt: skip
 
-    est_ms, est_err = timed(lambda: estimate_kv_blocks(q, k, 0.3, None, *TILE, None))
+    estimate = lambda: estimate_kv_blocks(q, k, 0.3, None, *TILE, None)  # noqa: E731
+    est_ms, est_err = timed(estimate)
+    # Its GPU time alone, replayed from a CUDA graph: timed as a call, a dozen small launches are host-bound
+    # when nothing else is queued, while inside a model the host runs ahead of the GPU and they overlap.
+    est_gpu_ms, est_gpu_err = timed(_graphed(estimate)) if cuda else (None, None)
     record(variant="estimator (estimate_kv_blocks, keep=0.3)", kept=None, tile=list(TILE), fwd_ms=est_ms,
-           share_of_dense_fwd=round(est_ms / dense_fwd, 4) if est_ms and dense_fwd else None, error=est_err)  # fmt: skip
+           share_of_dense_fwd=round(est_ms / dense_fwd, 4) if est_ms and dense_fwd else None,
+           gpu_ms=est_gpu_ms, gpu_share_of_dense_fwd=round(est_gpu_ms / dense_fwd, 4) if est_gpu_ms and dense_fwd else None,
+           error=est_err or est_gpu_err)  # fmt: skip
 
     cases = [(f, TILE, "estimate") for f in args.fractions]
     if 0.3 in args.fractions:
@@ -342,6 +362,8 @@ def table(rows) -> str:
             if r.get("share_of_dense_fwd") is not None
             else ""
         )
+        if r.get("gpu_ms") is not None:
+            share += f" (GPU time from a CUDA graph {r['gpu_ms']} ms, {r['gpu_share_of_dense_fwd']})"
         lines.append(f"| {r['shape']} | {r['variant']}{note}{share} | {r.get('kept', '')} | {tile} | "
                      f"{r.get('fwd_ms', '')} | {r.get('fwd_bwd_ms', '')} | {r.get('vs_dense_fwd', '')} | "
                      f"{r.get('vs_dense_fwd_bwd', '')} | {faster} | {err} |")  # fmt: skip
