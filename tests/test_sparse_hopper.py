@@ -197,9 +197,10 @@ def test_gradients_after_the_hopper_forward():
         assert rel_err(got, want) < 3e-2
 
 
-def _check_backward(bm, b, nh, n, l, dh, *, dtype=torch.bfloat16, logical_l=None, inputs=None, tol=3e-2):  # noqa: E741
-    """The Gluon sparse backward's six gradients (through out, joint_out and lse) against autograd of the
-    float64 reference on the same mask; NaN in the same places."""
+def _check_backward(bm, b, nh, n, l, dh, *, dtype=torch.bfloat16, logical_l=None, inputs=None, tol=3e-2,  # noqa: E741
+                    lse_grad=True):  # fmt: skip
+    """The Gluon sparse backward's six gradients (through out, joint_out and, with lse_grad, lse) against
+    autograd of the float64 reference on the same mask; NaN in the same places."""
     from jointattn.runtime.ops.contract import make_call
     from jointattn.runtime.sparse_triton_runtime import backward_kernel
 
@@ -215,8 +216,9 @@ def _check_backward(bm, b, nh, n, l, dh, *, dtype=torch.bfloat16, logical_l=None
     gen = torch.Generator(device="cuda").manual_seed(n)
     g = [torch.randn(o.shape, generator=gen, device="cuda", dtype=torch.float64) for o in ref]
     g[2] = torch.where(torch.isfinite(ref[2]), g[2], 0.0)  # rows that see nothing: lse = -inf, no gradient
-    grads = torch.autograd.grad(got, leaves, [x.to(o.dtype) for x, o in zip(g, got)])
-    ref_grads = torch.autograd.grad(ref, ref_leaves, g)
+    used = 3 if lse_grad else 2
+    grads = torch.autograd.grad(got[:used], leaves, [x.to(o.dtype) for x, o in zip(g, got)][:used])
+    ref_grads = torch.autograd.grad(ref[:used], ref_leaves, g[:used])
     for name, a, w in zip(("dq", "dk", "dv", "djq", "djk", "djv"), grads, ref_grads):
         assert a.shape == w.shape and a.dtype == dtype, name
         assert torch.equal(torch.isnan(a), torch.isnan(w)), name
@@ -285,3 +287,19 @@ def test_backward_nan_lands_where_the_reference_puts_it(bad):
     assert torch.isfinite(dq[0, 0, :64]).all() and torch.isfinite(dq[0, 0, 192:]).all()
     if bad == "v":
         assert torch.isnan(dq[0, 0, 64:192]).all()
+
+
+@pytest.mark.gpu
+@hopper
+def test_backward_in_the_models_layout_without_an_lse_gradient():
+    """Inputs as views of [b, S, nh, dh] memory (what diffusers' attention processors hand over), gradients of
+    out and joint_out only (the preprocess without dlse), a batch whose text is all padding."""
+    b, nh, n, l, dh = 2, 4, 1000, 77, 128  # noqa: E741
+    gen = torch.Generator().manual_seed(21)
+    inputs = [
+        torch.randn(b, s, nh, dh, generator=gen).to("cuda", torch.bfloat16).transpose(1, 2)
+        for s in (n, n, n, l, l, l)
+    ]
+    assert not inputs[0].is_contiguous()
+    bm = block_mask_of(random_element_mask(1, nh, n, 128, 64, seed=22).cuda(), (128, 64))
+    _check_backward(bm, b, nh, n, l, dh, logical_l=[77, 0], inputs=inputs, lse_grad=False)
