@@ -12,10 +12,13 @@ through shared memory at the end. The sequence of query blocks of BLOCK_M = 64 r
   its bits: the transposed lists, `sparse_triton_runtime.transposed_lists`), Q_BLOCK / BLOCK_M steps each, then
   every text query block (text queries attend every key);
 - text keys: every query block of both sets (dense).
-Unlisted query blocks are never loaded. Masked scores give P = 0 and dS = 0 (selected, so a NaN in a masked key
-or value of the tile reaches no gradient). Keys: a set's last block is loaded so that it ends at the set's valid
-length (the dense kernel's `skip`), its first rows masked and never stored; padded text keys get zero
-gradients. The spatial set is unpadded (`dispatch.sparse_hopper_unsupported`).
+Unlisted query blocks are never loaded. Each ring stage feeds one step (one consumer), and each consumer loads
+its next step's list entry and row statistics while its products run. Keys: a set's last block is loaded so
+that it ends at the set's valid length (the dense kernel's `skip`); its first rows, which belong to the block
+before, get P = 0 and dS = 0 by selection (a NaN there reaches no gradient) and are never stored; padded text
+keys get zero gradients. Elsewhere a masked score gives P = 0, and a NaN value the bits hide inside a listed
+block multiplies through (0 * NaN), as in the Triton kernels and flex_attention. The spatial set is unpadded
+(`dispatch.sparse_hopper_unsupported`).
 """
 
 from __future__ import annotations

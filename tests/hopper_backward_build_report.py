@@ -3,8 +3,9 @@ rests on. Run by tests/test_hopper_backward.py in a fresh interpreter; by hand:
 python tests/hopper_backward_build_report.py 128 [block_m keys_per_wg num_stages [split_dq]]
 
 Fields: num_warps and shared bytes of the build, raised_regs (setmaxnreg.inc values and how often), spill_free
-and the ptxas report, wgmma_serialized (ptxas's C7512: a wait after every wgmma, for lack of registers), loop_spills (per consumer query loop), wgmma (HGMMA instructions in the SASS), atomics (RED/ATOM instructions) and tma_reduces (the dQ
-reduce-adds).
+and the ptxas report, wgmma_serialized (ptxas's C7512: a wait after every wgmma, for lack of registers),
+loop_spills (per consumer query loop), wgmma (HGMMA instructions in the SASS), atomics (RED/ATOM instructions)
+and tma_reduces (the dQ reduce-adds).
 """
 
 from __future__ import annotations
