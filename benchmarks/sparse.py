@@ -189,6 +189,7 @@ def _kernels(tensors, layout, logical_l) -> tuple[str, str]:
 
 def run_shape(name, spec, args, rows, timer, cuda):
     from jointattn.runtime.ops.sparse import estimate_kv_blocks
+    from jointattn.runtime.sparse_estimate import estimate_kv_blocks_triton
     from jointattn.runtime.sparse_layout import spatial_layout
     from jointattn.sparse import estimate_block_mask
 
@@ -244,6 +245,14 @@ def run_shape(name, spec, args, rows, timer, cuda):
            share_of_dense_fwd=round(est_ms / dense_fwd, 4) if est_ms and dense_fwd else None,
            gpu_ms=est_gpu_ms, gpu_share_of_dense_fwd=round(est_gpu_ms / dense_fwd, 4) if est_gpu_ms and dense_fwd else None,
            error=est_err or est_gpu_err)  # fmt: skip
+    if cuda:  # the estimator's two Triton kernels (JOINTATTN_ESTIMATOR=triton), not yet the default
+        triton_estimate = lambda: estimate_kv_blocks_triton(q, k, 0.3, None, *TILE, q.shape[3] ** -0.5)  # noqa: E731
+        t_ms, t_err = timed(triton_estimate)
+        t_gpu_ms, t_gpu_err = timed(_graphed(triton_estimate))
+        record(variant="estimator, Triton kernels (keep=0.3)", kept=None, tile=list(TILE), fwd_ms=t_ms,
+               share_of_dense_fwd=round(t_ms / dense_fwd, 4) if t_ms and dense_fwd else None,
+               gpu_ms=t_gpu_ms, gpu_share_of_dense_fwd=round(t_gpu_ms / dense_fwd, 4) if t_gpu_ms and dense_fwd else None,
+               error=t_err or t_gpu_err)  # fmt: skip
 
     cases = [(f, TILE, "estimate") for f in args.fractions]
     if 0.3 in args.fractions:

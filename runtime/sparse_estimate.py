@@ -6,6 +6,7 @@ by cumulative estimated mass. A handful of torch kernels; no host sync."""
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -75,6 +76,20 @@ def _logits(q, k, q_block: int, kv_block: int, scale: float, valid_n) -> torch.T
     return logits
 
 
+ESTIMATOR_ENV = "JOINTATTN_ESTIMATOR"
+
+
+def estimator_kernels(q) -> str:
+    """Which implementation estimates: "torch" (the default: a dozen torch launches) or "triton" (two launches,
+    `kernels/estimate_blocks.py`), asked for with JOINTATTN_ESTIMATOR=triton on CUDA tensors (or CPU ones under
+    TRITON_INTERPRET=1). Not the default until it has been measured and checked on a GPU."""
+    value = os.environ.get(ESTIMATOR_ENV, "torch")
+    if value not in ("torch", "triton"):
+        raise ValueError(f"{ESTIMATOR_ENV} must be 'torch' or 'triton'; got {value!r}")
+    runs_triton = q.is_cuda or os.environ.get("TRITON_INTERPRET", "0") == "1"
+    return "triton" if value == "triton" and runs_triton else "torch"
+
+
 def estimate_kv_blocks(q, k, keep, cdf, q_block: int, kv_block: int, scale=None, valid_n=None):
     """(count [b, nh, QBn] int32, indices [b, nh, QBn, KBn] int32: the kept key blocks first, ascending).
 
@@ -82,6 +97,8 @@ def estimate_kv_blocks(q, k, keep, cdf, q_block: int, kv_block: int, scale=None,
     With a fixed share (`keep`) and no padding the count is known on the host, which saves most launches."""
     dh = q.shape[3]
     scale = scale if scale is not None else dh**-0.5
+    if estimator_kernels(q) == "triton":
+        return estimate_kv_blocks_triton(q, k, keep, cdf, q_block, kv_block, scale, valid_n)
     logits = _logits(q, k, q_block, kv_block, scale, valid_n)
     kbn = logits.shape[-1]
     ordered, order = logits.sort(-1, descending=True)
@@ -96,3 +113,36 @@ def estimate_kv_blocks(q, k, keep, cdf, q_block: int, kv_block: int, scale=None,
     listed = torch.arange(kbn, device=q.device) < count[..., None]
     indices = torch.where(listed, order, order + kbn).sort(-1).values % kbn
     return count.to(torch.int32), indices.to(torch.int32)
+
+
+def estimate_kv_blocks_triton(q, k, keep, cdf, q_block: int, kv_block: int, scale: float, valid_n=None):
+    """`estimate_kv_blocks` in two Triton launches (`kernels/estimate_blocks.py`): the same pooled scores and the
+    same kept blocks (ties at a row's threshold broken by lowest index; a NaN score never preferred, where the
+    torch path sorts NaN first), the rest of each row ascending (the torch path orders it by score; readers
+    look at the first `count` entries only)."""
+    from ..kernels.estimate_blocks import block_means_kernel, grid_and_tiles, select_blocks_kernel
+
+    b, nh, n, dh = q.shape
+    qbn, kbn = -(-n // q_block), -(-n // kv_block)
+    device = q.device
+    count = torch.empty((b, nh, qbn), dtype=torch.int32, device=device)
+    indices = torch.empty((b, nh, qbn, kbn), dtype=torch.int32, device=device)
+    if b * nh * qbn == 0:
+        return count, indices
+    pool_grid, select_grid, qt, chunk, kbn_pad, block_d = grid_and_tiles(qbn, kbn, b * nh, dh)
+    qm = torch.empty((b * nh, qbn, block_d), dtype=torch.float32, device=device)
+    km = torch.empty((b * nh, kbn, block_d), dtype=torch.float32, device=device)
+    scratch = torch.empty((b * nh, qbn, kbn_pad), dtype=torch.float32, device=device)
+    valid = valid_n.to(device=device, dtype=torch.int32) if valid_n is not None else count
+    kept = min(kbn, max(1, math.ceil(keep * kbn))) if keep is not None else 0
+    rows = min(16, q_block, kv_block)
+    block_means_kernel[pool_grid](
+        q, k, qm, km, valid, *q.stride(), *k.stride(), n, nh, qbn,
+        Q_BLOCK=q_block, KV_BLOCK=kv_block, ROWS=rows, BLOCK_D=block_d, HEAD_DIM=dh, HAS_VALID=valid_n is not None,
+    )  # fmt: skip
+    select_blocks_kernel[select_grid](
+        qm, km, scratch, count, indices, valid, n, nh, qbn, kbn, kept, float(cdf or 0.0), float(scale),
+        KV_BLOCK=kv_block, QT=qt, CHUNK=chunk, KBN_PAD=kbn_pad, BLOCK_D=block_d, HAS_VALID=valid_n is not None,
+        BY_MASS=keep is None,
+    )  # fmt: skip
+    return count, indices

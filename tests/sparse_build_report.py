@@ -24,10 +24,24 @@ from jointattn.runtime.sparse_triton_runtime import sparse_config
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-FLOAT_ARGS = {"scale", "qk_scale"}
-INT_ARGS = {"N", "L", "H"}  # sizes; every other capitalised argument is a tensor
-FLOAT32_POINTERS = {"M", "DELTA", "LSE"}
-INT32_POINTERS = {"NUM", "IDX", "FNUM", "FIDX", "BITS", "N_LEN", "L_LEN", "TNUM", "TQB", "TSLOT"}
+FLOAT_ARGS = {"scale", "qk_scale", "share"}
+INT_ARGS = {"N", "L", "H", "QBN", "KBN"}  # sizes; every other capitalised argument is a tensor
+FLOAT32_POINTERS = {"M", "DELTA", "LSE", "QM", "KM", "SCRATCH"}
+INT32_POINTERS = {
+    "NUM",
+    "IDX",
+    "FNUM",
+    "FIDX",
+    "BITS",
+    "N_LEN",
+    "L_LEN",
+    "TNUM",
+    "TQB",
+    "TSLOT",
+    "COUNT",
+    "INDICES",
+    "VALID",
+}
 # Strides that are 1 in a model's layout ([b, S, nh, dh] memory, int32 block lists): constexprs at launch.
 UNIT_STRIDES = ("d", "_ls", "_ik", "_fik", "_bw", "_tqq", "_tsq")
 
@@ -187,7 +201,26 @@ def hopper_backward_builds(dhs=(64, 128), kv_blocks=(64, 128)):
     }
 
 
+def estimator_builds():
+    """The estimator's two kernels (`kernels/estimate_blocks.py`) at Mochi's and SD3.5's tiles (bf16 q, k)."""
+    from jointattn.kernels import estimate_blocks as est
+
+    found = {}
+    for dh, n, q_block, kv_block in ((128, 44520, 128, 64), (64, 4096, 128, 64), (128, 44520, 128, 16)):
+        qbn, kbn = -(-n // q_block), -(-n // kv_block)
+        _, _, qt, chunk, kbn_pad, block_d = est.grid_and_tiles(qbn, kbn, 1, dh)
+        means = dict(
+            Q_BLOCK=q_block, KV_BLOCK=kv_block, ROWS=16, BLOCK_D=block_d, HEAD_DIM=dh, HAS_VALID=True
+        )
+        select = dict(KV_BLOCK=kv_block, QT=qt, CHUNK=chunk, KBN_PAD=kbn_pad, BLOCK_D=block_d, HAS_VALID=True,
+                      BY_MASS=True)  # fmt: skip
+        tag = f"dh{dh} mask {q_block}x{kv_block} N {n}"
+        found[f"estimator-means {tag}"] = usage(compile_sm90(est.block_means_kernel, means, 4, 2))
+        found[f"estimator-select {tag}"] = usage(compile_sm90(est.select_blocks_kernel, select, 4, 2))
+    return found
+
+
 if __name__ == "__main__":
-    found = builds() | hopper_builds() | hopper_backward_builds()
+    found = builds() | hopper_builds() | hopper_backward_builds() | estimator_builds()
     print(json.dumps(dict(triton=triton.__version__, builds=found), sort_keys=True))
     sys.exit(0)

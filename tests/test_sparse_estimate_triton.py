@@ -1,0 +1,124 @@
+"""The estimator's two Triton kernels (`kernels/estimate_blocks.py`, `JOINTATTN_ESTIMATOR=triton`) in Triton's
+interpreter: the blocks each query block keeps are the top ones by the float64 pooled scores (ties within
+float32 noise either way), the count is the torch path's (keep) or the fewest blocks reaching the mass (cdf),
+each row is a permutation with the kept blocks first, ascending; padding on the keys, NaN, and through
+`estimate_block_mask`. Not yet run on a GPU, so not the default (`sparse_estimate.estimator_kernels`)."""
+
+import math
+
+import pytest
+import torch
+from jointattn.runtime import sparse_estimate
+from jointattn.runtime.sparse_estimate import estimate_kv_blocks, estimate_kv_blocks_triton, estimator_kernels
+from jointattn.sparse import estimate_block_mask
+
+TIE = 1e-4  # float32 rounding of pooled scores of size ~10, relative to float64
+
+
+def _exact_scores(q, k, q_block, kv_block, scale, valid):
+    """[b, nh, QBn, KBn] float64 pooled scores, each key block weighted by its valid token count (log space)."""
+    b, nh, n, dh = q.shape
+    limit = torch.full((b,), n) if valid is None else valid.clamp(0, n)
+    rows = torch.arange(n)
+    keep_row = (rows[None, :] < limit[:, None])[:, None, :, None]  # [b, 1, n, 1]
+
+    def pooled(x, block):
+        nb = -(-n // block)
+        x = torch.where(keep_row, x.double(), 0.0)
+        pad = nb * block - n
+        sums = torch.nn.functional.pad(x, (0, 0, 0, pad)).reshape(b, nh, nb, block, dh).sum(3)
+        starts = torch.arange(nb) * block
+        counts = (limit[:, None] - starts[None, :]).clamp(0, block).double()  # [b, nb]
+        return sums / counts.clamp(min=1)[:, None, :, None], counts
+
+    qm, _ = pooled(q, q_block)
+    km, counts = pooled(k, kv_block)
+    return qm @ km.transpose(-1, -2) * scale + counts.log()[:, None, None, :]
+
+
+def _check(q, k, keep, cdf, q_block, kv_block, valid=None):
+    dh = q.shape[3]
+    scale = dh**-0.5
+    count, indices = estimate_kv_blocks_triton(q, k, keep, cdf, q_block, kv_block, scale, valid)
+    want_count, _ = estimate_kv_blocks(q, k, keep, cdf, q_block, kv_block, scale, valid)  # the torch path
+    exact = _exact_scores(q, k, q_block, kv_block, scale, valid)
+    kbn = exact.shape[-1]
+    for (bz, h, r), c in zip(torch.cartesian_prod(*map(torch.arange, count.shape)).tolist(), count.flatten()):
+        row = indices[bz, h, r]
+        c = int(c)
+        assert sorted(row.tolist()) == list(range(kbn)), "not a permutation"
+        kept, rest = row[:c], row[c:]
+        assert kept.tolist() == sorted(kept.tolist()) and rest.tolist() == sorted(rest.tolist())
+        s = exact[bz, h, r]
+        s = torch.where(torch.isnan(s), float("-inf"), s)
+        if rest.numel():  # every kept block scores at least as high as every other, up to float32 noise
+            low, high = s[kept].min(), s[rest].max()
+            assert low >= high or low == high or (low - high).abs() < TIE * max(1.0, high.abs()), (bz, h, r)
+        if keep is not None:
+            assert c == int(want_count[bz, h, r]) == min(kbn, max(1, math.ceil(keep * kbn)))
+        else:  # the fewest blocks whose softmax mass reaches cdf (one more or less only at a near-tie)
+            mass = torch.softmax(s.sort(descending=True).values, 0).cumsum(0)
+            exact_count = min(kbn, int((mass < cdf).sum()) + 1)
+            assert abs(c - exact_count) <= (1 if (mass - cdf).abs().min() < TIE else 0), (c, exact_count)
+
+
+@pytest.mark.parametrize(
+    "b, nh, n, dh, q_block, kv_block",
+    [(2, 3, 300, 32, 64, 32), (1, 2, 257, 64, 128, 64), (1, 1, 70, 16, 128, 16), (2, 2, 1000, 40, 128, 128)],
+)
+@pytest.mark.parametrize("share", ["keep=0.3", "keep=1.0", "cdf=0.8", "cdf=1.0"])
+def test_kept_blocks_are_the_top_ones(b, nh, n, dh, q_block, kv_block, share):
+    gen = torch.Generator().manual_seed(n + dh)
+    q, k = (torch.randn(b, nh, n, dh, generator=gen) for _ in range(2))
+    q = q + 0.5 * k  # some structure (random q, k alone give flat scores)
+    name, value = share.split("=")
+    keep, cdf = (float(value), None) if name == "keep" else (None, float(value))
+    _check(q, k, keep, cdf, q_block, kv_block)
+
+
+@pytest.mark.parametrize("share", ["keep=0.5", "cdf=0.9"])
+def test_padded_keys_weigh_nothing(share):
+    """Keys and queries past each batch element's valid length are left out; a block of padding only scores
+    -inf (kept only when the count asks for more blocks than hold a valid key)."""
+    gen = torch.Generator().manual_seed(5)
+    q, k = (torch.randn(3, 2, 300, 32, generator=gen) for _ in range(2))
+    q[:, :, 200:] = float("nan")  # padding may hold anything
+    k[:, :, 200:] = float("nan")
+    name, value = share.split("=")
+    keep, cdf = (float(value), None) if name == "keep" else (None, float(value))
+    _check(q, k, keep, cdf, 64, 16, valid=torch.tensor([200, 130, 0]))
+
+
+def test_a_nan_block_is_never_preferred():
+    gen = torch.Generator().manual_seed(6)
+    q, k = (torch.randn(1, 1, 256, 32, generator=gen) for _ in range(2))
+    k[0, 0, 40] = float("nan")  # key block 1 (keys 32..63)
+    count, indices = estimate_kv_blocks_triton(q, k, 0.5, None, 64, 32, 32**-0.5)
+    for r in range(count.shape[2]):
+        assert 1 not in indices[0, 0, r, : count[0, 0, r]].tolist()
+
+
+def test_estimate_block_mask_through_the_switch(monkeypatch):
+    gen = torch.Generator().manual_seed(7)
+    q, k = (torch.randn(2, 2, 500, 32, generator=gen) for _ in range(2))
+    q = q + 0.5 * k
+    monkeypatch.setenv("JOINTATTN_ESTIMATOR", "torch")
+    want = estimate_block_mask(q, k, keep=0.25, block_size=(128, 32))
+    monkeypatch.setenv("JOINTATTN_ESTIMATOR", "triton")
+    assert estimator_kernels(q) == "triton"
+    got = estimate_block_mask(q, k, keep=0.25, block_size=(128, 32))
+    assert torch.equal(got.full_kv_num_blocks, want.full_kv_num_blocks)
+    assert torch.equal(got.to_dense(), want.to_dense())  # no near-ties in this draw
+
+
+def test_the_switch_refuses_other_values_and_keeps_torch_off_the_kernels(monkeypatch):
+    q = torch.zeros(1, 1, 8, 8)
+    monkeypatch.setenv("JOINTATTN_ESTIMATOR", "cuda")
+    with pytest.raises(ValueError, match="JOINTATTN_ESTIMATOR must be 'torch' or 'triton'; got 'cuda'"):
+        estimator_kernels(q)
+    monkeypatch.delenv("JOINTATTN_ESTIMATOR")
+    assert estimator_kernels(q) == "torch"  # the default
+    monkeypatch.setenv("JOINTATTN_ESTIMATOR", "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert estimator_kernels(q) == "torch"  # CPU tensors without the interpreter: the torch path
+    assert sparse_estimate.ESTIMATOR_ENV == "JOINTATTN_ESTIMATOR"
