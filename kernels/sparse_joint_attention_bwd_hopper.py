@@ -13,11 +13,12 @@ through shared memory at the end. The sequence of query blocks of BLOCK_M = 64 r
   every text query block (text queries attend every key);
 - text keys: every query block of both sets (dense).
 Unlisted query blocks are never loaded. Each ring stage feeds one step (one consumer), and each consumer loads
-its next step's list entry and row statistics while its products run. Keys: a set's last block is loaded so
-that it ends at the set's valid length (the dense kernel's `skip`); its first rows, which belong to the block
-before, get P = 0 and dS = 0 by selection (a NaN there reaches no gradient) and are never stored; padded text
-keys get zero gradients. Elsewhere a masked score gives P = 0, and a NaN value the bits hide inside a listed
-block multiplies through (0 * NaN), as in the Triton kernels and flex_attention. The spatial set is unpadded
+its next step's list entry and row statistics while its products run. Keys: a spatial block is loaded where it
+is (rows past N are TMA zero fill, masked, never stored), so no key outside the CTA's mask block is read; the
+text set's last block is loaded so that it ends at the valid text length (the dense kernel's `skip`: padded
+rows never read), its first rows (valid text keys of the block before) masked and never stored, and padded text
+keys get zero gradients. A masked score gives P = 0, and a NaN value the bits hide inside a listed block
+multiplies through (0 * NaN), as in the Triton kernels and flex_attention. The spatial set is unpadded
 (`dispatch.sparse_hopper_unsupported`).
 """
 
@@ -61,6 +62,16 @@ def _row_stats(M, DELTA, stats, q_spatial, q_row0, q_idx, N, L):
     m = gl.load(M + stats + row0 + q_idx, mask=ok, other=float("inf"))
     delta = gl.load(DELTA + stats + row0 + q_idx, mask=ok, other=0.0)
     return m, delta
+
+
+@gluon.jit
+def _store_rows(acc, base, stride_s, stride_d, row0, n_rows, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr,
+                layout: gl.constexpr):  # fmt: skip
+    """Rows row0 + r of dK or dV for r < n_rows (a spatial block's rows inside the set)."""
+    r = gl.arange(0, ROWS, layout=gl.SliceLayout(1, layout))
+    d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, layout))
+    ptrs = base + (row0 + r).to(gl.int64)[:, None] * stride_s + d.to(gl.int64)[None, :] * stride_d
+    gl.store(ptrs, acc.to(base.dtype.element_ty), mask=(r < n_rows)[:, None] & (d < HEAD_DIM)[None, :])
 
 
 # Gluon needs the warp_specialize argument tuples written inline (see joint_attention_fwd_hopper.py).
@@ -123,7 +134,7 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
     ds_w = ds_smem.index(C)
     dq_w = dq_smem.index(C)
     r = gl.arange(0, BLOCK_N, layout=key_of_st)
-    key_ok = r >= skip
+    key_ok = (r >= skip) & (k_start + r < len_k)
     # Column of each loaded key row inside its mask key block (spatial keys: the CTA's rows lie in one block).
     key_col = k_start + r - (k_row0 // KV_BLOCK) * KV_BLOCK
     q_col = gl.arange(0, BLOCK_M, layout=query_of_st)
@@ -164,9 +175,9 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
                                 + (rows * stride_br)[None, :] + ((key_col // 32) * stride_bw)[:, None],
                                 mask=key_ok[:, None] & (rows >= 0)[None, :], other=0)
                 pt = gl.where(((words >> (key_col % 32)[:, None]) & 1) != 0, pt, 0.0)
-            # Rows of the block before (a set's last block, loaded to end at its valid length) may be unlisted
-            # keys: selected out, so a NaN there reaches no gradient. Inside a listed block, a key the bits hide
-            # still multiplies through (0 * NaN), as the Triton kernels and flex_attention do.
+            # Rows outside the CTA's keys (the text block before the last one's, zero fill past N): selected
+            # out. Inside a listed block, a key the bits hide still multiplies through (0 * NaN), as the Triton
+            # kernels and flex_attention do.
             dst = gl.where(key_ok[:, None], pt * (dpt - delta_c[None, :]), 0.0)
             pt_op = gl.convert_layout(pt.to(dtype), op_layout)
             dst_op = gl.convert_layout(dst.to(dtype), op_layout)
@@ -210,12 +221,10 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
         mbarrier.wait(acc_ready, 1)
         dv = dv + acc.load(kv_layout)
         if k_spatial:
-            _store_key_gradient(dk, DK + bz.to(gl.int64) * stride_dkb + h.to(gl.int64) * stride_dkh,
-                                stride_dks, stride_dkd, k_start, k_row0, skip, len_k, k_rows,
-                                0, BLOCK_N, HEAD_DIM, kv_layout)
-            _store_key_gradient(dv, DV + bz.to(gl.int64) * stride_dvb + h.to(gl.int64) * stride_dvh,
-                                stride_dvs, stride_dvd, k_start, k_row0, skip, len_k, k_rows,
-                                0, BLOCK_N, HEAD_DIM, kv_layout)
+            _store_rows(dk, DK + bz.to(gl.int64) * stride_dkb + h.to(gl.int64) * stride_dkh,
+                        stride_dks, stride_dkd, k_row0, N - k_row0, BLOCK_N, HEAD_DIM, kv_layout)
+            _store_rows(dv, DV + bz.to(gl.int64) * stride_dvb + h.to(gl.int64) * stride_dvh,
+                        stride_dvs, stride_dvd, k_row0, N - k_row0, BLOCK_N, HEAD_DIM, kv_layout)
         else:
             _store_key_gradient(dk, DJK + bz.to(gl.int64) * stride_djkb + h.to(gl.int64) * stride_djkh,
                                 stride_djks, stride_djkd, k_start, k_row0, skip, len_k, k_rows,
@@ -261,7 +270,10 @@ def sparse_joint_attention_bwd_hopper_kernel(
     len_k = gl.where(k_spatial, N, len_b)
     k_rows = gl.where(k_spatial, N, L)
     active = k_row0 < len_k
-    skip = gl.maximum(k_row0 + BLOCK_N - len_k, 0)
+    # A text block past the valid length is loaded to end at it (padded rows, which may hold anything, never
+    # read; the rows before are valid text keys, which every query attends). A spatial block is loaded where it
+    # is: its rows past N are TMA zero fill, and no key of another mask block is ever read.
+    skip = gl.where(k_spatial, 0, gl.maximum(k_row0 + BLOCK_N - len_k, 0))
     k_start = k_row0 - skip
 
     b64 = bz.to(gl.int64)

@@ -303,3 +303,20 @@ def test_backward_in_the_models_layout_without_an_lse_gradient():
     assert not inputs[0].is_contiguous()
     bm = block_mask_of(random_element_mask(1, nh, n, 128, 64, seed=22).cuda(), (128, 64))
     _check_backward(bm, b, nh, n, l, dh, logical_l=[77, 0], inputs=inputs, lse_grad=False)
+
+
+@pytest.mark.gpu
+@hopper
+def test_backward_a_nan_key_of_the_block_before_the_last_one_never_reaches_dq():
+    """N not a multiple of the CTA's 64 keys: the last spatial block is loaded where it is (zero fill past N), not
+    shifted back over the block before, whose keys the query blocks listing only the last block never read."""
+    n, l = 212, 7  # noqa: E741  # key blocks 0..3 of 64, the last one 20 keys
+    dense = torch.zeros(1, 1, n, n, dtype=torch.bool)
+    dense[:, :, 0:64, 192:] = True  # query block 0: the last key block only
+    dense[:, :, 64:, :192] = True  # the others: key blocks 0..2
+    inputs = [t.cuda() for t in joint_inputs(1, 1, n, l, 64, dtype=torch.bfloat16, seed=10)]
+    poisoned = inputs[1].clone()
+    poisoned[0, 0, 150] = float("nan")  # key block 2, within the 64 rows before N
+    inputs[1] = poisoned
+    (dq, *_), _ = _check_backward(block_mask_of(dense.cuda(), (64, 64)), 1, 1, n, l, 64, inputs=inputs)
+    assert torch.isfinite(dq[0, 0, :64]).all()
