@@ -218,6 +218,14 @@ def run_shape(name, spec, args, rows, timer, cuda):
         except Exception as e:  # a variant that fails is reported, not fatal
             return None, f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
 
+    def graph_timed(fn):
+        """`timed` of fn's CUDA-graph replay; a capture that fails is reported as the row's error."""
+        try:
+            replay = _graphed(fn)
+        except Exception as e:
+            return None, f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        return timed(replay)
+
     def fwd_bwd(run):
         def fn():
             inputs = [t.detach().requires_grad_() for t in (q, k, v, jq, jk, jv)]
@@ -240,7 +248,7 @@ def run_shape(name, spec, args, rows, timer, cuda):
     est_ms, est_err = timed(estimate)
     # Its GPU time alone, replayed from a CUDA graph: timed as a call, a dozen small launches are host-bound
     # when nothing else is queued, while inside a model the host runs ahead of the GPU and they overlap.
-    est_gpu_ms, est_gpu_err = timed(_graphed(estimate)) if cuda else (None, None)
+    est_gpu_ms, est_gpu_err = graph_timed(estimate) if cuda else (None, None)
     record(variant="estimator (estimate_kv_blocks, keep=0.3)", kept=None, tile=list(TILE), fwd_ms=est_ms,
            share_of_dense_fwd=round(est_ms / dense_fwd, 4) if est_ms and dense_fwd else None,
            gpu_ms=est_gpu_ms, gpu_share_of_dense_fwd=round(est_gpu_ms / dense_fwd, 4) if est_gpu_ms and dense_fwd else None,
@@ -248,7 +256,7 @@ def run_shape(name, spec, args, rows, timer, cuda):
     if cuda:  # the estimator's two Triton kernels (JOINTATTN_ESTIMATOR=triton), not yet the default
         triton_estimate = lambda: estimate_kv_blocks_triton(q, k, 0.3, None, *TILE, q.shape[3] ** -0.5)  # noqa: E731
         t_ms, t_err = timed(triton_estimate)
-        t_gpu_ms, t_gpu_err = timed(_graphed(triton_estimate))
+        t_gpu_ms, t_gpu_err = graph_timed(triton_estimate)
         record(variant="estimator, Triton kernels (keep=0.3)", kept=None, tile=list(TILE), fwd_ms=t_ms,
                share_of_dense_fwd=round(t_ms / dense_fwd, 4) if t_ms and dense_fwd else None,
                gpu_ms=t_gpu_ms, gpu_share_of_dense_fwd=round(t_gpu_ms / dense_fwd, 4) if t_gpu_ms and dense_fwd else None,
