@@ -24,9 +24,10 @@ def _mean_of_block(X, stride_s, stride_d, start, limit, BLOCK: tl.constexpr, ROW
     d = tl.arange(0, BLOCK_D)
     acc = tl.zeros([BLOCK_D], tl.float32)
     for r0 in tl.static_range(0, BLOCK, ROWS):
-        rows = start + r0 + tl.arange(0, ROWS)
+        within = r0 + tl.arange(0, ROWS)
+        rows = start + within
         x = tl.load(X + rows[:, None].to(tl.int64) * stride_s + d[None, :] * stride_d,
-                    mask=(rows < limit)[:, None] & (d < HEAD_DIM)[None, :], other=0.0)  # fmt: skip
+                    mask=((rows < limit) & (within < BLOCK))[:, None] & (d < HEAD_DIM)[None, :], other=0.0)  # fmt: skip
         acc += tl.sum(x.to(tl.float32), 0)
     count = tl.minimum(tl.maximum(limit - start, 0), BLOCK)
     return acc / tl.maximum(count, 1).to(tl.float32)

@@ -135,10 +135,9 @@ def estimate_kv_blocks_triton(q, k, keep, cdf, q_block: int, kv_block: int, scal
     scratch = torch.empty((b * nh, qbn, kbn_pad), dtype=torch.float32, device=device)
     valid = valid_n.to(device=device, dtype=torch.int32) if valid_n is not None else count
     kept = min(kbn, max(1, math.ceil(keep * kbn))) if keep is not None else 0
-    rows = min(16, q_block, kv_block)
     block_means_kernel[pool_grid](
         q, k, qm, km, valid, *q.stride(), *k.stride(), n, nh, qbn,
-        Q_BLOCK=q_block, KV_BLOCK=kv_block, ROWS=rows, BLOCK_D=block_d, HEAD_DIM=dh, HAS_VALID=valid_n is not None,
+        Q_BLOCK=q_block, KV_BLOCK=kv_block, ROWS=16, BLOCK_D=block_d, HEAD_DIM=dh, HAS_VALID=valid_n is not None,
     )  # fmt: skip
     select_blocks_kernel[select_grid](
         qm, km, scratch, count, indices, valid, n, nh, qbn, kbn, kept, float(cdf or 0.0), float(scale),

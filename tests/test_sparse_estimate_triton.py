@@ -64,7 +64,13 @@ def _check(q, k, keep, cdf, q_block, kv_block, valid=None):
 
 @pytest.mark.parametrize(
     "b, nh, n, dh, q_block, kv_block",
-    [(2, 3, 300, 32, 64, 32), (1, 2, 257, 64, 128, 64), (1, 1, 70, 16, 128, 16), (2, 2, 1000, 40, 128, 128)],
+    [
+        (2, 3, 300, 32, 64, 32),
+        (1, 2, 257, 64, 128, 64),
+        (1, 1, 70, 16, 128, 16),
+        (2, 2, 1000, 40, 128, 128),
+        (1, 2, 200, 32, 24, 40),
+    ],  # blocks that are not multiples of the kernel's 16-row steps
 )
 @pytest.mark.parametrize("share", ["keep=0.3", "keep=1.0", "cdf=0.8", "cdf=1.0"])
 def test_kept_blocks_are_the_top_ones(b, nh, n, dh, q_block, kv_block, share):
