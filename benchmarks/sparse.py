@@ -136,7 +136,7 @@ def _flex_row(layout, tensors, grads, lv, out, ours_fwd, ours_fb, timed, backwar
     try:
         flex, fbm = _flex_setup(layout, n, l, lv, cuda)
     except Exception as e:
-        return dict(error=f"{type(e).__name__}: {str(e).splitlines()[0][:160]}")
+        return dict(error=_error_text(e))
     qq, kk, vv = (torch.cat(p, 2) for p in ((q, jq), (k, jk), (v, jv)))
     # flex's default tiles for dh 128 asked for 331776 bytes of shared memory at Mochi's size on the H200 (limit
     # 232448) and failed to compile: smaller tiles (which divide its 128-token mask blocks) are the fallback.
@@ -147,7 +147,7 @@ def _flex_row(layout, tensors, grads, lv, out, ours_fwd, ours_fb, timed, backwar
                 fo = flex(qq, kk, vv, block_mask=fbm, kernel_options=options)
             break
         except Exception as e:
-            failures.append(f"{type(e).__name__}: {str(e).splitlines()[0][:120]}")
+            failures.append(_error_text(e, 120))
             torch._dynamo.reset()
     if fo is None:
         return dict(error=" / ".join(failures))
@@ -163,6 +163,11 @@ def _flex_row(layout, tensors, grads, lv, out, ours_fwd, ours_fb, timed, backwar
                 ours_speedup_fwd=round(f_fwd / ours_fwd, 3) if f_fwd and ours_fwd else None,
                 ours_speedup_fwd_bwd=round(f_fb / ours_fb, 3) if f_fb and ours_fb else None,
                 ours_vs_flex_error=ours_vs_flex, error=f_err or f_err_fb)  # fmt: skip
+
+
+def _error_text(e: Exception, width: int = 160) -> str:
+    """A failed variant's error, one line, for its row."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:width]}"
 
 
 def _graphed(fn):
@@ -216,14 +221,14 @@ def run_shape(name, spec, args, rows, timer, cuda):
         try:
             return round(timer(fn), 4), None
         except Exception as e:  # a variant that fails is reported, not fatal
-            return None, f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            return None, _error_text(e)
 
     def graph_timed(fn):
         """`timed` of fn's CUDA-graph replay; a capture that fails is reported as the row's error."""
         try:
             replay = _graphed(fn)
         except Exception as e:
-            return None, f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            return None, _error_text(e)
         return timed(replay)
 
     def fwd_bwd(run):
@@ -244,23 +249,24 @@ def run_shape(name, spec, args, rows, timer, cuda):
     record(variant="dense (our op)", kept=1.0, tile=None, fwd_ms=dense_fwd, fwd_bwd_ms=dense_fb,
            error=err or err_fb)  # fmt: skip
 
-    estimate = lambda: estimate_kv_blocks(q, k, 0.3, None, *TILE, None)  # noqa: E731
-    est_ms, est_err = timed(estimate)
-    # Its GPU time alone, replayed from a CUDA graph: timed as a call, a dozen small launches are host-bound
-    # when nothing else is queued, while inside a model the host runs ahead of the GPU and they overlap.
-    est_gpu_ms, est_gpu_err = graph_timed(estimate) if cuda else (None, None)
-    record(variant="estimator (estimate_kv_blocks, keep=0.3)", kept=None, tile=list(TILE), fwd_ms=est_ms,
-           share_of_dense_fwd=round(est_ms / dense_fwd, 4) if est_ms and dense_fwd else None,
-           gpu_ms=est_gpu_ms, gpu_share_of_dense_fwd=round(est_gpu_ms / dense_fwd, 4) if est_gpu_ms and dense_fwd else None,
-           error=est_err or est_gpu_err)  # fmt: skip
+    def estimator_row(variant, estimate):
+        """The estimator timed as a call and, on a GPU, replayed from a CUDA graph: as a call, a dozen small
+        launches are host-bound when nothing else is queued, while inside a model the host runs ahead of the GPU
+        and they overlap; the graph's replay is its GPU time alone."""
+        ms, err = timed(estimate)
+        gpu_ms, gpu_err = graph_timed(estimate) if cuda else (None, None)
+        share = lambda t: round(t / dense_fwd, 4) if t and dense_fwd else None  # noqa: E731
+        record(variant=variant, kept=None, tile=list(TILE), fwd_ms=ms, share_of_dense_fwd=share(ms),
+               gpu_ms=gpu_ms, gpu_share_of_dense_fwd=share(gpu_ms), error=err or gpu_err)  # fmt: skip
+
+    estimator_row(
+        "estimator (estimate_kv_blocks, keep=0.3)", lambda: estimate_kv_blocks(q, k, 0.3, None, *TILE, None)
+    )
     if cuda:  # the estimator's two Triton kernels (JOINTATTN_ESTIMATOR=triton), not yet the default
-        triton_estimate = lambda: estimate_kv_blocks_triton(q, k, 0.3, None, *TILE, q.shape[3] ** -0.5)  # noqa: E731
-        t_ms, t_err = timed(triton_estimate)
-        t_gpu_ms, t_gpu_err = graph_timed(triton_estimate)
-        record(variant="estimator, Triton kernels (keep=0.3)", kept=None, tile=list(TILE), fwd_ms=t_ms,
-               share_of_dense_fwd=round(t_ms / dense_fwd, 4) if t_ms and dense_fwd else None,
-               gpu_ms=t_gpu_ms, gpu_share_of_dense_fwd=round(t_gpu_ms / dense_fwd, 4) if t_gpu_ms and dense_fwd else None,
-               error=t_err or t_gpu_err)  # fmt: skip
+        estimator_row(
+            "estimator, Triton kernels (keep=0.3)",
+            lambda: estimate_kv_blocks_triton(q, k, 0.3, None, *TILE, q.shape[3] ** -0.5),
+        )
 
     cases = [(f, TILE, "estimate") for f in args.fractions]
     if 0.3 in args.fractions:
@@ -284,7 +290,7 @@ def run_shape(name, spec, args, rows, timer, cuda):
                 out = sparse_run(q, k, v, jq, jk, jv)
                 error_vs_dense = _rel(torch.cat([out[0], out[1]], 2), torch.cat(dense_out[:2], 2))
             except Exception as e:
-                out, error_vs_dense = None, f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+                out, error_vs_dense = None, _error_text(e)
         fwd, err = timed(lambda run=sparse_run: run(q, k, v, jq, jk, jv))
         fb, err_fb = timed(fwd_bwd(sparse_run)) if args.backward else (None, None)
         kernel, bwd_kernel = ("reference", "reference")
@@ -352,7 +358,7 @@ def run_e2e(rows, cuda):
                     compiled = torch.compile(case.model, backend="jointattn", options=options)
                 row, _ = models._measure(name, lambda fn=compiled: fn(**case.inputs), 3, device, eager)
         except Exception as e:
-            row = dict(variant=name, error=f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            row = dict(variant=name, error=_error_text(e, 200))
         row["shape"] = f"e2e mochi {size}"
         print(json.dumps(row), flush=True)
         rows.append(row)
