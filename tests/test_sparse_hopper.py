@@ -90,14 +90,21 @@ def _hopper_gpu():
 hopper = pytest.mark.skipif(not _hopper_gpu(), reason="needs a Hopper GPU (compute capability 9.x)")
 
 
-def _check(bm, b, nh, n, l, dh, *, dtype=torch.bfloat16, logical_l=None, inputs=None, tol=2e-2):  # noqa: E741
+def _setup(bm, n, logical_l, inputs):
+    """The layout on the GPU, the op's length keywords and the call `forward_kernel`/`backward_kernel` describe."""
     from jointattn.runtime.ops.contract import make_call
-    from jointattn.runtime.sparse_triton_runtime import forward_kernel
 
-    inputs = inputs or [t.cuda() for t in joint_inputs(b, nh, n, l, dh, dtype=dtype, seed=n + l + dh)]
     layout = spatial_layout(bm, n, "cuda")
     lengths = {} if logical_l is None else dict(logical_l=torch.tensor(logical_l).cuda())
     call = make_call(*inputs, "rear", None, None, lengths.get("logical_l"), "reference")
+    return layout, lengths, call
+
+
+def _check(bm, b, nh, n, l, dh, *, dtype=torch.bfloat16, logical_l=None, inputs=None, tol=2e-2):  # noqa: E741
+    from jointattn.runtime.sparse_triton_runtime import forward_kernel
+
+    inputs = inputs or [t.cuda() for t in joint_inputs(b, nh, n, l, dh, dtype=dtype, seed=n + l + dh)]
+    layout, lengths, call = _setup(bm, n, logical_l, inputs)
     assert forward_kernel(call, layout, call.q, call.joint_q) == "hopper"
     got = jointattn.joint_attention(*inputs, block_mask=layout, runtime="triton", **lengths)
     want = jointattn.joint_attention(
@@ -201,13 +208,10 @@ def _check_backward(bm, b, nh, n, l, dh, *, dtype=torch.bfloat16, logical_l=None
                     lse_grad=True):  # fmt: skip
     """The Gluon sparse backward's six gradients (through out, joint_out and, with lse_grad, lse) against
     autograd of the float64 reference on the same mask; NaN in the same places."""
-    from jointattn.runtime.ops.contract import make_call
     from jointattn.runtime.sparse_triton_runtime import backward_kernel
 
     inputs = inputs or [t.cuda() for t in joint_inputs(b, nh, n, l, dh, dtype=dtype, seed=n + l + dh + 1)]
-    layout = spatial_layout(bm, n, "cuda")
-    lengths = {} if logical_l is None else dict(logical_l=torch.tensor(logical_l).cuda())
-    call = make_call(*inputs, "rear", None, None, lengths.get("logical_l"), "reference")
+    layout, lengths, call = _setup(bm, n, logical_l, inputs)
     assert backward_kernel(call, layout) == "hopper"
     leaves = [t.detach().requires_grad_() for t in inputs]
     got = jointattn.joint_attention(*leaves, block_mask=layout, runtime="triton", **lengths)
