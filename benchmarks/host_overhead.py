@@ -2,6 +2,7 @@
 not the GPU, decides the time, plus where the op's host time goes (cProfile of its calls).
 
     python benchmarks/host_overhead.py --out benchmarks/results
+    python benchmarks/host_overhead.py --sparse   # the block-sparse op at SD3.5's size instead (below)
 
 Per shape and variant: host µs per call (perf_counter around `iters` back-to-back calls, no synchronization
 inside, so a call's time is what it takes the CPU to enqueue it) and the wall µs per call with the GPU work
@@ -141,12 +142,70 @@ def breakdown(jointattn, tensors, iters):
     return found
 
 
+def _profile(fn, calls=100, top=30) -> str:
+    """cProfile of `calls` calls of fn (after one outside the profile): the top functions by own and by
+    cumulative time."""
+    fn()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    profiler.disable()
+    text = io.StringIO()
+    for key in ("tottime", "cumulative"):
+        pstats.Stats(profiler, stream=text).sort_stats(key).print_stats(top)
+    return text.getvalue()
+
+
+def sparse(jointattn, iters, out_dir):
+    """The block-sparse op (`block_mask=`, an estimated 128x128 layout built once) at SD3.5's size, where its
+    GPU time at 30% kept (about 1.9 ms forward + backward) is below what its host takes to enqueue it: host and
+    wall µs of the forward and forward + backward, and where the host time goes."""
+    from jointattn.runtime.sparse_layout import spatial_layout
+    from jointattn.sparse import estimate_block_mask
+
+    b, nh, n, l, dh = 2, 38, 4096, 333, 64  # noqa: E741
+    g = torch.Generator(device="cuda").manual_seed(0)
+    tensors = [
+        torch.randn(b, nh, s, dh, device="cuda", dtype=torch.bfloat16, generator=g)
+        for s in (n,) * 3 + (l,) * 3
+    ]
+    layout = spatial_layout(
+        estimate_block_mask(tensors[0], tensors[1], keep=0.3, block_size=(128, 128)), n, "cuda"
+    )
+    leaves = [t.detach().requires_grad_() for t in tensors]
+    grads = (torch.randn_like(tensors[0]), torch.randn_like(tensors[3]))
+
+    def forward():
+        return jointattn.joint_attention(*tensors, block_mask=layout)
+
+    def fwd_bwd():
+        out, joint_out, _ = jointattn.joint_attention(*leaves, block_mask=layout)
+        torch.autograd.backward((out, joint_out), grads)
+
+    rows = []
+    for name, fn in (("sparse forward", forward), ("sparse fwd+bwd", fwd_bwd)):
+        host, wall = measure(fn, iters)
+        rows.append(dict(shape=[b, nh, n, l, dh], variant=name, host_us=host, wall_us=wall))
+        print(f"{name:16s} host {host:8.1f} us  wall {wall:8.1f} us", flush=True)
+        print(_profile(fn)[:12000], flush=True)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "host_overhead-sparse.json"), "w") as f:
+        json.dump(dict(torch=torch.__version__, gpu=torch.cuda.get_device_name(), rows=rows), f, indent=1)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--iters", type=int, default=300)
+    parser.add_argument("--sparse", action="store_true", help="the block-sparse op at SD3.5's size only")
     args = parser.parse_args()
     import jointattn
+
+    if args.sparse:
+        sparse(jointattn, args.iters, args.out)
+        return
 
     rows = []
     for b, nh, n, l, dh in SHAPES:  # noqa: E741

@@ -4,14 +4,18 @@
     python benchmarks/sparse.py                  # Mochi and SD3.5, 100/50/30/10% kept, fwd and fwd+bwd
     python benchmarks/sparse.py --e2e            # adds one forward of real-size Mochi (random weights)
     python benchmarks/sparse.py --smoke          # tiny shapes on CPU (reference runtime): checks this script
+    python benchmarks/sparse.py --estimator-only # the estimator's cost only (torch path and Triton kernels)
+    python benchmarks/sparse.py --shapes mochi_848x480x163 --fractions 0.3 --tile 128 128 --lean --no-flex
+                                                 # one mask: ours and the dense op only (a short GPU run)
 
 Per shape (bf16; CUDA-event timing through triton.testing.do_bench, median, L2 flushed between repetitions):
 - masks: the estimator's (`estimate_block_mask(q, k, keep=f)`, kept blocks full) at each kept fraction f, with
-  128x64 tiles, and 128x16 tiles at 30% (FG-Attn's finer granularity); a static pattern (Mochi: a symmetric
+  128x64 tiles (`--tile`), and 128x16 tiles at 30% (FG-Attn's finer granularity); a static pattern (Mochi: a symmetric
   frame window over its 28 latent frames of 1590 tokens; SD3.5: a 2-D tile window over its 64x64 grid);
 - ours: `joint_attention(..., block_mask=layout, runtime="triton")` (layout built once, outside the timing),
   which runs the Gluon forward and backward on Hopper where they can (the row's `kernel` and
-  `backward_kernel`; the Triton kernels are then timed too, in a row of their own);
+  `backward_kernel`; the Triton kernels are then timed too, in a row of their own, and with key blocks of 128
+  or more the Gluon backward's CTAs of 64 keys, its schedule for 64-key blocks);
   our dense op (`runtime="auto"`: what users get without a mask); `torch.compile(flex_attention)` with the same
   mask on the pre-concatenated sequence (text dense, padded text keys masked; the cat is not timed, which
   favours flex); forward, and forward + backward (gradients of out and joint_out);
@@ -231,6 +235,14 @@ def run_shape(name, spec, args, rows, timer, cuda):
             return None, _error_text(e)
         return timed(replay)
 
+    def gpu_time(run) -> dict:
+        """fwd+bwd replayed from a CUDA graph: the GPU's time alone, without the host's launches (which bound
+        the timing of a call at small sizes)."""
+        if not (cuda and args.backward):
+            return {}
+        ms, err = graph_timed(fwd_bwd(run))
+        return dict(gpu_fwd_bwd_ms=ms, gpu_error=err) if err else dict(gpu_fwd_bwd_ms=ms)
+
     def fwd_bwd(run):
         def fn():
             inputs = [t.detach().requires_grad_() for t in (q, k, v, jq, jk, jv)]
@@ -247,7 +259,7 @@ def run_shape(name, spec, args, rows, timer, cuda):
     dense_fwd, err = timed(lambda: dense_run(q, k, v, jq, jk, jv))
     dense_fb, err_fb = timed(fwd_bwd(dense_run)) if args.backward else (None, None)
     record(variant="dense (our op)", kept=1.0, tile=None, fwd_ms=dense_fwd, fwd_bwd_ms=dense_fb,
-           error=err or err_fb)  # fmt: skip
+           error=err or err_fb, **gpu_time(dense_run))  # fmt: skip
 
     def estimator_row(variant, estimate):
         """The estimator timed as a call and, on a GPU, replayed from a CUDA graph: as a call, a dozen small
@@ -268,10 +280,14 @@ def run_shape(name, spec, args, rows, timer, cuda):
             lambda: estimate_kv_blocks_triton(q, k, 0.3, None, *TILE, q.shape[3] ** -0.5),
         )
 
-    cases = [(f, TILE, "estimate") for f in args.fractions]
-    if 0.3 in args.fractions:
+    if args.estimator_only:
+        return
+    tile = tuple(args.tile)
+    cases = [(f, tile, "estimate") for f in args.fractions]
+    if 0.3 in args.fractions and not args.lean:
         cases.append((0.3, FINE_TILE, "estimate"))
-    cases.append((None, TILE, pattern_kind))
+    if not args.lean:
+        cases.append((None, tile, pattern_kind))
     flex_jobs = []
     for fraction, tile, source in cases:
         if source == "estimate":
@@ -300,9 +316,22 @@ def run_shape(name, spec, args, rows, timer, cuda):
                fwd_ms=fwd, fwd_bwd_ms=fb,
                vs_dense_fwd=round(fwd / dense_fwd, 3) if fwd and dense_fwd else None,
                vs_dense_fwd_bwd=round(fb / dense_fb, 3) if fb and dense_fb else None,
-               error_vs_dense=error_vs_dense, error=err or err_fb)  # fmt: skip
+               error_vs_dense=error_vs_dense, error=err or err_fb, **gpu_time(sparse_run))  # fmt: skip
+        if bwd_kernel == "hopper" and tile[1] % 128 == 0 and args.backward:
+            # The Gluon backward's CTAs of 64 keys (its schedule for 64-key blocks) on the same mask: what the
+            # 128-key CTAs gain.
+            from jointattn.kernels import configs
+
+            narrow = lambda dh, kv_block=64: configs.hopper_sparse_backward_config(dh)  # noqa: E731
+            with mock.patch("jointattn.runtime.sparse_hopper_launch.hopper_sparse_backward_config", narrow):
+                n_fb, n_err = timed(fwd_bwd(sparse_run))
+                n_gpu = gpu_time(sparse_run)
+            record(variant=f"ours {label}, 64-key backward CTAs", kernel=kernel, backward_kernel=bwd_kernel,
+                   kept=kept, tile=list(tile), fwd_bwd_ms=n_fb,
+                   vs_dense_fwd_bwd=round(n_fb / dense_fb, 3) if n_fb and dense_fb else None, error=n_err,
+                   **n_gpu)  # fmt: skip
         # The Triton sparse kernels on the same mask: what the Gluon ones replaced.
-        if "hopper" in (kernel, bwd_kernel):
+        if "hopper" in (kernel, bwd_kernel) and not args.lean:
             with mock.patch.dict(os.environ, {"JOINTATTN_HOPPER_KERNEL": "0"}):
                 t_fwd, t_err = timed(lambda run=sparse_run: run(q, k, v, jq, jk, jv))
                 t_fb, t_err_fb = timed(fwd_bwd(sparse_run)) if args.backward else (None, None)
@@ -387,6 +416,8 @@ def table(rows) -> str:
         )
         if r.get("gpu_ms") is not None:
             share += f" (GPU time from a CUDA graph {r['gpu_ms']} ms, {r['gpu_share_of_dense_fwd']})"
+        if r.get("gpu_fwd_bwd_ms") is not None:
+            share += f" (fwd+bwd GPU time from a CUDA graph {r['gpu_fwd_bwd_ms']} ms)"
         lines.append(f"| {r['shape']} | {r['variant']}{note}{share} | {r.get('kept', '')} | {tile} | "
                      f"{r.get('fwd_ms', '')} | {r.get('fwd_bwd_ms', '')} | {r.get('vs_dense_fwd', '')} | "
                      f"{r.get('vs_dense_fwd_bwd', '')} | {faster} | {err} |")  # fmt: skip
@@ -448,9 +479,17 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--no-flex", action="store_true", help="skip FlexAttention (its compiles take a while)"
     )
+    parser.add_argument(
+        "--estimator-only", action="store_true", help="the dense forward and the estimator rows only"
+    )
+    parser.add_argument("--tile", nargs=2, type=int, default=list(TILE), help="mask blocks (q, kv)")
+    parser.add_argument(
+        "--lean", action="store_true", help="estimated masks only (no 128x16, pattern, Triton rows)"
+    )
     parser.add_argument("--e2e", action="store_true", help="also one forward of real-size Mochi")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
+    args.backward = args.backward and not args.estimator_only
     cuda = torch.cuda.is_available() and not args.smoke
     if not cuda and not args.smoke:
         print("no CUDA device: run with --smoke for the CPU check of this script", file=sys.stderr)
@@ -476,6 +515,7 @@ def main(argv=None) -> int:
     text = table(rows)
     print(text)
     stem = "sparse" + ("-smoke" if args.smoke else "-quick" if args.quick else "")
+    stem += "-estimator" if args.estimator_only else ""
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, stem + ".json"), "w") as f:
         json.dump(dict(meta=meta, rows=rows), f, indent=1)

@@ -181,10 +181,14 @@ class HopperBackwardConfig:
     num_stages: int
     consumer_regs: int
     split_dq: bool  # each consumer computes half of dQ's columns over all the CTA's keys (FA3's split)
+    # Both consumers hold the same keys_per_wg keys and take alternate query steps (the sparse backward's CTAs
+    # for key blocks of 64), instead of splitting 2 * keys_per_wg keys and sharing every step.
+    alternate_steps: bool = False
 
     @property
     def block_n(self) -> int:
-        return 2 * self.keys_per_wg
+        """Keys per CTA."""
+        return self.keys_per_wg if self.alternate_steps else 2 * self.keys_per_wg
 
     def dq_cols(self, dh: int) -> int:
         """dQ columns per consumer at head size `dh`: the box of the kernel's dQ reduce-adds."""
@@ -211,16 +215,21 @@ def hopper_backward_config(dh: int) -> HopperBackwardConfig | None:
     return _HOPPER_BACKWARD_CONFIGS.get(dh)
 
 
-# dh -> the Gluon sparse backward's config (`sparse_joint_attention_bwd_hopper.py`): the dense backward's tiles,
-# but CTAs of 64 keys whose two consumers take alternate query steps, each stage feeding one consumer: 3 stages
-# at dh 128 (208 KB of shared memory; 4 would need 240) give each consumer about one step of lookahead, 4 at dh 64
-# (128 KB) two.
+# dh -> the Gluon sparse backward's config (`sparse_joint_attention_bwd_hopper.py`) for key blocks of 64: the
+# dense backward's tiles, but CTAs of 64 keys (a mask's 64-key block has one list of query blocks) whose two
+# consumers take alternate query steps, each stage feeding one consumer: 3 stages at dh 128 (208 KB of shared
+# memory; 4 would need 240) give each consumer about one step of lookahead, 4 at dh 64 (128 KB) two. Key blocks
+# that hold whole 128-key CTAs take the dense backward's config and schedule (each Q/dO tile serves 128 keys).
 _HOPPER_SPARSE_BACKWARD_CONFIGS: dict[int, HopperBackwardConfig] = {
-    64: HopperBackwardConfig(64, 64, 4, 240, split_dq=False),
-    128: HopperBackwardConfig(64, 64, 3, 240, split_dq=False),
+    64: HopperBackwardConfig(64, 64, 4, 240, split_dq=False, alternate_steps=True),
+    128: HopperBackwardConfig(64, 64, 3, 240, split_dq=False, alternate_steps=True),
 }
 
 
-def hopper_sparse_backward_config(dh: int) -> HopperBackwardConfig | None:
-    """The Gluon sparse backward's config for head size `dh`, or None where that kernel has none."""
+def hopper_sparse_backward_config(dh: int, kv_block: int = 64) -> HopperBackwardConfig | None:
+    """The Gluon sparse backward's config for head size `dh` under key blocks of `kv_block`, or None where that
+    kernel has none: the dense backward's (CTAs of 128 keys) where the blocks hold whole CTAs of it."""
+    dense = _HOPPER_BACKWARD_CONFIGS.get(dh)
+    if dense is not None and not dense.split_dq and kv_block % dense.block_n == 0:
+        return dense
     return _HOPPER_SPARSE_BACKWARD_CONFIGS.get(dh)

@@ -3,23 +3,28 @@
 reduce-adds into a float32 buffer) over the query blocks that the mask's transposed lists give each key block.
 
 Entry point: `sparse_joint_attention_bwd_hopper_kernel`, launched by `jointattn.runtime.sparse_hopper_launch`
-between the dense backward's preprocess and its dQ postprocess. One CTA per BLOCK_N = 64 keys of one set (the
-spatial set's, then the text set's; b * nh), a TMA producer and two consumer warpgroups that take alternate query
-blocks of the CTA's sequence (both hold the same 64 keys: a mask's key block of 64 has one list, so splitting
-keys between them, as the dense kernel does, would need two), each keeping partial dK and dV that are added
-through shared memory at the end. The sequence of query blocks of BLOCK_M = 64 rows:
+between the dense backward's preprocess and its dQ postprocess. One CTA per key slice of one set (the spatial
+set's, then the text set's; b * nh), a TMA producer and two consumer warpgroups, in one of two schedules
+(SPLIT_KEYS, from `configs.hopper_sparse_backward_config`):
+- key blocks of a multiple of 128: CTAs of 128 keys, 64 per consumer, both taking every query step, as the
+  dense kernel does (each Q/dO tile serves 128 keys);
+- key blocks of 64: CTAs of 64 keys (a 64-key block has one list; splitting it would leave each consumer 32
+  keys), both consumers holding the same keys and taking alternate query steps, each keeping partial dK and dV
+  that are added through shared memory at the end.
+The sequence of query blocks of BLOCK_M = 64 rows:
 - spatial keys (inside key block kb of the mask): the query blocks whose lists hold kb (full, or partial with
   its bits: the transposed lists, `sparse_triton_runtime.transposed_lists`), Q_BLOCK / BLOCK_M steps each, then
   every text query block (text queries attend every key);
 - text keys: every query block of both sets (dense).
-Unlisted query blocks are never loaded. Each ring stage feeds one step (one consumer), and each consumer loads
-its next step's list entry and row statistics while its products run. Keys: a spatial block is loaded where it
+Unlisted query blocks are never loaded. Each ring stage feeds one step (one consumer, or both with split keys),
+and each consumer loads its next step's list entry and row statistics while its products run. Keys: a spatial block is loaded where it
 is (rows past N are TMA zero fill, masked, never stored), so no key outside the CTA's mask block is read; the
 text set's last block is loaded so that it ends at the valid text length (the dense kernel's `skip`: padded
 rows never read), its first rows (valid text keys of the block before) masked and never stored, and padded text
 keys get zero gradients. A masked score gives P = 0, and a NaN value the bits hide inside a listed block
 multiplies through (0 * NaN), as in the Triton kernels and flex_attention. The spatial set is unpadded
-(`dispatch.sparse_hopper_unsupported`).
+(`dispatch.sparse_hopper_unsupported`). HAS_PARTIAL = False (a layout without partial blocks, as the
+estimator's) builds the kernel without the bits path, whose registers cost spills at dh 128.
 """
 
 from __future__ import annotations
@@ -82,18 +87,24 @@ def _store_rows(acc, base, stride_s, stride_d, row0, n_rows, ROWS: gl.constexpr,
 def _producer(desc_q, desc_k, desc_v, desc_jq, desc_jk, desc_jv, desc_do, desc_djo,
               k_smem, v_smem, q_bufs, do_bufs, kv_bar, qdo_ready, qdo_empty,
               bz, h, k_spatial, k_start, active, n_first, n_steps, tq_ptr, stride_tq, ts_ptr, stride_ts,
-              SUB: gl.constexpr, Q_BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+              SUB: gl.constexpr, Q_BLOCK: gl.constexpr, BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr,
+              KEY_TILES: gl.constexpr):
     if active:
-        mbarrier.expect(kv_bar, 2 * desc_k.block_type.nbytes)
-        if k_spatial:
-            tma.async_copy_global_to_shared(desc_k, [bz, h, k_start, 0], kv_bar, k_smem)
-            tma.async_copy_global_to_shared(desc_v, [bz, h, k_start, 0], kv_bar, v_smem)
-        else:
-            tma.async_copy_global_to_shared(desc_jk, [bz, h, k_start, 0], kv_bar, k_smem)
-            tma.async_copy_global_to_shared(desc_jv, [bz, h, k_start, 0], kv_bar, v_smem)
+        BLOCK_N: gl.constexpr = desc_k.block_type.shape[2]
+        mbarrier.expect(kv_bar, 2 * KEY_TILES * desc_k.block_type.nbytes)
+        for c in gl.static_range(KEY_TILES):
+            if k_spatial:
+                tma.async_copy_global_to_shared(desc_k, [bz, h, k_start + c * BLOCK_N, 0], kv_bar, k_smem.index(c))
+                tma.async_copy_global_to_shared(desc_v, [bz, h, k_start + c * BLOCK_N, 0], kv_bar, v_smem.index(c))
+            else:
+                tma.async_copy_global_to_shared(desc_jk, [bz, h, k_start + c * BLOCK_N, 0], kv_bar,
+                                                k_smem.index(c))
+                tma.async_copy_global_to_shared(desc_jv, [bz, h, k_start + c * BLOCK_N, 0], kv_bar,
+                                                v_smem.index(c))
         for i in range(n_steps):
             s = i % NUM_STAGES
-            # One consumer takes each step; a fresh mbarrier passes parity 1, so the first pass does not block.
+            # Alternate steps: one consumer takes each; split keys: both do (qdo_empty counts KEY_TILES
+            # arrivals). A fresh mbarrier passes parity 1, so the first pass does not block.
             mbarrier.wait(qdo_empty.index(s), ((i // NUM_STAGES) & 1) ^ 1)
             mbarrier.expect(qdo_ready.index(s), 2 * desc_q.block_type.nbytes)
             q_spatial, row0, _qb, _slot = _query_step(i, k_spatial, n_first, tq_ptr, stride_tq, ts_ptr, stride_ts,
@@ -118,8 +129,14 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
               tq_ptr, stride_tq, ts_ptr, stride_ts, bits_ptr, stride_bq, stride_bp, stride_br, stride_bw,
               N, L, H, qk_scale, scale,
               C: gl.constexpr, SUB: gl.constexpr, Q_BLOCK: gl.constexpr, KV_BLOCK: gl.constexpr,
-              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):
+              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
+              SPLIT_KEYS: gl.constexpr, HAS_PARTIAL: gl.constexpr):
     dtype: gl.constexpr = q_bufs.dtype
+    # Split keys: this consumer's BLOCK_N keys are the CTA's C-th, and it takes every step; otherwise both hold
+    # the CTA's BLOCK_N keys and this one takes steps C, C + 2, ...
+    KEY_TILE: gl.constexpr = C if SPLIT_KEYS else 0
+    FIRST_STEP: gl.constexpr = 0 if SPLIT_KEYS else C
+    STEP: gl.constexpr = 1 if SPLIT_KEYS else 2
     # As the dense kernel's consumer: Sᵀ/dPᵀ [keys, queries], dK/dV [keys, dh], dQ [queries, dh].
     st_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                         instr_shape=[16, BLOCK_M, 16])
@@ -129,14 +146,17 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
     key_of_st: gl.constexpr = gl.SliceLayout(1, st_layout)
     query_of_st: gl.constexpr = gl.SliceLayout(0, st_layout)
 
-    k_w = k_smem.reshape([BLOCK_N, HEAD_DIM])
-    v_w = v_smem.reshape([BLOCK_N, HEAD_DIM])
+    k_w = k_smem.index(KEY_TILE).reshape([BLOCK_N, HEAD_DIM])
+    v_w = v_smem.index(KEY_TILE).reshape([BLOCK_N, HEAD_DIM])
     ds_w = ds_smem.index(C)
     dq_w = dq_smem.index(C)
+    key_load0 = k_start + KEY_TILE * BLOCK_N  # this consumer's first loaded key row
+    key_row0 = k_row0 + KEY_TILE * BLOCK_N  # the first row its gradients belong to (where nothing is skipped)
+    skip_rows = skip - KEY_TILE * BLOCK_N  # its first rows that repeat keys of the text block before (may be <= 0)
     r = gl.arange(0, BLOCK_N, layout=key_of_st)
-    key_ok = (r >= skip) & (k_start + r < len_k)
+    key_ok = (r >= skip_rows) & (key_load0 + r < len_k)
     # Column of each loaded key row inside its mask key block (spatial keys: the CTA's rows lie in one block).
-    key_col = k_start + r - (k_row0 // KV_BLOCK) * KV_BLOCK
+    key_col = key_load0 + r - (k_row0 // KV_BLOCK) * KV_BLOCK
     q_col = gl.arange(0, BLOCK_M, layout=query_of_st)
 
     dk = gl.zeros([BLOCK_N, HEAD_DIM], gl.float32, layout=kv_layout)
@@ -149,19 +169,19 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
     if active:
         # Each step's query block and its statistics are loaded a step ahead (index loads, then row loads that
         # need them): loaded at the top of the step, the chain would hold up the products' issue every step.
-        q_spatial, q_row0, qb, slot = _query_step(C, k_spatial, n_first, tq_ptr, stride_tq, ts_ptr, stride_ts,
-                                                  SUB, Q_BLOCK, BLOCK_M)
+        q_spatial, q_row0, qb, slot = _query_step(FIRST_STEP, k_spatial, n_first, tq_ptr, stride_tq, ts_ptr,
+                                                  stride_ts, SUB, Q_BLOCK, BLOCK_M)
         m, delta = _row_stats(M, DELTA, stats, q_spatial, q_row0, q_idx, N, L)
         mbarrier.wait(kv_bar, 0)
-        for i in range(C, n_steps, 2):
+        for i in range(FIRST_STEP, n_steps, STEP):
             s = i % NUM_STAGES
             mbarrier.wait(qdo_ready.index(s), (i // NUM_STAGES) & 1)
             q_buf = q_bufs.index(s).reshape([BLOCK_M, HEAD_DIM])
             do_buf = do_bufs.index(s).reshape([BLOCK_M, HEAD_DIM])
             st = warpgroup_mma(k_w, q_buf.permute((1, 0)), st_zero, use_acc=False, is_async=True)
             dpt = warpgroup_mma(v_w, do_buf.permute((1, 0)), st_zero, use_acc=False, is_async=True)
-            # This consumer's next step (i + 2), while the products run.
-            n_spatial, n_row0, n_qb, n_slot = _query_step(i + 2, k_spatial, n_first, tq_ptr, stride_tq, ts_ptr,
+            # This consumer's next step, while the products run.
+            n_spatial, n_row0, n_qb, n_slot = _query_step(i + STEP, k_spatial, n_first, tq_ptr, stride_tq, ts_ptr,
                                                           stride_ts, SUB, Q_BLOCK, BLOCK_M)
             m_c = gl.convert_layout(m, query_of_st)
             delta_c = gl.convert_layout(delta, query_of_st)
@@ -169,7 +189,7 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
             st, dpt = warpgroup_mma_wait(num_outstanding=0, deps=(st, dpt))
 
             pt = gl.where(key_ok[:, None], gl.exp2(st * qk_scale - m_c[None, :]), 0.0)
-            if slot >= 0:  # a partial block: its bits, one word per [key, query]
+            if HAS_PARTIAL and slot >= 0:  # a partial block: its bits, one word per [key, query]
                 rows = q_row0 - qb * Q_BLOCK + q_col
                 words = gl.load(bits_ptr + qb.to(gl.int64) * stride_bq + slot * stride_bp
                                 + (rows * stride_br)[None, :] + ((key_col // 32) * stride_bw)[:, None],
@@ -200,38 +220,68 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
             q_spatial, q_row0, qb, slot = n_spatial, n_row0, n_qb, n_slot
         tma.store_wait(pendings=0)
 
-    # dK = scale * dSᵀ Q (dS is the gradient of the scaled scores). The two warpgroups' partial dK and dV are
-    # added through consumer 1's dQ tile (free once its last reduce has read it): consumer 1 stores dK, then dV
-    # after consumer 0 has read dK; consumer 0 adds and writes both.
+    # dK = scale * dSᵀ Q (dS is the gradient of the scaled scores).
     dk = dk * scale
-    acc = dq_smem.index(1).reshape([BLOCK_N, HEAD_DIM])
-    if C == 1:
-        acc.store(dk)
-        gl.thread_barrier()
-        mbarrier.arrive(acc_ready, count=1)
-        mbarrier.wait(acc_free, 0)
-        acc.store(dv)
-        gl.thread_barrier()
-        mbarrier.arrive(acc_ready, count=1)
+    if SPLIT_KEYS:
+        _store_key_gradients(dk, dv, DK, DV, DJK, DJV,
+                             stride_dkb, stride_dkh, stride_dks, stride_dkd,
+                             stride_dvb, stride_dvh, stride_dvs, stride_dvd,
+                             stride_djkb, stride_djkh, stride_djks, stride_djkd,
+                             stride_djvb, stride_djvh, stride_djvs, stride_djvd,
+                             bz, h, k_spatial, key_load0, key_row0, skip_rows, len_k, k_rows, N,
+                             BLOCK_N, HEAD_DIM, kv_layout)
     else:
-        mbarrier.wait(acc_ready, 0)
-        dk = dk + acc.load(kv_layout)
-        gl.thread_barrier()
-        mbarrier.arrive(acc_free, count=1)
-        mbarrier.wait(acc_ready, 1)
-        dv = dv + acc.load(kv_layout)
-        if k_spatial:
-            _store_rows(dk, DK + bz.to(gl.int64) * stride_dkb + h.to(gl.int64) * stride_dkh,
-                        stride_dks, stride_dkd, k_row0, N - k_row0, BLOCK_N, HEAD_DIM, kv_layout)
-            _store_rows(dv, DV + bz.to(gl.int64) * stride_dvb + h.to(gl.int64) * stride_dvh,
-                        stride_dvs, stride_dvd, k_row0, N - k_row0, BLOCK_N, HEAD_DIM, kv_layout)
+        # The two warpgroups' partial dK and dV are added through consumer 1's dQ tile (free once its last
+        # reduce has read it): consumer 1 stores dK, then dV after consumer 0 has read dK; consumer 0 adds and
+        # writes both.
+        acc = dq_smem.index(1).reshape([BLOCK_N, HEAD_DIM])
+        if C == 1:
+            acc.store(dk)
+            gl.thread_barrier()
+            mbarrier.arrive(acc_ready, count=1)
+            mbarrier.wait(acc_free, 0)
+            acc.store(dv)
+            gl.thread_barrier()
+            mbarrier.arrive(acc_ready, count=1)
         else:
-            _store_key_gradient(dk, DJK + bz.to(gl.int64) * stride_djkb + h.to(gl.int64) * stride_djkh,
-                                stride_djks, stride_djkd, k_start, k_row0, skip, len_k, k_rows,
-                                0, BLOCK_N, HEAD_DIM, kv_layout)
-            _store_key_gradient(dv, DJV + bz.to(gl.int64) * stride_djvb + h.to(gl.int64) * stride_djvh,
-                                stride_djvs, stride_djvd, k_start, k_row0, skip, len_k, k_rows,
-                                0, BLOCK_N, HEAD_DIM, kv_layout)
+            mbarrier.wait(acc_ready, 0)
+            dk = dk + acc.load(kv_layout)
+            gl.thread_barrier()
+            mbarrier.arrive(acc_free, count=1)
+            mbarrier.wait(acc_ready, 1)
+            dv = dv + acc.load(kv_layout)
+            _store_key_gradients(dk, dv, DK, DV, DJK, DJV,
+                                 stride_dkb, stride_dkh, stride_dks, stride_dkd,
+                                 stride_dvb, stride_dvh, stride_dvs, stride_dvd,
+                                 stride_djkb, stride_djkh, stride_djks, stride_djkd,
+                                 stride_djvb, stride_djvh, stride_djvs, stride_djvd,
+                                 bz, h, k_spatial, key_load0, key_row0, skip_rows, len_k, k_rows, N,
+                                 BLOCK_N, HEAD_DIM, kv_layout)
+
+
+@gluon.jit
+def _store_key_gradients(dk, dv, DK, DV, DJK, DJV,
+                         stride_dkb, stride_dkh, stride_dks, stride_dkd,
+                         stride_dvb, stride_dvh, stride_dvs, stride_dvd,
+                         stride_djkb, stride_djkh, stride_djks, stride_djkd,
+                         stride_djvb, stride_djvh, stride_djvs, stride_djvd,
+                         bz, h, k_spatial, key_load0, key_row0, skip_rows, len_k, k_rows, N,
+                         BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, layout: gl.constexpr):
+    """dK and dV of BLOCK_N keys: spatial rows key_row0 + r up to N (loaded where they are); text rows as the
+    dense kernel stores them (loaded from key_load0, the first skip_rows repeats; rows past the valid length
+    zeroed)."""
+    if k_spatial:
+        _store_rows(dk, DK + bz.to(gl.int64) * stride_dkb + h.to(gl.int64) * stride_dkh,
+                    stride_dks, stride_dkd, key_row0, N - key_row0, BLOCK_N, HEAD_DIM, layout)
+        _store_rows(dv, DV + bz.to(gl.int64) * stride_dvb + h.to(gl.int64) * stride_dvh,
+                    stride_dvs, stride_dvd, key_row0, N - key_row0, BLOCK_N, HEAD_DIM, layout)
+    else:
+        _store_key_gradient(dk, DJK + bz.to(gl.int64) * stride_djkb + h.to(gl.int64) * stride_djkh,
+                            stride_djks, stride_djkd, key_load0, key_row0, skip_rows, len_k, k_rows,
+                            0, BLOCK_N, HEAD_DIM, layout)
+        _store_key_gradient(dv, DJV + bz.to(gl.int64) * stride_djvb + h.to(gl.int64) * stride_djvh,
+                            stride_djvs, stride_djvd, key_load0, key_row0, skip_rows, len_k, k_rows,
+                            0, BLOCK_N, HEAD_DIM, layout)
 
 
 @gluon.jit
@@ -250,13 +300,16 @@ def sparse_joint_attention_bwd_hopper_kernel(
     N, L, H,
     BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
     Q_BLOCK: gl.constexpr, KV_BLOCK: gl.constexpr, HAS_L_LEN: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+    SPLIT_KEYS: gl.constexpr, HAS_PARTIAL: gl.constexpr,
 ):
     """As the dense Hopper backward (descriptors: q/jq/dO/djO blocks [1, 1, BLOCK_M, HEAD_DIM], k/v/jk/jv
     [1, 1, 64, HEAD_DIM]; dQ accumulators float32 [b, nh, N or L, HEAD_DIM], zeroed), plus the transposed lists
     (TNUM [b, nh, KBn], TQB and TSLOT [b, nh, KBn, QBn]) and the partial bits [b, nh, QBn, P, Q_BLOCK, W], any
     strides (broadcast by stride 0). The spatial set is unpadded; L_LEN: [b] valid text lengths."""
     dtype: gl.constexpr = desc_q.dtype
-    BLOCK_N: gl.constexpr = desc_k.block_type.shape[2]
+    BLOCK_N: gl.constexpr = desc_k.block_type.shape[2]  # keys per consumer
+    KEY_TILES: gl.constexpr = 2 if SPLIT_KEYS else 1
+    CTA_KEYS: gl.constexpr = KEY_TILES * BLOCK_N
     SUB: gl.constexpr = Q_BLOCK // BLOCK_M
     pid_n = gl.program_id(0)
     pid_bh = gl.program_id(1)
@@ -264,16 +317,16 @@ def sparse_joint_attention_bwd_hopper_kernel(
     h = pid_bh % H
     len_b = _valid_length(L_LEN, bz, L, HAS_L_LEN)
 
-    spatial_tiles = gl.cdiv(N, BLOCK_N)
+    spatial_tiles = gl.cdiv(N, CTA_KEYS)
     k_spatial = pid_n < spatial_tiles
-    k_row0 = gl.where(k_spatial, pid_n, pid_n - spatial_tiles) * BLOCK_N
+    k_row0 = gl.where(k_spatial, pid_n, pid_n - spatial_tiles) * CTA_KEYS
     len_k = gl.where(k_spatial, N, len_b)
     k_rows = gl.where(k_spatial, N, L)
     active = k_row0 < len_k
     # A text block past the valid length is loaded to end at it (padded rows, which may hold anything, never
     # read; the rows before are valid text keys, which every query attends). A spatial block is loaded where it
     # is: its rows past N are TMA zero fill, and no key of another mask block is ever read.
-    skip = gl.where(k_spatial, 0, gl.maximum(k_row0 + BLOCK_N - len_k, 0))
+    skip = gl.where(k_spatial, 0, gl.maximum(k_row0 + CTA_KEYS - len_k, 0))
     k_start = k_row0 - skip
 
     b64 = bz.to(gl.int64)
@@ -286,8 +339,8 @@ def sparse_joint_attention_bwd_hopper_kernel(
     ts_ptr = TSLOT + b64 * stride_tsb + h64 * stride_tsh + kb * stride_tsk
     bits_ptr = BITS + b64 * stride_bb + h64 * stride_bh
 
-    k_smem = gl.allocate_shared_memory(dtype, desc_k.block_type.shape, desc_k.layout)
-    v_smem = gl.allocate_shared_memory(dtype, desc_v.block_type.shape, desc_v.layout)
+    k_smem = gl.allocate_shared_memory(dtype, [KEY_TILES] + desc_k.block_type.shape, desc_k.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [KEY_TILES] + desc_v.block_type.shape, desc_v.layout)
     q_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + desc_q.block_type.shape, desc_q.layout)
     do_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + desc_do.block_type.shape, desc_do.layout)
     ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, BLOCK_M], dtype)
@@ -303,14 +356,14 @@ def sparse_joint_attention_bwd_hopper_kernel(
     mbarrier.init(acc_free, count=1)
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(qdo_ready.index(i), count=1)
-        mbarrier.init(qdo_empty.index(i), count=1)
+        mbarrier.init(qdo_empty.index(i), count=KEY_TILES)
 
     gl.warp_specialize(
         [
             (_producer, (desc_q, desc_k, desc_v, desc_jq, desc_jk, desc_jv, desc_do, desc_djo,
                          k_smem, v_smem, q_bufs, do_bufs, kv_bar, qdo_ready, qdo_empty,
                          bz, h, k_spatial, k_start, active, n_first, n_steps, tq_ptr, stride_tqq, ts_ptr, stride_tsq,
-                         SUB, Q_BLOCK, BLOCK_M, NUM_STAGES)),
+                         SUB, Q_BLOCK, BLOCK_M, NUM_STAGES, KEY_TILES)),
             (_consumer, (desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_smem, kv_bar,
                          qdo_ready, qdo_empty, acc_ready, acc_free, M, DELTA, DK, DV, DJK, DJV,
                          stride_dkb, stride_dkh, stride_dks, stride_dkd,
@@ -320,7 +373,8 @@ def sparse_joint_attention_bwd_hopper_kernel(
                          bz, h, k_spatial, k_start, k_row0, skip, active, len_k, k_rows, n_first, n_steps,
                          tq_ptr, stride_tqq, ts_ptr, stride_tsq, bits_ptr, stride_bq, stride_bp, stride_br, stride_bw,
                          N, L, H, qk_scale, scale,
-                         0, SUB, Q_BLOCK, KV_BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES)),
+                         0, SUB, Q_BLOCK, KV_BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, SPLIT_KEYS,
+                         HAS_PARTIAL)),
             (_consumer, (desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_smem, kv_bar,
                          qdo_ready, qdo_empty, acc_ready, acc_free, M, DELTA, DK, DV, DJK, DJV,
                          stride_dkb, stride_dkh, stride_dks, stride_dkd,
@@ -330,7 +384,8 @@ def sparse_joint_attention_bwd_hopper_kernel(
                          bz, h, k_spatial, k_start, k_row0, skip, active, len_k, k_rows, n_first, n_steps,
                          tq_ptr, stride_tqq, ts_ptr, stride_tsq, bits_ptr, stride_bq, stride_bp, stride_br, stride_bw,
                          N, L, H, qk_scale, scale,
-                         1, SUB, Q_BLOCK, KV_BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES)),
+                         1, SUB, Q_BLOCK, KV_BLOCK, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES, SPLIT_KEYS,
+                         HAS_PARTIAL)),
         ],
         [4, 4],
         [CONSUMER_REGS, CONSUMER_REGS],

@@ -12,6 +12,7 @@ import torch
 from ..kernels.configs import hopper_forward_config, hopper_sparse_backward_config
 from . import fast_launch
 from .hopper_launch import LOG2E, _descriptor
+from .sparse_layout import kernel_bits
 
 
 def launch_sparse_forward_hopper(call, layout, out, joint_out, lse) -> None:
@@ -32,6 +33,7 @@ def launch_sparse_forward_hopper(call, layout, out, joint_out, lse) -> None:
         for t, rows in zip((q, k, v, jq, jk, jv, out, joint_out), (bm, box, box, bm, bn, bn, bm, bm))
     ]
     num, idx, fnum, fidx, bits = layout.expanded(s.b, s.nh).tensors
+    bits = kernel_bits(bits)
     grid = (-(-s.n // (2 * bm)) + -(-s.l // (2 * bm)), s.b * s.nh)
     with torch.cuda.device(q.device):
         fast_launch.launch(
@@ -63,7 +65,7 @@ def launch_sparse_backward_hopper(call, layout, out, joint_out, lse, grad_out, g
     if s.b * s.nh == 0:
         return grads
     b, nh, n, l, dh = s.b, s.nh, s.n, s.l, s.dh  # noqa: E741
-    config = hopper_sparse_backward_config(dh)
+    config = hopper_sparse_backward_config(dh, layout.kv_block)
     bm, bn = config.block_m, config.keys_per_wg
     q, k, v, jq, jk, jv = call.with_stand_ins().tensors
     out, joint_out = stand_ins(call, (out, joint_out))
@@ -81,7 +83,9 @@ def launch_sparse_backward_hopper(call, layout, out, joint_out, lse, grad_out, g
     descs += [_accumulator_descriptor(acc_a, bm, dh), _accumulator_descriptor(acc_b, bm, dh)]
     t_num, t_qb, t_slot = (t.expand(b, nh, *t.shape[2:]) for t in transposed_lists(layout, n))
     bits = layout.expanded(b, nh).partial_bits
-    grid = (-(-n // bn) + -(-l // bn), b * nh)
+    has_partial = bits.shape[3] > 0  # else the kernel is built without the partial path (fewer spills)
+    bits = kernel_bits(bits)
+    grid = (-(-n // config.block_n) + -(-l // config.block_n), b * nh)
     with torch.cuda.device(q.device):
         fast_launch.launch(
             sparse_joint_attention_bwd_hopper_kernel, grid,
@@ -93,8 +97,8 @@ def launch_sparse_backward_hopper(call, layout, out, joint_out, lse, grad_out, g
             n, l, nh,
             BLOCK_M=bm, HEAD_DIM=dh, NUM_STAGES=config.num_stages,
             Q_BLOCK=layout.q_block, KV_BLOCK=layout.kv_block, HAS_L_LEN=call.logical_l is not None,
-            CONSUMER_REGS=config.consumer_regs,
-            num_warps=4,
+            CONSUMER_REGS=config.consumer_regs, SPLIT_KEYS=not config.alternate_steps,
+            HAS_PARTIAL=has_partial, num_warps=4,
         )  # fmt: skip
     if n:
         grads[0].copy_(accumulator[:, :, :n])

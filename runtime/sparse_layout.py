@@ -33,7 +33,9 @@ class SpatialLayout:
     kv_num_blocks [Bm, Hm, QBn] int32, kv_indices [Bm, Hm, QBn, KBn] int32: the partial blocks per query block;
     full_kv_num_blocks / full_kv_indices: likewise for the full blocks (zero counts if the mask has none);
     partial_bits [Bm, Hm, QBn, P, q_block, W] int32: bit (c % 32) of word c // 32 of row r of slot p is
-    mask_mod's answer for query qb * q_block + r and key kv_indices[..., p] * kv_block + c."""
+    mask_mod's answer for query qb * q_block + r and key kv_indices[..., p] * kv_block + c. P = 0 where no
+    query block lists a partial block: the kernels then leave the partial path out (at compile time, where
+    its registers cost spills)."""
 
     kv_num_blocks: Tensor
     kv_indices: Tensor
@@ -132,11 +134,11 @@ def _build(bm, n: int, device) -> SpatialLayout:
 def partial_bits(mask_mod, num: Tensor, idx: Tensor, q_block: int, kv_block: int, n: int) -> Tensor:
     """mask_mod's answers on each listed partial block, packed (see `SpatialLayout.partial_bits`)."""
     bm_, hm, qbn = num.shape
-    slots = max(1, int(num.max().item()) if num.numel() else 1)
+    slots = int(num.max().item()) if num.numel() else 0
     words = -(-kv_block // WORD_BITS)
     device = num.device
     out = torch.zeros((bm_, hm, qbn, slots, q_block, words), dtype=torch.int32, device=device)
-    if num.numel() == 0 or int(num.max().item()) == 0:
+    if slots == 0:
         return out
     b_idx = torch.arange(bm_, device=device).view(bm_, 1, 1, 1, 1, 1)
     h_idx = torch.arange(hm, device=device).view(1, hm, 1, 1, 1, 1)
@@ -157,6 +159,20 @@ def partial_bits(mask_mod, num: Tensor, idx: Tensor, q_block: int, kv_block: int
         allowed = torch.as_tensor(allowed, device=device).to(torch.bool) & inside
         out[:, :, start : start + len(qbs)] = pack_bits(allowed.expand(inside.shape))
     return out
+
+
+def kernel_bits(bits: Tensor) -> Tensor:
+    """`partial_bits` as a kernel's pointer argument: a layout without partial blocks has none (P = 0), and the
+    kernels, which then never read them, still take an address of real memory (the strides stay the tensor's)."""
+    if bits.numel():
+        return bits
+    key = (bits.device, bits.dtype)
+    if key not in _STAND_INS:
+        _STAND_INS[key] = bits.new_zeros(1)
+    return _STAND_INS[key].as_strided(bits.shape, bits.stride())
+
+
+_STAND_INS: dict = {}  # (device, dtype) -> one zero element: the pointer of bits that are never read
 
 
 def pack_bits(mask: Tensor) -> Tensor:
@@ -195,6 +211,8 @@ def element_mask(layout: SpatialLayout, maps, rows: Tensor, n: int) -> Tensor:
     f = full[:, :, qb][..., kb]  # [Bm, Hm, R, N]
     s = slot[:, :, qb][..., kb]
     bits = layout.partial_bits  # [Bm, Hm, QBn, P, QB, W]
+    if bits.shape[3] == 0:  # no partial blocks
+        return f
     bm_, hm = bits.shape[:2]
     c_in = cols % layout.kv_block
     word = bits[

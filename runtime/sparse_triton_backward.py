@@ -10,7 +10,7 @@ import contextlib
 import torch
 
 from ..kernels.configs import backward_launch_config, head_block
-from .sparse_layout import SpatialLayout
+from .sparse_layout import SpatialLayout, kernel_bits
 from .sparse_triton_runtime import (
     LOG2E,
     _dot_precision,
@@ -47,6 +47,7 @@ def launch_sparse_backward(
     dq_block_n = gathered_key_tile(layout, dh, q.dtype, block_n)
     block_d = head_block(dh)
     num, idx, fnum, fidx, bits = layout.expanded(b, nh).tensors
+    bits = kernel_bits(bits)
     t_num, t_qb, t_slot = (t.expand(b, nh, *t.shape[2:]) for t in transposed_lists(layout, n))
     stats = torch.empty((2, b, nh, n + l), dtype=torch.float32, device=q.device)
     delta, m = stats[0], stats[1]

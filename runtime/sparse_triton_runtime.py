@@ -12,11 +12,13 @@ are built here with a few torch ops, once per layout (`transposed_lists`).
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from ..kernels.configs import backward_launch_config, forward_launch_config, head_block
 from .dispatch import describe, sparse_hopper_unsupported, sparse_triton_unsupported, tma_addressable
-from .sparse_layout import SpatialLayout, block_maps
+from .sparse_layout import SpatialLayout, block_maps, kernel_bits
 
 LOG2E = 1.4426950408889634
 MAX_TILE = 64
@@ -125,6 +127,7 @@ def launch_sparse_forward(call, layout: SpatialLayout, out, joint_out, lse) -> N
     out, joint_out = stand_ins(call, (out, joint_out))
     block_m, block_n, warps, stages = sparse_config(layout, s.dh, q.dtype, backward=False)
     num, idx, fnum, fidx, bits = layout.expanded(s.b, s.nh).tensors
+    bits = kernel_bits(bits)
     grid = (triton.cdiv(s.n, block_m) + triton.cdiv(s.l, block_m), s.b * s.nh)
     with torch.cuda.device(q.device) if q.is_cuda else _null():
         sparse_joint_attention_fwd_kernel[grid](
@@ -154,17 +157,28 @@ def _null():
 
 def transposed_lists(layout: SpatialLayout, n: int):
     """Per key block, the query blocks that list it: (count [Bm, Hm, KBn] int32, q blocks [Bm, Hm, KBn, QBn]
-    int32, slot [Bm, Hm, KBn, QBn] int32: the partial-bits slot, or -1 for a full block). Kept on the layout:
-    a pattern's layout serves every backward of its layers, so they are built once (an estimated mask's
-    layout is new each call and builds them each call)."""
-    cached = layout.__dict__.get("_transposed")
-    if cached is not None and cached[0] == n:
-        return cached[1]
+    int32, slot [Bm, Hm, KBn, QBn] int32: the partial-bits slot, or -1 for a full block).
+
+    Kept with the layout's tensors, not the layout object: the op rebuilds its SpatialLayout from the same
+    tensors on every call, and a pattern's tensors serve every backward of its layers, so the lists are built
+    once (about 10 small launches, a third of the sparse backward's host time at SD3.5's size). They are
+    rebuilt when any of the four list tensors is another object or was written in place, or N differs; an
+    estimated mask's tensors are new each call and build them each call."""
+    sources = layout.tensors[:4]
+    stamp = (n, tuple(t._version for t in sources))
+    cached = getattr(layout.kv_indices, _TRANSPOSED_ATTR, None)
+    if cached is not None:
+        refs, cached_stamp, lists = cached
+        if cached_stamp == stamp and all(r() is t for r, t in zip(refs, sources)):
+            return lists
     lists = _transposed_lists(layout, n)
     if not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
         # Not kept from inside a CUDA graph capture: those tensors live in the graph's memory pool.
-        object.__setattr__(layout, "_transposed", (n, lists))  # a frozen dataclass: a cache, not a field
+        setattr(layout.kv_indices, _TRANSPOSED_ATTR, ([weakref.ref(t) for t in sources], stamp, lists))
     return lists
+
+
+_TRANSPOSED_ATTR = "_jointattn_transposed_lists"  # on a layout's kv_indices tensor: lives and dies with it
 
 
 def _transposed_lists(layout: SpatialLayout, n: int):

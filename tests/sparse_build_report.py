@@ -165,7 +165,7 @@ def hopper_builds(dhs=(64, 128), kv_blocks=(16, 64, 128, 256)):
     }
 
 
-def compile_hopper_backward_sm90(dh: int, kv_block: int, q_block: int = 128):
+def compile_hopper_backward_sm90(dh: int, kv_block: int, q_block: int = 128, has_partial: bool = True):
     """The Gluon sparse backward as its launcher builds it for bf16 (`sparse_hopper_launch.py`): q/dO boxes of
     BLOCK_M rows, k/v boxes of 64, float32 dQ accumulators; unit strides are constexprs."""
     from jointattn.kernels.configs import hopper_sparse_backward_config
@@ -174,7 +174,7 @@ def compile_hopper_backward_sm90(dh: int, kv_block: int, q_block: int = 128):
     )
     from triton.experimental.gluon import language as gl
 
-    config = hopper_sparse_backward_config(dh)
+    config = hopper_sparse_backward_config(dh, kv_block)
     bm, bn = config.block_m, config.keys_per_wg
 
     def desc(rows, dtype="bf16", gl_dtype=gl.bfloat16):
@@ -188,16 +188,21 @@ def compile_hopper_backward_sm90(dh: int, kv_block: int, q_block: int = 128):
     signature |= dict.fromkeys(("DK", "DV", "DJK", "DJV"), "*bf16")
     signature |= {name: "*i32" for name in INT32_POINTERS if name in kernel.arg_names}
     constexprs = dict(BLOCK_M=bm, HEAD_DIM=dh, NUM_STAGES=config.num_stages, Q_BLOCK=q_block, KV_BLOCK=kv_block,
-                      HAS_L_LEN=True, CONSUMER_REGS=config.consumer_regs)  # fmt: skip
+                      HAS_L_LEN=True, CONSUMER_REGS=config.consumer_regs,
+                      SPLIT_KEYS=not config.alternate_steps, HAS_PARTIAL=has_partial)  # fmt: skip
     return _compile_gluon_sm90(kernel, signature, constexprs)
 
 
 def hopper_backward_builds(dhs=(64, 128), kv_blocks=(64, 128)):
-    """The Gluon sparse backward at each head size and key block (query blocks of 128 rows)."""
+    """The Gluon sparse backward at each head size and key block (query blocks of 128 rows: CTAs of 64 keys,
+    then of 128), with the partial path and without it (masks of full blocks only, as the estimator's)."""
     return {
-        f"hopper-backward dh{dh} mask 128x{kv_block}": usage(compile_hopper_backward_sm90(dh, kv_block))
+        f"hopper-backward dh{dh} mask 128x{kv_block}{'' if partial else ' full blocks only'}": usage(
+            compile_hopper_backward_sm90(dh, kv_block, has_partial=partial)
+        )
         for dh in dhs
         for kv_block in kv_blocks
+        for partial in (True, False)
     }
 
 

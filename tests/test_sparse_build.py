@@ -17,9 +17,11 @@ SHARED_MEMORY_BYTES = 232448  # sm_90's per-block limit (227 KiB)
 # (benchmarks/NOTES-triton.md).
 SPILL_ALLOWANCE = 64
 # The Gluon backwards at dh 128 hold dK and dV (128 registers a thread) across the query loop: the dense one
-# spills 528 bytes (tests/test_hopper_backward.py), the sparse one 596 (a few scalars reloaded per step, and a
-# partial block's bits). More would mean its schedule got worse.
+# spills 528 bytes (tests/test_hopper_backward.py), the sparse one 596-640 (a few scalars reloaded per step, and
+# a partial block's bits, one word per score). Built without the partial path (masks of full blocks only) it
+# spills 416 (64-key CTAs) and 252 (128). More would mean its schedule got worse.
 GLUON_BACKWARD_SPILL_ALLOWANCE = {"dh64": SPILL_ALLOWANCE, "dh128": 700}
+GLUON_BACKWARD_FULL_BLOCKS_SPILL_ALLOWANCE = {"dh64": SPILL_ALLOWANCE, "dh128": 450}
 
 
 def test_the_runtimes_sparse_configs_compile_for_sm90_within_registers_and_shared_memory():
@@ -29,13 +31,17 @@ def test_the_runtimes_sparse_configs_compile_for_sm90_within_registers_and_share
     assert run.returncode == 0, run.stderr[-3000:]
     builds = json.loads(run.stdout.splitlines()[-1])["builds"]
     # Triton: 3 kernels x 2 head sizes x 3 key blocks; Gluon: the forward at 2 head sizes x 4 key blocks, the
-    # backward at 2 x 2; the estimator's 2 kernels at 3 shapes.
-    assert len(builds) == 36
+    # backward at 2 x 2, with and without partial blocks; the estimator's 2 kernels at 3 shapes.
+    assert len(builds) == 40
     for config, found in builds.items():
         assert found["shared"] <= SHARED_MEMORY_BYTES, (config, found)
         allowance = SPILL_ALLOWANCE
         if "x256" in config and not config.startswith("hopper"):
             allowance = 2 * SPILL_ALLOWANCE  # key blocks of 256 run the Gluon kernels on Hopper
         if config.startswith("hopper-backward"):
-            allowance = GLUON_BACKWARD_SPILL_ALLOWANCE[config.split()[1]]
+            full_only = config.endswith("full blocks only")
+            table = (
+                GLUON_BACKWARD_FULL_BLOCKS_SPILL_ALLOWANCE if full_only else GLUON_BACKWARD_SPILL_ALLOWANCE
+            )
+            allowance = table[config.split()[1]]
         assert found["spill_stores"] is not None and found["spill_stores"] <= allowance, (config, found)

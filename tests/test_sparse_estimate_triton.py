@@ -36,10 +36,11 @@ def _exact_scores(q, k, q_block, kv_block, scale, valid):
     return qm @ km.transpose(-1, -2) * scale + counts.log()[:, None, None, :]
 
 
-def _check(q, k, keep, cdf, q_block, kv_block, valid=None):
+def _check(q, k, keep, cdf, q_block, kv_block, valid=None, got=None):
+    """Checks the kernels' (count, indices) on CPU float q, k; `got`: those computed elsewhere (on a GPU)."""
     dh = q.shape[3]
     scale = dh**-0.5
-    count, indices = estimate_kv_blocks_triton(q, k, keep, cdf, q_block, kv_block, scale, valid)
+    count, indices = got or estimate_kv_blocks_triton(q, k, keep, cdf, q_block, kv_block, scale, valid)
     want_count, _ = estimate_kv_blocks(q, k, keep, cdf, q_block, kv_block, scale, valid)  # the torch path
     exact = _exact_scores(q, k, q_block, kv_block, scale, valid)
     kbn = exact.shape[-1]
@@ -115,6 +116,26 @@ def test_estimate_block_mask_through_the_switch(monkeypatch):
     got = estimate_block_mask(q, k, keep=0.25, block_size=(128, 32))
     assert torch.equal(got.full_kv_num_blocks, want.full_kv_num_blocks)
     assert torch.equal(got.to_dense(), want.to_dense())  # no near-ties in this draw
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dh, tile", [(128, (128, 64)), (64, (128, 16)), (64, (64, 128))])
+@pytest.mark.parametrize("share", ["keep=0.3", "cdf=0.9"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_on_the_gpu_bf16(dh, tile, share, padded):
+    """The compiled kernels on CUDA, bf16 inputs as the models give them (pooled in float32 as in the
+    interpreter), checked on CPU against float64 scores of the same bf16 values."""
+    gen = torch.Generator(device="cuda").manual_seed(dh + tile[1])
+    n = 4099
+    q, k = (torch.randn(2, 3, n, dh, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(2))
+    q = q + 0.5 * k
+    valid = torch.tensor([n, 3000], device="cuda") if padded else None
+    name, value = share.split("=")
+    keep, cdf = (float(value), None) if name == "keep" else (None, float(value))
+    got = estimate_kv_blocks_triton(q, k, keep, cdf, *tile, dh**-0.5, valid)
+    torch.cuda.synchronize()
+    cpu = lambda t: None if t is None else t.cpu()  # noqa: E731
+    _check(q.float().cpu(), k.float().cpu(), keep, cdf, *tile, valid=cpu(valid), got=tuple(map(cpu, got)))
 
 
 def test_the_switch_refuses_other_values_and_keeps_torch_off_the_kernels(monkeypatch):

@@ -9,7 +9,7 @@ import torch
 from helpers import joint_inputs, rel_err
 from jointattn.runtime.dispatch import choose_sparse, planned_problem, sparse_hopper_unsupported
 from jointattn.runtime.sparse_layout import spatial_layout
-from sparse_cases import block_mask_of, random_element_mask
+from sparse_cases import block_mask_of, dense_of, masked_float64, random_element_mask
 
 import jointattn
 
@@ -49,6 +49,37 @@ def test_backward_envelope(dh, q_block, kv_block, padded, reason):
     problem = planned_problem(torch.bfloat16, 1, 24, 44520, 256, dh, padded=padded, backward=True)
     got = sparse_hopper_unsupported(problem, q_block, kv_block, padded)
     assert (got is None) if reason is None else (reason in got), got
+
+
+@pytest.mark.parametrize("dh", [64, 128])
+def test_backward_schedule_per_key_block(dh):
+    """Key blocks that hold whole 128-key CTAs take the dense backward's config and schedule (each Q/dO tile
+    serving 128 keys); 64-key blocks take CTAs of 64 keys whose consumers alternate steps."""
+    from jointattn.kernels.configs import hopper_backward_config, hopper_sparse_backward_config
+
+    for kv_block in (128, 256, 512):
+        config = hopper_sparse_backward_config(dh, kv_block)
+        assert config == hopper_backward_config(dh) and not config.alternate_steps and config.block_n == 128
+    for kv_block in (64, 192):
+        config = hopper_sparse_backward_config(dh, kv_block)
+        assert config.alternate_steps and config.block_n == 64, kv_block
+
+
+def test_a_layout_without_partial_blocks_has_no_bits():
+    """P = 0: the kernels are built without their partial path; the reference reads the full blocks alone."""
+    from jointattn.runtime.sparse_layout import kernel_bits
+    from jointattn.sparse import estimate_block_mask
+
+    inputs = joint_inputs(1, 2, 300, 9, 32, dtype=torch.float64, seed=3)
+    bm = estimate_block_mask(inputs[0], inputs[1], keep=0.4, block_size=(64, 32))
+    layout = spatial_layout(bm, 300)
+    assert layout.partial_bits.shape[3] == 0
+    stand_in = kernel_bits(layout.partial_bits)
+    assert stand_in.shape == layout.partial_bits.shape and stand_in.untyped_storage().nbytes() > 0
+    got = jointattn.joint_attention(*inputs, block_mask=layout, runtime="reference")
+    want = masked_float64(*inputs, dense_of(bm, 1, 2))
+    for a, w, tol in zip(got, want, (1e-12, 1e-12, 1e-6)):  # lse is float32
+        assert torch.allclose(a.double(), w, atol=tol)
 
 
 def test_backward_envelope_needs_spatial_tokens():
@@ -143,6 +174,7 @@ def test_patterns_and_the_estimator(dh):
     inputs = [t.cuda() for t in joint_inputs(b, nh, n, l, dh, dtype=torch.bfloat16, seed=3)]
     masks = [
         estimate_block_mask(inputs[0], inputs[1], keep=0.3, block_size=(128, 64)),
+        estimate_block_mask(inputs[0], inputs[1], keep=0.3, block_size=(128, 128)),  # 128-key CTAs
         frame_window(150, 2, causal=False).block_mask(n, device="cuda", block_size=(128, 16)),
         frame_window(100, 3).block_mask(n, device="cuda", block_size=(128, 32)),
         tile_window((2, 20, 50), (1, 5, 9)).block_mask(n, device="cuda", block_size=(128, 64)),
@@ -259,6 +291,7 @@ def test_backward_patterns_the_estimator_no_text_and_fp16():
     inputs = [t.cuda() for t in joint_inputs(b, nh, n, l, dh, dtype=torch.bfloat16, seed=4)]
     masks = [
         estimate_block_mask(inputs[0], inputs[1], keep=0.3, block_size=(128, 64)),
+        estimate_block_mask(inputs[0], inputs[1], keep=0.3, block_size=(128, 128)),  # 128-key CTAs
         frame_window(150, 2, causal=False).block_mask(n, device="cuda", block_size=(128, 64)),
         tile_window((2, 20, 50), (1, 5, 9)).block_mask(n, device="cuda", block_size=(64, 128)),
     ]
@@ -324,3 +357,25 @@ def test_backward_a_nan_key_of_the_block_before_the_last_one_never_reaches_dq():
     inputs[1] = poisoned
     (dq, *_), _ = _check_backward(block_mask_of(dense.cuda(), (64, 64)), 1, 1, n, l, 64, inputs=inputs)
     assert torch.isfinite(dq[0, 0, :64]).all()
+
+
+@pytest.mark.gpu
+@hopper
+@pytest.mark.parametrize("bad", ["k", "v"])
+def test_backward_128_key_ctas_keep_nan_where_the_reference_puts_it(bad):
+    """Key blocks of 128 run CTAs of 128 keys, one half per consumer: a NaN in the second half of a block
+    that one query block lists as partial (the NaN key masked) and another does not list at all."""
+    n, l = 384, 5  # noqa: E741  # key blocks 0, 1, 2 of 128
+    dense = torch.zeros(1, 1, n, n, dtype=torch.bool)
+    dense[:, :, 0:64, 0:128] = True  # query block 0: key block 0, full
+    dense[:, :, 64:128, 256:320] = True  # query block 1: key block 2, partial (keys 320..383 masked)
+    dense[:, :, 128:, 0:128] = True  # the others: key blocks 0 and 2, full
+    dense[:, :, 128:, 256:] = True
+    inputs = [t.cuda() for t in joint_inputs(1, 2, n, l, 128, dtype=torch.bfloat16, seed=11)]
+    poisoned = inputs[2 if bad == "v" else 1].clone()
+    poisoned[0, 1, 352] = float("nan")  # key block 2, second half; masked for query block 1
+    inputs[2 if bad == "v" else 1] = poisoned
+    (dq, *_), _ = _check_backward(block_mask_of(dense.cuda(), (64, 128)), 1, 2, n, l, 128, inputs=inputs)
+    assert torch.isfinite(dq[0, 1, :64]).all() and torch.isfinite(dq[0, 0]).all()
+    if bad == "v":
+        assert torch.isnan(dq[0, 1, 64:128]).all()

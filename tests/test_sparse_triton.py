@@ -5,8 +5,8 @@ sets, rows that see nothing, no text. On CUDA the same tests run the compiled ke
 import pytest
 import torch
 from helpers import joint_inputs, rel_err
-from jointattn.runtime.sparse_layout import spatial_layout
-from jointattn.runtime.sparse_triton_runtime import SparseTritonRuntime, transposed_lists
+from jointattn.runtime.sparse_layout import SpatialLayout, spatial_layout
+from jointattn.runtime.sparse_triton_runtime import SparseTritonRuntime, _transposed_lists, transposed_lists
 from sparse_cases import block_mask_of, dense_of, masked_float64, random_element_mask
 
 import jointattn
@@ -100,6 +100,19 @@ def test_transposed_lists_are_built_once_per_layout_and_length():
     assert transposed_lists(layout, 75) is first  # the backward of every layer sharing the pattern
     other = transposed_lists(layout, 70)  # another N (the same blocks cover it) is built afresh
     assert other is not first and transposed_lists(layout, 70) is other
+    # The op rebuilds its SpatialLayout from the same tensors each call: they are kept with the tensors.
+    rebuilt = SpatialLayout(*layout.tensors, layout.q_block, layout.kv_block)
+    assert transposed_lists(rebuilt, 70) is other
+    # Another list tensor, or one written in place, builds them afresh (and right).
+    swapped = SpatialLayout(
+        layout.kv_num_blocks.clone(), *layout.tensors[1:], layout.q_block, layout.kv_block
+    )
+    assert transposed_lists(swapped, 70) is not other
+    assert int(layout.kv_num_blocks.sum()) > 0
+    layout.kv_num_blocks.zero_()  # no partial blocks listed any more
+    written = transposed_lists(layout, 70)
+    assert written is not other and int(written[0].sum()) < int(other[0].sum())
+    assert all(torch.equal(a, b) for a, b in zip(written, _transposed_lists(layout, 70)))
 
 
 def test_unsupported_block_sizes_are_refused_with_a_reason():

@@ -146,7 +146,7 @@ def _estimated_layout(build: GraphBuilder, node: fx.Node, estimate, valid_n):
         found = build.call(ops.ESTIMATE_KV_BLOCKS, args)
     count = build.call(operator.getitem, (found, 0))
     indices = build.call(operator.getitem, (found, 1))
-    # No partial blocks: one empty list and all-zero bits, [1, 1, QBn, ...] (broadcast over batch and heads).
+    # No partial blocks: one empty list and no bits (P = 0), [1, 1, QBn, ...] (broadcast over batch and heads).
     qbn = (
         build.call(operator.floordiv, (build.add(n, q_block - 1), q_block))
         if not isinstance(n, int)
@@ -157,5 +157,5 @@ def _estimated_layout(build: GraphBuilder, node: fx.Node, estimate, valid_n):
     zeros = lambda *size: build.call(torch.zeros, size, {"dtype": torch.int32, "device": device})
     empty_num = zeros(1, 1, qbn)
     empty_idx = zeros(1, 1, qbn, 1)
-    empty_bits = zeros(1, 1, qbn, 1, q_block, words)
+    empty_bits = zeros(1, 1, qbn, 0, q_block, words)
     return (empty_num, empty_idx, count, indices, empty_bits, q_block, kv_block)
