@@ -222,15 +222,7 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
 
     # dK = scale * dSᵀ Q (dS is the gradient of the scaled scores).
     dk = dk * scale
-    if SPLIT_KEYS:
-        _store_key_gradients(dk, dv, DK, DV, DJK, DJV,
-                             stride_dkb, stride_dkh, stride_dks, stride_dkd,
-                             stride_dvb, stride_dvh, stride_dvs, stride_dvd,
-                             stride_djkb, stride_djkh, stride_djks, stride_djkd,
-                             stride_djvb, stride_djvh, stride_djvs, stride_djvd,
-                             bz, h, k_spatial, key_load0, key_row0, skip_rows, len_k, k_rows, N,
-                             BLOCK_N, HEAD_DIM, kv_layout)
-    else:
+    if not SPLIT_KEYS:
         # The two warpgroups' partial dK and dV are added through consumer 1's dQ tile (free once its last
         # reduce has read it): consumer 1 stores dK, then dV after consumer 0 has read dK; consumer 0 adds and
         # writes both.
@@ -250,13 +242,14 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
             mbarrier.arrive(acc_free, count=1)
             mbarrier.wait(acc_ready, 1)
             dv = dv + acc.load(kv_layout)
-            _store_key_gradients(dk, dv, DK, DV, DJK, DJV,
-                                 stride_dkb, stride_dkh, stride_dks, stride_dkd,
-                                 stride_dvb, stride_dvh, stride_dvs, stride_dvd,
-                                 stride_djkb, stride_djkh, stride_djks, stride_djkd,
-                                 stride_djvb, stride_djvh, stride_djvs, stride_djvd,
-                                 bz, h, k_spatial, key_load0, key_row0, skip_rows, len_k, k_rows, N,
-                                 BLOCK_N, HEAD_DIM, kv_layout)
+    if SPLIT_KEYS or C == 0:  # split keys: each consumer its own rows; alternate steps: consumer 0 the sums
+        _store_key_gradients(dk, dv, DK, DV, DJK, DJV,
+                             stride_dkb, stride_dkh, stride_dks, stride_dkd,
+                             stride_dvb, stride_dvh, stride_dvs, stride_dvd,
+                             stride_djkb, stride_djkh, stride_djks, stride_djkd,
+                             stride_djvb, stride_djvh, stride_djvs, stride_djvd,
+                             bz, h, k_spatial, key_load0, key_row0, skip_rows, len_k, k_rows, N,
+                             BLOCK_N, HEAD_DIM, kv_layout)
 
 
 @gluon.jit
