@@ -3,6 +3,7 @@ head sizes, sequence lengths, batch*heads, dtypes and padding, forward and forwa
 
     python benchmarks/never_slower.py --out benchmarks/results            # the grid, table, JSON, plot
     python benchmarks/never_slower.py --quick                             # a few points (smoke test)
+    python benchmarks/never_slower.py --points 1,24,44520,256,128,100       # chosen points (Mochi: 100 text valid)
     python benchmarks/never_slower.py --write-table runtime/dispatch_measurements.json
     python benchmarks/never_slower.py --shard 2/3 --out $OUT/2                 # a third of the grid (one call)
     python benchmarks/never_slower.py --merge r/1/never_slower.json r/2/never_slower.json r/3/never_slower.json
@@ -120,11 +121,12 @@ def _backend(name):
     )  # fmt: skip
 
 
-def run_point(point, budget_ms, measure_paths=True, baselines_too=True):
+def run_point(point, budget_ms, measure_paths=True, baselines_too=True, valid=None):
+    """Times one point; a padded point's valid text length is `valid` (default 30% of L)."""
     import jointattn
 
     b, nh, n, l, dh, dtype, padded = point  # noqa: E741
-    l_valid = max(1, (l * 3) // 10) if padded else l
+    l_valid = (valid if valid is not None else max(1, (l * 3) // 10)) if padded else l
     g = torch.Generator(device="cuda").manual_seed(0)
 
     def make(s):  # the model layout: [b, S, nh, dh] memory, seen as [b, nh, S, dh]
@@ -287,6 +289,10 @@ def main():
     parser.add_argument("--write-table", default=None, help="also write the dispatcher's table here")
     parser.add_argument("--limit-s", type=float, default=480.0, help="stop starting new points after this")
     parser.add_argument("--dh", default=None, help="only these head sizes, e.g. 64,128")
+    parser.add_argument(
+        "--points", nargs="+", default=None, metavar="B,NH,N,L,DH[,VALID]",
+        help="these points only (bf16); a sixth number pads the text to that many valid tokens",
+    )  # fmt: skip
     parser.add_argument("--max-n", type=int, default=None, help="only points with N at most this")
     parser.add_argument("--no-paths", action="store_true", help="skip timing each of our paths alone")
     parser.add_argument("--coarse", action="store_true", help="the dispatcher's coarse grid, paths only")
@@ -315,6 +321,16 @@ def main():
     print(json.dumps(env))
     rows, table, t0 = [], [], time.time()
     points = coarse_grid() if args.coarse else grid(args.quick)
+    valid = {}
+    if args.points:
+        points = []
+        for text in args.points:
+            numbers = [int(x) for x in text.split(",")]
+            if len(numbers) not in (5, 6):
+                raise SystemExit(f"--points: expected B,NH,N,L,DH[,VALID]; got {text!r}")
+            points.append((*numbers[:5], torch.bfloat16, len(numbers) == 6))
+            if len(numbers) == 6:
+                valid[points[-1]] = numbers[5]
     if args.dh:
         points = [p for p in points if p[4] in {int(x) for x in args.dh.split(",")}]
     if args.max_n:
@@ -329,8 +345,9 @@ def main():
             print(f"time limit: {len(points) - i} points not measured", file=sys.stderr)
             break
         results, paths = run_point(
-            point, args.budget_ms, measure_paths=not args.no_paths, baselines_too=not args.coarse
-        )
+            point, args.budget_ms, measure_paths=not args.no_paths, baselines_too=not args.coarse,
+            valid=valid.get(point),
+        )  # fmt: skip
         rows += results
         if not args.no_paths:
             table += table_rows(point, paths, arch)

@@ -3,6 +3,7 @@
     python benchmarks/sparse.py --quick          # Mochi only, 100% and 30% kept: under 4 minutes on an H200
     python benchmarks/sparse.py                  # Mochi and SD3.5, 100/50/30/10% kept, fwd and fwd+bwd
     python benchmarks/sparse.py --e2e            # adds one forward of real-size Mochi (random weights)
+    python benchmarks/sparse.py --e2e-only inductor frame   # only that forward, these variants
     python benchmarks/sparse.py --smoke          # tiny shapes on CPU (reference runtime): checks this script
     python benchmarks/sparse.py --estimator-only # the estimator's cost only (torch path and Triton kernels)
     python benchmarks/sparse.py --shapes mochi_848x480x163 --fractions 0.3 --tile 128 128 --lean --no-flex
@@ -353,8 +354,12 @@ def run_shape(name, spec, args, rows, timer, cuda):
             torch.cuda.empty_cache()
 
 
-def run_e2e(rows, cuda):
-    """One forward of real-size Mochi (random weights): inductor, jointattn dense, frame window, estimator."""
+E2E_VARIANTS = ("inductor", "dense", "frame", "estimate")
+
+
+def run_e2e(rows, cuda, which=E2E_VARIANTS):
+    """One forward of real-size Mochi (random weights): inductor, jointattn dense, frame window, estimator
+    (`which` of them: each compile of the real model takes minutes)."""
     sys.path.insert(0, os.path.dirname(__file__))
     import models  # benchmarks/models.py
     from jointattn.sparse import Sparsity, estimate, frame_window
@@ -373,6 +378,7 @@ def run_e2e(rows, cuda):
         ),
         "jointattn estimate(keep=0.3), first 2 layers dense": Sparsity(estimate(keep=0.3), dense_layers=2),
     }
+    variants = {name: v for key, (name, v) in zip(E2E_VARIANTS, variants.items()) if key in which}
     eager = None
     with torch.no_grad():
         eager = case.model(**case.inputs).sample
@@ -487,6 +493,10 @@ def main(argv=None) -> int:
         "--lean", action="store_true", help="estimated masks only (no 128x16, pattern, Triton rows)"
     )
     parser.add_argument("--e2e", action="store_true", help="also one forward of real-size Mochi")
+    parser.add_argument(
+        "--e2e-only", nargs="*", choices=E2E_VARIANTS, default=None,
+        help="only the end-to-end Mochi forward, these variants (all without names)",
+    )  # fmt: skip
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
     args.backward = args.backward and not args.estimator_only
@@ -501,10 +511,10 @@ def main(argv=None) -> int:
     rows: list = []
     t0 = time.perf_counter()
     timer = Timer(cuda)
-    for name in names:
+    for name in names if args.e2e_only is None else ():
         run_shape(name, shapes[name], args, rows, timer, cuda)
-    if args.e2e:
-        run_e2e(rows, cuda)
+    if args.e2e or args.e2e_only is not None:
+        run_e2e(rows, cuda, args.e2e_only or E2E_VARIANTS)
     import triton
 
     meta = dict(
@@ -516,6 +526,7 @@ def main(argv=None) -> int:
     print(text)
     stem = "sparse" + ("-smoke" if args.smoke else "-quick" if args.quick else "")
     stem += "-estimator" if args.estimator_only else ""
+    stem += "-e2e" if args.e2e_only is not None else ""
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, stem + ".json"), "w") as f:
         json.dump(dict(meta=meta, rows=rows), f, indent=1)

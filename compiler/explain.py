@@ -111,10 +111,17 @@ def _sparse_plan(node, runtime: str) -> str:
         return f"{node.name}: block-sparse -> reference (off CUDA the sparse op runs its exact reference)"
     q_block, kv_block, spatial_padded = args[11], args[12], args[14] is not None
     padded = spatial_padded or args[15] is not None
-    choice = choose_sparse(describe_meta(q, joint_q, padded), q_block, kv_block, spatial_padded)
-    plan = f"{node.name}: block-sparse forward -> {choice}"
+
+    def plan_for(problem) -> str:
+        choice = choose_sparse(problem, q_block, kv_block, spatial_padded)
+        whole = choose_sparse(problem, q_block, kv_block, False) if spatial_padded else choice
+        if whole.path == choice.path:
+            return str(choice)
+        # spatial lengths that are N for every batch entry at run time are dropped (Mochi's checked masks)
+        return f"{whole} where every spatial length is N at run time, else {choice}"
+
+    plan = f"{node.name}: block-sparse forward -> {plan_for(describe_meta(q, joint_q, padded))}"
     tensors = [n.meta.get("example_value", n.meta.get("val")) for n in args[:6]]
     if any(getattr(t, "requires_grad", False) for t in tensors):
-        backward = describe_meta(q, joint_q, padded, backward=True)
-        plan += f"; backward -> {choose_sparse(backward, q_block, kv_block, spatial_padded)}"
+        plan += f"; backward -> {plan_for(describe_meta(q, joint_q, padded, backward=True))}"
     return plan

@@ -15,7 +15,8 @@ The paths:
 - "hopper": the Gluon kernels with FlashAttention-3's schedules, forward and backward
   (`kernels/joint_attention_{fwd,bwd}_hopper.py`);
 - "triton": the Triton kernels, forward and backward (`kernels/joint_attention_{fwd,bwd}.py`);
-- "sdpa": cat -> PyTorch's SDPA -> slice, with its log-sum-exp (`runtime/sdpa_runtime.py`);
+- "sdpa": cat -> PyTorch's SDPA -> slice, with its log-sum-exp; padded calls as unpad -> SDPA -> pad, the valid
+  keys cut out by lengths read on the host once per lengths tensor (`runtime/sdpa_runtime.py`);
 - "reference": the exact plain-torch reference (any device, any dtype).
 
 How the choice is made, in order:
@@ -26,7 +27,8 @@ How the choice is made, in order:
    `benchmarks/never_slower.py --write-table` on a GPU): the measured point of the same GPU architecture,
    dtype, head dim, pass and padding nearest in (log b*nh, log N, log L). A kernel of ours that point did not
    time (one measured at fewer points, as the Hopper backward is) gets that point's time of another path scaled
-   by the two paths' ratio at the nearest point that timed both.
+   by the two paths' ratio at the nearest point that timed both; likewise the sdpa path at a padded point the
+   table did not time it at (tables measured before it took padded calls), from unpadded points.
 4. Where nothing was measured for this GPU: the kernels' defaults (the Hopper forward where its config is marked
    default, else the Triton kernel; the SDPA backward, which measured twice as fast as our Triton backward on
    H100 and H200), then the reference.
@@ -74,6 +76,7 @@ class Problem:
     tma_ok: bool  # every input TMA-addressable (unit dh stride, 16-byte aligned strides and base, rows)
     backward: bool = False
     grad_lse: bool = False  # the backward carries a gradient through lse
+    capturing: bool = False  # a padded CUDA call while a CUDA graph is captured (no host read of the lengths)
 
     @property
     def pass_name(self) -> str:
@@ -141,6 +144,7 @@ def describe_tensors(tensors, scale: float, padded: bool, *, backward=False, gra
         tma_ok=is_cuda and all(tma_addressable(t) for t in tensors if t.numel() > 0),
         backward=backward,
         grad_lse=grad_lse is not None,
+        capturing=padded and is_cuda and torch.cuda.is_current_stream_capturing(),
     )
 
 
@@ -297,8 +301,8 @@ def choose_sparse(p: Problem, q_block: int, kv_block: int, spatial_padded: bool)
 
 
 def _sdpa_unsupported(p: Problem) -> str | None:
-    if p.padded:
-        return "padding: PyTorch's SDPA would need a key mask (and gives rows without keys another value)"
+    if p.capturing:
+        return "padding inside a CUDA graph capture: the sdpa path cuts the valid keys by lengths read on the host"
     if p.backward and p.grad_lse:
         return "a gradient through lse: PyTorch's SDPA backward takes none"
     backend = sdpa_runtime.backend_for(torch.device(p.device), p.dtype)
@@ -494,7 +498,10 @@ def _measured(p: Problem, candidates: list[str]) -> tuple[dict, dict, dict] | No
     if not timed:
         return None
     notes = {}
-    for path in _OUR_KERNELS:  # a kernel of ours added after the point was measured: scaled from where it was
+    # A kernel of ours added after the point was measured, or the sdpa path at a padded point of a table that
+    # predates its padded calls: scaled from where it was measured (the sdpa path's padded call runs the same
+    # SDPA over the valid keys alone, so its unpadded time bounds it).
+    for path in _OUR_KERNELS + (("sdpa",) if p.padded else ()):
         if path in candidates and path not in timed:
             found = _scaled_estimate(path, nearest, rows_for(dtype, (p.padded, not p.padded)), distance)
             if found is not None:

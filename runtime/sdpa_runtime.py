@@ -12,13 +12,21 @@ Backward: an SDPA backward on the concatenated tensors with the op's lse. It nee
 forward leaves behind (out, joint_out and the natural-log lse), so it can follow any forward. A kernel that
 refuses a call (a size or layout it does not take) is skipped for the next, which computes the same function.
 
-Limits (`unsupported`, which the dispatcher asks): no padding (SDPA would need a mask, and a row without keys
-differs), no gradient through lse in the backward, and a backend for the device and dtype.
+Padded calls (valid lengths) run as "unpad -> SDPA -> pad" does: every query row against the valid keys alone,
+cut out of both token sets (no mask), one SDPA per run of batch entries with equal lengths (one for the uniform
+lengths of a prompt batch). That needs the lengths on the host: read once per lengths tensor and version
+(`validation.host_lengths`; a model passes one tensor to every layer and the backward), so not while a CUDA
+graph is captured. A batch entry with no valid key gets what the op promises (0, lse -inf, zero gradients).
+
+Limits (`unsupported`, which the dispatcher asks): no gradient through lse in the backward, a backend for the
+device and dtype, and no padded call while a CUDA graph is captured.
 """
 
 from __future__ import annotations
 
 import torch
+
+from .validation import host_lengths
 
 aten = torch.ops.aten
 
@@ -56,6 +64,30 @@ def _joined(call):
         torch.cat(pair, dim=2)
         for pair in ((call.q, call.joint_q), (call.k, call.joint_k), (call.v, call.joint_v))
     )
+
+
+def _joined_valid_keys(call, n_valid: int, l_valid: int):
+    """q of every row; k and v of the valid keys of both sets (unpad)."""
+    q = torch.cat([call.q, call.joint_q], dim=2)
+    k, v = (
+        torch.cat([a[:, :, :n_valid], c[:, :, :l_valid]], dim=2)
+        for a, c in ((call.k, call.joint_k), (call.v, call.joint_v))
+    )
+    return q, k, v
+
+
+def _length_runs(call) -> list[tuple[slice, int, int]]:
+    """(batch rows, valid N, valid L) for each run of batch entries with the same valid lengths."""
+    b, _, n, _ = call.q.shape
+    l = call.joint_q.shape[2]  # noqa: E741
+    ns = host_lengths(call.logical_n) if call.logical_n is not None else (n,) * b
+    ls = host_lengths(call.logical_l) if call.logical_l is not None else (l,) * b
+    runs, start = [], 0
+    for i in range(1, b + 1):
+        if i == b or (ns[i], ls[i]) != (ns[start], ls[start]):
+            runs.append((slice(start, i), ns[start], ls[start]))
+            start = i
+    return runs
 
 
 def _gpu_backends(q, k, v, scale: float, pass_: str) -> tuple[str, ...]:
@@ -110,6 +142,7 @@ def _attention_backward(grad, q, k, v, out, lse, scale: float):
             grad, q, k, v, out, lse, 0.0, False, scale=scale
         )
     b, nh, s, _ = q.shape
+    s_k = k.shape[2]
     for backend in _gpu_backends(q, k, v, scale, "backward"):
         try:
             if backend == "cudnn":
@@ -126,14 +159,14 @@ def _attention_backward(grad, q, k, v, out, lse, scale: float):
                     None,
                     None,
                     s,
-                    s,
+                    s_k,
                     0.0,
                     False,
                     scale=scale,
                 )
             if backend == "flash":
                 return aten._scaled_dot_product_flash_attention_backward(
-                    grad, q, k, v, out, lse, None, None, s, s, 0.0, False, None, None, scale=scale
+                    grad, q, k, v, out, lse, None, None, s, s_k, 0.0, False, None, None, scale=scale
                 )
             padded = lse.new_zeros(b, nh, -(-s // 32) * 32)  # the efficient kernel's lse rows come in 32s
             padded[:, :, :s] = lse
@@ -164,20 +197,70 @@ class SdpaRuntime:
         return unsupported(call)
 
     def forward(self, call, out, joint_out, lse) -> None:
-        q, k, v = _joined(call)
-        o, m = attention(q, k, v, call.scale)
         n = call.q.shape[2]
-        out.copy_(o[:, :, :n])
-        joint_out.copy_(o[:, :, n:])
-        lse.copy_(m)
+        if call.logical_n is None and call.logical_l is None:
+            o, m = attention(*_joined(call), call.scale)
+            out.copy_(o[:, :, :n])
+            joint_out.copy_(o[:, :, n:])
+            lse.copy_(m)
+            return
+        for rows, n_valid, l_valid in _length_runs(call):
+            if n_valid + l_valid == 0:  # rows that see no key: 0 and lse -inf, as the op promises
+                out[rows].zero_()
+                joint_out[rows].zero_()
+                lse[rows].fill_(float("-inf"))
+                continue
+            o, m = attention(*_joined_valid_keys(call.rows(rows), n_valid, l_valid), call.scale)
+            out[rows].copy_(o[:, :, :n])
+            joint_out[rows].copy_(o[:, :, n:])
+            lse[rows].copy_(m)
 
     def backward(self, call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse):
         reason = unsupported(call, backward=True, grad_lse=grad_lse)
         if reason is not None:
             raise ValueError(f"joint_attention: the sdpa path cannot run this backward: {reason}")
-        q, k, v = _joined(call)
-        o = torch.cat([out, joint_out], dim=2)
-        d_o = torch.cat([grad_out, grad_joint_out], dim=2)
-        dq, dk, dv = _attention_backward(d_o, q, k, v, o, lse, call.scale)
-        n = call.q.shape[2]
-        return (*(g[:, :, :n] for g in (dq, dk, dv)), *(g[:, :, n:] for g in (dq, dk, dv)))
+        n, l = call.q.shape[2], call.joint_q.shape[2]  # noqa: E741
+        if call.logical_n is None and call.logical_l is None:
+            q, k, v = _joined(call)
+            o = torch.cat([out, joint_out], dim=2)
+            d_o = torch.cat([grad_out, grad_joint_out], dim=2)
+            dq, dk, dv = _attention_backward(d_o, q, k, v, o, lse, call.scale)
+            return (*(g[:, :, :n] for g in (dq, dk, dv)), *(g[:, :, n:] for g in (dq, dk, dv)))
+        runs = _length_runs(call)
+        if len(runs) == 1 and runs[0][1] + runs[0][2] > 0:  # lengths the batch shares: slices, as unpadded
+            _, n_valid, l_valid = runs[0]
+            dq, dk, dv = _valid_key_backward(call, out, joint_out, lse, grad_out, grad_joint_out, *runs[0])
+            keys = [
+                (_zero_padded(d[:, :, :n_valid], n), _zero_padded(d[:, :, n_valid:], l)) for d in (dk, dv)
+            ]
+            return dq[:, :, :n], keys[0][0], keys[1][0], dq[:, :, n:], keys[0][1], keys[1][1]
+        grads = [torch.zeros_like(t) for t in call.tensors]  # padded keys get none, nor rows without keys
+        for rows, n_valid, l_valid in runs:
+            if n_valid + l_valid == 0:
+                continue
+            dq, dk, dv = _valid_key_backward(
+                call, out, joint_out, lse, grad_out, grad_joint_out, rows, n_valid, l_valid
+            )
+            grads[0][rows] = dq[:, :, :n]
+            grads[3][rows] = dq[:, :, n:]
+            for g, joint_g, d in ((grads[1], grads[4], dk), (grads[2], grads[5], dv)):
+                g[rows, :, :n_valid] = d[:, :, :n_valid]
+                joint_g[rows, :, :l_valid] = d[:, :, n_valid:]
+        return tuple(grads)
+
+
+def _valid_key_backward(call, out, joint_out, lse, grad_out, grad_joint_out, rows, n_valid, l_valid):
+    """(dq of every row, dk and dv of the valid keys) of the batch entries `rows`, which share these lengths."""
+    o = torch.cat([out[rows], joint_out[rows]], dim=2)
+    d_o = torch.cat([grad_out[rows], grad_joint_out[rows]], dim=2)
+    keys = _joined_valid_keys(call.rows(rows), n_valid, l_valid)
+    return _attention_backward(d_o, *keys, o, lse[rows], call.scale)
+
+
+def _zero_padded(g, size: int):
+    """g [b, nh, valid, dh] as the gradient of a set of `size` tokens: itself when whole, else zeros past it."""
+    if g.shape[2] == size:
+        return g
+    full = g.new_zeros(*g.shape[:2], size, g.shape[3])
+    full[:, :, : g.shape[2]] = g
+    return full

@@ -13,12 +13,14 @@ are built here with a few torch ops, once per layout (`transposed_lists`).
 from __future__ import annotations
 
 import weakref
+from dataclasses import replace
 
 import torch
 
 from ..kernels.configs import backward_launch_config, forward_launch_config, head_block
 from .dispatch import describe, sparse_hopper_unsupported, sparse_triton_unsupported, tma_addressable
 from .sparse_layout import SpatialLayout, block_maps, kernel_bits
+from .validation import host_lengths
 
 LOG2E = 1.4426950408889634
 MAX_TILE = 64
@@ -66,6 +68,7 @@ class SparseTritonRuntime:
         return sparse_triton_unsupported(problem, layout.q_block, layout.kv_block)
 
     def forward(self, call, layout, out, joint_out, lse) -> None:
+        call = without_whole_spatial_lengths(call)
         if forward_kernel(call, layout, out, joint_out) == "hopper":
             from .sparse_hopper_launch import launch_sparse_forward_hopper
 
@@ -74,6 +77,7 @@ class SparseTritonRuntime:
             launch_sparse_forward(call, layout, out, joint_out, lse)
 
     def backward(self, call, layout, out, joint_out, lse, grad_out, grad_joint_out, grad_lse):
+        call = without_whole_spatial_lengths(call)
         if backward_kernel(call, layout, grad_lse) == "hopper":
             from .sparse_hopper_launch import launch_sparse_backward_hopper
 
@@ -83,6 +87,18 @@ class SparseTritonRuntime:
         from .sparse_triton_backward import launch_sparse_backward
 
         return launch_sparse_backward(call, layout, out, joint_out, lse, grad_out, grad_joint_out, grad_lse)
+
+
+def without_whole_spatial_lengths(call):
+    """The call without `logical_n` where every batch entry's spatial set is whole (lengths read on the host
+    once per tensor and version; kept inside a CUDA graph capture, where no host read may happen). Mochi's
+    fused layers pass the lengths their key mask was checked to have, N for every video, and spatial lengths
+    keep the Hopper kernels out (`dispatch.sparse_hopper_unsupported`)."""
+    lengths = call.logical_n
+    if lengths is None or (call.q.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return call
+    n = call.q.shape[2]
+    return replace(call, logical_n=None) if all(x == n for x in host_lengths(lengths)) else call
 
 
 def forward_kernel(call, layout, out, joint_out) -> str:

@@ -159,6 +159,33 @@ def assert_lengths_async(name: str, value: torch.Tensor | None, limit: int) -> N
     _remember_checked(value, limit)
 
 
+# The lengths' values as the host last read them, stamped like the range check: (version, storage, values). The
+# sdpa path cuts padded calls to their valid keys on the host; a model passes one lengths tensor to every layer
+# and to the backward, so the device sync of that read happens once per tensor and version.
+_HOST_STAMP = "_jointattn_host_lengths"
+
+
+def host_lengths(value: torch.Tensor) -> tuple[int, ...]:
+    """The per-batch lengths as ints: read from the device once per tensor and version (a host sync on a GPU),
+    then from the tensor's stamp; an in-place write bumps the version and they are read again."""
+    try:
+        stamp = getattr(value, _HOST_STAMP, None)
+        if stamp is not None and stamp[:2] == (value._version, value.data_ptr()):
+            return stamp[2]
+    except RuntimeError:  # a tensor without storage or version: read it every time
+        return tuple(int(x) for x in value.tolist())
+    values = tuple(int(x) for x in value.tolist())
+    _stamp_host_lengths(value, values)
+    return values
+
+
+def _stamp_host_lengths(value: torch.Tensor, values: tuple[int, ...]) -> None:
+    try:
+        setattr(value, _HOST_STAMP, (value._version, value.data_ptr(), values))
+    except (AttributeError, RuntimeError):
+        pass
+
+
 _FULL_LENGTHS: dict = {}
 
 
@@ -179,4 +206,5 @@ def as_length_tensor(value, b: int, full: int, device) -> torch.Tensor | None:
         if len(_FULL_LENGTHS) > 256:
             _FULL_LENGTHS.clear()
         made = _FULL_LENGTHS[key] = torch.full((b,), int(value), dtype=torch.int32, device=device)
+        _stamp_host_lengths(made, (int(value),) * b)  # known here: no device read later
     return made

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import joint_inputs, rel_err, unfused_float64
 from jointattn.runtime import dispatch
-from jointattn.runtime.dispatch import Problem, choose, planned_problem, unsupported
+from jointattn.runtime.dispatch import Problem, choose, measured_times, planned_problem, unsupported
 
 import jointattn
 
@@ -57,7 +57,7 @@ def _row(pass_="forward", b_nh=24, n=4096, l=512, dh=128, padded=False, **ms):  
         ("triton", dict(dtype=torch.float64), "float16, bfloat16 or float32"),
         ("triton", dict(arch="sm_75"), "8.0+"),
         ("triton", dict(device="cpu", arch=None), "interpreter"),
-        ("sdpa", dict(padded=True), "padding"),
+        ("sdpa", dict(padded=True, capturing=True), "CUDA graph capture"),
         ("sdpa", dict(backward=True, grad_lse=True), "gradient through lse"),
         ("sdpa", dict(dh=100), "multiple of 8"),
         ("sdpa", dict(dtype=torch.float32), "no SDPA kernel"),
@@ -84,7 +84,8 @@ def test_defaults_without_measurements(no_measurements):
     assert choose(_problem()).path == "hopper"  # dh 128: its config is marked default
     assert choose(_problem(dh=64)).path == "triton"  # dh 64: the Triton kernel measured faster
     assert choose(_problem(backward=True)).path == "sdpa"
-    assert choose(_problem(backward=True, padded=True)).path == "triton"
+    assert choose(_problem(backward=True, padded=True)).path == "sdpa"  # over the valid keys, cut on the host
+    assert choose(_problem(backward=True, padded=True, capturing=True)).path == "triton"
     assert choose(_problem(backward=True, grad_lse=True)).path == "triton"
     assert choose(_problem(dtype=torch.float64)).path == "reference"
     assert choose(_problem(), allowed=("triton", "reference")).path == "triton"
@@ -94,14 +95,30 @@ def test_the_fastest_measured_supported_path_at_the_nearest_point(table):
     table += [
         _row(b_nh=48, n=1024, l=333, hopper=0.20, triton=0.15, sdpa=0.09),  # small: PyTorch's SDPA wins
         _row(b_nh=24, n=4096, l=512, hopper=0.41, triton=0.47, sdpa=0.48),  # large: the Hopper kernel wins
-        _row(b_nh=24, n=4096, l=512, padded=True, hopper=0.40, triton=0.45, sdpa=0.10),  # sdpa can't pad
+        _row(b_nh=24, n=4096, l=512, padded=True, hopper=0.40, triton=0.45, sdpa=0.39),  # unpad -> SDPA
     ]
     small = choose(_problem(b=2, nh=24, n=1000, l=300))
     assert small.path == "sdpa" and "b*nh=48, N=1024, L=333" in small.reason
     assert choose(_problem(n=5000)).path == "hopper"
-    assert choose(_problem(padded=True)).path == "hopper"
+    assert choose(_problem(padded=True)).path == "sdpa"
+    assert choose(_problem(padded=True, capturing=True)).path == "hopper"  # no host read in a capture
     assert choose(_problem(dh=64)).path == "triton"  # nothing measured at dh 64: the defaults
     assert choose(_problem(arch="sm_80", n=5000)).path == "triton"  # another GPU: the defaults
+
+
+def test_a_padded_point_without_an_sdpa_time_scales_one_from_unpadded_points(table):
+    # Tables written before the sdpa path took padded calls never timed it there.
+    table += [
+        _row(pass_="backward", b_nh=24, n=16384, l=512, triton=36.0, sdpa=18.0),
+        _row(pass_="backward", b_nh=24, n=44520, l=256, padded=True, hopper=148.0, triton=252.0, sdpa=None),
+    ]
+    mochi = choose(_problem(backward=True, padded=True, b=1, nh=24, n=44520, l=256))
+    assert mochi.path == "sdpa" and "sdpa estimated: triton's time x 0.50" in mochi.reason
+    times = measured_times(_problem(backward=True, padded=True, b=1, nh=24, n=44520, l=256))
+    assert times["sdpa"] == pytest.approx(126.0)
+    # Unpadded problems never borrow: the sdpa time there is measured or absent.
+    table += [_row(pass_="backward", b_nh=24, n=44520, l=256, hopper=140.0, sdpa=None)]
+    assert choose(_problem(backward=True, b=1, nh=24, n=44520, l=256)).path == "hopper"
 
 
 def test_a_measured_backward_is_chosen_per_pass(table):
@@ -126,8 +143,8 @@ def test_the_override_forces_a_path_or_says_why_not(monkeypatch, no_measurements
     monkeypatch.setenv("JOINTATTN_DISPATCH", "backward=triton")
     assert choose(_problem()).path == "hopper"  # the forward is not forced
     monkeypatch.setenv("JOINTATTN_DISPATCH", "sdpa")
-    with pytest.raises(ValueError, match="forces 'sdpa', which cannot run this call: padding"):
-        choose(_problem(padded=True))
+    with pytest.raises(ValueError, match="forces 'sdpa', which cannot run this call: padding inside a CUDA"):
+        choose(_problem(padded=True, capturing=True))
     monkeypatch.setenv("JOINTATTN_DISPATCH", "cudnn")
     with pytest.raises(ValueError, match="JOINTATTN_DISPATCH must name one of"):
         choose(_problem())

@@ -2,7 +2,8 @@
 SDPA run cat -> SDPA -> slice under PyTorch's autograd. Checked: the same function as the float64 unfused
 graph (outputs, lse, the six gradients, the gradient through lse), bit-equal to the unfused graph's own SDPA
 where both run one kernel, NaN as the unfused graph has it, the op's argument errors, and every case where the
-op itself must run instead (padding, another path, tracing, profiling, fake tensors, a forced path)."""
+op itself must run instead (padding that differs across the batch, another path, tracing, profiling, fake
+tensors, a forced path). Padded calls that take it: `tests/test_sdpa_padded.py`."""
 
 import os
 
@@ -98,10 +99,13 @@ def test_the_op_runs_where_the_shortcut_must_not(sdpa_chosen, monkeypatch):
     assert _shortcut_ran(*jointattn.joint_attention(*inputs)[:2])
     all_valid = dict(logical_n=8, logical_l=4)  # lengths equal to the sets': no padding
     assert _shortcut_ran(*jointattn.joint_attention(*inputs, **all_valid)[:2])
-    # padding (SDPA cannot run it: the reference does), another runtime, the profiler, fake tensors: the op
-    with monkeypatch.context() as m:
-        m.delenv(dispatch.DISPATCH_ENV)
-        assert not _shortcut_ran(*jointattn.joint_attention(*[t.bfloat16() for t in inputs], logical_l=3)[:2])
+    # padding the batch shares: the valid keys cut out, then SDPA (the sdpa path's unpad -> SDPA -> pad)
+    two = joint_inputs(2, 2, 8, 4, 16)
+    assert _shortcut_ran(*jointattn.joint_attention(*two, logical_l=3)[:2])
+    assert _shortcut_ran(*jointattn.joint_attention(*two, logical_n=torch.tensor([5, 5]))[:2])
+    # lengths that differ across the batch, no valid key at all, another runtime, the profiler, fake tensors: the op
+    assert not _shortcut_ran(*jointattn.joint_attention(*two, logical_l=torch.tensor([3, 4]))[:2])
+    assert not _shortcut_ran(*jointattn.joint_attention(*two, logical_n=0, logical_l=0)[:2])
     assert not _shortcut_ran(*jointattn.joint_attention(*inputs, runtime="reference")[:2])
     from torch.profiler import ProfilerActivity, profile
 

@@ -106,3 +106,23 @@ def test_an_exported_program_calls_the_op_whatever_this_gpu_measured(measured_gp
     exported = jointattn.export(Joint(), tuple(joint_inputs(B, H, N, L, D, seed=3)))
     assert exported.report.fused == 1
     assert any("joint_attention" in str(n.target) for n in exported.program.graph.nodes)
+
+
+def test_a_padded_attention_is_fused_even_where_the_sdpa_path_is_fastest(measured_gpu):
+    """The sdpa path runs padded calls as unpad -> SDPA -> pad; the original padded graph (a key mask here) is
+    not that, so the pass fuses it whatever the table says."""
+    measured_gpu += [_row("forward", sdpa=0.1, triton=0.2), _row("backward", sdpa=0.1, triton=0.3)]
+    measured_gpu += [dict(r, padded=True) for r in list(measured_gpu)]
+
+    def masked(q, k, v, jq, jk, jv):
+        mask = torch.ones(B, 1, 1, N + L, dtype=torch.bool)
+        mask[..., N + 3 :] = False
+        o = F.scaled_dot_product_attention(
+            torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2), attn_mask=mask
+        )
+        return o[:, :, :N], o[:, :, N:]
+
+    torch._dynamo.reset()
+    _, _, report = fx_fused_graph(masked, joint_inputs(B, H, N, L, D, seed=3))
+    (decision,) = report.decisions
+    assert decision.fused, decision.reason

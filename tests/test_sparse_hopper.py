@@ -4,6 +4,8 @@ gradients against the float64 sparse reference on the same mask: full and partia
 (16/32/64) or split (256), odd N, padded text, rows that see nothing, no text, NaN outside the listed blocks.
 Their offline sm_90 builds are checked in `test_sparse_build.py`."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from helpers import joint_inputs, rel_err
@@ -114,6 +116,27 @@ def test_the_sparse_choice_and_its_reason(dh, kv_block, padded, backward, path, 
     assert choice.path == path and why in choice.reason, choice
 
 
+@pytest.mark.gpu
+def test_explain_names_the_hopper_kernels_for_spatial_lengths_of_n_at_run_time():
+    """A layer fused with checked spatial lengths (Mochi's) runs the Gluon kernels when they are N at run time."""
+    from jointattn.compiler.explain import _sparse_plan
+
+    class Val:
+        def __init__(self, shape, requires_grad=False):
+            self.shape, self.requires_grad, self.device = shape, requires_grad, torch.device("cuda")
+            self.dtype = torch.bfloat16
+
+    class Node:
+        def __init__(self, val):
+            self.meta = {"val": val}
+
+    q, jq = Node(Val((1, 24, 44520, 128))), Node(Val((1, 24, 256, 128)))
+    args = [q, q, q, jq, jq, jq, *[None] * 5, 128, 64, None, "lengths_n", "lengths_l", "auto"]
+    node = type("N", (), {"name": "block_sparse", "args": args})()
+    line = _sparse_plan(node, "auto")
+    assert "hopper" in line and "where every spatial length is N at run time, else triton" in line
+
+
 def _hopper_gpu():
     return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
 
@@ -165,6 +188,33 @@ def test_random_masks_match_the_float64_reference(dh, block_size):
 
 
 @pytest.mark.gpu
+@hopper
+def test_spatial_lengths_of_n_run_the_gluon_kernels_forward_and_backward():
+    """Mochi's layers carry spatial lengths of N (checked from its key mask): the Gluon kernels run them, with the
+    same results as the reference; one shorter entry sends the call to the Triton kernels."""
+    from jointattn.runtime.sparse_triton_runtime import backward_kernel, without_whole_spatial_lengths
+
+    b, nh, n, l, dh = 2, 3, 1337, 77, 128  # noqa: E741
+    bm = block_mask_of(random_element_mask(1, nh, n, 128, 64, seed=11).cuda(), (128, 64))
+    inputs = [t.cuda().requires_grad_() for t in joint_inputs(b, nh, n, l, dh, dtype=torch.bfloat16, seed=4)]
+    layout, _, call = _setup(bm, n, None, [t.detach() for t in inputs])
+    lengths = dict(logical_n=torch.tensor([n, n]).cuda(), logical_l=torch.tensor([50, 77]).cuda())
+    whole = without_whole_spatial_lengths(replace(call, **lengths))
+    assert whole.logical_n is None and backward_kernel(whole, layout) == "hopper"
+    shorter = replace(call, logical_n=torch.tensor([n, n - 1]).cuda())
+    assert backward_kernel(without_whole_spatial_lengths(shorter), layout) == "triton"
+    got = jointattn.joint_attention(*inputs, block_mask=layout, runtime="triton", **lengths)
+    doubles = [t.detach().double().requires_grad_() for t in inputs]
+    want = jointattn.joint_attention(*doubles, block_mask=layout, runtime="reference", **lengths)
+    for a, w in zip(got, want):
+        assert rel_err(a.double(), w) < 2e-2
+    weights = [torch.randn_like(w) for w in want[:2]]
+    grads = torch.autograd.grad(got[:2], inputs, [w.to(torch.bfloat16) for w in weights])
+    expected = torch.autograd.grad(want[:2], doubles, weights)
+    for a, w in zip(grads, expected):
+        assert rel_err(a.double(), w) < 3e-2
+
+
 @hopper
 @pytest.mark.parametrize("dh", [64, 128])
 def test_patterns_and_the_estimator(dh):

@@ -6,7 +6,12 @@ import pytest
 import torch
 from helpers import joint_inputs, rel_err
 from jointattn.runtime.sparse_layout import SpatialLayout, spatial_layout
-from jointattn.runtime.sparse_triton_runtime import SparseTritonRuntime, _transposed_lists, transposed_lists
+from jointattn.runtime.sparse_triton_runtime import (
+    SparseTritonRuntime,
+    _transposed_lists,
+    transposed_lists,
+    without_whole_spatial_lengths,
+)
 from sparse_cases import block_mask_of, dense_of, masked_float64, random_element_mask
 
 import jointattn
@@ -113,6 +118,22 @@ def test_transposed_lists_are_built_once_per_layout_and_length():
     written = transposed_lists(layout, 70)
     assert written is not other and int(written[0].sum()) < int(other[0].sum())
     assert all(torch.equal(a, b) for a, b in zip(written, _transposed_lists(layout, 70)))
+
+
+def test_spatial_lengths_of_n_for_every_entry_are_dropped_and_others_kept():
+    """Mochi's fused layers pass the lengths their key mask was checked to have (N for every video): those are
+    no padding, and dropped, so the Hopper kernels (which take no padded spatial set) may run the call."""
+    from jointattn.runtime.call import JointCall
+
+    inputs = joint_inputs(2, 1, 40, 5, 8)
+    whole = JointCall.of(*inputs, 1.0, torch.tensor([40, 40]), torch.tensor([3, 5]))
+    dropped = without_whole_spatial_lengths(whole)
+    assert dropped.logical_n is None and dropped.logical_l is whole.logical_l
+    part = JointCall.of(*inputs, 1.0, torch.tensor([40, 39]), None)
+    assert without_whole_spatial_lengths(part) is part
+    # and the op computes the same with them as without (the kernels' padded path never sees them)
+    bm = block_mask_of(random_element_mask(1, H, 53, 32, 16, seed=5).to(DEVICE), (32, 16))
+    _run(bm, 53, 6, logical_n=torch.tensor([53, 53]), logical_l=torch.tensor([4, 6]))
 
 
 def test_unsupported_block_sizes_are_refused_with_a_reason():

@@ -5,8 +5,9 @@ The op then runs that same computation plus its own per-call host work (checks, 
 layers; measured in `benchmarks/NOTES-dispatch.md`), so fusing would only make the call slower.
 Inductor runs the original graph without that overhead, so the pass keeps it and says why.
 
-Only under runtime="auto" on a GPU the table measured, with static sizes: a runtime the user named is theirs,
-and with no measurement there is nothing to prove the PyTorch path faster.
+Only under runtime="auto" on a GPU the table measured, with static sizes and no padding: a runtime the user
+named is theirs, with no measurement there is nothing to prove the PyTorch path faster, and a padded original
+graph (a key mask, or Mochi's gather of the valid rows) is not what the op's sdpa path runs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def left_to_pytorch(tensors, padded: bool, runtime: str) -> str | None:
     """Why the fusion of the six token-set nodes (q, k, v, joint_q, joint_k, joint_v) is left undone, or None.
 
     Both passes the call will run (the backward where any input requires grad) must pick "sdpa"."""
-    if runtime != "auto":
+    if runtime != "auto" or padded:  # a padded original graph is not the sdpa path's unpad -> SDPA -> pad
         return None
     values = [tensor_val(t) for t in tensors]
     if any(v is None for v in values):

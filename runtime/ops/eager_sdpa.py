@@ -13,7 +13,12 @@ lse is differentiated). What differs from the op's kernel paths is what the unfu
 joint_out are slices of one SDPA output (not each laid out [b, S, nh, dh]), and there is no double backward
 (PyTorch's fused SDPA backwards have none).
 
-Not taken: with valid lengths, a block mask, a runtime other than "auto", while compiling, tracing or profiling
+Valid lengths: taken as the sdpa path runs them (unpad -> SDPA -> pad: every query row against the valid keys,
+cut out of both sets), where the whole batch shares one pair of lengths (read on the host once per lengths tensor
+and version, `validation.host_lengths`; not inside a CUDA graph capture) and some key is valid; other padded
+calls go to the op.
+
+Not taken: with a block mask, a runtime other than "auto", while compiling, tracing or profiling
 (they must see `jointattn::joint_attention` as one op), under dispatch or torch-function modes or torch.func
 transforms, for tensor subclasses, or when the dispatcher picks another path for the forward or (with autograd
 recording) a backward measured faster than SDPA's by more than the op's own autograd layers cost
@@ -30,6 +35,7 @@ from torch import Tensor
 
 from .. import dispatch, sdpa_runtime
 from ..reference import reference_backward
+from ..validation import host_lengths
 from .contract import check_call, op_is_watched
 
 _MAX_PLANS = 1024
@@ -38,16 +44,22 @@ _PLANS: dict = {}
 
 @dataclass(frozen=True)
 class Plan:
-    """What one call signature needs at run time: the resolved scale and N."""
+    """What one call signature needs at run time: the resolved scale, N and whether lengths cut the keys."""
 
     scale: float
     n: int
+    padded: bool = False
 
 
-def try_joint_attention(tensors, scale) -> tuple[Tensor, Tensor, Tensor] | None:
-    """(out, joint_out, lse) of an unpadded `runtime="auto"` call if the shortcut takes it, else None (then the
-    op runs it). Invalid arguments raise the op's own errors."""
+def try_joint_attention(
+    tensors, scale, logical_n=None, logical_l=None
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """(out, joint_out, lse) of a `runtime="auto"` call if the shortcut takes it, else None (then the op runs
+    it). Valid lengths that leave every token valid are passed as None. Invalid arguments raise the op's own
+    errors."""
     if op_is_watched():
+        return None
+    if not (_length_ok(logical_n) and _length_ok(logical_l)):
         return None
     q, k, v, jq, jk, jv = tensors
     if not (
@@ -69,31 +81,66 @@ def try_joint_attention(tensors, scale) -> tuple[Tensor, Tensor, Tensor] | None:
         q.device, k.device, v.device, jq.device, jk.device, jv.device,
         scale, grad, dispatch.generation(),
         os.environ.get(dispatch.DISPATCH_ENV), os.environ.get(dispatch.HOPPER_ENV),
+        _length_key(logical_n), _length_key(logical_l),
     )  # fmt: skip
     plan = _PLANS.get(key, False)
     if plan is False:
         if len(_PLANS) >= _MAX_PLANS:
             _PLANS.clear()
-        plan = _PLANS[key] = _plan(tensors, scale, grad)
+        plan = _PLANS[key] = _plan(tensors, scale, grad, logical_n, logical_l)
     if plan is None:
         return None
-    return _run(tensors, plan, grad)
+    cut = None
+    if plan.padded:
+        cut = _shared_valid_lengths(q.shape[2], jq.shape[2], logical_n, logical_l)
+        if cut is None:
+            return None
+    return _run(tensors, plan, grad, cut)
 
 
-def _plan(tensors, scale, grad: bool) -> Plan | None:
+def _length_ok(x) -> bool:
+    return x is None or type(x) is int or type(x) is Tensor
+
+
+def _length_key(x):
+    """A length argument as the plan depends on it: its kind, and an int's value (a tensor's values are read per
+    call)."""
+    return x if x is None or type(x) is int else (x.dtype, x.shape, x.device)
+
+
+def _shared_valid_lengths(n: int, l: int, logical_n, logical_l) -> tuple[int, int] | None:  # noqa: E741
+    """(valid N, valid L) that the whole batch shares, or None where the op must run the call: lengths that
+    differ across the batch (one SDPA per run there), no valid key at all (0 and lse -inf), or a value out of
+    range (the op raises, or asserts on the device), or lengths on a GPU while a CUDA graph is captured (no host
+    read there: the op runs a kernel)."""
+    if any(type(x) is Tensor and x.is_cuda for x in (logical_n, logical_l)) and (
+        torch.cuda.is_current_stream_capturing()
+    ):
+        return None
+    cut = []
+    for length, full in ((logical_n, n), (logical_l, l)):
+        values = (full,) if length is None else (length,) if type(length) is int else host_lengths(length)
+        if not values or min(values) < 0 or max(values) > full or min(values) != max(values):
+            return None
+        cut.append(values[0])
+    return (cut[0], cut[1]) if cut[0] + cut[1] > 0 else None
+
+
+def _plan(tensors, scale, grad: bool, logical_n=None, logical_l=None) -> Plan | None:
     """A signature's plan, or None where the dispatcher picks another path (checked once per signature: the
     choice depends on shapes, dtype and device; a real call's layout only narrows the kernels' choice further,
     and never away from SDPA)."""
     q, jq = tensors[0], tensors[3]
-    shape = check_call(*tensors, "rear", scale, None, None, "auto")
+    shape = check_call(*tensors, "rear", scale, logical_n, logical_l, "auto")
+    padded = logical_n is not None or logical_l is not None
     try:
-        if dispatch.choose(dispatch.describe_meta(q, jq, False)).path != "sdpa":
+        if dispatch.choose(dispatch.describe_meta(q, jq, padded)).path != "sdpa":
             return None
-        if grad and not _backward_on_sdpa(dispatch.describe_meta(q, jq, False, backward=True)):
+        if grad and not _backward_on_sdpa(dispatch.describe_meta(q, jq, padded, backward=True)):
             return None
     except ValueError:  # a forced path that cannot run it: the op raises that error
         return None
-    return Plan(float(scale) if scale is not None else shape.dh**-0.5, shape.n)
+    return Plan(float(scale) if scale is not None else shape.dh**-0.5, shape.n, padded)
 
 
 def _backward_on_sdpa(problem) -> bool:
@@ -113,8 +160,11 @@ def _backward_on_sdpa(problem) -> bool:
     )
 
 
-def _run(tensors, plan: Plan, grad: bool):
+def _run(tensors, plan: Plan, grad: bool, cut: tuple[int, int] | None = None):
     q, k, v, jq, jk, jv = tensors
+    if cut is not None:  # the valid keys alone
+        k, v = k.narrow(2, 0, cut[0]), v.narrow(2, 0, cut[0])
+        jk, jv = jk.narrow(2, 0, cut[1]), jv.narrow(2, 0, cut[1])
     qq, kk, vv = torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
     o, lse = sdpa_runtime.attention(qq, kk, vv, plan.scale)
     if grad:

@@ -243,15 +243,14 @@ def joint_attention(
         out [b, nh, N, dh], joint_out [b, nh, L, dh] and lse [b, nh, N+L] (float32, natural log).
     """
     tensors = (q, k, v, joint_q, joint_k, joint_v)
-    if (
-        runtime == "auto"
-        and joint_strategy == "rear"
-        and _all_valid(logical_n, q, 2)
-        and _all_valid(logical_l, joint_q, 2)
-        and block_mask is None
-    ):
+    if runtime == "auto" and joint_strategy == "rear" and block_mask is None:
         # Eager, and the dispatcher runs every pass on PyTorch's SDPA: as the unfused graph does, no op layers.
-        result = eager_sdpa.try_joint_attention(tensors, scale)
+        result = eager_sdpa.try_joint_attention(
+            tensors,
+            scale,
+            None if _all_valid(logical_n, q, 2) else logical_n,
+            None if _all_valid(logical_l, joint_q, 2) else logical_l,
+        )
         if result is not None:
             return result
     shape = check_call(
