@@ -218,6 +218,7 @@ def run_point(point, budget_ms, measure_paths=True, baselines_too=True, valid=No
             baselines["fwd+bwd"][name] = _bench(fwd_bwd, budget_ms)
 
     ours = {"forward": _bench(ours_fwd, budget_ms), "fwd+bwd": _bench(ours_fwd_bwd, budget_ms)}
+    chosen = _chosen_paths(inputs, padded)
     for pass_, work in (("forward", flops), ("fwd+bwd", 3.5 * flops)):
         timed = {k: t for k, t in baselines[pass_].items() if t is not None}
         best_name = min(timed, key=timed.get) if timed else None
@@ -240,9 +241,22 @@ def run_point(point, budget_ms, measure_paths=True, baselines_too=True, valid=No
                 ratio=(best / mine) if (best and mine) else None,
                 ours_tflops=(work / mine / 1e9) if mine else None,
                 baselines_ms=baselines[pass_],
+                chosen=chosen,  # the dispatcher's path per pass ("ours" runs these)
+                paths_ms=paths,  # each of our paths alone, per pass (empty with --no-paths)
             )  # fmt: skip
         )
     return results, paths
+
+
+def _chosen_paths(inputs, padded):
+    """The dispatcher's choice per pass for these tensors, as the op's call makes it."""
+    from jointattn.runtime import dispatch
+
+    scale = inputs[0].shape[-1] ** -0.5
+    return {
+        name: dispatch.choose(dispatch.describe_tensors(inputs, scale, padded, backward=backward)).path
+        for name, backward in (("forward", False), ("backward", True))
+    }
 
 
 def table_rows(point, paths, arch):

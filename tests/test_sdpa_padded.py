@@ -22,7 +22,7 @@ CASES = [
 ]
 
 
-def _lengths(value, b):
+def _lengths(value):
     return torch.tensor(value) if isinstance(value, list) else value
 
 
@@ -36,7 +36,7 @@ def _poisoned(inputs, ln, ll):
 def test_padded_calls_match_float64(monkeypatch, forward, b, nh, n, l, dh, logical_n, logical_l):  # noqa: E741
     """Either forward, then the sdpa backward: it reads out and lse whichever path wrote them."""
     monkeypatch.setenv(dispatch.DISPATCH_ENV, f"forward={forward},backward=sdpa")
-    ln, ll = _lengths(logical_n, b), _lengths(logical_l, b)
+    ln, ll = _lengths(logical_n), _lengths(logical_l)
     inputs = [t.requires_grad_() for t in _poisoned(joint_inputs(b, nh, n, l, dh, seed=n + l), ln, ll)]
     out, joint_out, lse = jointattn.joint_attention(*inputs, logical_n=ln, logical_l=ll, scale=0.4)
     clean = [t.detach().nan_to_num(0.0, 0.0, 0.0).double().requires_grad_() for t in inputs]
@@ -164,6 +164,8 @@ def test_on_the_gpu_a_cuda_graph_capture_takes_a_kernel_not_a_host_read():
     with torch.cuda.graph(graph):
         assert dispatch.describe_tensors(inputs, 128**-0.5, True).capturing
         captured = jointattn.joint_attention(*inputs, logical_l=lengths)
+    # the op's own outputs (the shortcut's two would be slices of one SDPA output)
+    assert captured[0].untyped_storage().data_ptr() != captured[1].untyped_storage().data_ptr()
     graph.replay()
     torch.cuda.synchronize()
     for got, want in zip(captured, eager):
