@@ -357,9 +357,10 @@ def run_shape(name, spec, args, rows, timer, cuda):
 E2E_VARIANTS = ("inductor", "dense", "frame", "estimate")
 
 
-def run_e2e(rows, cuda, which=E2E_VARIANTS):
+def run_e2e(rows, cuda, which=E2E_VARIANTS, layers=None):
     """One forward of real-size Mochi (random weights): inductor, jointattn dense, frame window, estimator
-    (`which` of them: each compile of the real model takes minutes)."""
+    (`which` of them: each compile of the real model takes minutes); `layers` keeps only its first blocks
+    (a shorter check of the same layer sizes, not the model's end-to-end time)."""
     sys.path.insert(0, os.path.dirname(__file__))
     import models  # benchmarks/models.py
     from jointattn.sparse import Sparsity, estimate, frame_window
@@ -369,6 +370,9 @@ def run_e2e(rows, cuda, which=E2E_VARIANTS):
     device = torch.device("cuda" if cuda else "cpu")
     size = "real" if cuda else "tiny"
     case = model_zoo.build("mochi", size, device=device, dtype=torch.bfloat16 if cuda else torch.float32)
+    if layers:
+        case.model.transformer_blocks = case.model.transformer_blocks[:layers]
+        size += f", first {layers} layers"
     frame = 1590 if cuda else 6
     variants = {
         "inductor": None,
@@ -497,6 +501,7 @@ def main(argv=None) -> int:
         "--e2e-only", nargs="*", choices=E2E_VARIANTS, default=None,
         help="only the end-to-end Mochi forward, these variants (all without names)",
     )  # fmt: skip
+    parser.add_argument("--e2e-layers", type=int, default=None, help="keep only Mochi's first K blocks")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
     args.backward = args.backward and not args.estimator_only
@@ -514,7 +519,7 @@ def main(argv=None) -> int:
     for name in names if args.e2e_only is None else ():
         run_shape(name, shapes[name], args, rows, timer, cuda)
     if args.e2e or args.e2e_only is not None:
-        run_e2e(rows, cuda, args.e2e_only or E2E_VARIANTS)
+        run_e2e(rows, cuda, args.e2e_only or E2E_VARIANTS, args.e2e_layers)
     import triton
 
     meta = dict(
