@@ -76,6 +76,20 @@ def test_the_host_reads_the_lengths_once_per_version():
     assert made._jointattn_host_lengths[2] == (4, 4, 4)  # an int length is known without a device read
 
 
+def test_inference_tensors_are_read_every_time(monkeypatch):
+    """Tensors made under inference_mode track no version, so a stamp could go stale: read each call."""
+    with torch.inference_mode():
+        lengths = torch.tensor([3, 5])
+        assert host_lengths(lengths) == (3, 5)
+        lengths[0] = 1
+        assert host_lengths(lengths) == (1, 5)
+        monkeypatch.setenv(dispatch.DISPATCH_ENV, "sdpa")
+        inputs = joint_inputs(2, 2, 8, 6, 8, seed=6)
+        out = jointattn.joint_attention(*inputs, logical_l=lengths)
+    ref = unfused_float64(*inputs, logical_l=torch.tensor([1, 5]))
+    assert rel_err(out[0], ref[0]) < 1e-5 and rel_err(out[2], ref[2]) < 1e-5
+
+
 def test_a_write_to_the_lengths_between_calls_is_seen(monkeypatch):
     monkeypatch.setenv(dispatch.DISPATCH_ENV, "sdpa")
     inputs = joint_inputs(2, 2, 8, 6, 8, seed=5)
