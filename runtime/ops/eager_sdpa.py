@@ -162,9 +162,11 @@ def _backward_on_sdpa(problem) -> bool:
 
 def _run(tensors, plan: Plan, grad: bool, cut: tuple[int, int] | None = None):
     q, k, v, jq, jk, jv = tensors
-    if cut is not None:  # the valid keys alone
-        k, v = k.narrow(2, 0, cut[0]), v.narrow(2, 0, cut[0])
-        jk, jv = jk.narrow(2, 0, cut[1]), jv.narrow(2, 0, cut[1])
+    if cut is not None:  # the valid keys alone (a set whose keys are all valid is taken whole)
+        if cut[0] != k.shape[2]:
+            k, v = k.narrow(2, 0, cut[0]), v.narrow(2, 0, cut[0])
+        if cut[1] != jk.shape[2]:
+            jk, jv = jk.narrow(2, 0, cut[1]), jv.narrow(2, 0, cut[1])
     qq, kk, vv = torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
     o, lse = sdpa_runtime.attention(qq, kk, vv, plan.scale)
     if grad:
