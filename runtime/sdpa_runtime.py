@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from .call import JointCall
 from .validation import host_lengths
 
 aten = torch.ops.aten
@@ -59,35 +60,52 @@ def unsupported(call, *, backward: bool = False, grad_lse=None) -> str | None:
     return path_unsupported("sdpa", describe(call, backward=backward, grad_lse=grad_lse))
 
 
-def _joined(call):
-    return tuple(
-        torch.cat(pair, dim=2)
-        for pair in ((call.q, call.joint_q), (call.k, call.joint_k), (call.v, call.joint_v))
-    )
-
-
 def _joined_valid_keys(call, n_valid: int, l_valid: int):
-    """q of every row; k and v of the valid keys of both sets (unpad)."""
+    """q of every row; k and v of the valid keys of both sets (unpad; a whole set is taken as it is)."""
     q = torch.cat([call.q, call.joint_q], dim=2)
     k, v = (
-        torch.cat([a[:, :, :n_valid], c[:, :, :l_valid]], dim=2)
+        torch.cat([first(a, n_valid), first(c, l_valid)], dim=2)
         for a, c in ((call.k, call.joint_k), (call.v, call.joint_v))
     )
     return q, k, v
 
 
-def _length_runs(call) -> list[tuple[slice, int, int]]:
-    """(batch rows, valid N, valid L) for each run of batch entries with the same valid lengths."""
-    b, _, n, _ = call.q.shape
-    l = call.joint_q.shape[2]  # noqa: E741
-    ns = host_lengths(call.logical_n) if call.logical_n is not None else (n,) * b
-    ls = host_lengths(call.logical_l) if call.logical_l is not None else (l,) * b
+def first(t, size: int):
+    return t if size == t.shape[2] else t.narrow(2, 0, size)
+
+
+def length_runs(b: int, n: int, l: int, logical_n, logical_l) -> list[tuple[slice, int, int]]:  # noqa: E741
+    """(batch rows, valid N, valid L) for each run of batch entries with the same valid lengths; lengths are
+    None (all valid), an int or a [b] tensor (read on the host once per version, `host_lengths`). Values are
+    not range-checked here (the op's checks are)."""
+
+    def per_entry(length, full):
+        if length is None or type(length) is int:
+            return (full if length is None else length,) * b
+        return host_lengths(length)
+
+    ns, ls = per_entry(logical_n, n), per_entry(logical_l, l)
     runs, start = [], 0
     for i in range(1, b + 1):
         if i == b or (ns[i], ls[i]) != (ns[start], ls[start]):
             runs.append((slice(start, i), ns[start], ls[start]))
             start = i
     return runs
+
+
+def _length_runs(call) -> list[tuple[slice | None, int, int]]:
+    """`length_runs` of a call; rows None: the whole batch, unpadded (no host read, no views)."""
+    if call.logical_n is None and call.logical_l is None:
+        return [(None, call.q.shape[2], call.joint_q.shape[2])]
+    s = call.shape
+    return length_runs(s.b, s.n, s.l, call.logical_n, call.logical_l)
+
+
+def _at(x, rows: slice | None):
+    """x (a tensor or a JointCall) at batch entries `rows` (None: all of them, as it is)."""
+    if rows is None:
+        return x
+    return x.rows(rows) if isinstance(x, JointCall) else x[rows]
 
 
 def _gpu_backends(q, k, v, scale: float, pass_: str) -> tuple[str, ...]:
@@ -198,36 +216,24 @@ class SdpaRuntime:
 
     def forward(self, call, out, joint_out, lse) -> None:
         n = call.q.shape[2]
-        if call.logical_n is None and call.logical_l is None:
-            o, m = attention(*_joined(call), call.scale)
-            out.copy_(o[:, :, :n])
-            joint_out.copy_(o[:, :, n:])
-            lse.copy_(m)
-            return
         for rows, n_valid, l_valid in _length_runs(call):
             if n_valid + l_valid == 0:  # rows that see no key: 0 and lse -inf, as the op promises
                 out[rows].zero_()
                 joint_out[rows].zero_()
                 lse[rows].fill_(float("-inf"))
                 continue
-            o, m = attention(*_joined_valid_keys(call.rows(rows), n_valid, l_valid), call.scale)
-            out[rows].copy_(o[:, :, :n])
-            joint_out[rows].copy_(o[:, :, n:])
-            lse[rows].copy_(m)
+            o, m = attention(*_joined_valid_keys(_at(call, rows), n_valid, l_valid), call.scale)
+            _at(out, rows).copy_(o[:, :, :n])
+            _at(joint_out, rows).copy_(o[:, :, n:])
+            _at(lse, rows).copy_(m)
 
     def backward(self, call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse):
         reason = unsupported(call, backward=True, grad_lse=grad_lse)
         if reason is not None:
             raise ValueError(f"joint_attention: the sdpa path cannot run this backward: {reason}")
         n, l = call.q.shape[2], call.joint_q.shape[2]  # noqa: E741
-        if call.logical_n is None and call.logical_l is None:
-            q, k, v = _joined(call)
-            o = torch.cat([out, joint_out], dim=2)
-            d_o = torch.cat([grad_out, grad_joint_out], dim=2)
-            dq, dk, dv = _attention_backward(d_o, q, k, v, o, lse, call.scale)
-            return (*(g[:, :, :n] for g in (dq, dk, dv)), *(g[:, :, n:] for g in (dq, dk, dv)))
         runs = _length_runs(call)
-        if len(runs) == 1 and runs[0][1] + runs[0][2] > 0:  # lengths the batch shares: slices, as unpadded
+        if len(runs) == 1 and runs[0][1] + runs[0][2] > 0:  # one SDPA for the batch: slices of its gradients
             _, n_valid, l_valid = runs[0]
             dq, dk, dv = _valid_key_backward(call, out, joint_out, lse, grad_out, grad_joint_out, *runs[0])
             keys = [
@@ -251,10 +257,10 @@ class SdpaRuntime:
 
 def _valid_key_backward(call, out, joint_out, lse, grad_out, grad_joint_out, rows, n_valid, l_valid):
     """(dq of every row, dk and dv of the valid keys) of the batch entries `rows`, which share these lengths."""
-    o = torch.cat([out[rows], joint_out[rows]], dim=2)
-    d_o = torch.cat([grad_out[rows], grad_joint_out[rows]], dim=2)
-    keys = _joined_valid_keys(call.rows(rows), n_valid, l_valid)
-    return _attention_backward(d_o, *keys, o, lse[rows], call.scale)
+    o = torch.cat([_at(out, rows), _at(joint_out, rows)], dim=2)
+    d_o = torch.cat([_at(grad_out, rows), _at(grad_joint_out, rows)], dim=2)
+    keys = _joined_valid_keys(_at(call, rows), n_valid, l_valid)
+    return _attention_backward(d_o, *keys, o, _at(lse, rows), call.scale)
 
 
 def _zero_padded(g, size: int):

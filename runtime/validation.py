@@ -169,11 +169,12 @@ def host_lengths(value: torch.Tensor) -> tuple[int, ...]:
     """The per-batch lengths as ints: read from the device once per tensor and version (a host sync on a GPU),
     then from the tensor's stamp; an in-place write bumps the version and they are read again."""
     try:
-        stamp = getattr(value, _HOST_STAMP, None)
-        if stamp is not None and stamp[:2] == (value._version, value.data_ptr()):
-            return stamp[2]
-    except RuntimeError:  # a tensor without storage or version: read it every time
+        version = (value._version, value.data_ptr())
+    except RuntimeError:  # a tensor without storage or version (inference mode): read it every time
         return tuple(int(x) for x in value.tolist())
+    stamp = getattr(value, _HOST_STAMP, None)
+    if stamp is not None and stamp[:2] == version:
+        return stamp[2]
     values = tuple(int(x) for x in value.tolist())
     _stamp_host_lengths(value, values)
     return values

@@ -35,7 +35,6 @@ from torch import Tensor
 
 from .. import dispatch, sdpa_runtime
 from ..reference import reference_backward
-from ..validation import host_lengths
 from .contract import check_call, op_is_watched
 
 _MAX_PLANS = 1024
@@ -92,7 +91,7 @@ def try_joint_attention(
         return None
     cut = None
     if plan.padded:
-        cut = _shared_valid_lengths(q.shape[2], jq.shape[2], logical_n, logical_l)
+        cut = _shared_valid_lengths(tensors, logical_n, logical_l)
         if cut is None:
             return None
     return _run(tensors, plan, grad, cut)
@@ -108,22 +107,23 @@ def _length_key(x):
     return x if x is None or type(x) is int else (x.dtype, x.shape, x.device)
 
 
-def _shared_valid_lengths(n: int, l: int, logical_n, logical_l) -> tuple[int, int] | None:  # noqa: E741
-    """(valid N, valid L) that the whole batch shares, or None where the op must run the call: lengths that
-    differ across the batch (one SDPA per run there), no valid key at all (0 and lse -inf), or a value out of
-    range (the op raises, or asserts on the device), or lengths on a GPU while a CUDA graph is captured (no host
-    read there: the op runs a kernel)."""
+def _shared_valid_lengths(tensors, logical_n, logical_l) -> tuple[int, int] | None:
+    """(valid N, valid L) that the whole batch shares (`sdpa_runtime.length_runs`), or None where the op must
+    run the call: lengths that differ across the batch (one SDPA per run there), no valid key at all (0 and lse
+    -inf), a value out of range (the op raises, or asserts on the device), or lengths on a GPU while a CUDA
+    graph is captured (no host read there: the op runs a kernel)."""
     if any(type(x) is Tensor and x.is_cuda for x in (logical_n, logical_l)) and (
         torch.cuda.is_current_stream_capturing()
     ):
         return None
-    cut = []
-    for length, full in ((logical_n, n), (logical_l, l)):
-        values = (full,) if length is None else (length,) if type(length) is int else host_lengths(length)
-        if not values or min(values) < 0 or max(values) > full or min(values) != max(values):
-            return None
-        cut.append(values[0])
-    return (cut[0], cut[1]) if cut[0] + cut[1] > 0 else None
+    (b, _, n, _), l = tensors[0].shape, tensors[3].shape[2]  # noqa: E741
+    runs = sdpa_runtime.length_runs(b, n, l, logical_n, logical_l)
+    if len(runs) != 1:
+        return None
+    _, n_valid, l_valid = runs[0]
+    if not (0 <= n_valid <= n and 0 <= l_valid <= l and n_valid + l_valid > 0):
+        return None
+    return n_valid, l_valid
 
 
 def _plan(tensors, scale, grad: bool, logical_n=None, logical_l=None) -> Plan | None:
@@ -162,11 +162,10 @@ def _backward_on_sdpa(problem) -> bool:
 
 def _run(tensors, plan: Plan, grad: bool, cut: tuple[int, int] | None = None):
     q, k, v, jq, jk, jv = tensors
-    if cut is not None:  # the valid keys alone (a set whose keys are all valid is taken whole)
-        if cut[0] != k.shape[2]:
-            k, v = k.narrow(2, 0, cut[0]), v.narrow(2, 0, cut[0])
-        if cut[1] != jk.shape[2]:
-            jk, jv = jk.narrow(2, 0, cut[1]), jv.narrow(2, 0, cut[1])
+    if cut is not None:  # the valid keys alone
+        k, v, jk, jv = (
+            sdpa_runtime.first(t, size) for t, size in ((k, cut[0]), (v, cut[0]), (jk, cut[1]), (jv, cut[1]))
+        )
     qq, kk, vv = torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
     o, lse = sdpa_runtime.attention(qq, kk, vv, plan.scale)
     if grad:
