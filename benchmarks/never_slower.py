@@ -5,13 +5,16 @@ head sizes, sequence lengths, batch*heads, dtypes and padding, forward and forwa
     python benchmarks/never_slower.py --quick                             # a few points (smoke test)
     python benchmarks/never_slower.py --points 1,24,44520,256,128,100       # chosen points (Mochi: 100 text valid)
     python benchmarks/never_slower.py --write-table runtime/dispatch_measurements.json
+    python benchmarks/never_slower.py --points 1,24,4096,512,128 --update-table runtime/dispatch_measurements.json
     python benchmarks/never_slower.py --shard 2/3 --out $OUT/2                 # a third of the grid (one call)
     python benchmarks/never_slower.py --merge r/1/never_slower.json r/2/never_slower.json r/3/never_slower.json
 
 Per point it times, with CUDA events (triton.testing.do_bench, median):
 - ours: `jointattn.joint_attention(..., runtime="auto")`, what users get (host overhead included);
 - each of our paths alone, forced with JOINTATTN_DISPATCH (forward and backward: hopper, triton, sdpa; a path
-  that cannot run a point is left out): the measurements the dispatcher's table is made of (`--write-table`);
+  that cannot run a point is left out), and forward + backward with both passes on sdpa (the eager shortcut:
+  the unfused graph under PyTorch's autograd): the measurements the dispatcher's table is made of
+  (`--write-table`, or `--update-table` to merge chosen points into it);
 - PyTorch: cat -> SDPA -> slice with each SDPA backend (default choice, cuDNN, flash, efficient) for unpadded
   text; for padded text, SDPA with a [b,1,1,S] key mask and "unpad": the valid text keys cut out before a
   single SDPA (every query row kept, as the op computes them, so it is the same function);
@@ -168,6 +171,13 @@ def run_point(point, budget_ms, measure_paths=True, baselines_too=True, valid=No
                 budget_ms,
             )
 
+    if (
+        measure_paths
+    ):  # the step as the unfused graph runs it (the shortcut): `dispatch.choose_training`'s rows
+        paths["fwd+bwd"] = {}
+        with _env("JOINTATTN_DISPATCH", "sdpa"):
+            paths["fwd+bwd"]["sdpa"] = _bench(ours_fwd_bwd, budget_ms)
+
     # PyTorch's ways
     baselines = {"forward": {}, "fwd+bwd": {}}
     if not baselines_too:
@@ -264,7 +274,25 @@ def table_rows(point, paths, arch):
     common = dict(
         arch=arch, dtype=str(dtype).removeprefix("torch."), dh=dh, b_nh=b * nh, n=n, l=l, padded=padded
     )
-    return [dict(common, ms=paths[p], **{"pass": p}) for p in ("forward", "backward")]
+    return [
+        dict(common, ms=paths[p], **{"pass": p}) for p in ("forward", "backward", "fwd+bwd") if p in paths
+    ]
+
+
+def update_table(path, rows, env, source):
+    """Merge `rows` into the table at `path`: a measured point replaces the row of the same point and pass, the
+    rest is kept; the update is recorded under "updates" (env, row count, source)."""
+    with open(path) as f:
+        table = json.load(f)
+
+    def key(r):
+        return tuple(r[k] for k in ("arch", "dtype", "dh", "b_nh", "n", "l", "padded", "pass"))
+
+    new = {key(r): r for r in rows}
+    table["rows"] = [r for r in table["rows"] if key(r) not in new] + list(new.values())
+    table.setdefault("updates", []).append(dict(env=env, rows=len(new), source=source))
+    with open(path, "w") as f:
+        json.dump(table, f, indent=1)
 
 
 def plot(rows, path):
@@ -301,6 +329,11 @@ def main():
         "--budget-ms", type=float, default=40.0, help="do_bench repetition time per measurement"
     )
     parser.add_argument("--write-table", default=None, help="also write the dispatcher's table here")
+    parser.add_argument(
+        "--update-table",
+        default=None,
+        help="merge the measured points into this table (same point: replaced)",
+    )
     parser.add_argument("--limit-s", type=float, default=480.0, help="stop starting new points after this")
     parser.add_argument("--dh", default=None, help="only these head sizes, e.g. 64,128")
     parser.add_argument(
@@ -376,6 +409,8 @@ def main():
     if args.write_table:
         with open(args.write_table, "w") as f:
             json.dump(dict(env=env, rows=table), f, indent=1)
+    if args.update_table:
+        update_table(args.update_table, table, env, "benchmarks/never_slower.py " + " ".join(sys.argv[1:]))
     write_results(env, rows, args.out)
 
 

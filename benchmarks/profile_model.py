@@ -19,8 +19,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 
-def _profile(fn) -> dict:
-    with torch.no_grad():
+def _profile(fn, grad: bool = False) -> dict:
+    """One profiled call of `fn` after a warm-up one (under no_grad unless `grad`)."""
+    with torch.enable_grad() if grad else torch.no_grad():
         fn()
         torch.cuda.synchronize()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

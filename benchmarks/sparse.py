@@ -4,6 +4,7 @@
     python benchmarks/sparse.py                  # Mochi and SD3.5, 100/50/30/10% kept, fwd and fwd+bwd
     python benchmarks/sparse.py --e2e            # adds one forward of real-size Mochi (random weights)
     python benchmarks/sparse.py --e2e-only inductor frame   # only that forward, these variants
+    python benchmarks/sparse.py --merge a/sparse-e2e.json b/sparse-e2e.json --out DIR   # one table of two runs
     python benchmarks/sparse.py --smoke          # tiny shapes on CPU (reference runtime): checks this script
     python benchmarks/sparse.py --estimator-only # the estimator's cost only (torch path and Triton kernels)
     python benchmarks/sparse.py --shapes mochi_848x480x163 --fractions 0.3 --tile 128 128 --lean --no-flex
@@ -401,10 +402,34 @@ def run_e2e(rows, cuda, which=E2E_VARIANTS, layers=None):
         row["shape"] = f"e2e mochi {size}"
         print(json.dumps(row), flush=True)
         rows.append(row)
-    by = {r["variant"]: r for r in rows if r.get("shape", "").startswith("e2e") and "ms" in r}
-    if "inductor" in by:
-        for r in by.values():
-            r["speedup_vs_inductor"] = round(by["inductor"]["ms"] / r["ms"], 3)
+    _e2e_speedups(rows)
+
+
+def _e2e_speedups(rows) -> None:
+    """speedup_vs_inductor of each end-to-end row, against the inductor row of the same shape."""
+    e2e = [r for r in rows if r.get("shape", "").startswith("e2e") and "ms" in r]
+    inductor = {r["shape"]: r["ms"] for r in e2e if r["variant"] == "inductor"}
+    for r in e2e:
+        if r["shape"] in inductor:
+            r["speedup_vs_inductor"] = round(inductor[r["shape"]] / r["ms"], 3)
+
+
+def merge(paths, out: str) -> int:
+    """One table of the rows of several runs' JSON (e.g. the end-to-end variants, one device call each: a
+    compile of the real model takes minutes), speedups against the inductor row of any of them; written as
+    `sparse-merged.{json,md}` under `out`, each run's meta kept."""
+    runs = [json.load(open(p)) for p in paths]
+    rows = [r for run in runs for r in run["rows"]]
+    _e2e_speedups(rows)
+    text = table(rows)
+    print(text)
+    os.makedirs(out, exist_ok=True)
+    metas = [dict(run["meta"], source=os.path.basename(p)) for p, run in zip(paths, runs)]
+    with open(os.path.join(out, "sparse-merged.json"), "w") as f:
+        json.dump(dict(meta=metas, rows=rows), f, indent=1)
+    with open(os.path.join(out, "sparse-merged.md"), "w") as f:
+        f.write("\n".join(map(str, metas)) + f"\n\n{text}\n")
+    return 0
 
 
 def table(rows) -> str:
@@ -502,8 +527,11 @@ def main(argv=None) -> int:
         help="only the end-to-end Mochi forward, these variants (all without names)",
     )  # fmt: skip
     parser.add_argument("--e2e-layers", type=int, default=None, help="keep only Mochi's first K blocks")
+    parser.add_argument("--merge", nargs="+", default=None, help="only merge these runs' JSON into one table")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     args.backward = args.backward and not args.estimator_only
     cuda = torch.cuda.is_available() and not args.smoke
     if not cuda and not args.smoke:
@@ -537,10 +565,11 @@ def main(argv=None) -> int:
         json.dump(dict(meta=meta, rows=rows), f, indent=1)
     with open(os.path.join(args.out, stem + ".md"), "w") as f:
         f.write(f"{meta}\n\n{text}\n")
-    try:
-        plot(rows, os.path.join(args.out, stem + ".png"))
-    except Exception as e:
-        print("plot skipped:", e)
+    if any(not r.get("shape", "").startswith("e2e") for r in rows):  # the kernel rows are what it plots
+        try:
+            plot(rows, os.path.join(args.out, stem + ".png"))
+        except Exception as e:
+            print("plot skipped:", e)
     print(f"total {meta['seconds']} s", flush=True)
     return 0
 

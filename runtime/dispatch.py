@@ -36,6 +36,7 @@ How the choice is made, in order:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -87,6 +88,7 @@ class Problem:
 class Choice:
     path: str
     reason: str
+    measured: bool = False  # made from the table's measurements (not a default, an override or a limit)
 
     def __str__(self) -> str:
         return f"{self.path} ({self.reason})"
@@ -447,6 +449,108 @@ def measured_times(p: Problem) -> dict[str, float]:
     return found[0] if found else {}
 
 
+def choose_training(p: Problem) -> Choice:
+    """How an eager call that records autograd (so its backward follows) runs both passes: "sdpa", as the
+    unfused graph does (cat -> SDPA -> slice under PyTorch's autograd, `runtime/ops/eager_sdpa.py`), or "op"
+    (the op, each pass on the path `choose` picks for it). `p` is the forward's problem.
+
+    Why a rule over both passes: the per-pass table times each pass through the op, and the op's sdpa backward
+    joins q, k, v, out and its gradient again where the unfused graph kept its joins from the forward, so a
+    forward of ours that beats SDPA's by less than those joins cost loses the step (Flux's size on the H200:
+    the unfused graph 2.08 ms, our forward + backward 2.19; `benchmarks/NOTES-dispatch.md`). The estimate: each
+    pass's times at its nearest measured point, scaled to this call by attention work (b*nh*(N+L)^2*dh; the
+    nearest forward and backward points can differ), then the unfused graph = the op's two sdpa passes minus
+    the joins it does not repeat, measured at the nearest "fwd+bwd" row and scaled by the bytes joined
+    (b*nh*(N+L)*dh), against the per-pass choices plus the op's autograd layers (`EAGER_OP_AUTOGRAD_MS`).
+    Without a "fwd+bwd" row: "sdpa" only where the forward picks it and the backward picks it or is measured
+    within those layers' cost of it."""
+    back = _replace(p, backward=True)
+    forward, backward = choose(p), choose(back)
+    both = forward.path == backward.path == "sdpa"
+    if both or forced_path(False) is not None or forced_path(True) is not None:
+        why = "both passes pick sdpa" if both else f"{DISPATCH_ENV} decides each pass"
+        return Choice(
+            "sdpa" if both else "op",
+            f"{why} (forward: {forward}; backward: {backward})",
+            measured=forward.measured and backward.measured,
+        )
+    if _sdpa_unsupported(p) or _sdpa_unsupported(back):
+        return Choice("op", f"forward: {forward}; backward: {backward}")
+    f_times, b_times = _times_here(p), _times_here(back)
+    joins = _unrepeated_joins_ms(p)
+    if (
+        joins is not None
+        and {"sdpa", forward.path} <= f_times.keys()
+        and {"sdpa", backward.path} <= b_times.keys()
+    ):
+        unfused = f_times["sdpa"] + b_times["sdpa"] - joins[0]
+        op_ms = f_times[forward.path] + b_times[backward.path] + EAGER_OP_AUTOGRAD_MS
+        return Choice(
+            "sdpa" if unfused <= op_ms else "op",
+            f"forward + backward estimated {unfused:.3f} ms as the unfused graph (the op's sdpa passes "
+            f"{f_times['sdpa']:.3f} + {b_times['sdpa']:.3f} less {joins[0]:.3f} of joins, {joins[1]}) vs "
+            f"{op_ms:.3f} through the op ({forward.path} {f_times[forward.path]:.3f} + {backward.path} "
+            f"{b_times[backward.path]:.3f} + its autograd layers {EAGER_OP_AUTOGRAD_MS})",
+            measured=True,
+        )
+    near = (
+        forward.path == "sdpa"
+        and {"sdpa", backward.path} <= b_times.keys()
+        and b_times["sdpa"] <= b_times[backward.path] + EAGER_OP_AUTOGRAD_MS
+    )
+    why = "within" if near else "not within"
+    return Choice(
+        "sdpa" if near else "op",
+        f"no forward + backward measurement applies; forward: {forward}; the sdpa backward {why} the op's "
+        f"autograd layers ({EAGER_OP_AUTOGRAD_MS} ms) of the backward's choice: {backward}",
+        measured=near and forward.measured,
+    )
+
+
+def _replace(p: Problem, **changes) -> Problem:
+    return dataclasses.replace(p, **changes)
+
+
+def _work(b_nh: int, n: int, l: int, dh: int) -> int:  # noqa: E741
+    """Attention work of a point, up to a constant: what a pass's time scales with away from the host-bound
+    sizes."""
+    return b_nh * (n + l) ** 2 * dh
+
+
+def _times_here(p: Problem) -> dict[str, float]:
+    """Each supported path's time at its nearest measured point (estimates included), scaled to `p` by
+    attention work."""
+    found = _measured(p, [path for path in PATHS if unsupported(path, p) is None])
+    if found is None:
+        return {}
+    timed, row, _ = found
+    scale = _work(p.b * p.nh, p.n, p.l, p.dh) / max(1, _work(row["b_nh"], row["n"], row["l"], p.dh))
+    return {path: ms * scale for path, ms in timed.items()}
+
+
+def _unrepeated_joins_ms(p: Problem) -> tuple[float, str] | None:
+    """(ms, where) of the joins the op's two sdpa passes pay beyond the unfused graph's forward + backward: at
+    the nearest "fwd+bwd" row (per-pass sdpa times there, less the unfused step's), scaled to `p` by the bytes
+    joined; None where no such row (with per-pass sdpa times at its point) exists."""
+    found = _nearest_rows(p, "fwd+bwd")
+    if found is None:
+        return None
+    rows, dtype, distance = found
+    for row in sorted((r for r in rows if r["ms"].get("sdpa")), key=distance):
+        point = (row["b_nh"], row["n"], row["l"])
+        same = {
+            r["pass"]: r["ms"].get("sdpa")
+            for r in _rows(p, "forward", dtype, (row["padded"],))
+            + _rows(p, "backward", dtype, (row["padded"],))
+            if (r["b_nh"], r["n"], r["l"]) == point
+        }
+        if same.get("forward") and same.get("backward"):
+            joins = same["forward"] + same["backward"] - row["ms"]["sdpa"]
+            scale = (p.b * p.nh * (p.n + p.l)) / (row["b_nh"] * (row["n"] + row["l"]))
+            return joins * scale, f"{joins:.3f} measured at b*nh={point[0]}, N={point[1]}, L={point[2]}"
+    return None
+
+
 def _measured_best(p: Problem, candidates: list[str]) -> Choice | None:
     found = _measured(p, candidates)
     if found is None:
@@ -460,39 +564,16 @@ def _measured_best(p: Problem, candidates: list[str]) -> Choice | None:
         f"fastest measured on {p.arch} at {where}: {timed[best]:.3f} ms"
         + (f" vs {others}" if others else "")
         + "".join(f"; {path} {note}" for path, note in notes.items()),
+        measured=True,
     )
 
 
 def _measured(p: Problem, candidates: list[str]) -> tuple[dict, dict, dict] | None:
     """(ms per candidate path, the nearest measured point, notes on estimated times) or None."""
-    if p.arch is None:
+    found = _nearest_rows(p, p.pass_name)
+    if found is None:
         return None
-
-    def rows_for(dtype, padded=(p.padded,)):
-        return [
-            r
-            for r in _table().get("rows", [])
-            if r["arch"] == p.arch
-            and r["dtype"] == _dtype_name(dtype)
-            and r["dh"] == p.dh
-            and r["pass"] == p.pass_name
-            and r["padded"] in padded
-        ]
-
-    dtype = p.dtype
-    rows = rows_for(dtype)
-    if not rows and p.dtype in _HOPPER_DTYPES:  # fp16 and bf16 run the same kernels at the same speed
-        dtype = torch.bfloat16 if p.dtype == torch.float16 else torch.float16
-        rows = rows_for(dtype)
-    if not rows:
-        return None
-
-    def distance(r):
-        return sum(
-            (math.log(1 + a) - math.log(1 + c)) ** 2
-            for a, c in ((r["b_nh"], p.b * p.nh), (r["n"], p.n), (r["l"], p.l))
-        )
-
+    rows, dtype, distance = found
     nearest = min(rows, key=distance)
     timed = {path: ms for path, ms in nearest["ms"].items() if path in candidates and ms is not None}
     if not timed:
@@ -503,10 +584,47 @@ def _measured(p: Problem, candidates: list[str]) -> tuple[dict, dict, dict] | No
     # SDPA over the valid keys alone, so its unpadded time bounds it).
     for path in _OUR_KERNELS + (("sdpa",) if p.padded else ()):
         if path in candidates and path not in timed:
-            found = _scaled_estimate(path, nearest, rows_for(dtype, (p.padded, not p.padded)), distance)
+            both = _rows(p, p.pass_name, dtype, (p.padded, not p.padded))
+            found = _scaled_estimate(path, nearest, both, distance)
             if found is not None:
                 timed[path], notes[path] = found
     return timed, nearest, notes
+
+
+def _rows(p: Problem, pass_name: str, dtype: torch.dtype, padded: tuple[bool, ...]) -> list[dict]:
+    """The table's rows of `p`'s GPU architecture and head dim for this pass ("forward", "backward" or
+    "fwd+bwd"), dtype and padding."""
+    return [
+        r
+        for r in _table().get("rows", [])
+        if r["arch"] == p.arch
+        and r["dtype"] == _dtype_name(dtype)
+        and r["dh"] == p.dh
+        and r["pass"] == pass_name
+        and r["padded"] in padded
+    ]
+
+
+def _nearest_rows(p: Problem, pass_name: str):
+    """(rows, their dtype, distance to `p`) for `pass_name`, or None: the rows of p's dtype, else of the other
+    half-precision dtype (fp16 and bf16 run the same kernels at the same speed)."""
+    if p.arch is None:
+        return None
+    dtype = p.dtype
+    rows = _rows(p, pass_name, dtype, (p.padded,))
+    if not rows and p.dtype in _HOPPER_DTYPES:
+        dtype = torch.bfloat16 if p.dtype == torch.float16 else torch.float16
+        rows = _rows(p, pass_name, dtype, (p.padded,))
+    if not rows:
+        return None
+
+    def distance(r):
+        return sum(
+            (math.log(1 + a) - math.log(1 + c)) ** 2
+            for a, c in ((r["b_nh"], p.b * p.nh), (r["n"], p.n), (r["l"], p.l))
+        )
+
+    return rows, dtype, distance
 
 
 _OUR_KERNELS = ("hopper", "triton")

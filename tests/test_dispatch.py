@@ -134,6 +134,60 @@ def test_a_measured_hopper_backward_is_chosen_where_it_is_fastest(table):
     assert choose(_problem(backward=True, dh=96)).path != "hopper"  # outside its envelope whatever was timed
 
 
+@pytest.mark.parametrize(
+    "backward_ms, forced, path",
+    [
+        (dict(triton=0.30, sdpa=0.28), None, "sdpa"),  # both passes pick sdpa
+        (dict(triton=0.30, sdpa=0.40), None, "sdpa"),  # slower by less than the op's autograd layers cost
+        (dict(triton=0.30, sdpa=0.60), None, "op"),  # slower by more
+        (dict(triton=0.30, sdpa=0.40), "backward=triton", "op"),  # a forced path is never second-guessed
+    ],
+)
+def test_training_without_a_step_measurement_needs_sdpa_for_both_passes(
+    table, monkeypatch, backward_ms, forced, path
+):
+    """No "fwd+bwd" row: the unfused graph runs a step only where the forward picks sdpa and the backward picks it
+    or is measured within what the op's autograd layers cost (`EAGER_OP_AUTOGRAD_MS`), which the per-pass table
+    cannot see."""
+    table += [_row(b_nh=8, n=256, l=77, dh=64, triton=0.2, sdpa=0.1)]
+    table += [_row(pass_="backward", b_nh=8, n=256, l=77, dh=64, **backward_ms)]
+    if forced:
+        monkeypatch.setenv(dispatch.DISPATCH_ENV, forced)
+    choice = dispatch.choose_training(_problem(nh=8, n=256, l=77, dh=64))
+    assert choice.path == path
+    assert choice.measured == (path == "sdpa")
+
+
+def test_training_weighs_the_unfused_step_against_the_ops_passes(table):
+    """The op's per-pass winners (Hopper forward and backward) against the unfused graph over the step: the op's
+    two sdpa passes less the joins it does not repeat (0.48 ms measured at the "fwd+bwd" row), which scale with
+    the bytes joined, while each pass's time scales with attention work away from its nearest point."""
+    table += [
+        _row(hopper=0.40, sdpa=0.65),
+        _row(pass_="backward", hopper=1.60, sdpa=1.75),
+        _row(pass_="fwd+bwd", sdpa=1.92),  # 0.65 + 1.75 - 0.48
+        _row(b_nh=48, hopper=0.80, sdpa=1.36),
+        _row(pass_="backward", b_nh=48, hopper=3.2, sdpa=3.4),
+    ]
+    flux = dispatch.choose_training(_problem())
+    assert flux.path == "sdpa" and flux.measured
+    assert "estimated 1.920 ms as the unfused graph" in flux.reason and "less 0.480 of joins" in flux.reason
+    assert "vs 2.150 through the op (hopper 0.400 + hopper 1.600" in flux.reason
+    # b*nh 48 has no step row: joins of twice the bytes, 1.36 + 3.4 - 0.96 = 3.80 against 0.8 + 3.2 + 0.15.
+    wide = dispatch.choose_training(_problem(b=2))
+    assert wide.path == "sdpa" and "less 0.960 of joins" in wide.reason
+    table[-1] = _row(pass_="backward", b_nh=48, hopper=2.6, sdpa=3.4)  # a backward of ours well ahead
+    dispatch.reload_measurements()
+    wide = dispatch.choose_training(_problem(b=2))
+    assert wide.path == "op" and "hopper 0.800 + hopper 2.600" in wide.reason
+    # Four times the sequence, no point measured there: both passes scale by work (16x), the joins by bytes
+    # (4x), so our passes' lead outgrows the joins.
+    long = dispatch.choose_training(_problem(n=4 * 4096, l=4 * 512))
+    assert long.path == "op" and "hopper 6.400 + hopper 25.600" in long.reason
+    # Where sdpa cannot run (a padded call inside a CUDA graph capture), the op runs.
+    assert dispatch.choose_training(_problem(padded=True, capturing=True)).path == "op"
+
+
 def test_the_override_forces_a_path_or_says_why_not(monkeypatch, no_measurements):
     monkeypatch.setenv("JOINTATTN_DISPATCH", "triton")
     assert choose(_problem()).path == "triton" and "JOINTATTN_DISPATCH" in choose(_problem()).reason

@@ -1,5 +1,6 @@
 """The FX pass leaves a joint attention to the original graph where the dispatcher would run it as cat -> SDPA ->
-slice anyway (`passes/fx/pytorch_path.py`): both passes the call runs must measure "sdpa" fastest."""
+slice anyway (`passes/fx/pytorch_path.py`): the forward must measure "sdpa" fastest, and a training graph's
+forward + backward must (`dispatch.choose_training`)."""
 
 import pytest
 import torch
@@ -27,8 +28,8 @@ def measured_gpu(monkeypatch):
     monkeypatch.setattr(
         pytorch_path,
         "_problem",
-        lambda q, jq, padded, backward: planned_problem(
-            torch.bfloat16, *q.shape[:3], jq.shape[2], q.shape[3], padded=padded, backward=backward
+        lambda q, jq, padded: planned_problem(
+            torch.bfloat16, *q.shape[:3], jq.shape[2], q.shape[3], padded=padded
         ),
     )
     dispatch.reload_measurements()
@@ -60,7 +61,23 @@ def test_kept_where_sdpa_is_measured_fastest_for_every_pass_the_call_runs(measur
 def test_training_kept_when_both_passes_pick_sdpa(measured_gpu):
     measured_gpu += [_row("forward", sdpa=0.1, triton=0.2), _row("backward", sdpa=0.3, triton=0.5)]
     (training,) = _decisions(requires_grad=True)
-    assert not training.fused and "backward: fastest measured" in training.reason
+    assert not training.fused and "forward + backward: both passes pick sdpa" in training.reason
+
+
+def test_training_kept_where_the_unfused_graph_wins_the_step_though_our_forward_wins_its_pass(measured_gpu):
+    """The forward picks Triton, the backward SDPA; the op's sdpa backward joins the sets again, which the
+    unfused graph (measured over forward + backward) does not: 1.0 ms against 0.2 + 0.9 + the op's layers."""
+    measured_gpu += [_row("forward", sdpa=0.3, triton=0.2), _row("backward", sdpa=0.9, triton=1.5)]
+    measured_gpu += [_row("fwd+bwd", sdpa=1.0)]
+    (training,) = _decisions(requires_grad=True)
+    assert (
+        not training.fused and "forward + backward estimated 1.000 ms as the unfused graph" in training.reason
+    )
+    (inference,) = _decisions(requires_grad=False)
+    assert inference.fused, "without a backward our forward is the faster"
+    measured_gpu[-1] = _row("fwd+bwd", sdpa=1.3)  # now the op's 0.2 + 0.9 + 0.15 wins
+    (training,) = _decisions(requires_grad=True)
+    assert training.fused
 
 
 def test_fused_where_a_kernel_of_ours_is_faster_or_nothing_was_measured(measured_gpu):

@@ -20,9 +20,9 @@ calls go to the op.
 
 Not taken: with a block mask, a runtime other than "auto", while compiling, tracing or profiling
 (they must see `jointattn::joint_attention` as one op), under dispatch or torch-function modes or torch.func
-transforms, for tensor subclasses, or when the dispatcher picks another path for the forward or (with autograd
-recording) a backward measured faster than SDPA's by more than the op's own autograd layers cost
-(`_backward_on_sdpa`).
+transforms, for tensor subclasses, or when the dispatcher picks another path for the forward or, with autograd
+recording, estimates the op faster over forward + backward (`dispatch.choose_training`: the op's per-pass
+choices against the unfused graph, which keeps its joins for the backward and has no op layers).
 """
 
 from __future__ import annotations
@@ -133,31 +133,15 @@ def _plan(tensors, scale, grad: bool, logical_n=None, logical_l=None) -> Plan | 
     q, jq = tensors[0], tensors[3]
     shape = check_call(*tensors, "rear", scale, logical_n, logical_l, "auto")
     padded = logical_n is not None or logical_l is not None
+    problem = dispatch.describe_meta(q, jq, padded)
     try:
-        if dispatch.choose(dispatch.describe_meta(q, jq, padded)).path != "sdpa":
-            return None
-        if grad and not _backward_on_sdpa(dispatch.describe_meta(q, jq, padded, backward=True)):
-            return None
+        # With autograd, over both passes: the op's per-pass choices can each beat SDPA and still lose the step.
+        path = dispatch.choose_training(problem).path if grad else dispatch.choose(problem).path
     except ValueError:  # a forced path that cannot run it: the op raises that error
         return None
+    if path != "sdpa":
+        return None
     return Plan(float(scale) if scale is not None else shape.dh**-0.5, shape.n, padded)
-
-
-def _backward_on_sdpa(problem) -> bool:
-    """Whether the backward runs on SDPA here: the dispatcher's choice, or (unless a path is forced) measured
-    within the host time the op's autograd layers would add (`dispatch.EAGER_OP_AUTOGRAD_MS`), which the
-    per-pass table cannot see."""
-    choice = dispatch.choose(problem)
-    if choice.path == "sdpa":
-        return True
-    if dispatch.forced_path(True) is not None:
-        return False
-    times = dispatch.measured_times(problem)
-    return (
-        "sdpa" in times
-        and choice.path in times
-        and times["sdpa"] <= times[choice.path] + dispatch.EAGER_OP_AUTOGRAD_MS
-    )
 
 
 def _run(tensors, plan: Plan, grad: bool, cut: tuple[int, int] | None = None):
