@@ -129,22 +129,23 @@ def _refused(backend: str, pass_: str, q, error: RuntimeError) -> None:
 
 
 def attention(q, k, v, scale: float):
-    """(out [b, nh, S, dh], lse [b, nh, S] float32, natural log)."""
+    """(out [b, nh, S, dh], lse [b, nh, S] float32, natural log). The kernels through their `torch.*` bindings:
+    ~1 µs less host time a call than through `torch.ops.aten` (the eager shortcut's small calls are host time)."""
     if q.device.type == "cpu":
-        return aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)
+        return torch._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)
     s = q.shape[2]
     for backend in _gpu_backends(q, k, v, scale, "forward"):
         try:
             if backend == "cudnn":
-                out, lse = aten._scaled_dot_product_cudnn_attention(
+                out, lse = torch._scaled_dot_product_cudnn_attention(
                     q, k, v, None, True, 0.0, False, False, scale=scale
                 )[:2]
             elif backend == "flash":
-                out, lse = aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)[
+                out, lse = torch._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)[
                     :2
                 ]
             else:
-                out, lse = aten._scaled_dot_product_efficient_attention(
+                out, lse = torch._scaled_dot_product_efficient_attention(
                     q, k, v, None, True, 0.0, False, scale=scale
                 )[:2]
             return out, lse.reshape(*lse.shape[:2], -1)[:, :, :s]
