@@ -6,6 +6,8 @@ head sizes, sequence lengths, batch*heads, dtypes and padding, forward and forwa
     python benchmarks/never_slower.py --points 1,24,44520,256,128,100       # chosen points (Mochi: 100 text valid)
     python benchmarks/never_slower.py --write-table runtime/dispatch_measurements.json
     python benchmarks/never_slower.py --points 1,24,4096,512,128 --update-table runtime/dispatch_measurements.json
+    python benchmarks/never_slower.py --table-rows r/1/t.json r/2/t.json --update-table runtime/dispatch_measurements.json
+                                                      # shards' --write-table rows merged into the table (no GPU)
     python benchmarks/never_slower.py --shard 2/3 --out $OUT/2                 # a third of the grid (one call)
     python benchmarks/never_slower.py --merge r/1/never_slower.json r/2/never_slower.json r/3/never_slower.json
 
@@ -334,6 +336,10 @@ def main():
         default=None,
         help="merge the measured points into this table (same point: replaced)",
     )
+    parser.add_argument(
+        "--table-rows", nargs="+", default=None,
+        help="with --update-table, no GPU: merge these --write-table files' rows instead (shards of a grid)",
+    )  # fmt: skip
     parser.add_argument("--limit-s", type=float, default=480.0, help="stop starting new points after this")
     parser.add_argument("--dh", default=None, help="only these head sizes, e.g. 64,128")
     parser.add_argument(
@@ -352,6 +358,16 @@ def main():
     args = parser.parse_args()
     if args.merge:
         return merge(args.merge, args.out)
+    if args.table_rows:
+        if not args.update_table:
+            raise SystemExit("--table-rows: name the table to merge them into with --update-table")
+        for path in args.table_rows:
+            with open(path) as f:
+                part = json.load(f)
+            update_table(
+                args.update_table, part["rows"], part["env"], f"benchmarks/never_slower.py shard {path}"
+            )
+        return None
     import triton
 
     import jointattn  # noqa: F401
