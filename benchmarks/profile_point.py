@@ -3,8 +3,8 @@
     python benchmarks/profile_point.py --points 1,24,4096,512,128,77 2,38,4096,333,64 --out DIR
 
 For each point (b, nh, N, L, dh[, valid text length]; bf16, the model layout) it profiles `--iters` forward +
-backward iterations of: the op as users get it (runtime="auto"), the op with both passes forced to the sdpa path,
-and the PyTorch baseline never_slower.py finds best there (cat -> SDPA -> slice, or unpad -> SDPA -> pad for
+backward iterations of: the op as users get it (runtime="auto"), `JOINTATTN_DISPATCH=sdpa` (both passes on the
+sdpa path: the eager shortcut, i.e. the unfused graph with the op's checks and lse), and the PyTorch baseline never_slower.py finds best there (cat -> SDPA -> slice, or unpad -> SDPA -> pad for
 padded text). It prints per variant the wall time, the summed kernel time, the gap (host time the GPU waited
 for) and the kernels, per iteration, and writes `profile_point.json` under --out. Why: the never-slower sweep
 says how far apart two paths are, this says in which kernels (or in no kernel: the host).
@@ -71,12 +71,16 @@ def profile_point(point, iters):
         forced = None
         if isinstance(fn, tuple):
             forced, fn = fn
+        before = os.environ.get("JOINTATTN_DISPATCH")
         if forced:
             os.environ["JOINTATTN_DISPATCH"] = forced
         try:
             prof = _profile(_repeat(fn, iters), grad=True)
-        finally:
-            os.environ.pop("JOINTATTN_DISPATCH", None)
+        finally:  # the caller's own setting back
+            if before is None:
+                os.environ.pop("JOINTATTN_DISPATCH", None)
+            else:
+                os.environ["JOINTATTN_DISPATCH"] = before
         per = {
             k: round(v / iters, 4)
             for k, v in (("wall_ms", prof["wall_ms"]), ("kernel_ms", prof["kernel_ms"]))

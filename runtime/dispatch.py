@@ -5,6 +5,8 @@ Entry points:
 - `describe(call, backward=False, grad_lse=None) -> Problem`: the facts a choice depends on (device and GPU
   architecture, dtype, sizes, padding, scale sign, whether the tensors are TMA-addressable, the pass).
 - `choose(problem, allowed=PATHS) -> Choice`: the path that runs it and the reason.
+- `choose_training(problem) -> Choice`: for a call whose backward follows, "sdpa" (the unfused graph runs the
+  step) or "op" (each pass on `choose`'s path), weighed over forward + backward.
 - `unsupported(path, problem)`: why one path cannot run a problem (None if it can): every kernel's envelope,
   stated once.
 - `choose_sparse(problem, q_block, kv_block, spatial_padded)`: the block-sparse op's kernel for a pass (the Gluon
@@ -449,33 +451,41 @@ def measured_times(p: Problem) -> dict[str, float]:
     return found[0] if found else {}
 
 
-def choose_training(p: Problem) -> Choice:
-    """How an eager call that records autograd (so its backward follows) runs both passes: "sdpa", as the
-    unfused graph does (cat -> SDPA -> slice under PyTorch's autograd, `runtime/ops/eager_sdpa.py`), or "op"
-    (the op, each pass on the path `choose` picks for it). `p` is the forward's problem.
+def choose_training(p: Problem, op_layers_ms: float = EAGER_OP_AUTOGRAD_MS) -> Choice:
+    """How a call that records autograd (so its backward follows) runs both passes: "sdpa", as the unfused graph
+    does (cat -> SDPA -> slice under PyTorch's autograd: the eager shortcut, `runtime/ops/eager_sdpa.py`, or the
+    original graph a compiled model keeps), or "op" (the op, each pass on the path `choose` picks for it). `p`
+    is the forward's problem; `op_layers_ms` what the op's layers add to the step (eager: its custom-op and
+    autograd layers, `EAGER_OP_AUTOGRAD_MS`; 0 in a compiled graph, where AOTAutograd traced them away).
 
-    Why a rule over both passes: the per-pass table times each pass through the op, and the op's sdpa backward
-    joins q, k, v, out and its gradient again where the unfused graph kept its joins from the forward, so a
-    forward of ours that beats SDPA's by less than those joins cost loses the step (Flux's size on the H200:
-    the unfused graph 2.08 ms, our forward + backward 2.19; `benchmarks/NOTES-dispatch.md`). The estimate: each
-    pass's times at its nearest measured point, scaled to this call by attention work (b*nh*(N+L)^2*dh; the
-    nearest forward and backward points can differ), then the unfused graph = the op's two sdpa passes minus
-    the joins it does not repeat, measured at the nearest "fwd+bwd" row and scaled by the bytes joined
-    (b*nh*(N+L)*dh), against the per-pass choices plus the op's autograd layers (`EAGER_OP_AUTOGRAD_MS`).
-    Without a "fwd+bwd" row: "sdpa" only where the forward picks it and the backward picks it or is measured
-    within those layers' cost of it."""
+    Why a rule over both passes: the per-pass table times each pass alone, and the op's sdpa backward joins q,
+    k, v, out and its gradient again where the unfused graph kept its joins from the forward, so a forward of
+    ours that beats SDPA's by less than those joins cost loses the step (Flux's size on the H200: the unfused
+    graph 2.08 ms, our forward + backward 2.19; `benchmarks/NOTES-dispatch.md`). The estimate: each pass's
+    times at its nearest measured point, scaled to this call by attention work (b*nh*(N+L)^2*dh; the nearest
+    forward and backward points can differ); the unfused step = the table's two sdpa passes less the joins it
+    does not repeat, which the nearest "fwd+bwd" row (the unfused step, timed) gives as the difference, at
+    least 0, scaled by the bytes joined (b*nh*(N+L)*dh); against the per-pass choices plus `op_layers_ms`.
+    The table's sdpa forward is timed as the eager shortcut runs it (no op layers) and its backwards through
+    the backward op alone, so at host-bound sizes that difference is host time as much as joins; it is
+    clamped at 0 there. Without a "fwd+bwd" row: "sdpa" only where the forward picks it and the backward
+    picks it or is measured within `op_layers_ms` of it. A pass forced by `JOINTATTN_DISPATCH` to another path
+    than sdpa keeps the op; one forced to sdpa is weighed as chosen.
+
+    Not seen by the estimate: a loss that reads lse, which the unfused graph differentiates through the exact
+    reference (`eager_sdpa._LseGradient`) rather than a kernel."""
     back = _replace(p, backward=True)
     forward, backward = choose(p), choose(back)
-    both = forward.path == backward.path == "sdpa"
-    if both or forced_path(False) is not None or forced_path(True) is not None:
-        why = "both passes pick sdpa" if both else f"{DISPATCH_ENV} decides each pass"
+    if forward.path == backward.path == "sdpa":
         return Choice(
-            "sdpa" if both else "op",
-            f"{why} (forward: {forward}; backward: {backward})",
+            "sdpa",
+            f"both passes pick sdpa (forward: {forward}; backward: {backward})",
             measured=forward.measured and backward.measured,
         )
-    if _sdpa_unsupported(p) or _sdpa_unsupported(back):
-        return Choice("op", f"forward: {forward}; backward: {backward}")
+    forced = {name: forced_path(name == "backward") for name in ("forward", "backward")}
+    if any(path not in (None, "sdpa") for path in forced.values()):
+        said = ", ".join(f"the {name} to {path}" for name, path in forced.items() if path is not None)
+        return Choice("op", f"{DISPATCH_ENV} forces {said}")
     f_times, b_times = _times_here(p), _times_here(back)
     joins = _unrepeated_joins_ms(p)
     if (
@@ -484,25 +494,26 @@ def choose_training(p: Problem) -> Choice:
         and {"sdpa", backward.path} <= b_times.keys()
     ):
         unfused = f_times["sdpa"] + b_times["sdpa"] - joins[0]
-        op_ms = f_times[forward.path] + b_times[backward.path] + EAGER_OP_AUTOGRAD_MS
+        op_ms = f_times[forward.path] + b_times[backward.path] + op_layers_ms
         return Choice(
             "sdpa" if unfused <= op_ms else "op",
-            f"forward + backward estimated {unfused:.3f} ms as the unfused graph (the op's sdpa passes "
+            f"forward + backward estimated {unfused:.3f} ms as the unfused graph (the sdpa passes "
             f"{f_times['sdpa']:.3f} + {b_times['sdpa']:.3f} less {joins[0]:.3f} of joins, {joins[1]}) vs "
             f"{op_ms:.3f} through the op ({forward.path} {f_times[forward.path]:.3f} + {backward.path} "
-            f"{b_times[backward.path]:.3f} + its autograd layers {EAGER_OP_AUTOGRAD_MS})",
+            f"{b_times[backward.path]:.3f} + its layers {op_layers_ms})",
             measured=True,
         )
+    times = measured_times(back)  # as measured: the nearest point's, unscaled
     near = (
         forward.path == "sdpa"
-        and {"sdpa", backward.path} <= b_times.keys()
-        and b_times["sdpa"] <= b_times[backward.path] + EAGER_OP_AUTOGRAD_MS
+        and {"sdpa", backward.path} <= times.keys()
+        and times["sdpa"] <= times[backward.path] + op_layers_ms
     )
-    why = "within" if near else "not within"
     return Choice(
         "sdpa" if near else "op",
-        f"no forward + backward measurement applies; forward: {forward}; the sdpa backward {why} the op's "
-        f"autograd layers ({EAGER_OP_AUTOGRAD_MS} ms) of the backward's choice: {backward}",
+        f"no forward + backward measurement applies; forward: {forward}; the sdpa backward "
+        f"{'within' if near else 'not within'} the op's layers ({op_layers_ms} ms) of the backward's choice: "
+        f"{backward}",
         measured=near and forward.measured,
     )
 
@@ -529,9 +540,9 @@ def _times_here(p: Problem) -> dict[str, float]:
 
 
 def _unrepeated_joins_ms(p: Problem) -> tuple[float, str] | None:
-    """(ms, where) of the joins the op's two sdpa passes pay beyond the unfused graph's forward + backward: at
-    the nearest "fwd+bwd" row (per-pass sdpa times there, less the unfused step's), scaled to `p` by the bytes
-    joined; None where no such row (with per-pass sdpa times at its point) exists."""
+    """(ms, where) of the joins the table's two sdpa passes pay beyond the unfused graph's forward + backward: at
+    the nearest "fwd+bwd" row (per-pass sdpa times there less the unfused step's, at least 0), scaled to `p` by
+    the bytes joined; None where no such row (with per-pass sdpa times at its point) exists."""
     found = _nearest_rows(p, "fwd+bwd")
     if found is None:
         return None
@@ -545,7 +556,7 @@ def _unrepeated_joins_ms(p: Problem) -> tuple[float, str] | None:
             if (r["b_nh"], r["n"], r["l"]) == point
         }
         if same.get("forward") and same.get("backward"):
-            joins = same["forward"] + same["backward"] - row["ms"]["sdpa"]
+            joins = max(0.0, same["forward"] + same["backward"] - row["ms"]["sdpa"])
             scale = (p.b * p.nh * (p.n + p.l)) / (row["b_nh"] * (row["n"] + row["l"]))
             return joins * scale, f"{joins:.3f} measured at b*nh={point[0]}, N={point[1]}, L={point[2]}"
     return None

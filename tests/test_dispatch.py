@@ -186,6 +186,39 @@ def test_training_weighs_the_unfused_step_against_the_ops_passes(table):
     assert long.path == "op" and "hopper 6.400 + hopper 25.600" in long.reason
     # Where sdpa cannot run (a padded call inside a CUDA graph capture), the op runs.
     assert dispatch.choose_training(_problem(padded=True, capturing=True)).path == "op"
+    # fp16 runs the same kernels: without rows of its own it reads bf16's, the step's included.
+    assert "less 0.480 of joins" in dispatch.choose_training(_problem(dtype=torch.float16)).reason
+
+
+def test_training_joins_are_never_negative(table):
+    """At host-bound points the table's per-pass sdpa times can sum to less than the timed unfused step (they
+    are timed without the autograd engine): that difference is not joins, and counts as none."""
+    table += [
+        _row(hopper=0.30, sdpa=0.14),
+        _row(pass_="backward", hopper=0.55, sdpa=0.70),
+        _row(pass_="fwd+bwd", sdpa=1.01),  # 0.14 + 0.70 - 1.01 < 0
+    ]
+    choice = dispatch.choose_training(_problem())
+    assert "less 0.000 of joins" in choice.reason and "estimated 0.840 ms" in choice.reason
+    assert choice.path == "sdpa"  # 0.84 against 0.3 + 0.55 + 0.15; unclamped, 1.01 would have lost
+
+
+def test_training_keeps_a_forced_pass(table, monkeypatch):
+    """A pass forced to another path than sdpa keeps the op; one forced to sdpa is weighed as if chosen."""
+    table += [
+        _row(hopper=0.40, sdpa=0.45),
+        _row(pass_="backward", hopper=1.60, sdpa=1.70),
+        _row(pass_="fwd+bwd", sdpa=1.90),  # 0.25 of joins
+    ]
+    assert dispatch.choose_training(_problem()).path == "sdpa"  # 1.90 against 0.4 + 1.6 + 0.15
+    monkeypatch.setenv(dispatch.DISPATCH_ENV, "forward=hopper")
+    forced = dispatch.choose_training(_problem())
+    assert forced.path == "op" and "forces the forward to hopper" in forced.reason
+    monkeypatch.setenv(dispatch.DISPATCH_ENV, "forward=sdpa")
+    weighed = dispatch.choose_training(_problem())  # 1.90 against 0.45 + 1.6 + 0.15
+    assert weighed.path == "sdpa" and "estimated 1.900 ms" in weighed.reason
+    monkeypatch.setenv(dispatch.DISPATCH_ENV, "sdpa")
+    assert dispatch.choose_training(_problem()).path == "sdpa"
 
 
 def test_the_override_forces_a_path_or_says_why_not(monkeypatch, no_measurements):

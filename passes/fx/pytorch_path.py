@@ -39,8 +39,10 @@ def left_to_pytorch(tensors, padded: bool, runtime: str) -> str | None:
     training = any(v.requires_grad for v in values)
     try:
         # A training graph runs both passes: the choice over the step (`choose_training`), which also sees
-        # that the op's sdpa backward joins the token sets again where the original graph kept its joins.
-        choice = choose_training(problem) if training else choose(problem)
+        # that the op's sdpa backward joins the token sets again where the original graph kept its joins. No
+        # op layers at run time here (AOTAutograd traces them away). Eager numbers still: inductor may join
+        # for less than `torch.cat` does (benchmarks/NOTES-dispatch.md).
+        choice = choose_training(problem, op_layers_ms=0.0) if training else choose(problem)
     except ValueError:
         return None  # JOINTATTN_DISPATCH forces a path that cannot run the call: the op says so when called
     if choice.path != "sdpa" or not choice.measured:

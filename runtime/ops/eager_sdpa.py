@@ -1,10 +1,13 @@
-"""The eager SDPA shortcut: a plain eager call that the dispatcher sends to PyTorch's SDPA for every pass it will
-run skips the op's layers and runs cat -> SDPA -> slice itself, under PyTorch's own autograd.
+"""The eager SDPA shortcut: a plain eager call that the dispatcher sends to PyTorch's SDPA (the forward; with
+autograd recording, the step as the unfused graph runs it, `dispatch.choose_training`) skips the op's layers and
+runs cat -> SDPA -> slice itself, under PyTorch's own autograd.
 
 Why: at small sizes a call is host time, and the op's layers (argument checks, the dispatcher's description,
 torch.library's Python autograd wrapper, the backward op, output and gradient copies) cost 3-5x what the unfused
 graph costs (H200 host: 246 us vs 46 us per forward at (1, 8, 256, 77, 64), 2.3 ms vs 0.7 ms forward+backward).
-The dispatcher sends exactly those calls to PyTorch's SDPA, so the shortcut runs what the unfused graph runs.
+The shortcut runs what the unfused graph runs, where the dispatcher says the unfused graph is the faster: small
+calls, and training steps whose backward would run cuDNN's anyway (the op's sdpa backward would join the token
+sets again, which the unfused graph did once in its forward).
 
 What it keeps: the kernels of the op's "sdpa" path (PyTorch's own choice among cuDNN, flash and memory-efficient,
 with the log-sum-exp; the flash kernel on CPU); the op's argument checks and the dispatcher's choice, both cached
@@ -127,9 +130,9 @@ def _shared_valid_lengths(tensors, logical_n, logical_l) -> tuple[int, int] | No
 
 
 def _plan(tensors, scale, grad: bool, logical_n=None, logical_l=None) -> Plan | None:
-    """A signature's plan, or None where the dispatcher picks another path (checked once per signature: the
-    choice depends on shapes, dtype and device; a real call's layout only narrows the kernels' choice further,
-    and never away from SDPA)."""
+    """A signature's plan, or None where the dispatcher runs the op (`choose` for the forward; with autograd,
+    `choose_training` over the step). Checked once per signature: the choice depends on shapes, dtype and
+    device; a real call's layout only narrows the kernels' choice further, and never away from SDPA."""
     q, jq = tensors[0], tensors[3]
     shape = check_call(*tensors, "rear", scale, logical_n, logical_l, "auto")
     padded = logical_n is not None or logical_l is not None
