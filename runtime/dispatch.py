@@ -472,8 +472,8 @@ def choose_training(p: Problem, op_layers_ms: float = EAGER_OP_AUTOGRAD_MS) -> C
     picks it or is measured within `op_layers_ms` of it. A pass forced by `JOINTATTN_DISPATCH` to another path
     than sdpa keeps the op; one forced to sdpa is weighed as chosen.
 
-    Not seen by the estimate: a loss that reads lse, which the unfused graph differentiates through the exact
-    reference (`eager_sdpa._LseGradient`) rather than a kernel."""
+    Not seen by the estimate: a loss that reads lse (ring attention's merges), which costs the unfused graph one
+    more SDPA forward and backward (`eager_sdpa._LseGradient`), where our kernels take it in the same backward."""
     back = _replace(p, backward=True)
     forward, backward = choose(p), choose(back)
     if forward.path == backward.path == "sdpa":

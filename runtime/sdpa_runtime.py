@@ -154,7 +154,7 @@ def attention(q, k, v, scale: float):
     raise RuntimeError("joint_attention: no PyTorch SDPA kernel took this call")
 
 
-def _attention_backward(grad, q, k, v, out, lse, scale: float):
+def attention_backward(grad, q, k, v, out, lse, scale: float):
     """(dq, dk, dv) of SDPA on the joined tensors, from its output and the op's natural-log lse."""
     if q.device.type == "cpu":
         return aten._scaled_dot_product_flash_attention_for_cpu_backward(
@@ -261,7 +261,7 @@ def _valid_key_backward(call, out, joint_out, lse, grad_out, grad_joint_out, row
     o = torch.cat([_at(out, rows), _at(joint_out, rows)], dim=2)
     d_o = torch.cat([_at(grad_out, rows), _at(grad_joint_out, rows)], dim=2)
     keys = _joined_valid_keys(_at(call, rows), n_valid, l_valid)
-    return _attention_backward(d_o, *keys, o, _at(lse, rows), call.scale)
+    return attention_backward(d_o, *keys, o, _at(lse, rows), call.scale)
 
 
 def _zero_padded(g, size: int):

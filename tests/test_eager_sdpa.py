@@ -72,6 +72,23 @@ def test_the_lse_gradient_alone(sdpa_chosen):
         assert (a is None and w is None) or rel_err(a, w if w is not None else torch.zeros_like(a)) < 1e-5
 
 
+def test_the_lse_gradient_reads_q_and_k_only(sdpa_chosen):
+    """lse's gradient runs as SDPA(q, k, v=k) and its value gradient (`_LseGradient`): a NaN value never reaches
+    it, odd sizes and a scale other than 1/sqrt(dh) included."""
+    inputs = list(joint_inputs(2, 3, 13, 7, 24, seed=8))
+    inputs[2] = inputs[2].clone()
+    inputs[2][1, 2, 5, 3] = float("nan")
+    inputs = [t.requires_grad_() for t in inputs]
+    weights = torch.randn(2, 3, 20, generator=torch.Generator().manual_seed(9))
+    lse = jointattn.joint_attention(*inputs, scale=0.3)[2]
+    got = torch.autograd.grad((lse * weights).sum(), [inputs[i] for i in (0, 1, 3, 4)])
+    doubles = [t.detach().double().requires_grad_() for t in inputs]
+    want_lse = unfused_float64(*doubles, scale=0.3)[2]
+    want = torch.autograd.grad((want_lse * weights.double()).sum(), [doubles[i] for i in (0, 1, 3, 4)])
+    for a, w in zip(got, want):
+        assert torch.isfinite(a).all() and rel_err(a, w) < 1e-5
+
+
 def test_nan_reaches_what_it_reaches_in_the_unfused_graph(sdpa_chosen):
     inputs = list(joint_inputs(1, 2, 8, 5, 16, seed=6))
     inputs[5] = inputs[5].clone()
