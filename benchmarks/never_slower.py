@@ -173,9 +173,8 @@ def run_point(point, budget_ms, measure_paths=True, baselines_too=True, valid=No
                 budget_ms,
             )
 
-    if (
-        measure_paths
-    ):  # the step as the unfused graph runs it (the shortcut): `dispatch.choose_training`'s rows
+    if measure_paths:
+        # the step as the unfused graph runs it (the shortcut): `dispatch.choose_training`'s rows
         paths["fwd+bwd"] = {}
         with _env("JOINTATTN_DISPATCH", "sdpa"):
             paths["fwd+bwd"]["sdpa"] = _bench(ours_fwd_bwd, budget_ms)

@@ -4,8 +4,8 @@
 
 For each point (b, nh, N, L, dh[, valid text length]; bf16, the model layout) it profiles `--iters` forward +
 backward iterations of: the op as users get it (runtime="auto"), `JOINTATTN_DISPATCH=sdpa` (both passes on the
-sdpa path: the eager shortcut, i.e. the unfused graph with the op's checks and lse), and the PyTorch baseline never_slower.py finds best there (cat -> SDPA -> slice, or unpad -> SDPA -> pad for
-padded text). It prints per variant the wall time, the summed kernel time, the gap (host time the GPU waited
+sdpa path: the eager shortcut, i.e. the unfused graph with the op's checks and lse), and the PyTorch baseline
+never_slower.py finds best there (cat -> SDPA -> slice, or unpad -> SDPA -> pad for padded text). It prints per variant the wall time, the summed kernel time, the gap (host time the GPU waited
 for) and the kernels, per iteration, and writes `profile_point.json` under --out. Why: the never-slower sweep
 says how far apart two paths are, this says in which kernels (or in no kernel: the host).
 """

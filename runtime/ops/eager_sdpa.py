@@ -165,8 +165,9 @@ class _LseGradient(torch.autograd.Function):
 
     With P = softmax(scale * q k^T): d lse_i / d q_i = scale * (P k)_i and d lse_i / d k_j = scale * P_ij q_i,
     so dq = scale * dlse * SDPA(q, k, v=k) and dk = the value gradient of that SDPA for the output gradient
-    scale * dlse * q (P^T g): one SDPA forward and one backward on PyTorch's kernels, as fast as the step's own
-    backward, where the exact reference (blockwise, float32) is ~6x slower at Flux's size."""
+    scale * dlse * q (P^T g): one SDPA forward and one backward on PyTorch's kernels, where the exact reference
+    (blockwise float32 matmuls, which the ring's training steps at large sizes would otherwise run) costs
+    several times that (estimated from its float32 work, not timed)."""
 
     @staticmethod
     def forward(ctx, lse, qq, kk, scale):
