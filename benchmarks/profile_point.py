@@ -8,6 +8,10 @@ sdpa path: the eager shortcut, i.e. the unfused graph with the op's checks and l
 never_slower.py finds best there (cat -> SDPA -> slice, or unpad -> SDPA -> pad for padded text). It prints per variant the wall time, the summed kernel time, the gap (host time the GPU waited
 for) and the kernels, per iteration, and writes `profile_point.json` under --out. Why: the never-slower sweep
 says how far apart two paths are, this says in which kernels (or in no kernel: the host).
+
+Caveat: under the profiler the op must be seen as one op (`runtime/ops/contract.op_is_watched`), so the eager
+shortcut is off and the backward runs as the backward op, with its six gradient copies; plain eager calls skip
+both. The never-slower times are the ones to compare; this says where the kernels' time goes.
 """
 
 from __future__ import annotations
