@@ -260,14 +260,17 @@ def run_point(point, budget_ms, measure_paths=True, baselines_too=True, valid=No
 
 
 def _chosen_paths(inputs, padded):
-    """The dispatcher's choice per pass for these tensors, as the op's call makes it."""
+    """The dispatcher's choice per pass for these tensors, as the op's call makes it, and for a step with
+    autograd ("step": "sdpa" where the unfused graph runs both passes, `dispatch.choose_training`)."""
     from jointattn.runtime import dispatch
 
     scale = inputs[0].shape[-1] ** -0.5
-    return {
+    chosen = {
         name: dispatch.choose(dispatch.describe_tensors(inputs, scale, padded, backward=backward)).path
         for name, backward in (("forward", False), ("backward", True))
     }
+    chosen["step"] = dispatch.choose_training(dispatch.describe_meta(inputs[0], inputs[3], padded)).path
+    return chosen
 
 
 def table_rows(point, paths, arch):
