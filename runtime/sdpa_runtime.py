@@ -148,7 +148,9 @@ def attention(q, k, v, scale: float):
                 out, lse = torch._scaled_dot_product_efficient_attention(
                     q, k, v, None, True, 0.0, False, scale=scale
                 )[:2]
-            return out, lse.reshape(*lse.shape[:2], -1)[:, :, :s]
+            if lse.dim() != 3:  # cuDNN's [b, nh, S, 1]
+                lse = lse.reshape(*lse.shape[:2], -1)
+            return out, lse if lse.shape[2] == s else lse[:, :, :s]  # the efficient kernel's rows come in 32s
         except RuntimeError as error:  # a refusal: the next kernel computes the same function
             _refused(backend, "forward", q, error)
     raise RuntimeError("joint_attention: no PyTorch SDPA kernel took this call")
