@@ -5,10 +5,23 @@
 #   host: the tests, then host_overhead only)
 #   bash benchmarks/run_gpu_checks.sh sparse   (the sparse op's tests, then benchmarks/sparse.py --quick; SPARSE_ARGS
 #   replaces --quick, e.g. SPARSE_ARGS="--e2e" for the full run with real-size Mochi)
+#   bash benchmarks/run_gpu_checks.sh step     (the training step's rule: the eager shortcut's, the dispatcher's, the
+#   padded sdpa path's and the FX pass's GPU tests, then never_slower.py at the step points without per-path times)
 set -o pipefail
 mode=${1:-all}
 source benchmarks/device_env.sh
 t0=$SECONDS
+if [ "$mode" = step ]; then
+  pytest -q -n 8 -p no:cacheprovider tests/test_eager_sdpa.py tests/test_dispatch.py tests/test_sdpa_padded.py \
+    tests/test_pytorch_path.py 2>&1 | tee "$OUT/step_tests.log" | tail -6
+  status=$?
+  echo "step tests: $((SECONDS - t0)) s"
+  python3 benchmarks/never_slower.py --no-paths --budget-ms 25 --limit-s 240 --out "$OUT" --points 2,38,4096,333,64 \
+    1,24,4096,512,128 1,24,4096,512,128,77 2,24,4096,333,64,77 1,24,44520,256,128,100 2>"$OUT/never_slower.err" \
+    | tee "$OUT/never_slower.log" | tail -14
+  echo "step never slower: $((SECONDS - t0)) s"
+  exit $status
+fi
 if [ "$mode" = sparse ]; then
   pytest -q -p no:cacheprovider tests/test_sparse_hopper.py tests/test_sparse_triton.py tests/test_sparse_op.py tests/test_sparse_compile.py \
     tests/test_sparse_patterns.py 2>&1 | tee "$OUT/sparse_tests.log" | tail -15
