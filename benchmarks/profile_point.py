@@ -45,7 +45,9 @@ def _variants(ts, grads, lengths, valid):
 
     def ours():
         o, jo, _ = jointattn.joint_attention(*ts, logical_l=lengths)
-        torch.autograd.backward((o, jo), grads)
+        torch.autograd.grad(
+            (o, jo), ts, grads
+        )  # returned, not accumulated: q, k, v are not leaves in a model
 
     def baseline():
         keep = ts[3].shape[2] if valid is None else valid
@@ -53,7 +55,7 @@ def _variants(ts, grads, lengths, valid):
         k = torch.cat([ts[1], ts[4][:, :, :keep]], 2)
         v = torch.cat([ts[2], ts[5][:, :, :keep]], 2)
         o = F.scaled_dot_product_attention(q, k, v)
-        torch.autograd.backward((o[:, :, :n], o[:, :, n:]), grads)
+        torch.autograd.grad((o[:, :, :n], o[:, :, n:]), ts, grads)
 
     return {"ours[auto]": ours, "ours[sdpa]": ("sdpa", ours), "baseline": baseline}
 

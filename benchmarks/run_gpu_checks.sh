@@ -19,8 +19,10 @@ if [ "$mode" = step ]; then
   python3 benchmarks/never_slower.py --no-paths --budget-ms 25 --limit-s 240 --out "$OUT" --points 2,38,4096,333,64 \
     1,24,4096,512,128 1,24,4096,512,128,77 2,24,4096,333,64,77 1,24,44520,256,128,100 2>"$OUT/never_slower.err" \
     | tee "$OUT/never_slower.log" | tail -14
+  ns=$?
+  [ $ns -eq 0 ] || tail -5 "$OUT/never_slower.err"
   echo "step never slower: $((SECONDS - t0)) s"
-  exit $status
+  exit $(( status || ns ))
 fi
 if [ "$mode" = sparse ]; then
   pytest -q -p no:cacheprovider tests/test_sparse_hopper.py tests/test_sparse_triton.py tests/test_sparse_op.py tests/test_sparse_compile.py \

@@ -181,7 +181,11 @@ class _LseGradient(torch.autograd.Function):
         weight = ctx.scale * grad_lse.float()[..., None]
         p_k, lse = sdpa_runtime.attention(qq, kk, kk, ctx.scale)  # P k, and the same lse
         dq = (weight * p_k.float()).to(qq.dtype)
-        dk = sdpa_runtime.attention_backward(
-            (weight * qq.float()).to(qq.dtype), qq, kk, kk, p_k, lse, ctx.scale
-        )[2]
-        return None, dq, dk.to(kk.dtype), None
+        # The kernel's output gradient is in q's dtype: weights scaled per (batch, head) by a power of two to at
+        # most 1 first (exact in float32), so that small ones keep fp16's precision, and dk scaled back after.
+        peak = weight.abs().amax(dim=(2, 3), keepdim=True)
+        usable = torch.isfinite(peak) & (peak > 0)
+        unit = torch.where(usable, torch.exp2(torch.ceil(torch.log2(peak.clamp_min(1e-38)))), 1.0)
+        g = (weight / unit * qq.float()).to(qq.dtype)
+        dk = sdpa_runtime.attention_backward(g, qq, kk, kk, p_k, lse, ctx.scale)[2]
+        return None, dq, (dk.float() * unit).to(kk.dtype), None
