@@ -17,12 +17,13 @@ both. The never-slower times are the ones to compare; this says where the kernel
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import pathlib
 
 import torch
 import torch.nn.functional as F
+from never_slower import _env
 from profile_model import _profile
 
 
@@ -57,7 +58,8 @@ def _variants(ts, grads, lengths, valid):
         o = F.scaled_dot_product_attention(q, k, v)
         torch.autograd.grad((o[:, :, :n], o[:, :, n:]), ts, grads)
 
-    return {"ours[auto]": ours, "ours[sdpa]": ("sdpa", ours), "baseline": baseline}
+    # name -> (JOINTATTN_DISPATCH for it, or None, the step)
+    return {"ours[auto]": (None, ours), "ours[sdpa]": ("sdpa", ours), "baseline": (None, baseline)}
 
 
 def _repeat(fn, iters):
@@ -73,20 +75,9 @@ def profile_point(point, iters):
     valid = rest[0] if rest else None
     ts, grads, lengths = _inputs(b, nh, n, l, dh, valid)
     result = {}
-    for name, fn in _variants(ts, grads, lengths, valid).items():
-        forced = None
-        if isinstance(fn, tuple):
-            forced, fn = fn
-        before = os.environ.get("JOINTATTN_DISPATCH")
-        if forced:
-            os.environ["JOINTATTN_DISPATCH"] = forced
-        try:
+    for name, (forced, fn) in _variants(ts, grads, lengths, valid).items():
+        with _env("JOINTATTN_DISPATCH", forced) if forced else contextlib.nullcontext():
             prof = _profile(_repeat(fn, iters), grad=True)
-        finally:  # the caller's own setting back
-            if before is None:
-                os.environ.pop("JOINTATTN_DISPATCH", None)
-            else:
-                os.environ["JOINTATTN_DISPATCH"] = before
         per = {
             k: round(v / iters, 4)
             for k, v in (("wall_ms", prof["wall_ms"]), ("kernel_ms", prof["kernel_ms"]))

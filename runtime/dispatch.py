@@ -447,8 +447,14 @@ EAGER_OP_AUTOGRAD_MS = 0.15
 
 def measured_times(p: Problem) -> dict[str, float]:
     """Each path's time (ms) at the measured point nearest `p`, estimates included; empty where none applies."""
+    return _supported_times(p)[0]
+
+
+def _supported_times(p: Problem) -> tuple[dict[str, float], dict | None]:
+    """(each path that can run `p`: its time at the nearest measured point, estimates included; that point's
+    row), or ({}, None)."""
     found = _measured(p, [path for path in PATHS if unsupported(path, p) is None])
-    return found[0] if found else {}
+    return (found[0], found[1]) if found else ({}, None)
 
 
 def choose_training(p: Problem, op_layers_ms: float = EAGER_OP_AUTOGRAD_MS) -> Choice:
@@ -474,7 +480,7 @@ def choose_training(p: Problem, op_layers_ms: float = EAGER_OP_AUTOGRAD_MS) -> C
 
     Not seen by the estimate: a loss that reads lse (ring attention's merges), which costs the unfused graph one
     more SDPA forward and backward (`eager_sdpa._LseGradient`), where our kernels take it in the same backward."""
-    back = _replace(p, backward=True)
+    back = dataclasses.replace(p, backward=True)
     forward, backward = choose(p), choose(back)
     if forward.path == backward.path == "sdpa":
         return Choice(
@@ -518,10 +524,6 @@ def choose_training(p: Problem, op_layers_ms: float = EAGER_OP_AUTOGRAD_MS) -> C
     )
 
 
-def _replace(p: Problem, **changes) -> Problem:
-    return dataclasses.replace(p, **changes)
-
-
 def _work(b_nh: int, n: int, l: int, dh: int) -> int:  # noqa: E741
     """Attention work of a point, up to a constant: what a pass's time scales with away from the host-bound
     sizes."""
@@ -531,10 +533,9 @@ def _work(b_nh: int, n: int, l: int, dh: int) -> int:  # noqa: E741
 def _times_here(p: Problem) -> dict[str, float]:
     """Each supported path's time at its nearest measured point (estimates included), scaled to `p` by
     attention work."""
-    found = _measured(p, [path for path in PATHS if unsupported(path, p) is None])
-    if found is None:
+    timed, row = _supported_times(p)
+    if row is None:
         return {}
-    timed, row, _ = found
     scale = _work(p.b * p.nh, p.n, p.l, p.dh) / max(1, _work(row["b_nh"], row["n"], row["l"], p.dh))
     return {path: ms * scale for path, ms in timed.items()}
 

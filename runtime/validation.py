@@ -113,18 +113,29 @@ def check_length_arg(name: str, value, shape: JointShape, device: torch.device) 
 _STAMP = "_jointattn_lengths_checked"
 
 
-def _checked_before(value: torch.Tensor, limit: int) -> bool:
+def _stamped(value: torch.Tensor, name: str):
+    """What `_stamp` left on `value` under `name`, if the tensor is unchanged since (same version and storage);
+    else None (also for a tensor without storage or version, as under inference mode: never stamped)."""
     try:
-        return getattr(value, _STAMP, None) == (value._version, value.data_ptr(), limit)
-    except RuntimeError:  # a tensor without storage or version: check it every time
-        return False
+        stamp = getattr(value, name, None)
+        return stamp[2] if stamp is not None and stamp[:2] == (value._version, value.data_ptr()) else None
+    except RuntimeError:
+        return None
+
+
+def _stamp(value: torch.Tensor, name: str, payload) -> None:
+    try:
+        setattr(value, name, (value._version, value.data_ptr(), payload))
+    except (AttributeError, RuntimeError):
+        pass
+
+
+def _checked_before(value: torch.Tensor, limit: int) -> bool:
+    return _stamped(value, _STAMP) == limit
 
 
 def _remember_checked(value: torch.Tensor, limit: int) -> None:
-    try:
-        setattr(value, _STAMP, (value._version, value.data_ptr(), limit))
-    except (AttributeError, RuntimeError):
-        pass
+    _stamp(value, _STAMP, limit)
 
 
 def check_length_values(name: str, value: torch.Tensor, limit: int, seq: str) -> None:
@@ -168,23 +179,11 @@ _HOST_STAMP = "_jointattn_host_lengths"
 def host_lengths(value: torch.Tensor) -> tuple[int, ...]:
     """The per-batch lengths as ints: read from the device once per tensor and version (a host sync on a GPU),
     then from the tensor's stamp; an in-place write bumps the version and they are read again."""
-    try:
-        version = (value._version, value.data_ptr())
-    except RuntimeError:  # a tensor without storage or version (inference mode): read it every time
-        return tuple(int(x) for x in value.tolist())
-    stamp = getattr(value, _HOST_STAMP, None)
-    if stamp is not None and stamp[:2] == version:
-        return stamp[2]
-    values = tuple(int(x) for x in value.tolist())
-    _stamp_host_lengths(value, values)
+    values = _stamped(value, _HOST_STAMP)
+    if values is None:
+        values = tuple(int(x) for x in value.tolist())
+        _stamp(value, _HOST_STAMP, values)
     return values
-
-
-def _stamp_host_lengths(value: torch.Tensor, values: tuple[int, ...]) -> None:
-    try:
-        setattr(value, _HOST_STAMP, (value._version, value.data_ptr(), values))
-    except (AttributeError, RuntimeError):
-        pass
 
 
 _FULL_LENGTHS: dict = {}
@@ -207,5 +206,5 @@ def as_length_tensor(value, b: int, full: int, device) -> torch.Tensor | None:
         if len(_FULL_LENGTHS) > 256:
             _FULL_LENGTHS.clear()
         made = _FULL_LENGTHS[key] = torch.full((b,), int(value), dtype=torch.int32, device=device)
-        _stamp_host_lengths(made, (int(value),) * b)  # known here: no device read later
+        _stamp(made, _HOST_STAMP, (int(value),) * b)  # known here: no device read later
     return made

@@ -45,11 +45,10 @@ _PLANS: dict = {}
 
 @dataclass(frozen=True)
 class Plan:
-    """What one call signature needs at run time: the resolved scale, N and whether lengths cut the keys."""
+    """What one call signature needs at run time: the resolved scale and N."""
 
     scale: float
     n: int
-    padded: bool = False
 
 
 def try_joint_attention(
@@ -92,7 +91,7 @@ def try_joint_attention(
     if plan is None:
         return None
     cut = None
-    if plan.padded:
+    if logical_n is not None or logical_l is not None:
         cut = _shared_valid_lengths(tensors, logical_n, logical_l)
         if cut is None:
             return None
@@ -143,7 +142,7 @@ def _plan(tensors, scale, grad: bool, logical_n=None, logical_l=None) -> Plan | 
         return None
     if path != "sdpa":
         return None
-    return Plan(float(scale) if scale is not None else shape.dh**-0.5, shape.n, padded)
+    return Plan(float(scale) if scale is not None else shape.dh**-0.5, shape.n)
 
 
 def _run(tensors, plan: Plan, grad: bool, cut: tuple[int, int] | None = None):
