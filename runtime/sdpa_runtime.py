@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from .call import JointCall
+from .join import join_pairs
 from .validation import host_lengths
 
 aten = torch.ops.aten
@@ -60,18 +61,18 @@ def unsupported(call, *, backward: bool = False, grad_lse=None) -> str | None:
     return path_unsupported("sdpa", describe(call, backward=backward, grad_lse=grad_lse))
 
 
-def _joined_valid_keys(call, n_valid: int, l_valid: int):
-    """q of every row; k and v of the valid keys of both sets (unpad; a whole set is taken as it is)."""
-    q = torch.cat([call.q, call.joint_q], dim=2)
-    k, v = (
-        torch.cat([first(a, n_valid), first(c, l_valid)], dim=2)
-        for a, c in ((call.k, call.joint_k), (call.v, call.joint_v))
+def _joined_valid_keys(call, n_valid: int, l_valid: int, *more) -> list:
+    """q of every row; k and v of the valid keys of both sets (unpad; a whole set is taken as it is); then each
+    further (spatial, joint) pair of `more` whole. One launch for all (`join.join_pairs`)."""
+    n, l = call.q.shape[2], call.joint_q.shape[2]  # noqa: E741
+    return join_pairs(
+        [
+            (call.q, call.joint_q, n, l),
+            (call.k, call.joint_k, n_valid, l_valid),
+            (call.v, call.joint_v, n_valid, l_valid),
+            *((a, c, n, l) for a, c in more),
+        ]
     )
-    return q, k, v
-
-
-def first(t, size: int):
-    return t if size == t.shape[2] else t.narrow(2, 0, size)
 
 
 def length_runs(b: int, n: int, l: int, logical_n, logical_l) -> list[tuple[slice, int, int]]:  # noqa: E741
@@ -260,10 +261,14 @@ class SdpaRuntime:
 
 def _valid_key_backward(call, out, joint_out, lse, grad_out, grad_joint_out, rows, n_valid, l_valid):
     """(dq of every row, dk and dv of the valid keys) of the batch entries `rows`, which share these lengths."""
-    o = torch.cat([_at(out, rows), _at(joint_out, rows)], dim=2)
-    d_o = torch.cat([_at(grad_out, rows), _at(grad_joint_out, rows)], dim=2)
-    keys = _joined_valid_keys(_at(call, rows), n_valid, l_valid)
-    return attention_backward(d_o, *keys, o, _at(lse, rows), call.scale)
+    q, k, v, o, d_o = _joined_valid_keys(
+        _at(call, rows),
+        n_valid,
+        l_valid,
+        (_at(out, rows), _at(joint_out, rows)),
+        (_at(grad_out, rows), _at(grad_joint_out, rows)),
+    )
+    return attention_backward(d_o, q, k, v, o, _at(lse, rows), call.scale)
 
 
 def _zero_padded(g, size: int):

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .. import dispatch, sdpa_runtime
+from .. import dispatch, join, sdpa_runtime
 from .contract import check_call, op_is_watched
 
 _MAX_PLANS = 1024
@@ -149,13 +149,40 @@ def _run(tensors, plan: Plan, grad: bool, cut: tuple[int, int] | None = None):
     q, k, v, jq, jk, jv = tensors
     if cut is not None:  # the valid keys alone
         k, v, jk, jv = (
-            sdpa_runtime.first(t, size) for t, size in ((k, cut[0]), (v, cut[0]), (jk, cut[1]), (jv, cut[1]))
+            join.first(t, size) for t, size in ((k, cut[0]), (v, cut[0]), (jk, cut[1]), (jv, cut[1]))
         )
-    qq, kk, vv = torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
+    pairs = [(a, c, a.shape[2], c.shape[2]) for a, c in ((q, jq), (k, jk), (v, jv))]
+    if not grad:
+        qq, kk, vv = join.join_pairs(pairs)
+    elif join.kernel_takes(pairs):
+        qq, kk, vv = _JoinedSets.apply(q, jq, k, jk, v, jv)
+    else:  # small: torch.cat's host time is the lower
+        qq, kk, vv = torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
     o, lse = sdpa_runtime.attention(qq, kk, vv, plan.scale)
     if grad:
         lse = _LseGradient.apply(lse, qq, kk, plan.scale)
     return o.narrow(2, 0, plan.n), o.narrow(2, plan.n, o.shape[2] - plan.n), lse
+
+
+class _JoinedSets(torch.autograd.Function):
+    """The joined q, k and v of a large call in one launch (`join.join_pairs`), differentiable as torch.cat is:
+    each set's gradient is its slice of the joined one's."""
+
+    @staticmethod
+    def forward(ctx, q, jq, k, jk, v, jv):
+        ctx.rows = (q.shape[2], k.shape[2])
+        return tuple(
+            join.join_pairs([(a, c, a.shape[2], c.shape[2]) for a, c in ((q, jq), (k, jk), (v, jv))])
+        )
+
+    @staticmethod
+    def backward(ctx, gq, gk, gv):
+        n, n_keys = ctx.rows
+        return tuple(
+            part
+            for g, rows in ((gq, n), (gk, n_keys), (gv, n_keys))
+            for part in ((None, None) if g is None else (g[:, :, :rows], g[:, :, rows:]))
+        )
 
 
 class _LseGradient(torch.autograd.Function):

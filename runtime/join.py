@@ -1,0 +1,76 @@
+"""The sdpa path's joins: pairs of token sets concatenated along the sequence, in one launch where it pays.
+
+`join_pairs([(a, b, rows_a, rows_b), ...])` returns cat([a[:, :, :rows_a], b[:, :, :rows_b]], dim=2) for each
+pair (contiguous). Large calls on a GPU go to one Triton launch (`kernels/join_sets.py`: ~4x torch.cat's speed
+on the model's strided layouts); small ones, CPU tensors and anything the kernel does not take go to torch.cat,
+whose host time is lower (a small call's joins are host time, not copy time).
+"""
+
+from __future__ import annotations
+
+import torch
+
+MAX_PAIRS = 5
+# Joined bytes from which the kernel runs: below it the copies take less than a launch's host time saved by
+# torch.cat's cheaper calls (~10 µs of copying at torch.cat's 0.7 TB/s).
+KERNEL_MIN_BYTES = 8 << 20
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def join_pairs(pairs) -> list[torch.Tensor]:
+    """The joined tensors of `pairs` ((a, b, rows_a, rows_b): [b, nh, >= rows_a, dh] and [b, nh, >= rows_b, dh]
+    of one dtype, device, batch, heads and head size), in order."""
+    if kernel_takes(pairs):
+        return launch_join(pairs)
+    return [torch.cat([first(a, ra), first(b, rb)], dim=2) for a, b, ra, rb in pairs]
+
+
+def first(t, rows: int):
+    """t's first `rows` tokens (itself when that is all of them)."""
+    return t if rows == t.shape[2] else t.narrow(2, 0, rows)
+
+
+def kernel_takes(pairs) -> bool:
+    """Whether `join_pairs` runs these pairs as one kernel launch (large, on a GPU, a dtype and size it takes)."""
+    a = pairs[0][0]
+    if a.device.type != "cuda" or a.dtype not in _DTYPES or len(pairs) > MAX_PAIRS or a.shape[3] > 256:
+        return False
+    joined = sum(ra + rb for _, _, ra, rb in pairs) * a.shape[0] * a.shape[1] * a.shape[3] * a.element_size()
+    return joined >= KERNEL_MIN_BYTES and _triton_ready()
+
+
+def _triton_ready() -> bool:
+    try:
+        from ..kernels.join_sets import join_sets_kernel  # noqa: F401
+    except ImportError:  # pragma: no cover - no Triton on this machine
+        return False
+    return True
+
+
+def launch_join(pairs) -> list[torch.Tensor]:
+    """`join_pairs` through the Triton kernel (any device Triton runs on, the interpreter included)."""
+    import triton
+
+    from ..kernels.join_sets import join_sets_kernel
+    from . import fast_launch
+
+    if not 1 <= len(pairs) <= MAX_PAIRS:
+        raise ValueError(f"launch_join: pairs must number 1 to {MAX_PAIRS}, got {len(pairs)}")
+    b, nh, _, dh = pairs[0][0].shape
+    outs = [a.new_empty(b, nh, ra + rb, dh) for a, _, ra, rb in pairs]
+    padded = list(pairs) + [pairs[0]] * (MAX_PAIRS - len(pairs))  # never read: the grid stops at len(pairs)
+    tensors, rows, strides = [], [], []
+    for (a, jb, ra, rb), o in zip(padded, outs + [outs[0]] * (MAX_PAIRS - len(outs)), strict=True):
+        tensors += [a, jb, o]
+        rows += [ra, rb]
+        strides += [*a.stride(), *jb.stride()]
+    block_d = triton.next_power_of_2(dh)
+    block_r = max(8192 // block_d, 16)
+    longest = max(ra + rb for _, _, ra, rb in pairs)
+    if longest == 0 or b * nh == 0:
+        return outs
+    grid = (triton.cdiv(longest, block_r), b * nh, len(pairs))
+    fast_launch.launch(
+        join_sets_kernel, grid, *tensors, *rows, *strides, nh, HEAD_DIM=dh, BLOCK_R=block_r, BLOCK_D=block_d
+    )
+    return outs
