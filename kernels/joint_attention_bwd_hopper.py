@@ -152,6 +152,10 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
     dv = gl.zeros([KEYS_PER_WG, HEAD_DIM], gl.float32, layout=kv_layout)
     st_zero = gl.zeros([KEYS_PER_WG, BLOCK_M], gl.float32, layout=st_layout)
     dq_zero = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, layout=dq_layout)
+    DQ_CHUNK: gl.constexpr = 64 if HEAD_DIM > 64 else HEAD_DIM  # unsplit dQ: columns per product
+    dq_chunk_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                              instr_shape=[16, DQ_CHUNK, 16])
+    dq_chunk_zero = gl.zeros([BLOCK_M, DQ_CHUNK], gl.float32, layout=dq_chunk_layout)
     stats = (bz.to(gl.int64) * H + h) * (N + L)
     q_idx = gl.arange(0, BLOCK_M, layout=gl.BlockedLayout([1], [32], [4], [0]))
 
@@ -178,14 +182,16 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
             dpt = warpgroup_mma(v_w, do_buf.permute((1, 0)), st_zero, use_acc=False, is_async=True)
             m = gl.convert_layout(m, query_of_st)
             delta = gl.convert_layout(delta, query_of_st)
-            st, dpt = warpgroup_mma_wait(num_outstanding=0, deps=(st, dpt))
-
+            # Pᵀ while dPᵀ is still on the tensor cores, and dV's product issued before waiting for dPᵀ (wgmma
+            # waits are in order: at most one product outstanding lets the later one run on).
+            st = warpgroup_mma_wait(num_outstanding=1, deps=(st,))
             pt = gl.exp2(st * qk_scale - m[None, :])
             pt = gl.where(key_ok[:, None], pt, 0.0)
-            dst = pt * (dpt - delta[None, :])
             pt_op = gl.convert_layout(pt.to(dtype), op_layout)
-            dst_op = gl.convert_layout(dst.to(dtype), op_layout)
             dv = warpgroup_mma(pt_op, do_buf, dv, is_async=True)
+            dpt = warpgroup_mma_wait(num_outstanding=1, deps=(dpt,))
+            dst = pt * (dpt - delta[None, :])
+            dst_op = gl.convert_layout(dst.to(dtype), op_layout)
             dk = warpgroup_mma(dst_op, q_buf, dk, is_async=True)
             if SPLIT_DQ:
                 # dSᵀ to shared memory for both warpgroups: once the other has read the previous one (ds_free;
@@ -205,15 +211,24 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
                 dv, dk, dq, pt_op, dst_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, dq, pt_op, dst_op))
                 mbarrier.arrive(ds_free.index(1 - C), count=1)  # the other's dSᵀ read
             else:
+                # This warpgroup's keys' part of every column, DQ_CHUNK columns at a time: the accumulator of a
+                # chunk is all the registers dQ holds (half of a whole dh-128 tile, which would serialize the
+                # wgmmas for lack of registers).
                 ds_w.store(dst.to(dtype))
                 fence_async_shared()
-                dq = warpgroup_mma(ds_w.permute((1, 0)), k_w, dq_zero, use_acc=False, is_async=True)
-                dv, dk, dq, pt_op, dst_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, dq, pt_op, dst_op))
+                tma.store_wait(pendings=0)  # the previous tile's reduce has read dq_w
+                for c in gl.static_range(HEAD_DIM // DQ_CHUNK):
+                    dq = warpgroup_mma(ds_w.permute((1, 0)), k_w.slice(c * DQ_CHUNK, DQ_CHUNK, dim=1),
+                                       dq_chunk_zero, use_acc=False, is_async=True)
+                    dq = warpgroup_mma_wait(num_outstanding=0, deps=(dq,))  # in order: dV and dK are done too
+                    dq_w.reshape([BLOCK_M, DQ_COLS]).slice(c * DQ_CHUNK, DQ_CHUNK, dim=1).store(dq * scale)
+                dv, dk, pt_op, dst_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, pt_op, dst_op))
             mbarrier.arrive(qdo_empty.index(s), count=1)  # Q, dO of stage s consumed
 
             # Rows past the set's end hold zeros (P = 0 there) and the reduce clips them at the tensor's end.
-            tma.store_wait(pendings=0)  # the previous tile's reduce has read dq_w
-            dq_w.reshape([BLOCK_M, DQ_COLS]).store(dq * scale)  # dQ = scale * dS K
+            if SPLIT_DQ:
+                tma.store_wait(pendings=0)  # the previous tile's reduce has read dq_w
+                dq_w.reshape([BLOCK_M, DQ_COLS]).store(dq * scale)  # dQ = scale * dS K
             fence_async_shared()
             col0 = C * DQ_COLS if SPLIT_DQ else 0
             if in_a:

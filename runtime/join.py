@@ -11,9 +11,12 @@ from __future__ import annotations
 import torch
 
 MAX_PAIRS = 5
-# Joined bytes from which the kernel runs: below it the copies take less than a launch's host time saved by
-# torch.cat's cheaper calls (~10 µs of copying at torch.cat's 0.7 TB/s).
-KERNEL_MIN_BYTES = 8 << 20
+# Joined bytes from which the kernel runs. Below, a call is host time: the kernel's launch (~70 µs of Triton's
+# binder for its 80 arguments on the H200's host) costs more than torch.cat's (~7 µs a join), and the copies it
+# saves (torch.cat moves ~0.68 TB/s, the kernel 3-3.8) are shorter than that: at (2, 24, 1024, 333, 64) the forward's
+# three joins (25 MB) ran 0.197 ms a call through the kernel against 0.138 through torch.cat
+# (`benchmarks/results/join-h200.json`, `never_slower-join-h200.json`).
+KERNEL_MIN_BYTES = 64 << 20
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 

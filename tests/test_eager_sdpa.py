@@ -63,13 +63,18 @@ def test_gradients_of_all_six_inputs_and_through_lse_match_float64(sdpa_chosen):
         assert rel_err(a, w) < 1e-5, name
 
 
-def test_the_lse_gradient_alone(sdpa_chosen):
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_the_lse_gradient_alone_covers_all_six_inputs_on_either_path(sdpa_chosen, shortcut):
+    """The values get zero gradients (lse does not depend on them) whether the shortcut or the op (here its
+    reference runtime) ran the call: which one runs must not change what autograd returns."""
     inputs = joint_inputs(1, 2, 9, 4, 8, requires_grad=True, seed=5)
-    got = torch.autograd.grad(jointattn.joint_attention(*inputs)[2].sum(), inputs, allow_unused=True)
+    out, joint_out, lse = jointattn.joint_attention(*inputs, runtime="auto" if shortcut else "reference")
+    assert _shortcut_ran(out, joint_out) == shortcut
+    got = torch.autograd.grad(lse.sum(), inputs)
     doubles = [t.detach().double().requires_grad_() for t in inputs]
     want = torch.autograd.grad(unfused_float64(*doubles)[2].sum(), doubles, allow_unused=True)
-    for a, w in zip(got, want):
-        assert (a is None and w is None) or rel_err(a, w if w is not None else torch.zeros_like(a)) < 1e-5
+    for a, w in zip(got, want, strict=True):
+        assert torch.count_nonzero(a) == 0 if w is None else rel_err(a, w) < 1e-5
 
 
 def test_the_lse_gradient_reads_q_and_k_only(sdpa_chosen):

@@ -13,6 +13,7 @@ import jointattn
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32
+TOL = 2e-2 if DEVICE == "cuda" else 1e-5  # against float64: bf16 kernels on the GPU, float32 on CPU
 
 
 def _model_layout(b, nh, s, dh, seed):
@@ -25,7 +26,14 @@ def _model_layout(b, nh, s, dh, seed):
     "b,nh,n,l,dh,cuts",
     [
         (2, 3, 13, 7, 16, [(13, 7)]),  # one pair, whole sets
-        (1, 2, 9, 5, 24, [(9, 5), (4, 2), (4, 2), (9, 5), (9, 5)]),  # five pairs, the keys cut (dh not a power of 2)
+        (
+            1,
+            2,
+            9,
+            5,
+            24,
+            [(9, 5), (4, 2), (4, 2), (9, 5), (9, 5)],
+        ),  # five pairs, the keys cut (dh not a power of 2)
         (2, 1, 0, 6, 8, [(0, 6), (0, 3)]),  # no spatial tokens
         (1, 2, 70, 3, 8, [(70, 3), (70, 0)]),  # more rows than one program's block; an empty second set
     ],
@@ -77,22 +85,24 @@ def _check_against_float64(out, joint_out, lse, inputs, clean, ref, tol):
 @pytest.mark.parametrize("logical_l", [None, torch.tensor([4, 4])])
 def test_sdpa_path_with_the_kernel_matches_float64(kernel_forced, logical_l):
     """The op's sdpa runtime (not the eager shortcut, which `runtime="auto"` may take)."""
-    inputs = [t.requires_grad_() for t in joint_inputs(2, 3, 11, 6, 16, seed=3)]
-    out, joint_out, lse = jointattn.joint_attention(*inputs, logical_l=logical_l, scale=0.3, runtime="sdpa")
+    inputs = [t.requires_grad_() for t in joint_inputs(2, 3, 11, 6, 16, seed=3, device=DEVICE, dtype=DTYPE)]
+    out, joint_out, lse = jointattn.joint_attention(
+        *inputs, logical_l=None if logical_l is None else logical_l.to(DEVICE), scale=0.3, runtime="sdpa"
+    )
     clean = [t.detach().double().requires_grad_() for t in inputs]
-    ref = unfused_float64(*clean, logical_l=logical_l, scale=0.3)
-    _check_against_float64(out, joint_out, lse, inputs, clean, ref, 1e-5)
+    ref = unfused_float64(*clean, logical_l=None if logical_l is None else logical_l.to(DEVICE), scale=0.3)
+    _check_against_float64(out, joint_out, lse, inputs, clean, ref, TOL)
     assert kernel_forced == [3, 5]  # the forward's q, k, v; the backward's q, k, v, out, dO
 
 
 def test_the_shortcuts_joined_sets_are_differentiable_as_cat(monkeypatch, kernel_forced):
     """The eager shortcut's training call (`_JoinedSets`): gradients are the slices of the joined ones."""
-    inputs = [t.requires_grad_() for t in joint_inputs(2, 2, 9, 5, 8, seed=4)]
+    inputs = [t.requires_grad_() for t in joint_inputs(2, 2, 9, 5, 8, seed=4, device=DEVICE, dtype=DTYPE)]
     plan = eager_sdpa.Plan(scale=0.5, n=9)
     out, joint_out, lse = eager_sdpa._run(inputs, plan, grad=True)
     clean = [t.detach().double().requires_grad_() for t in inputs]
     ref = unfused_float64(*clean, scale=0.5)
-    _check_against_float64(out, joint_out, lse, inputs, clean, ref, 1e-5)
+    _check_against_float64(out, joint_out, lse, inputs, clean, ref, TOL)
     assert kernel_forced == [3]
 
 

@@ -160,7 +160,7 @@ def _run(tensors, plan: Plan, grad: bool, cut: tuple[int, int] | None = None):
         qq, kk, vv = torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
     o, lse = sdpa_runtime.attention(qq, kk, vv, plan.scale)
     if grad:
-        lse = _LseGradient.apply(lse, qq, kk, plan.scale)
+        lse = _LseGradient.apply(lse, qq, kk, vv, plan.scale)
     return o.narrow(2, 0, plan.n), o.narrow(2, plan.n, o.shape[2] - plan.n), lse
 
 
@@ -193,11 +193,13 @@ class _LseGradient(torch.autograd.Function):
     so dq = scale * dlse * SDPA(q, k, v=k) and dk = the value gradient of that SDPA for the output gradient
     scale * dlse * q (P^T g): one SDPA forward and one backward on PyTorch's kernels, where the exact reference
     (blockwise float32 matmuls, which the ring's training steps at large sizes would otherwise run) costs
-    several times that (estimated from its float32 work, not timed)."""
+    several times that (estimated from its float32 work, not timed). The values get zeros, as from the op (whose
+    gradients always cover all six inputs): lse alone differentiated in v gives zeros, not an unused-input error."""
 
     @staticmethod
-    def forward(ctx, lse, qq, kk, scale):
+    def forward(ctx, lse, qq, kk, vv, scale):
         ctx.save_for_backward(qq, kk)
+        ctx.v_shape = vv.shape
         ctx.scale = scale
         return lse
 
@@ -214,4 +216,4 @@ class _LseGradient(torch.autograd.Function):
         unit = torch.where(usable, torch.exp2(torch.ceil(torch.log2(peak.clamp_min(1e-38)))), 1.0)
         g = (weight / unit * qq.float()).to(qq.dtype)
         dk = sdpa_runtime.attention_backward(g, qq, kk, kk, p_k, lse, ctx.scale)[2]
-        return None, dq, (dk.float() * unit).to(kk.dtype), None
+        return None, dq, (dk.float() * unit).to(kk.dtype), kk.new_zeros(ctx.v_shape), None
