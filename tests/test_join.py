@@ -75,7 +75,7 @@ def _check_against_float64(out, joint_out, lse, inputs, clean, ref, tol):
     for got, want in zip((out, joint_out, lse), ref):
         assert rel_err(got, want) < tol
     g = torch.Generator().manual_seed(1)
-    weights = [torch.randn(r.shape, generator=g, dtype=torch.float64) for r in ref[:2]]
+    weights = [torch.randn(r.shape, generator=g, dtype=torch.float64).to(r.device) for r in ref[:2]]
     grads = torch.autograd.grad((out, joint_out), inputs, [w.to(out.device, out.dtype) for w in weights])
     want = torch.autograd.grad(ref[:2], clean, weights)
     for got, expected in zip(grads, want, strict=True):
@@ -109,7 +109,7 @@ def test_the_shortcuts_joined_sets_are_differentiable_as_cat(monkeypatch, kernel
 @pytest.mark.gpu
 def test_large_gpu_joins_take_the_kernel_and_match_cat():
     a, c = _model_layout(1, 24, 4096, 128, 0), _model_layout(1, 24, 512, 128, 1)
-    pairs = [(a, c, 4096, 512), (a, c, 4096, 77)]
+    pairs = [(a, c, 4096, 512), (a, c, 4096, 77), (c, a, 512, 4096)]  # Flux's size: 80 MB joined
     assert join.kernel_takes(pairs)
     for out, (x, y, ra, rb) in zip(join.join_pairs(pairs), pairs, strict=True):
         assert torch.equal(out, torch.cat([x[:, :, :ra], y[:, :, :rb]], dim=2))

@@ -76,9 +76,34 @@ def test_training_kept_where_the_unfused_graph_wins_the_step_though_our_forward_
     assert "vs 1.100 through the op (triton 0.200 + sdpa 0.900 + its layers 0.0)" in training.reason
     (inference,) = _decisions(requires_grad=False)
     assert inference.fused, "without a backward our forward is the faster"
-    measured_gpu[-1] = _row("fwd+bwd", sdpa=1.15)  # 0.05 of joins: now the op's 1.1 wins
+    measured_gpu[-1] = _row("fwd+bwd", sdpa=1.15)  # 0.05 of joins: now the op's 1.1 wins the step...
     (training,) = _decisions(requires_grad=True)
-    assert training.fused
+    assert not training.fused and "unproven in compiled graphs" in training.reason  # ...on the sdpa backward
+    measured_gpu[1] = _row("backward", sdpa=0.9, triton=0.85)  # the op on its own backward: fused
+    dispatch.reload_measurements()
+    (training,) = _decisions(requires_grad=True)
+    assert training.fused, training.reason
+
+
+def test_a_training_graph_never_runs_the_ops_sdpa_backward_padded_or_not(measured_gpu):
+    """Our forward, then the sdpa backward, in a compiled training graph: gradients 10x further from float32's
+    than the original graph's in one model on the H200 (`pytorch_path._unproven_backward`), so the original
+    graph stays, padded or not; inference, and training on a backward of ours, are fused as before."""
+    measured_gpu += [_row("forward", sdpa=0.3, triton=0.1), _row("backward", sdpa=0.5, triton=0.9)]
+    measured_gpu += [dict(r, padded=True) for r in list(measured_gpu)]
+    for padded in (False, True):
+        reason = pytorch_path._unproven_backward(
+            planned_problem(torch.bfloat16, B, H, N, L, D, padded=padded)
+        )
+        assert reason is not None and "backward: fastest measured on sm_90" in reason
+    (inference,) = _decisions(requires_grad=False)
+    assert inference.fused
+    (training,) = _decisions(requires_grad=True)
+    assert not training.fused and "unproven in compiled graphs" in training.reason
+    measured_gpu[1] = _row("backward", sdpa=0.5, triton=0.4)
+    dispatch.reload_measurements()
+    (training,) = _decisions(requires_grad=True)
+    assert training.fused, training.reason
 
 
 def test_fused_where_a_kernel_of_ours_is_faster_or_nothing_was_measured(measured_gpu):
