@@ -1,15 +1,23 @@
 """Why compiled training graphs keep their original attention where the op's backward would take the sdpa path
 (`passes/fx/pytorch_path._unproven_backward`): gradient errors against float64 for each pair of forward and
-backward paths, the op called eagerly and the same attention compiled with backend="jointattn".
+backward paths, the op called eagerly and the same attention compiled with backend="jointattn", in two orders.
 
     python benchmarks/compiled_backward_check.py     # on the GPU machine; prints a table, writes
                                                      # results/compiled_backward_check-<gpu>.json (and $OUT)
 
 Found on the H200 (thirteenth session): a compiled SD3.5-like model (4 layers, 1024², bf16) with our Triton
 forward and the sdpa backward had gradients 3.6% from float32's, the original graph 0.36%, our Triton or Hopper
-backward after the same forward 0.34%; the op called eagerly was as close to float64 on every pair (0.24%).
-This script is the next step: a single attention with projections, compiled, each pair forced through
-JOINTATTN_DISPATCH (which the pass does not overrule), so that the pair and the layer that lose precision show.
+backward after the same forward 0.34%; the op called eagerly in a fresh process was as close to float64 on every
+pair (0.24%). The hypothesis to test (`benchmarks/NOTES-dispatch.md`): torch 2.11 caches cuDNN's SDPA backward
+graph by q, k and v's sizes and strides only, so a call whose dO (or O) is laid out differently from an earlier
+call with the same q, k, v reuses a graph built for the other layout. Models slice the attention's output after
+`transpose(1, 2).reshape(...)`, so their dO is [b, S, nh, dh] in memory; the sdpa path's joined dO is
+[b, nh, S, dh]. Each order runs in its own process (a fresh cache):
+- `pytorch-first`: the op's eager pairs, then PyTorch's own block (its cuDNN backward, dO [b, S, nh, dh]), then
+  the op's pairs again and the compiled block per pair. If the hypothesis holds, the sdpa backward's rows after
+  PyTorch's block are off and those before are not.
+- `ours-first`: the op's sdpa backward, then PyTorch's own block: whether our call's entry makes PyTorch's own
+  gradients wrong (the reverse hazard).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import subprocess
 import sys
 
 import torch
@@ -26,9 +35,12 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-B, NH, N, L, DH, WIDTH = 2, 4, 1024, 333, 64, 256
-DEVICE, DTYPE = "cuda", torch.bfloat16
+# JOINTATTN_CHECK_DEVICE=cpu: a dry run of this script on CPU (float32; Triton pairs need TRITON_INTERPRET=1)
+DEVICE = os.environ.get("JOINTATTN_CHECK_DEVICE", "cuda")
+DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32
+B, NH, N, L, DH, WIDTH = (2, 4, 1024, 333, 64, 256) if DEVICE == "cuda" else (2, 2, 40, 9, 16, 32)
 PAIRS = [("sdpa", "sdpa"), ("triton", "sdpa"), ("hopper", "sdpa"), ("triton", "hopper"), ("triton", "triton")]
+PAIRS = [p for p in PAIRS if DEVICE == "cuda" or "hopper" not in p]  # Gluon runs on CUDA only
 
 
 def block(x, c, wq, wk, wv, wo):
@@ -42,19 +54,14 @@ def block(x, c, wq, wk, wv, wo):
     return (o[:, :N] @ wo).square().mean() + (o[:, N:] @ wo).square().mean()
 
 
-def main() -> int:
-    from helpers import rel_err, unfused_float64
+def _inputs():
+    """The block's float64 gradients and bf16 inputs; the op's inputs, output gradients and float64 gradients."""
+    from helpers import unfused_float64
 
-    import jointattn
-
-    if DEVICE == "cuda" and not torch.cuda.is_available():
-        print("compiled_backward_check.py: needs a CUDA device", file=sys.stderr)
-        return 2
     g = torch.Generator().manual_seed(0)
     args = [torch.randn(B, N, WIDTH, generator=g), torch.randn(B, L, WIDTH, generator=g)]
-    args += [torch.randn(WIDTH, NH * DH, generator=g) / 16 for _ in range(3)] + [
-        torch.randn(NH * DH, WIDTH, generator=g) / 16
-    ]
+    args += [torch.randn(WIDTH, NH * DH, generator=g) / 16 for _ in range(3)]
+    args += [torch.randn(NH * DH, WIDTH, generator=g) / 16]
     exact = [a.double().to(DEVICE).requires_grad_() for a in args]
     want_block = torch.autograd.grad(block(*exact), exact)
     x = [a.to(DEVICE, DTYPE).requires_grad_() for a in args]
@@ -63,28 +70,65 @@ def main() -> int:
     ]
     go, gjo = torch.randn_like(heads[0]), torch.randn_like(heads[3])
     doubles = [t.double().requires_grad_() for t in heads]
-    ref = unfused_float64(*doubles)
-    want_op = torch.autograd.grad(ref[:2], doubles, (go.double(), gjo.double()))
-    rows = [
-        dict(
-            case="eager PyTorch",
-            block=[rel_err(a, w) for a, w in zip(torch.autograd.grad(block(*x), x), want_block)],
-        )
-    ]
-    for forward, backward in PAIRS:
+    want_op = torch.autograd.grad(unfused_float64(*doubles)[:2], doubles, (go.double(), gjo.double()))
+    return x, want_block, heads, (go, gjo), want_op
+
+
+def run(order: str) -> list[dict]:
+    """The rows of one order, in this process."""
+    from helpers import rel_err
+
+    import jointattn
+
+    x, want_block, heads, grads_out, want_op = _inputs()
+
+    def op_row(case, forward, backward):
         os.environ["JOINTATTN_DISPATCH"] = f"forward={forward},backward={backward}"
         ins = [t.detach().requires_grad_() for t in heads]
         out, joint_out, _ = jointattn.joint_attention(*ins)
-        op = torch.autograd.grad((out, joint_out), ins, (go, gjo))
+        got = torch.autograd.grad((out, joint_out), ins, grads_out)
+        return dict(case=f"{case}: {forward} -> {backward}", op=[rel_err(a, w) for a, w in zip(got, want_op)])
+
+    def pytorch_row(case):
+        os.environ.pop("JOINTATTN_DISPATCH", None)
+        got = torch.autograd.grad(block(*x), x)
+        return dict(case=case, block=[rel_err(a, w) for a, w in zip(got, want_block)])
+
+    rows = []
+    if order == "ours-first":
+        rows.append(op_row("op, fresh", "triton", "sdpa"))
+        rows.append(pytorch_row("PyTorch's block, after the op's sdpa backward"))
+        return rows
+    rows += [op_row("op, fresh", f, b) for f, b in PAIRS]
+    rows.append(pytorch_row("PyTorch's block"))
+    rows += [op_row("op, after PyTorch's block", f, b) for f, b in PAIRS]
+    for forward, backward in PAIRS:
+        os.environ["JOINTATTN_DISPATCH"] = f"forward={forward},backward={backward}"
         torch._dynamo.reset()
-        compiled = torch.autograd.grad(torch.compile(block, backend="jointattn")(*x), x)
-        rows.append(dict(case=f"{forward} -> {backward}", op=[rel_err(a, w) for a, w in zip(op, want_op)],
-                         block=[rel_err(a, w) for a, w in zip(compiled, want_block)]))  # fmt: skip
+        got = torch.autograd.grad(torch.compile(block, backend="jointattn")(*x), x)
+        rows.append(dict(case=f"compiled block: {forward} -> {backward}",
+                         block=[rel_err(a, w) for a, w in zip(got, want_block)]))  # fmt: skip
     os.environ.pop("JOINTATTN_DISPATCH", None)
-    print(f"{'pair':18} {'eager op: grads of q k v jq jk jv':48} compiled block: grads of x c wq wk wv wo")
+    return rows
+
+
+def main() -> int:
+    if DEVICE == "cuda" and not torch.cuda.is_available():
+        print("compiled_backward_check.py: needs a CUDA device", file=sys.stderr)
+        return 2
+    if len(sys.argv) == 3 and sys.argv[1] == "--order":  # one order, in a fresh process: rows as JSON
+        print(json.dumps(run(sys.argv[2])))
+        return 0
+    rows = []
+    for order in ("pytorch-first", "ours-first"):
+        done = subprocess.run([sys.executable, __file__, "--order", order], capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stderr[-2000:], file=sys.stderr)
+            return 1
+        rows += [dict(r, order=order) for r in json.loads(done.stdout.strip().splitlines()[-1])]
+    print(f"{'case':56} grads (op: q k v jq jk jv; block: x c wq wk wv wo)")
     for r in rows:
-        op = " ".join(f"{e:.4f}" for e in r.get("op", []))
-        print(f"{r['case']:18} {op:48} " + " ".join(f"{e:.4f}" for e in r["block"]))
+        print(f"{r['case']:56} " + " ".join(f"{e:.4f}" for e in r.get("op", r.get("block", []))))
     gpu = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
     result = dict(device=gpu, torch=torch.__version__, shape=[B, NH, N, L, DH], rows=rows)
     name = "compiled_backward_check-" + gpu.split()[-1].lower() + ".json"

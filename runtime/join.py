@@ -61,9 +61,11 @@ def launch_join(pairs) -> list[torch.Tensor]:
         raise ValueError(f"launch_join: pairs must number 1 to {MAX_PAIRS}, got {len(pairs)}")
     b, nh, _, dh = pairs[0][0].shape
     outs = [a.new_empty(b, nh, ra + rb, dh) for a, _, ra, rb in pairs]
-    padded = list(pairs) + [pairs[0]] * (MAX_PAIRS - len(pairs))  # never read: the grid stops at len(pairs)
+    unused = MAX_PAIRS - len(
+        pairs
+    )  # slots filled with the first pair, never read: the grid stops at len(pairs)
     tensors, rows, strides = [], [], []
-    for (a, jb, ra, rb), o in zip(padded, outs + [outs[0]] * (MAX_PAIRS - len(outs)), strict=True):
+    for (a, jb, ra, rb), o in zip(list(pairs) + [pairs[0]] * unused, outs + [outs[0]] * unused, strict=True):
         tensors += [a, jb, o]
         rows += [ra, rb]
         strides += [*a.stride(), *jb.stride()]
