@@ -82,6 +82,11 @@ def grid(quick: bool):
     return sorted(set(points), key=lambda p: (p[4], p[2], p[3], p[0] * p[1], str(p[5]), p[6]))
 
 
+# Largest relative difference from PyTorch's path that still counts as the same function: a few times half
+# precision's rounding, far below what a wrong result gives.
+DIFFERENT = 5e-2
+
+
 def _bench(fn, budget_ms: float) -> float | None:
     from triton.testing import do_bench
 
@@ -230,6 +235,10 @@ def run_point(point, budget_ms, measure_paths=True, baselines_too=True, valid=No
 
     ours = {"forward": _bench(ours_fwd, budget_ms), "fwd+bwd": _bench(ours_fwd_bwd, budget_ms)}
     chosen = _chosen_paths(inputs, padded)
+    # What ours computed, against PyTorch's exact form of the same function (after the timings: whatever state
+    # they left, a cuDNN graph cache included, is what a user's later call meets).
+    reference = unpad if padded else lambda ts: _cat_sdpa(ts, n)
+    difference = agreement(lambda ts: ours_fwd(ts)[:2], reference, inputs, (go, gjo))
     for pass_, work in (("forward", flops), ("fwd+bwd", 3.5 * flops)):
         timed = {k: t for k, t in baselines[pass_].items() if t is not None}
         best_name = min(timed, key=timed.get) if timed else None
@@ -253,10 +262,34 @@ def run_point(point, budget_ms, measure_paths=True, baselines_too=True, valid=No
                 ours_tflops=(work / mine / 1e9) if mine else None,
                 baselines_ms=baselines[pass_],
                 chosen=chosen,  # the dispatcher's path per pass ("ours" runs these)
+                rel_diff_vs_pytorch=difference,  # outputs and six gradients, largest (`agreement`)
                 paths_ms=paths,  # each of our paths alone, per pass (empty with --no-paths)
             )  # fmt: skip
         )
     return results, paths
+
+
+def _cat_sdpa(ts, n):
+    o = F.scaled_dot_product_attention(*(torch.cat([a, c], 2) for a, c in zip(ts[:3], ts[3:])))
+    return o[:, :, :n], o[:, :, n:]
+
+
+def agreement(ours, reference, inputs, cotangents) -> float:
+    """The largest relative difference (norm) between two ways of computing joint attention: out, joint_out and
+    the six gradients for `cotangents`, each from fresh leaves. Both in the inputs' dtype, so about its rounding
+    (bf16: ~1e-2) where they agree; a wrong path shows as O(1)."""
+
+    def run(fn):
+        leaves = [t.detach().requires_grad_() for t in inputs]
+        outputs = fn(leaves)
+        grads = _gradients(outputs, leaves, cotangents)
+        return [*outputs, *(torch.zeros_like(t) if g is None else g for g, t in zip(grads, leaves))]
+
+    def rel(a, b):
+        a, b = a.detach().float(), b.detach().float()
+        return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+    return max(rel(a, b) for a, b in zip(run(ours), run(reference), strict=True))
 
 
 def _gradients(outputs, inputs, cotangents):
@@ -464,8 +497,17 @@ def write_results(env, rows, out):
     slower = [r for r in rows if r["ratio"] is not None and r["ratio"] < 0.97]
     print(f"points: {len(rows)}; slower than the best PyTorch path by more than 3%: {len(slower)}")
     for r in slower:
-        print(f"  SLOWER {r['dh']}/{r['n']}/{r['l']}/{r['b'] * r['nh']}/{r['dtype']}{'/pad' if r['padded'] else ''} "
-              f"{r['pass']}: ratio {r['ratio']:.2f} vs {r['best_name']}")  # fmt: skip
+        print(f"  SLOWER {_point_name(r)} {r['pass']}: ratio {r['ratio']:.2f} vs {r['best_name']}")
+    different = [r for r in rows if r["pass"] == "forward" and r.get("rel_diff_vs_pytorch", 0.0) > DIFFERENT]
+    print(
+        f"points whose outputs or gradients differ from PyTorch's by more than {DIFFERENT}: {len(different)}"
+    )
+    for r in different:
+        print(f"  DIFFERENT {_point_name(r)}: {r['rel_diff_vs_pytorch']:.3g} (the step ran {r['chosen']})")
+
+
+def _point_name(r) -> str:
+    return f"{r['dh']}/{r['n']}/{r['l']}/{r['b'] * r['nh']}/{r['dtype']}{'/pad' if r['padded'] else ''}"
 
 
 if __name__ == "__main__":

@@ -170,14 +170,28 @@ def run(size: str, resolution: int, repeats: int, device: str, model_name: str =
         "flux": f"Flux-dev transformer ({layers or 19} double + {2 * (layers or 19)} single layers), "
         f"{resolution}², batch 1, 512 text tokens, one training step",
     }
+    suspect = gradient_suspect(by["jointattn"], by["inductor"])
+    if suspect:
+        print(f"training step: jointattn's gradients are suspect: {suspect}", flush=True)
     return dict(
         case=cases[model_name] if size == "real" else f"tiny {model_name} smoke run",
         jointattn_version=getattr(jointattn, "__version__", None),
+        gradient_suspect=suspect,
         speedup_vs_inductor=round(by["inductor"]["ms"] / by["jointattn"]["ms"], 3),
         speedup_vs_eager=round(by["eager"]["ms"] / by["jointattn"]["ms"], 3),
         rows=rows,
         **_versions(device),
     )
+
+
+def gradient_suspect(ours: dict, inductor: dict) -> str | None:
+    """Why the backend's gradients look wrong, or None. Both compiled variants differ from eager by rounding
+    alone; the backend's error more than 3x inductor's (and above 1e-3, under which both are float32-exact) is
+    what the thirteenth session's 1024² run showed (0.085 against 0.0036) before its cause was guarded."""
+    err, ref = ours.get("grad_rel_err_vs_eager"), inductor.get("grad_rel_err_vs_eager")
+    if err is None or ref is None or err <= max(3 * ref, 1e-3):
+        return None
+    return f"gradient error vs eager {err:.3g}, inductor's {ref:.3g}"
 
 
 def main(argv=None):

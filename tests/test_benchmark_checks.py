@@ -1,0 +1,46 @@
+"""The correctness checks the GPU benchmarks make while they time: never_slower's agreement of ours with PyTorch's
+path per point, and training.py's flag for gradients that differ from eager by more than inductor's do. Run here
+on CPU against functions known right and known wrong."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from helpers import joint_inputs
+
+import jointattn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import never_slower  # noqa: E402
+import training  # noqa: E402
+
+N = 13
+
+
+def _ours(ts):
+    return jointattn.joint_attention(*ts, runtime="reference")[:2]
+
+
+def test_agreement_is_rounding_for_the_same_function_and_order_one_for_a_wrong_one():
+    inputs = joint_inputs(2, 3, N, 6, 16, seed=1)
+    g = torch.Generator().manual_seed(2)
+    cotangents = (torch.randn(2, 3, N, 16, generator=g), torch.randn(2, 3, 6, 16, generator=g))
+    same = never_slower.agreement(_ours, lambda ts: never_slower._cat_sdpa(ts, N), inputs, cotangents)
+    assert same < 1e-5
+
+    def values_for_keys(ts):  # a plausible bug: k and v swapped in the joined call
+        return never_slower._cat_sdpa([ts[0], ts[2], ts[1], ts[3], ts[5], ts[4]], N)
+
+    wrong = never_slower.agreement(_ours, values_for_keys, inputs, cotangents)
+    assert wrong > never_slower.DIFFERENT
+
+
+def test_training_flags_gradients_further_from_eager_than_inductors():
+    inductor = {"grad_rel_err_vs_eager": 0.0036}
+    assert training.gradient_suspect({"grad_rel_err_vs_eager": 0.0854}, inductor)  # the 1024² run
+    assert training.gradient_suspect({"grad_rel_err_vs_eager": 0.0035}, inductor) is None  # the 512² run
+    exact = {"grad_rel_err_vs_eager": 4.7e-7}
+    assert training.gradient_suspect({"grad_rel_err_vs_eager": 9e-7}, exact) is None  # float32: both exact
