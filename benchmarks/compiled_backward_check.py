@@ -18,6 +18,8 @@ call with the same q, k, v reuses a graph built for the other layout. Models sli
   PyTorch's block are off and those before are not.
 - `ours-first`: the op's sdpa backward, then PyTorch's own block: whether our call's entry makes PyTorch's own
   gradients wrong (the reverse hazard).
+- `pytorch-first, model dO layout`: the first order with JOINTATTN_SDPA_DO_LAYOUT=model (the op's sdpa backward
+  joins dO in the layout the model's own calls have): the candidate fix.
 """
 
 from __future__ import annotations
@@ -120,15 +122,24 @@ def main() -> int:
         print(json.dumps(run(sys.argv[2])))
         return 0
     rows = []
-    for order in ("pytorch-first", "ours-first"):
-        done = subprocess.run([sys.executable, __file__, "--order", order], capture_output=True, text=True)
+    for order, layout in (("pytorch-first", None), ("ours-first", None), ("pytorch-first", "model")):
+        env = dict(os.environ)
+        env.pop("JOINTATTN_SDPA_DO_LAYOUT", None)
+        if layout:
+            env["JOINTATTN_SDPA_DO_LAYOUT"] = layout
+        done = subprocess.run(
+            [sys.executable, __file__, "--order", order], capture_output=True, text=True, env=env
+        )
         if done.returncode != 0:
             print(done.stderr[-2000:], file=sys.stderr)
             return 1
-        rows += [dict(r, order=order) for r in json.loads(done.stdout.strip().splitlines()[-1])]
-    print(f"{'case':56} grads (op: q k v jq jk jv; block: x c wq wk wv wo)")
+        name = order + (f", {layout} dO layout" if layout else "")
+        rows += [dict(r, order=name) for r in json.loads(done.stdout.strip().splitlines()[-1])]
+    print(f"{'order':34} {'case':52} grads (op: q k v jq jk jv; block: x c wq wk wv wo)")
     for r in rows:
-        print(f"{r['case']:56} " + " ".join(f"{e:.4f}" for e in r.get("op", r.get("block", []))))
+        print(
+            f"{r['order']:34} {r['case']:52} " + " ".join(f"{e:.4f}" for e in r.get("op", r.get("block", [])))
+        )
     gpu = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
     result = dict(device=gpu, torch=torch.__version__, shape=[B, NH, N, L, DH], rows=rows)
     name = "compiled_backward_check-" + gpu.split()[-1].lower() + ".json"

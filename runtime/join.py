@@ -1,7 +1,7 @@
 """The sdpa path's joins: pairs of token sets concatenated along the sequence, in one launch where it pays.
 
 `join_pairs([(a, b, rows_a, rows_b), ...])` returns cat([a[:, :, :rows_a], b[:, :, :rows_b]], dim=2) for each
-pair (contiguous). Large calls on a GPU go to one Triton launch (`kernels/join_sets.py`: 4.4-5.5x torch.cat's
+pair (contiguous, or in a model output's layout where asked). Large calls on a GPU go to one Triton launch (`kernels/join_sets.py`: 4.4-5.5x torch.cat's
 speed on the models' strided layouts, on the H200); small ones, CPU tensors and anything the kernel does not take
 go to torch.cat, whose host time is lower (a small call's joins are host time, not copy time).
 """
@@ -20,12 +20,31 @@ KERNEL_MIN_BYTES = 64 << 20
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def join_pairs(pairs) -> list[torch.Tensor]:
+def join_pairs(pairs, heads_inner=frozenset()) -> list[torch.Tensor]:
     """The joined tensors of `pairs` ((a, b, rows_a, rows_b): [b, nh, >= rows_a, dh] and [b, nh, >= rows_b, dh]
-    of one dtype, device, batch, heads and head size), in order."""
+    of one dtype, device, batch, heads and head size), in order; those whose index is in `heads_inner` laid out
+    [b, S, nh, dh] in memory (`empty_joined`), the others contiguous."""
     if kernel_takes(pairs):
-        return launch_join(pairs)
-    return [torch.cat([first(a, ra), first(b, rb)], dim=2) for a, b, ra, rb in pairs]
+        return launch_join(pairs, heads_inner)
+    joined = []
+    for i, (a, b, ra, rb) in enumerate(pairs):
+        if i in heads_inner:
+            out = empty_joined(a, ra + rb, heads_inner=True)
+            out[:, :, :ra].copy_(first(a, ra))
+            out[:, :, ra:].copy_(first(b, rb))
+            joined.append(out)
+        else:
+            joined.append(torch.cat([first(a, ra), first(b, rb)], dim=2))
+    return joined
+
+
+def empty_joined(like, rows: int, heads_inner: bool = False) -> torch.Tensor:
+    """An uninitialized [b, nh, rows, dh] tensor like `like`: contiguous, or with `heads_inner` [b, rows, nh, dh]
+    in memory (a model's attention output after `transpose(1, 2)`)."""
+    b, nh, _, dh = like.shape
+    if heads_inner:
+        return like.new_empty(b, rows, nh, dh).transpose(1, 2)
+    return like.new_empty(b, nh, rows, dh)
 
 
 def first(t, rows: int):
@@ -50,7 +69,7 @@ def _triton_ready() -> bool:
     return True
 
 
-def launch_join(pairs) -> list[torch.Tensor]:
+def launch_join(pairs, heads_inner=frozenset()) -> list[torch.Tensor]:
     """`join_pairs` through the Triton kernel (any device Triton runs on, the interpreter included)."""
     import triton
 
@@ -60,7 +79,7 @@ def launch_join(pairs) -> list[torch.Tensor]:
     if not 1 <= len(pairs) <= MAX_PAIRS:
         raise ValueError(f"launch_join: pairs must number 1 to {MAX_PAIRS}, got {len(pairs)}")
     b, nh, _, dh = pairs[0][0].shape
-    outs = [a.new_empty(b, nh, ra + rb, dh) for a, _, ra, rb in pairs]
+    outs = [empty_joined(a, ra + rb, i in heads_inner) for i, (a, _, ra, rb) in enumerate(pairs)]
     # The kernel's five slots: those past len(pairs) repeat the first pair, never read (the grid stops there).
     unused = MAX_PAIRS - len(pairs)
     tensors, rows, strides = [], [], []
@@ -75,6 +94,7 @@ def launch_join(pairs) -> list[torch.Tensor]:
         return outs
     grid = (triton.cdiv(longest, block_r), b * nh, len(pairs))
     fast_launch.launch(
-        join_sets_kernel, grid, *tensors, *rows, *strides, nh, HEAD_DIM=dh, BLOCK_R=block_r, BLOCK_D=block_d
-    )
+        join_sets_kernel, grid, *tensors, *rows, *strides, nh, HEAD_DIM=dh, BLOCK_R=block_r, BLOCK_D=block_d,
+        HEADS_INNER_MASK=sum(1 << i for i in heads_inner if i < len(pairs)),
+    )  # fmt: skip
     return outs

@@ -24,6 +24,8 @@ device and dtype, and no padded call while a CUDA graph is captured.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .call import JointCall
@@ -61,9 +63,10 @@ def unsupported(call, *, backward: bool = False, grad_lse=None) -> str | None:
     return path_unsupported("sdpa", describe(call, backward=backward, grad_lse=grad_lse))
 
 
-def _joined_valid_keys(call, n_valid: int, l_valid: int, *more) -> list:
+def _joined_valid_keys(call, n_valid: int, l_valid: int, *more, heads_inner=frozenset()) -> list:
     """q of every row; k and v of the valid keys of both sets (unpad; a whole set is taken as it is); then each
-    further (spatial, joint) pair of `more` whole. One launch for all (`join.join_pairs`)."""
+    further (spatial, joint) pair of `more` whole. One launch for all (`join.join_pairs`; `heads_inner`: the
+    indices joined in a model output's layout)."""
     n, l = call.q.shape[2], call.joint_q.shape[2]  # noqa: E741
     return join_pairs(
         [
@@ -71,7 +74,8 @@ def _joined_valid_keys(call, n_valid: int, l_valid: int, *more) -> list:
             (call.k, call.joint_k, n_valid, l_valid),
             (call.v, call.joint_v, n_valid, l_valid),
             *((a, c, n, l) for a, c in more),
-        ]
+        ],
+        heads_inner,
     )
 
 
@@ -259,6 +263,14 @@ class SdpaRuntime:
         return tuple(grads)
 
 
+# Experimental (off by default): JOINTATTN_SDPA_DO_LAYOUT=model joins the backward's dO in the memory layout a
+# model's attention output gradient has ([b, S, nh, dh]) instead of contiguous [b, nh, S, dh]. Why: torch 2.11
+# caches cuDNN's backward graph by q, k and v's layouts alone, with dO's baked in, so a dO laid out unlike the
+# model's own calls' at the same q, k, v would run a graph built for the other layout (benchmarks/NOTES-dispatch.md;
+# benchmarks/compiled_backward_check.py tests the hypothesis and this switch).
+DO_LAYOUT_ENV = "JOINTATTN_SDPA_DO_LAYOUT"
+
+
 def _valid_key_backward(call, out, joint_out, lse, grad_out, grad_joint_out, rows, n_valid, l_valid):
     """(dq of every row, dk and dv of the valid keys) of the batch entries `rows`, which share these lengths."""
     q, k, v, o, d_o = _joined_valid_keys(
@@ -267,6 +279,7 @@ def _valid_key_backward(call, out, joint_out, lse, grad_out, grad_joint_out, row
         l_valid,
         (_at(out, rows), _at(joint_out, rows)),
         (_at(grad_out, rows), _at(grad_joint_out, rows)),
+        heads_inner=frozenset({4}) if os.environ.get(DO_LAYOUT_ENV) == "model" else frozenset(),
     )
     return attention_backward(d_o, q, k, v, o, _at(lse, rows), call.scale)
 

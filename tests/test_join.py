@@ -49,6 +49,21 @@ def test_the_kernel_joins_as_cat_does(b, nh, n, l, dh, cuts):  # noqa: E741
         assert torch.equal(out, torch.cat([a[:, :, :ra], c[:, :, :rb]], dim=2))
 
 
+@pytest.mark.parametrize("kernel", [True, False])
+def test_heads_inner_outputs_are_laid_out_as_a_models_attention_output(kernel):
+    """Pairs named in heads_inner come back [b, S, nh, dh] in memory (what `transpose(1, 2)` of a model's output
+    is), the same values; the others contiguous. Kernel and torch.cat fallback alike."""
+    b, nh, n, l, dh = 2, 3, 21, 5, 16  # noqa: E741
+    pairs = [
+        (_model_layout(b, nh, n, dh, i), _model_layout(b, nh, l, dh, 10 + i), n, l - i) for i in range(3)
+    ]
+    got = (join.launch_join if kernel else join.join_pairs)(pairs, frozenset({1}))
+    for i, (out, (a, c, ra, rb)) in enumerate(zip(got, pairs, strict=True)):
+        assert torch.equal(out, torch.cat([a[:, :, :ra], c[:, :, :rb]], dim=2))
+        heads_inner = out.transpose(1, 2).is_contiguous()
+        assert heads_inner == (i == 1) and out.is_contiguous() == (i != 1)
+
+
 def test_join_pairs_falls_back_to_cat_below_the_size_or_off_the_gpu():
     a, c = _model_layout(1, 2, 5, 8, 0), _model_layout(1, 2, 3, 8, 1)
     assert not join.kernel_takes([(a, c, 5, 3)])  # small (and on CPU)
@@ -67,7 +82,9 @@ def kernel_forced(monkeypatch):
     pair counts."""
     launches, real = [], join.launch_join
     monkeypatch.setattr(join, "kernel_takes", lambda pairs: True)
-    monkeypatch.setattr(join, "launch_join", lambda pairs: launches.append(len(pairs)) or real(pairs))
+    monkeypatch.setattr(
+        join, "launch_join", lambda pairs, *rest: launches.append(len(pairs)) or real(pairs, *rest)
+    )
     yield launches
 
 
@@ -93,6 +110,24 @@ def test_sdpa_path_with_the_kernel_matches_float64(kernel_forced, logical_l):
     ref = unfused_float64(*clean, logical_l=None if logical_l is None else logical_l.to(DEVICE), scale=0.3)
     _check_against_float64(out, joint_out, lse, inputs, clean, ref, TOL)
     assert kernel_forced == [3, 5]  # the forward's q, k, v; the backward's q, k, v, out, dO
+
+
+def test_the_model_do_layout_switch_joins_do_as_a_model_output_and_computes_the_same(
+    monkeypatch, kernel_forced
+):
+    """JOINTATTN_SDPA_DO_LAYOUT=model (experimental): the backward's dO reaches SDPA's backward laid out
+    [b, S, nh, dh] in memory; the gradients are the same as float64's."""
+    from jointattn.runtime import sdpa_runtime
+
+    seen, real = [], sdpa_runtime.attention_backward
+    monkeypatch.setattr(sdpa_runtime, "attention_backward", lambda g, *a: seen.append(g) or real(g, *a))
+    monkeypatch.setenv(sdpa_runtime.DO_LAYOUT_ENV, "model")
+    inputs = [t.requires_grad_() for t in joint_inputs(2, 3, 11, 6, 16, seed=5, device=DEVICE, dtype=DTYPE)]
+    out, joint_out, lse = jointattn.joint_attention(*inputs, scale=0.3, runtime="sdpa")
+    clean = [t.detach().double().requires_grad_() for t in inputs]
+    _check_against_float64(out, joint_out, lse, inputs, clean, unfused_float64(*clean, scale=0.3), TOL)
+    (d_o,) = seen
+    assert d_o.transpose(1, 2).is_contiguous() and not d_o.is_contiguous()
 
 
 def test_the_shortcuts_joined_sets_are_differentiable_as_cat(monkeypatch, kernel_forced):
