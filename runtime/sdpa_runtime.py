@@ -5,7 +5,8 @@ The dispatcher (`dispatch.py`) takes this path wherever a PyTorch attention kern
 backward, where cuDNN's is faster than our Triton one). It keeps the op's contract: out, joint_out, lse (float32,
 natural log) and gradients through out and joint_out.
 
-Forward: the three concats, one SDPA kernel that also returns the log-sum-exp (on CUDA the one PyTorch's own
+Joins (q, k, v in the forward; q, k, v, out and dO in the backward) go in one launch at large sizes and through
+torch.cat at small ones (`join.py`). Forward: the three joins, one SDPA kernel that also returns the log-sum-exp (on CUDA the one PyTorch's own
 choice would run for those tensors, `torch._fused_sdp_choice`: cuDNN, flash or memory-efficient; the flash
 kernel on CPU), its output copied into the op's outputs (the slices of the unfused graph).
 Backward: an SDPA backward on the concatenated tensors with the op's lse. It needs only what every runtime's
