@@ -130,6 +130,30 @@ def test_the_model_do_layout_switch_joins_do_as_a_model_output_and_computes_the_
     assert d_o.transpose(1, 2).is_contiguous() and not d_o.is_contiguous()
 
 
+def test_the_model_do_layout_switch_also_lays_out_the_shortcuts_do(monkeypatch):
+    """The eager shortcut's training call under JOINTATTN_SDPA_DO_LAYOUT=model: its SDPA backward gets dO as
+    [b, S, nh, dh] memory, and every gradient (through lse too) still matches float64."""
+    from jointattn.runtime import sdpa_runtime
+
+    seen, real = [], sdpa_runtime.attention_backward
+    monkeypatch.setattr(sdpa_runtime, "attention_backward", lambda g, *a: seen.append(g) or real(g, *a))
+    monkeypatch.setenv(sdpa_runtime.DO_LAYOUT_ENV, "model")
+    inputs = [t.requires_grad_() for t in joint_inputs(2, 2, 9, 5, 8, seed=6, device=DEVICE, dtype=DTYPE)]
+    out, joint_out, lse = eager_sdpa._run(inputs, eager_sdpa.Plan(scale=0.5, n=9), grad=True)
+    clean = [t.detach().double().requires_grad_() for t in inputs]
+    ref = unfused_float64(*clean, scale=0.5)
+    _check_against_float64(out, joint_out, lse, inputs, clean, ref, TOL)
+    assert seen and seen[0].transpose(1, 2).is_contiguous() and not seen[0].is_contiguous()
+    _, _, lse = eager_sdpa._run(inputs, eager_sdpa.Plan(scale=0.5, n=9), grad=True)  # a fresh graph for lse
+    want_lse = unfused_float64(*clean, scale=0.5)[2]
+    g = torch.Generator().manual_seed(7)
+    weights = torch.randn(lse.shape, generator=g, dtype=torch.float64).to(lse.device)
+    got = torch.autograd.grad((lse * weights.to(lse.dtype)).sum(), [inputs[i] for i in (0, 1, 3, 4)])
+    want = torch.autograd.grad((want_lse * weights).sum(), [clean[i] for i in (0, 1, 3, 4)])
+    for a, w in zip(got, want, strict=True):
+        assert rel_err(a, w) < TOL
+
+
 def test_the_shortcuts_joined_sets_are_differentiable_as_cat(monkeypatch, kernel_forced):
     """The eager shortcut's training call (`_JoinedSets`): gradients are the slices of the joined ones."""
     inputs = [t.requires_grad_() for t in joint_inputs(2, 2, 9, 5, 8, seed=4, device=DEVICE, dtype=DTYPE)]

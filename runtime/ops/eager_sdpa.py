@@ -158,7 +158,10 @@ def _run(tensors, plan: Plan, grad: bool, cut: tuple[int, int] | None = None):
         qq, kk, vv = _JoinedSets.apply(q, jq, k, jk, v, jv)
     else:  # small: torch.cat's host time is the lower
         qq, kk, vv = torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
-    o, lse = sdpa_runtime.attention(qq, kk, vv, plan.scale)
+    if grad and os.environ.get(sdpa_runtime.DO_LAYOUT_ENV) == "model":
+        o, lse = _ModelLayoutAttention.apply(qq, kk, vv, plan.scale)
+    else:
+        o, lse = sdpa_runtime.attention(qq, kk, vv, plan.scale)
     if grad:
         lse = _LseGradient.apply(lse, qq, kk, vv, plan.scale)
     return o.narrow(2, 0, plan.n), o.narrow(2, plan.n, o.shape[2] - plan.n), lse
@@ -183,6 +186,27 @@ class _JoinedSets(torch.autograd.Function):
             for g, rows in ((gq, n), (gk, n_keys), (gv, n_keys))
             for part in ((None, None) if g is None else (g[:, :, :rows], g[:, :, rows:]))
         )
+
+
+class _ModelLayoutAttention(torch.autograd.Function):
+    """SDPA on the joined tensors whose backward hands PyTorch's kernel dO laid out as a model's attention output
+    gradient is ([b, S, nh, dh] in memory; `slice`'s backward makes it contiguous [b, nh, S, dh]). Only under the
+    experimental JOINTATTN_SDPA_DO_LAYOUT=model (`sdpa_runtime.DO_LAYOUT_ENV`: cuDNN's backward-graph cache in torch
+    2.11 is keyed without dO's layout); costs one copy of dO."""
+
+    @staticmethod
+    def forward(ctx, qq, kk, vv, scale):
+        o, lse = sdpa_runtime.attention(qq, kk, vv, scale)
+        ctx.save_for_backward(qq, kk, vv, o, lse)
+        ctx.scale = scale
+        ctx.mark_non_differentiable(lse)
+        return o, lse
+
+    @staticmethod
+    def backward(ctx, grad, _grad_lse):
+        qq, kk, vv, o, lse = ctx.saved_tensors
+        d_o = join.empty_joined(grad, grad.shape[2], heads_inner=True).copy_(grad)
+        return (*sdpa_runtime.attention_backward(d_o, qq, kk, vv, o, lse, ctx.scale), None)
 
 
 class _LseGradient(torch.autograd.Function):
