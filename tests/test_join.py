@@ -26,14 +26,8 @@ def _model_layout(b, nh, s, dh, seed):
     "b,nh,n,l,dh,cuts",
     [
         (2, 3, 13, 7, 16, [(13, 7)]),  # one pair, whole sets
-        (
-            1,
-            2,
-            9,
-            5,
-            24,
-            [(9, 5), (4, 2), (4, 2), (9, 5), (9, 5)],
-        ),  # five pairs, the keys cut (dh not a power of 2)
+        # five pairs, the keys cut (dh not a power of 2)
+        (1, 2, 9, 5, 24, [(9, 5), (4, 2), (4, 2), (9, 5), (9, 5)]),
         (2, 1, 0, 6, 8, [(0, 6), (0, 3)]),  # no spatial tokens
         (1, 2, 70, 3, 8, [(70, 3), (70, 0)]),  # more rows than one program's block; an empty second set
     ],
