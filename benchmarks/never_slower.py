@@ -193,10 +193,7 @@ def run_point(point, budget_ms, measure_paths=True, baselines_too=True, valid=No
 
             def cat_sdpa(ts=inputs, backend=backend):
                 with _backend(backend):
-                    o = F.scaled_dot_product_attention(
-                        *(torch.cat([a, c], 2) for a, c in zip(ts[:3], ts[3:]))
-                    )
-                return o[:, :, :n], o[:, :, n:]
+                    return _cat_sdpa(ts, n)
 
             grad_copies = with_grad(inputs)
 
@@ -270,6 +267,7 @@ def run_point(point, budget_ms, measure_paths=True, baselines_too=True, valid=No
 
 
 def _cat_sdpa(ts, n):
+    """cat -> SDPA (PyTorch's choice of kernel, or the one a surrounding `_backend` allows) -> slice."""
     o = F.scaled_dot_product_attention(*(torch.cat([a, c], 2) for a, c in zip(ts[:3], ts[3:])))
     return o[:, :, :n], o[:, :, n:]
 

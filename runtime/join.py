@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 MAX_PAIRS = 5
-# Joined bytes from which the kernel runs. Below, a call is host time: the kernel's launch (~70 µs of Triton's
-# binder for its 80 arguments on the H200's host) costs more than torch.cat's (~7 µs a join), and the copies it
-# saves (torch.cat moves ~0.68 TB/s, the kernel 3-3.8) are shorter than that: at (2, 24, 1024, 333, 64) the forward's
+# Joined bytes from which the kernel runs. Below, a call is host time: the kernel's launch (~70 µs a call in
+# do_bench at the small point on the H200, most likely Triton's binder for its 80 arguments; not profiled) costs
+# more than torch.cat's, and the copies it saves (torch.cat moves ~0.68 TB/s, the kernel 3-3.8) are shorter: at (2, 24, 1024, 333, 64) the forward's
 # three joins (25 MB) ran 0.197 ms a call through the kernel against 0.138 through torch.cat
 # (`benchmarks/results/join-h200.json`, `never_slower-join-h200.json`).
 KERNEL_MIN_BYTES = 64 << 20
