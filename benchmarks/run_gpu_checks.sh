@@ -13,7 +13,7 @@ source benchmarks/device_env.sh
 t0=$SECONDS
 if [ "$mode" = step ]; then
   pytest -q -n 8 -p no:cacheprovider tests/test_eager_sdpa.py tests/test_dispatch.py tests/test_sdpa_padded.py \
-    tests/test_pytorch_path.py tests/test_join.py 2>&1 | tee "$OUT/step_tests.log" | tail -6
+    tests/test_pytorch_path.py tests/test_join.py tests/test_cudnn_graph_cache.py 2>&1 | tee "$OUT/step_tests.log" | tail -6
   status=$?
   echo "step tests: $((SECONDS - t0)) s"
   python3 benchmarks/never_slower.py --no-paths --budget-ms 25 --limit-s 240 --out "$OUT" --points 2,38,4096,333,64 \
@@ -34,7 +34,7 @@ if [ "$mode" = sparse ]; then
   exit $status
 fi
 if [ "$mode" != bench ]; then
-  pytest -q -n 8 -p no:cacheprovider ${TESTS:-tests/test_nan.py tests/test_dispatch.py tests/test_hopper_kernel.py tests/test_hopper_backward.py tests/test_triton_kernel.py tests/test_op.py tests/test_masked_op.py tests/test_fast_launch.py tests/test_pytorch_path.py tests/test_eager_sdpa.py tests/test_join.py} 2>&1 \
+  pytest -q -n 8 -p no:cacheprovider ${TESTS:-tests/test_nan.py tests/test_dispatch.py tests/test_hopper_kernel.py tests/test_hopper_backward.py tests/test_triton_kernel.py tests/test_op.py tests/test_masked_op.py tests/test_fast_launch.py tests/test_pytorch_path.py tests/test_eager_sdpa.py tests/test_join.py tests/test_cudnn_graph_cache.py} 2>&1 \
     | tee "$OUT/tests.log" | tail -15
   echo "gpu tests: $((SECONDS - t0)) s"
 fi

@@ -479,7 +479,7 @@ def choose_training(p: Problem, op_layers_ms: float = EAGER_OP_AUTOGRAD_MS) -> C
     than sdpa keeps the op; one forced to sdpa is weighed as chosen.
 
     Not seen by the estimate: a loss that reads lse (ring attention's merges), which costs the unfused graph one
-    more SDPA forward and backward (`eager_sdpa._LseGradient`), where our kernels take it in the same backward."""
+    more SDPA forward and backward (`eager_sdpa._lse_gradient`), where our kernels take it in the same backward."""
     back = dataclasses.replace(p, backward=True)
     forward, backward = choose(p), choose(back)
     if forward.path == backward.path == "sdpa":

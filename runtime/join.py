@@ -1,9 +1,17 @@
 """The sdpa path's joins: pairs of token sets concatenated along the sequence, in one launch where it pays.
 
 `join_pairs([(a, b, rows_a, rows_b), ...])` returns cat([a[:, :, :rows_a], b[:, :, :rows_b]], dim=2) for each
-pair (contiguous, or in a model output's layout where asked). Large calls on a GPU go to one Triton launch (`kernels/join_sets.py`: 4.4-5.5x torch.cat's
-speed on the models' strided layouts, on the H200); small ones, CPU tensors and anything the kernel does not take
-go to torch.cat, whose host time is lower (a small call's joins are host time, not copy time).
+pair (contiguous, or in the private layout where asked). Large calls on a GPU go to one Triton launch
+(`kernels/join_sets.py`: 4.4-5.5x torch.cat's speed on the models' strided layouts, on the H200); small ones, CPU
+tensors and anything the kernel does not take go to torch.cat, whose host time is lower (a small call's joins are
+host time, not copy time).
+
+The private layout (`empty_joined(..., private=True)`): contiguous but for a batch stride padded by
+`PRIVATE_BATCH_PAD` elements, which no tensor PyTorch or a model makes has. Why: torch 2.11 caches cuDNN's SDPA
+backward graph keyed by q, k and v's sizes and strides alone, and bakes the first call's O and dO strides into it.
+A later call with the same q, k, v key but another dO layout runs that graph on its own dO and gets wrong gradients
+without an error (measured on the H200: `benchmarks/compiled_backward_check.py`, `benchmarks/NOTES-dispatch.md`).
+The op's and the shortcut's q, k and v for cuDNN's backward come in this layout, so their graphs are their own.
 """
 
 from __future__ import annotations
@@ -17,19 +25,22 @@ MAX_PAIRS = 5
 # three joins (25 MB) ran 0.197 ms a call through the kernel against 0.138 through torch.cat
 # (`benchmarks/results/join-h200.json`, `never_slower-join-h200.json`).
 KERNEL_MIN_BYTES = 64 << 20
+# Elements added to the private layout's batch stride: 128 bytes in bf16 / fp16, so every batch entry stays as
+# aligned as a packed tensor's (cuDNN wants 16-byte aligned strides).
+PRIVATE_BATCH_PAD = 64
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def join_pairs(pairs, heads_inner=frozenset()) -> list[torch.Tensor]:
+def join_pairs(pairs, private=frozenset()) -> list[torch.Tensor]:
     """The joined tensors of `pairs` ((a, b, rows_a, rows_b): [b, nh, >= rows_a, dh] and [b, nh, >= rows_b, dh]
-    of one dtype, device, batch, heads and head size), in order; those whose index is in `heads_inner` laid out
-    [b, S, nh, dh] in memory (`empty_joined`), the others contiguous."""
+    of one dtype, device, batch, heads and head size), in order; those whose index is in `private` in the private
+    layout (`empty_joined`), the others contiguous."""
     if kernel_takes(pairs):
-        return launch_join(pairs, heads_inner)
+        return launch_join(pairs, private)
     joined = []
     for i, (a, b, ra, rb) in enumerate(pairs):
-        if i in heads_inner:
-            out = empty_joined(a, ra + rb, heads_inner=True)
+        if i in private:
+            out = empty_joined(a, ra + rb, private=True)
             out[:, :, :ra].copy_(first(a, ra))
             out[:, :, ra:].copy_(first(b, rb))
             joined.append(out)
@@ -38,13 +49,24 @@ def join_pairs(pairs, heads_inner=frozenset()) -> list[torch.Tensor]:
     return joined
 
 
-def empty_joined(like, rows: int, heads_inner: bool = False) -> torch.Tensor:
-    """An uninitialized [b, nh, rows, dh] tensor like `like`: contiguous, or with `heads_inner` [b, rows, nh, dh]
-    in memory (a model's attention output after `transpose(1, 2)`)."""
+def empty_joined(like, rows: int, private: bool = False) -> torch.Tensor:
+    """An uninitialized [b, nh, rows, dh] tensor like `like`: contiguous, or in the private layout."""
     b, nh, _, dh = like.shape
-    if heads_inner:
-        return like.new_empty(b, rows, nh, dh).transpose(1, 2)
-    return like.new_empty(b, nh, rows, dh)
+    if not private:
+        return like.new_empty(b, nh, rows, dh)
+    batch = nh * rows * dh + PRIVATE_BATCH_PAD
+    return like.new_empty(b * batch).as_strided((b, nh, rows, dh), (batch, rows * dh, dh, 1))
+
+
+def is_private(t) -> bool:
+    """Whether t [b, nh, S, dh] is in the private layout (its strides exactly; size-1 dims included)."""
+    b, nh, s, dh = t.shape
+    return t.stride() == (nh * s * dh + PRIVATE_BATCH_PAD, s * dh, dh, 1)
+
+
+def to_private(t) -> torch.Tensor:
+    """t itself in the private layout, or a copy of it in that layout."""
+    return t if is_private(t) else empty_joined(t, t.shape[2], private=True).copy_(t)
 
 
 def first(t, rows: int):
@@ -69,7 +91,7 @@ def _triton_ready() -> bool:
     return True
 
 
-def launch_join(pairs, heads_inner=frozenset()) -> list[torch.Tensor]:
+def launch_join(pairs, private=frozenset()) -> list[torch.Tensor]:
     """`join_pairs` through the Triton kernel (any device Triton runs on, the interpreter included)."""
     import triton
 
@@ -79,7 +101,7 @@ def launch_join(pairs, heads_inner=frozenset()) -> list[torch.Tensor]:
     if not 1 <= len(pairs) <= MAX_PAIRS:
         raise ValueError(f"launch_join: pairs must number 1 to {MAX_PAIRS}, got {len(pairs)}")
     b, nh, _, dh = pairs[0][0].shape
-    outs = [empty_joined(a, ra + rb, i in heads_inner) for i, (a, _, ra, rb) in enumerate(pairs)]
+    outs = [empty_joined(a, ra + rb, i in private) for i, (a, _, ra, rb) in enumerate(pairs)]
     # The kernel's five slots: those past len(pairs) repeat the first pair, never read (the grid stops there).
     unused = MAX_PAIRS - len(pairs)
     tensors, rows, strides = [], [], []
@@ -95,6 +117,6 @@ def launch_join(pairs, heads_inner=frozenset()) -> list[torch.Tensor]:
     grid = (triton.cdiv(longest, block_r), b * nh, len(pairs))
     fast_launch.launch(
         join_sets_kernel, grid, *tensors, *rows, *strides, nh, HEAD_DIM=dh, BLOCK_R=block_r, BLOCK_D=block_d,
-        HEADS_INNER_MASK=sum(1 << i for i in heads_inner if i < len(pairs)),
+        PRIVATE_MASK=sum(1 << i for i in private if i < len(pairs)), BATCH_PAD=PRIVATE_BATCH_PAD,
     )  # fmt: skip
     return outs

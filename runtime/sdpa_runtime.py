@@ -10,7 +10,8 @@ torch.cat at small ones (`join.py`). Forward: the three joins, one SDPA kernel t
 choice would run for those tensors, `torch._fused_sdp_choice`: cuDNN, flash or memory-efficient; the flash
 kernel on CPU), its output copied into the op's outputs (the slices of the unfused graph).
 Backward: an SDPA backward on the concatenated tensors with the op's lse. It needs only what every runtime's
-forward leaves behind (out, joint_out and the natural-log lse), so it can follow any forward. A kernel that
+forward leaves behind (out, joint_out and the natural-log lse), so it can follow any forward. cuDNN's backward
+gets its q, k and v in `join.py`'s private layout (`_cudnn_backward`: torch 2.11's graph cache). A kernel that
 refuses a call (a size or layout it does not take) is skipped for the next, which computes the same function.
 
 Padded calls (valid lengths) run as "unpad -> SDPA -> pad" does: every query row against the valid keys alone,
@@ -25,10 +26,9 @@ device and dtype, and no padded call while a CUDA graph is captured.
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from . import join
 from .call import JointCall
 from .join import join_pairs
 from .validation import host_lengths
@@ -64,10 +64,10 @@ def unsupported(call, *, backward: bool = False, grad_lse=None) -> str | None:
     return path_unsupported("sdpa", describe(call, backward=backward, grad_lse=grad_lse))
 
 
-def _joined_valid_keys(call, n_valid: int, l_valid: int, *more, heads_inner=frozenset()) -> list:
+def _joined_valid_keys(call, n_valid: int, l_valid: int, *more, private=frozenset()) -> list:
     """q of every row; k and v of the valid keys of both sets (unpad; a whole set is taken as it is); then each
-    further (spatial, joint) pair of `more` whole. One launch for all (`join.join_pairs`; `heads_inner`: the
-    indices joined in a model output's layout)."""
+    further (spatial, joint) pair of `more` whole. One launch for all (`join.join_pairs`; `private`: the indices
+    joined in the private layout)."""
     n, l = call.q.shape[2], call.joint_q.shape[2]  # noqa: E741
     return join_pairs(
         [
@@ -76,7 +76,7 @@ def _joined_valid_keys(call, n_valid: int, l_valid: int, *more, heads_inner=froz
             (call.v, call.joint_v, n_valid, l_valid),
             *((a, c, n, l) for a, c in more),
         ],
-        heads_inner,
+        private,
     )
 
 
@@ -173,24 +173,7 @@ def attention_backward(grad, q, k, v, out, lse, scale: float):
     for backend in _gpu_backends(q, k, v, scale, "backward"):
         try:
             if backend == "cudnn":
-                return aten._scaled_dot_product_cudnn_attention_backward(
-                    grad,
-                    q,
-                    k,
-                    v,
-                    out,
-                    lse.reshape(b, nh, s, 1),
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    s,
-                    s_k,
-                    0.0,
-                    False,
-                    scale=scale,
-                )
+                return _cudnn_backward(grad, q, k, v, out, lse.reshape(b, nh, s, 1), s_k, scale)
             if backend == "flash":
                 return aten._scaled_dot_product_flash_attention_backward(
                     grad, q, k, v, out, lse, None, None, s, s_k, 0.0, False, None, None, scale=scale
@@ -215,6 +198,30 @@ def attention_backward(grad, q, k, v, out, lse, scale: float):
         except RuntimeError as error:
             _refused(backend, "backward", q, error)
     raise RuntimeError("joint_attention: no PyTorch SDPA backward took this call")
+
+
+def _cudnn_backward(grad, q, k, v, out, stats, s_k: int, scale: float):
+    """cuDNN's SDPA backward on operands laid out as every call of ours lays them out: q, k and v private
+    (`join.to_private`), O, dO and the stats packed (`_packed`). Why: torch 2.11 caches the backward graph by q, k
+    and v's sizes and strides and bakes the first call's O and dO strides into it; a call with the same key and
+    another dO layout runs the first call's graph and gets wrong gradients, no error. The private key keeps our
+    graphs apart from the models' own, and one layout for the rest keeps our calls consistent among themselves.
+    The joins already produce these layouts; anything else is copied into them here."""
+    q, k, v = join.to_private(q), join.to_private(k), join.to_private(v)
+    grad, out, stats = _packed(grad), _packed(out), _packed(stats)
+    s = q.shape[2]
+    return aten._scaled_dot_product_cudnn_attention_backward(
+        grad, q, k, v, out, stats, None, None, None, None, None, s, s_k, 0.0, False, scale=scale
+    )
+
+
+def _packed(t):
+    """t itself where its strides are exactly the packed ones (size-1 dims too), else a packed copy."""
+    packed, size = [], 1
+    for extent in reversed(t.shape):
+        packed.append(size)
+        size *= extent
+    return t if t.stride() == tuple(reversed(packed)) else t.new_empty(t.shape).copy_(t)
 
 
 class SdpaRuntime:
@@ -264,14 +271,6 @@ class SdpaRuntime:
         return tuple(grads)
 
 
-# Experimental (off by default): JOINTATTN_SDPA_DO_LAYOUT=model joins the backward's dO in the memory layout a
-# model's attention output gradient has ([b, S, nh, dh]) instead of contiguous [b, nh, S, dh]. Why: torch 2.11
-# caches cuDNN's backward graph by q, k and v's layouts alone, with dO's baked in, so a dO laid out unlike the
-# model's own calls' at the same q, k, v would run a graph built for the other layout (benchmarks/NOTES-dispatch.md;
-# benchmarks/compiled_backward_check.py tests the hypothesis and this switch).
-DO_LAYOUT_ENV = "JOINTATTN_SDPA_DO_LAYOUT"
-
-
 def _valid_key_backward(call, out, joint_out, lse, grad_out, grad_joint_out, rows, n_valid, l_valid):
     """(dq of every row, dk and dv of the valid keys) of the batch entries `rows`, which share these lengths."""
     q, k, v, o, d_o = _joined_valid_keys(
@@ -280,7 +279,7 @@ def _valid_key_backward(call, out, joint_out, lse, grad_out, grad_joint_out, row
         l_valid,
         (_at(out, rows), _at(joint_out, rows)),
         (_at(grad_out, rows), _at(grad_joint_out, rows)),
-        heads_inner=frozenset({4}) if os.environ.get(DO_LAYOUT_ENV) == "model" else frozenset(),
+        private=frozenset({0, 1, 2}),  # q, k, v: cuDNN's backward graph keyed apart (`_cudnn_backward`)
     )
     return attention_backward(d_o, q, k, v, o, _at(lse, rows), call.scale)
 

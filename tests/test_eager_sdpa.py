@@ -78,7 +78,7 @@ def test_the_lse_gradient_alone_covers_all_six_inputs_on_either_path(sdpa_chosen
 
 
 def test_the_lse_gradient_reads_q_and_k_only(sdpa_chosen):
-    """lse's gradient runs as SDPA(q, k, v=k) and its value gradient (`_LseGradient`): a NaN value never reaches
+    """lse's gradient runs as SDPA(q, k, v=k) and its value gradient (`_lse_gradient`): a NaN value never reaches
     it, odd sizes and a scale other than 1/sqrt(dh) included."""
     inputs = list(joint_inputs(2, 3, 13, 7, 24, seed=8))
     inputs[2] = inputs[2].clone()

@@ -44,18 +44,22 @@ def test_the_kernel_joins_as_cat_does(b, nh, n, l, dh, cuts):  # noqa: E741
 
 
 @pytest.mark.parametrize("kernel", [True, False])
-def test_heads_inner_outputs_are_laid_out_as_a_models_attention_output(kernel):
-    """Pairs named in heads_inner come back [b, S, nh, dh] in memory (what `transpose(1, 2)` of a model's output
-    is), the same values; the others contiguous. Kernel and torch.cat fallback alike."""
-    b, nh, n, l, dh = 2, 3, 21, 5, 16  # noqa: E741
+@pytest.mark.parametrize("b", [1, 2])
+def test_private_outputs_have_the_padded_batch_stride(kernel, b):
+    """Pairs named in `private` come back in the private layout (the batch stride padded, size-1 batch too), the
+    same values; the others contiguous. Kernel and torch.cat fallback alike."""
+    nh, n, l, dh = 3, 21, 5, 16  # noqa: E741
     pairs = [
         (_model_layout(b, nh, n, dh, i), _model_layout(b, nh, l, dh, 10 + i), n, l - i) for i in range(3)
     ]
     got = (join.launch_join if kernel else join.join_pairs)(pairs, frozenset({1}))
     for i, (out, (a, c, ra, rb)) in enumerate(zip(got, pairs, strict=True)):
         assert torch.equal(out, torch.cat([a[:, :, :ra], c[:, :, :rb]], dim=2))
-        heads_inner = out.transpose(1, 2).is_contiguous()
-        assert heads_inner == (i == 1) and out.is_contiguous() == (i != 1)
+        assert join.is_private(out) == (i == 1)
+        assert out.stride()[0] == nh * (ra + rb) * dh + (join.PRIVATE_BATCH_PAD if i == 1 else 0)
+    assert join.to_private(got[1]) is got[1]
+    copied = join.to_private(got[0])
+    assert join.is_private(copied) and torch.equal(copied, got[0])
 
 
 def test_join_pairs_falls_back_to_cat_below_the_size_or_off_the_gpu():
@@ -106,38 +110,48 @@ def test_sdpa_path_with_the_kernel_matches_float64(kernel_forced, logical_l):
     assert kernel_forced == [3, 5]  # the forward's q, k, v; the backward's q, k, v, out, dO
 
 
-def test_the_model_do_layout_switch_joins_do_as_a_model_output_and_computes_the_same(
-    monkeypatch, kernel_forced
-):
-    """JOINTATTN_SDPA_DO_LAYOUT=model (experimental): the backward's dO reaches SDPA's backward laid out
-    [b, S, nh, dh] in memory; the gradients are the same as float64's."""
+@pytest.fixture
+def backward_operands(monkeypatch):
+    """The operands every SDPA backward of ours is handed (`sdpa_runtime.attention_backward`), recorded."""
     from jointattn.runtime import sdpa_runtime
 
     seen, real = [], sdpa_runtime.attention_backward
-    monkeypatch.setattr(sdpa_runtime, "attention_backward", lambda g, *a: seen.append(g) or real(g, *a))
-    monkeypatch.setenv(sdpa_runtime.DO_LAYOUT_ENV, "model")
+    monkeypatch.setattr(sdpa_runtime, "attention_backward", lambda *a: seen.append(a) or real(*a))
+    yield seen
+
+
+def _keyed_apart(operands):
+    """q, k and v private, O and dO packed: what `_cudnn_backward` would otherwise copy them into."""
+    grad, q, k, v, out = operands[:5]
+    return all(join.is_private(t) for t in (q, k, v)) and grad.is_contiguous() and out.is_contiguous()
+
+
+@pytest.mark.parametrize("logical_l", [None, torch.tensor([4, 4])])
+def test_the_sdpa_paths_backward_joins_in_the_private_layout(kernel_forced, backward_operands, logical_l):
+    """The op's sdpa backward: the join kernel writes q, k and v private, so cuDNN's backward needs no copies;
+    the gradients are float64's."""
     inputs = [t.requires_grad_() for t in joint_inputs(2, 3, 11, 6, 16, seed=5, device=DEVICE, dtype=DTYPE)]
-    out, joint_out, lse = jointattn.joint_attention(*inputs, scale=0.3, runtime="sdpa")
+    lengths = None if logical_l is None else logical_l.to(DEVICE)
+    out, joint_out, lse = jointattn.joint_attention(*inputs, logical_l=lengths, scale=0.3, runtime="sdpa")
     clean = [t.detach().double().requires_grad_() for t in inputs]
-    _check_against_float64(out, joint_out, lse, inputs, clean, unfused_float64(*clean, scale=0.3), TOL)
-    (d_o,) = seen
-    assert d_o.transpose(1, 2).is_contiguous() and not d_o.is_contiguous()
+    ref = unfused_float64(*clean, logical_l=lengths, scale=0.3)
+    _check_against_float64(out, joint_out, lse, inputs, clean, ref, TOL)
+    (operands,) = backward_operands
+    assert _keyed_apart(operands)
 
 
-def test_the_model_do_layout_switch_also_lays_out_the_shortcuts_do(monkeypatch):
-    """The eager shortcut's training call under JOINTATTN_SDPA_DO_LAYOUT=model: its SDPA backward gets dO as
-    [b, S, nh, dh] memory, and every gradient (through lse too) still matches float64."""
-    from jointattn.runtime import sdpa_runtime
-
-    seen, real = [], sdpa_runtime.attention_backward
-    monkeypatch.setattr(sdpa_runtime, "attention_backward", lambda g, *a: seen.append(g) or real(g, *a))
-    monkeypatch.setenv(sdpa_runtime.DO_LAYOUT_ENV, "model")
+@pytest.mark.parametrize("kernel", [True, False])
+def test_the_shortcuts_training_call_joins_in_the_private_layout(monkeypatch, backward_operands, kernel):
+    """The eager shortcut's training call (`_TrainingSdpa`): q, k and v private, dO packed, and every gradient
+    (through lse too) matches float64's; joined by the kernel or by copies."""
+    if kernel:
+        monkeypatch.setattr(join, "kernel_takes", lambda pairs: True)
     inputs = [t.requires_grad_() for t in joint_inputs(2, 2, 9, 5, 8, seed=6, device=DEVICE, dtype=DTYPE)]
     out, joint_out, lse = eager_sdpa._run(inputs, eager_sdpa.Plan(scale=0.5, n=9), grad=True)
     clean = [t.detach().double().requires_grad_() for t in inputs]
     ref = unfused_float64(*clean, scale=0.5)
     _check_against_float64(out, joint_out, lse, inputs, clean, ref, TOL)
-    assert seen and seen[0].transpose(1, 2).is_contiguous() and not seen[0].is_contiguous()
+    assert backward_operands and _keyed_apart(backward_operands[0])
     _, _, lse = eager_sdpa._run(inputs, eager_sdpa.Plan(scale=0.5, n=9), grad=True)  # a fresh graph for lse
     want_lse = unfused_float64(*clean, scale=0.5)[2]
     g = torch.Generator().manual_seed(7)
@@ -146,10 +160,50 @@ def test_the_model_do_layout_switch_also_lays_out_the_shortcuts_do(monkeypatch):
     want = torch.autograd.grad((want_lse * weights).sum(), [clean[i] for i in (0, 1, 3, 4)])
     for a, w in zip(got, want, strict=True):
         assert rel_err(a, w) < TOL
+    assert all(_keyed_apart(operands) for operands in backward_operands[1:])
+
+
+@pytest.mark.parametrize("b", [1, 2])
+def test_cudnn_backward_gets_private_keys_and_packed_operands_whatever_it_is_handed(monkeypatch, b):
+    """`sdpa_runtime._cudnn_backward` (cuDNN's kernel recorded, computed here by the CPU one): q, k and v in any
+    layout reach it private; O, dO and the stats packed, also a model's [b, S, nh, dh] dO and size-1 dims with
+    odd strides; the gradients are those of the operands as handed over."""
+    import types
+
+    from jointattn.runtime import sdpa_runtime
+
+    calls = []
+
+    def cudnn_backward(grad, q, k, v, out, stats, *rest, scale):
+        calls.append((grad, q, k, v, out, stats))
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grad, q, k, v, out, stats[..., 0], 0.0, False, scale=scale
+        )
+
+    monkeypatch.setattr(
+        sdpa_runtime,
+        "aten",
+        types.SimpleNamespace(_scaled_dot_product_cudnn_attention_backward=cudnn_backward),
+    )
+    nh, s, dh = 2, 13, 8
+    q, k, v = (_model_layout(b, nh, s, dh, i).float().cpu() for i in range(3))
+    out, lse = torch._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=0.4)
+    grad = _model_layout(b, nh, s, dh, 3).float().cpu()  # a model's dO: [b, S, nh, dh] in memory
+    got = sdpa_runtime._cudnn_backward(grad, q, k, v, out.transpose(1, 2).contiguous().transpose(1, 2),
+                                       lse.reshape(b, nh, s, 1), s, 0.4)  # fmt: skip
+    ((g_, q_, k_, v_, o_, stats_),) = calls
+    assert all(join.is_private(t) for t in (q_, k_, v_))
+    for t in (g_, o_, stats_):
+        assert t.stride() == torch.empty(t.shape).stride()
+    want = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+        grad, q, k, v, out, lse, 0.0, False, scale=0.4
+    )
+    for a, w in zip(got, want, strict=True):
+        assert torch.allclose(a, w, atol=1e-6)
 
 
 def test_the_shortcuts_joined_sets_are_differentiable_as_cat(monkeypatch, kernel_forced):
-    """The eager shortcut's training call (`_JoinedSets`): gradients are the slices of the joined ones."""
+    """The eager shortcut's training call (`_TrainingSdpa`): gradients are the slices of the joined ones."""
     inputs = [t.requires_grad_() for t in joint_inputs(2, 2, 9, 5, 8, seed=4, device=DEVICE, dtype=DTYPE)]
     plan = eager_sdpa.Plan(scale=0.5, n=9)
     out, joint_out, lse = eager_sdpa._run(inputs, plan, grad=True)

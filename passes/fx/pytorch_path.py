@@ -9,9 +9,13 @@ graph also wins where our forward is faster but the op's sdpa backward would joi
 
 Only under runtime="auto" on a GPU the table measured, with static sizes and no padding: a runtime the user
 named is theirs, with no measurement there is nothing to prove the PyTorch path faster, and a padded original
-graph (a key mask, or Mochi's gather of the valid rows) is not what the op's sdpa path runs. One exception, for
-correctness, padded or not: a training graph that the op would run with its backward on the sdpa path keeps
-its original attention (`_unproven_backward`).
+graph (a key mask, or Mochi's gather of the valid rows) is not what the op's sdpa path runs.
+
+In a compiled training graph, an unpadded attention whose backward the dispatcher would run on the sdpa path
+stays too (`_sdpa_backward_in_training`): there the op gains only its forward, pays the joins again for
+PyTorch's backward, and inductor's original graph joins for less than the eager graph the table measured. One
+measurement: SD3.5-medium-like at 1024², batch 2, 24 such attentions, fused 0.935x inductor's step
+(`benchmarks/results/training-1024-fused-sdpa-backward.json`, gradients as close to eager's as inductor's).
 """
 
 from __future__ import annotations
@@ -28,8 +32,7 @@ def left_to_pytorch(tensors, padded: bool, runtime: str) -> str | None:
     """Why the fusion of the six token-set nodes (q, k, v, joint_q, joint_k, joint_v) is left undone, or None.
 
     The forward must pick "sdpa"; where any input requires grad, forward + backward must (`choose_training`),
-    by measurements either way. A training graph whose backward the dispatcher would run on the sdpa path is
-    left too, padded or not (`_unproven_backward`)."""
+    by measurements either way."""
     if runtime != "auto":
         return None
     values = [tensor_val(t) for t in tensors]
@@ -43,7 +46,7 @@ def left_to_pytorch(tensors, padded: bool, runtime: str) -> str | None:
         return None
     training = any(v.requires_grad for v in values)
     if padded:  # a padded original graph is not the sdpa path's unpad -> SDPA -> pad
-        return _unproven_backward(problem) if training else None
+        return None
     try:
         # A training graph runs both passes: the choice over the step (`choose_training`), which also sees
         # that the op's sdpa backward joins the token sets again where the original graph kept its joins. No
@@ -53,7 +56,7 @@ def left_to_pytorch(tensors, padded: bool, runtime: str) -> str | None:
     except ValueError:
         return None  # JOINTATTN_DISPATCH forces a path that cannot run the call: the op says so when called
     if choice.path != "sdpa" or not choice.measured:
-        return _unproven_backward(problem) if training else None
+        return _sdpa_backward_in_training(problem) if training else None
     return (
         "left to PyTorch: the dispatcher would run this call as cat -> SDPA -> slice, which the original "
         f"graph already is, without the op's per-call host work ({'forward + backward' if training else 'forward'}"
@@ -61,14 +64,9 @@ def left_to_pytorch(tensors, padded: bool, runtime: str) -> str | None:
     )
 
 
-def _unproven_backward(problem) -> str | None:
-    """Why a training graph keeps its original attention where the op's backward would take the sdpa path, or
-    None. On the H200 a compiled SD3.5-like model (4 layers, 1024², bf16) whose fused attentions ran our Triton
-    forward and that backward came out with gradients 10x further from float32's than the original graph's
-    (3.6% against 0.36%; our Triton or Hopper backward after the same forward: 0.34%), with torch.cat's joins or
-    ours alike, while the same op called eagerly matched float64 as closely on every pair of paths. Until the
-    cause is found (`benchmarks/compiled_backward_check.py`), compiled training graphs do not run it; a path
-    forced by JOINTATTN_DISPATCH is the user's."""
+def _sdpa_backward_in_training(problem) -> str | None:
+    """Why an unpadded training graph keeps its original attention where the op would run its backward on the
+    sdpa path (see the module's docstring), or None."""
     try:
         backward = choose(dataclasses.replace(problem, backward=True))
     except ValueError:
@@ -76,9 +74,9 @@ def _unproven_backward(problem) -> str | None:
     if backward.path != "sdpa" or not backward.measured:
         return None
     return (
-        "left to PyTorch: a training graph whose backward the dispatcher would run on the sdpa path, which is "
-        "unproven in compiled graphs (gradients 10x further from float32's than the original graph's in one "
-        f"model on the H200; see passes/fx/pytorch_path.py) (backward: {backward.reason})"
+        "left to PyTorch: a compiled training graph whose backward the dispatcher would run on the sdpa path: "
+        "the op would gain only its forward and join the token sets again for PyTorch's backward, which the "
+        f"original graph does for less (measured 0.935x inductor at SD3.5 1024²) (backward: {backward.reason})"
     )
 
 

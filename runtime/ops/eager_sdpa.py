@@ -11,7 +11,7 @@ sets again, which the unfused graph did once in its forward).
 
 What it keeps: the kernels of the op's "sdpa" path (PyTorch's own choice among cuDNN, flash and memory-efficient,
 with the log-sum-exp; the flash kernel on CPU); the op's argument checks and the dispatcher's choice, both cached
-per call signature (a model repeats its shapes); the gradient through lse (`_LseGradient`: one more SDPA forward
+per call signature (a model repeats its shapes); the gradient through lse (`_lse_gradient`: one more SDPA forward
 and backward, paid only when lse is differentiated). What differs from the op's kernel paths is what the unfused
 graph does too: out and joint_out are slices of one SDPA output (not each laid out [b, S, nh, dh]), and there is
 no double backward (PyTorch's fused SDPA backwards have none).
@@ -151,93 +151,68 @@ def _run(tensors, plan: Plan, grad: bool, cut: tuple[int, int] | None = None):
         k, v, jk, jv = (
             join.first(t, size) for t, size in ((k, cut[0]), (v, cut[0]), (jk, cut[1]), (jv, cut[1]))
         )
-    pairs = [(a, c, a.shape[2], c.shape[2]) for a, c in ((q, jq), (k, jk), (v, jv))]
-    if not grad:
-        qq, kk, vv = join.join_pairs(pairs)
-    elif join.kernel_takes(pairs):
-        qq, kk, vv = _JoinedSets.apply(q, jq, k, jk, v, jv)
-    else:  # small: torch.cat's host time is the lower
-        qq, kk, vv = torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
-    if grad and os.environ.get(sdpa_runtime.DO_LAYOUT_ENV) == "model":
-        o, lse = _ModelLayoutAttention.apply(qq, kk, vv, plan.scale)
-    else:
-        o, lse = sdpa_runtime.attention(qq, kk, vv, plan.scale)
     if grad:
-        lse = _LseGradient.apply(lse, qq, kk, vv, plan.scale)
+        o, lse = _TrainingSdpa.apply(q, jq, k, jk, v, jv, plan.scale)
+    else:
+        qq, kk, vv = join.join_pairs([(a, c, a.shape[2], c.shape[2]) for a, c in ((q, jq), (k, jk), (v, jv))])
+        o, lse = sdpa_runtime.attention(qq, kk, vv, plan.scale)
     return o.narrow(2, 0, plan.n), o.narrow(2, plan.n, o.shape[2] - plan.n), lse
 
 
-class _JoinedSets(torch.autograd.Function):
-    """The joined q, k and v of a large call in one launch (`join.join_pairs`), differentiable as torch.cat is:
-    each set's gradient is its slice of the joined one's."""
+class _TrainingSdpa(torch.autograd.Function):
+    """The shortcut's training call as one autograd node: the joins (one launch where large, `join.join_pairs`),
+    SDPA, and a backward through `sdpa_runtime.attention_backward`, each set's gradient its slice of the joined
+    one's (as torch.cat's backward gives).
+
+    Why not PyTorch's own autograd over cat -> SDPA: its cuDNN backward would get q, k and v laid out as a model's
+    own call has them and a dO laid out as `narrow`'s backward makes it; torch 2.11 caches that backward's graph
+    by q, k and v alone, so the model's own calls and ours would run each other's graphs (wrong gradients, no
+    error; `join.py`). Here q, k and v are joined in the private layout, and `attention_backward` keeps it.
+
+    lse is differentiable: with P = softmax(scale * q k^T), d lse_i / d q_i = scale * (P k)_i and
+    d lse_i / d k_j = scale * P_ij q_i, so dq = scale * dlse * SDPA(q, k, v=k) and dk = the value gradient of that
+    SDPA for the output gradient scale * dlse * q (P^T g): one SDPA forward and one backward on PyTorch's kernels,
+    paid only when a loss reads lse (ring attention merges partials by it). The values get zeros from it, as from
+    the op, whose gradients always cover all six inputs. No double backward (PyTorch's fused SDPA backwards have
+    none)."""
 
     @staticmethod
-    def forward(ctx, q, jq, k, jk, v, jv):
-        ctx.rows = (q.shape[2], k.shape[2])
-        return tuple(
-            join.join_pairs([(a, c, a.shape[2], c.shape[2]) for a, c in ((q, jq), (k, jk), (v, jv))])
-        )
-
-    @staticmethod
-    def backward(ctx, gq, gk, gv):
-        n, n_keys = ctx.rows
-        return tuple(
-            part
-            for g, rows in ((gq, n), (gk, n_keys), (gv, n_keys))
-            for part in ((None, None) if g is None else (g[:, :, :rows], g[:, :, rows:]))
-        )
-
-
-class _ModelLayoutAttention(torch.autograd.Function):
-    """SDPA on the joined tensors whose backward hands PyTorch's kernel dO laid out as a model's attention output
-    gradient is ([b, S, nh, dh] in memory; `slice`'s backward makes it contiguous [b, nh, S, dh]). Only under the
-    experimental JOINTATTN_SDPA_DO_LAYOUT=model (`sdpa_runtime.DO_LAYOUT_ENV`: cuDNN's backward-graph cache in torch
-    2.11 is keyed without dO's layout); costs one copy of dO."""
-
-    @staticmethod
-    def forward(ctx, qq, kk, vv, scale):
+    def forward(ctx, q, jq, k, jk, v, jv, scale):
+        ctx.set_materialize_grads(False)
+        pairs = [(a, c, a.shape[2], c.shape[2]) for a, c in ((q, jq), (k, jk), (v, jv))]
+        qq, kk, vv = join.join_pairs(pairs, private=frozenset({0, 1, 2}))
         o, lse = sdpa_runtime.attention(qq, kk, vv, scale)
         ctx.save_for_backward(qq, kk, vv, o, lse)
-        ctx.scale = scale
-        ctx.mark_non_differentiable(lse)
+        ctx.scale, ctx.rows = scale, (q.shape[2], k.shape[2])
         return o, lse
 
     @staticmethod
-    def backward(ctx, grad, _grad_lse):
+    def backward(ctx, grad_o, grad_lse):
         qq, kk, vv, o, lse = ctx.saved_tensors
-        d_o = join.empty_joined(grad, grad.shape[2], heads_inner=True).copy_(grad)
-        return (*sdpa_runtime.attention_backward(d_o, qq, kk, vv, o, lse, ctx.scale), None)
+        if grad_o is not None:
+            dq, dk, dv = sdpa_runtime.attention_backward(grad_o, qq, kk, vv, o, lse, ctx.scale)
+        else:
+            dq, dk, dv = torch.zeros_like(qq), torch.zeros_like(kk), torch.zeros_like(vv)
+        if grad_lse is not None:
+            lse_dq, lse_dk = _lse_gradient(grad_lse, qq, kk, ctx.scale)
+            dq, dk = dq + lse_dq, dk + lse_dk
+        n, n_keys = ctx.rows
+        return (
+            dq[:, :, :n], dq[:, :, n:], dk[:, :, :n_keys], dk[:, :, n_keys:], dv[:, :, :n_keys], dv[:, :, n_keys:],
+            None,
+        )  # fmt: skip
 
 
-class _LseGradient(torch.autograd.Function):
-    """lse as SDPA returned it (which PyTorch marks non-differentiable), made differentiable in the joined q and k.
-    Runs only when a loss reads lse (ring attention merges partials by it); otherwise autograd never reaches it.
-
-    With P = softmax(scale * q k^T): d lse_i / d q_i = scale * (P k)_i and d lse_i / d k_j = scale * P_ij q_i,
-    so dq = scale * dlse * SDPA(q, k, v=k) and dk = the value gradient of that SDPA for the output gradient
-    scale * dlse * q (P^T g): one SDPA forward and one backward on PyTorch's kernels, where the exact reference
-    (blockwise float32 matmuls, which the ring's training steps at large sizes would otherwise run) costs
-    several times that (estimated from its float32 work, not timed). The values get zeros, as from the op (whose
-    gradients always cover all six inputs): lse alone differentiated in v gives zeros, not an unused-input error."""
-
-    @staticmethod
-    def forward(ctx, lse, qq, kk, vv, scale):
-        ctx.save_for_backward(qq, kk)
-        ctx.v_shape = vv.shape
-        ctx.scale = scale
-        return lse
-
-    @staticmethod
-    def backward(ctx, grad_lse):
-        qq, kk = ctx.saved_tensors
-        weight = ctx.scale * grad_lse.float()[..., None]
-        p_k, lse = sdpa_runtime.attention(qq, kk, kk, ctx.scale)  # P k, and the same lse
-        dq = (weight * p_k.float()).to(qq.dtype)
-        # The kernel's output gradient is in q's dtype: weights scaled per (batch, head) by a power of two to at
-        # most 1 first (exact in float32), so that small ones keep fp16's precision, and dk scaled back after.
-        peak = weight.abs().amax(dim=(2, 3), keepdim=True)
-        usable = torch.isfinite(peak) & (peak > 0)
-        unit = torch.where(usable, torch.exp2(torch.ceil(torch.log2(peak.clamp_min(1e-38)))), 1.0)
-        g = (weight / unit * qq.float()).to(qq.dtype)
-        dk = sdpa_runtime.attention_backward(g, qq, kk, kk, p_k, lse, ctx.scale)[2]
-        return None, dq, (dk.float() * unit).to(kk.dtype), kk.new_zeros(ctx.v_shape), None
+def _lse_gradient(grad_lse, qq, kk, scale: float):
+    """(dq, dk) of lse for its gradient `grad_lse` (`_TrainingSdpa`'s formula). The kernel's output gradient is in
+    q's dtype: weights scaled per (batch, head) by a power of two to at most 1 first (exact in float32), so that
+    small ones keep fp16's precision, and dk scaled back after."""
+    weight = scale * grad_lse.float()[..., None]
+    p_k, lse = sdpa_runtime.attention(qq, kk, kk, scale)  # P k, and the same lse
+    dq = (weight * p_k.float()).to(qq.dtype)
+    peak = weight.abs().amax(dim=(2, 3), keepdim=True)
+    usable = torch.isfinite(peak) & (peak > 0)
+    unit = torch.where(usable, torch.exp2(torch.ceil(torch.log2(peak.clamp_min(1e-38)))), 1.0)
+    g = (weight / unit * qq.float()).to(qq.dtype)
+    dk = sdpa_runtime.attention_backward(g, qq, kk, kk, p_k, lse, scale)[2]
+    return dq, (dk.float() * unit).to(kk.dtype)
