@@ -162,7 +162,10 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
     dk = gl.zeros([BLOCK_N, HEAD_DIM], gl.float32, layout=kv_layout)
     dv = gl.zeros([BLOCK_N, HEAD_DIM], gl.float32, layout=kv_layout)
     st_zero = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=st_layout)
-    dq_zero = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=kv_layout)
+    DQ_CHUNK: gl.constexpr = 64 if HEAD_DIM > 64 else HEAD_DIM  # dQ's columns per product
+    dq_chunk_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                              instr_shape=[16, DQ_CHUNK, 16])
+    dq_chunk_zero = gl.zeros([BLOCK_M, DQ_CHUNK], gl.float32, layout=dq_chunk_layout)
     stats = (bz.to(gl.int64) * H + h) * (N + L)
     q_idx = gl.arange(0, BLOCK_M, layout=gl.BlockedLayout([1], [32], [4], [0]))
 
@@ -186,8 +189,9 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
             m_c = gl.convert_layout(m, query_of_st)
             delta_c = gl.convert_layout(delta, query_of_st)
             m, delta = _row_stats(M, DELTA, stats, n_spatial, n_row0, q_idx, N, L)
-            st, dpt = warpgroup_mma_wait(num_outstanding=0, deps=(st, dpt))
-
+            # Pᵀ while dPᵀ is still on the tensor cores, and dV's product issued before waiting for dPᵀ (wgmma
+            # waits are in order: at most one product outstanding lets the later one run on), as the dense kernel.
+            st = warpgroup_mma_wait(num_outstanding=1, deps=(st,))
             pt = gl.where(key_ok[:, None], gl.exp2(st * qk_scale - m_c[None, :]), 0.0)
             if HAS_PARTIAL and slot >= 0:  # a partial block: its bits, one word per [key, query]
                 rows = q_row0 - qb * Q_BLOCK + q_col
@@ -195,23 +199,28 @@ def _consumer(desc_dqa, desc_djqa, k_smem, v_smem, q_bufs, do_bufs, ds_smem, dq_
                                 + (rows * stride_br)[None, :] + ((key_col // 32) * stride_bw)[:, None],
                                 mask=key_ok[:, None] & (rows >= 0)[None, :], other=0)
                 pt = gl.where(((words >> (key_col % 32)[:, None]) & 1) != 0, pt, 0.0)
+            pt_op = gl.convert_layout(pt.to(dtype), op_layout)
+            dv = warpgroup_mma(pt_op, do_buf, dv, is_async=True)
+            dpt = warpgroup_mma_wait(num_outstanding=1, deps=(dpt,))
             # Rows outside the CTA's keys (the text block before the last one's, zero fill past N): selected
             # out. Inside a listed block, a key the bits hide still multiplies through (0 * NaN), as the Triton
             # kernels and flex_attention do.
             dst = gl.where(key_ok[:, None], pt * (dpt - delta_c[None, :]), 0.0)
-            pt_op = gl.convert_layout(pt.to(dtype), op_layout)
             dst_op = gl.convert_layout(dst.to(dtype), op_layout)
-            dv = warpgroup_mma(pt_op, do_buf, dv, is_async=True)
             dk = warpgroup_mma(dst_op, q_buf, dk, is_async=True)
             ds_w.store(dst.to(dtype))
             fence_async_shared()
-            dq = warpgroup_mma(ds_w.permute((1, 0)), k_w, dq_zero, use_acc=False, is_async=True)
-            dv, dk, dq, pt_op, dst_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, dq, pt_op, dst_op))
-            mbarrier.arrive(qdo_empty.index(s), count=1)  # Q, dO of stage s consumed
-
+            # dQ = scale * dS K, DQ_CHUNK columns at a time: a chunk's accumulator is all the registers dQ holds
+            # (half of a whole dh-128 tile, which serialized the wgmmas for lack of registers, ptxas's C7512).
             # Rows past the set's end hold zeros (P = 0 there) and the reduce clips them at the tensor's end.
             tma.store_wait(pendings=0)  # the previous tile's reduce has read dq_w
-            dq_w.reshape([BLOCK_M, HEAD_DIM]).store(dq * scale)  # dQ = scale * dS K
+            for c in gl.static_range(HEAD_DIM // DQ_CHUNK):
+                dq = warpgroup_mma(ds_w.permute((1, 0)), k_w.slice(c * DQ_CHUNK, DQ_CHUNK, dim=1), dq_chunk_zero,
+                                   use_acc=False, is_async=True)
+                dq = warpgroup_mma_wait(num_outstanding=0, deps=(dq,))  # in order: dV and dK are done too
+                dq_w.reshape([BLOCK_M, HEAD_DIM]).slice(c * DQ_CHUNK, DQ_CHUNK, dim=1).store(dq * scale)
+            dv, dk, pt_op, dst_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, pt_op, dst_op))
+            mbarrier.arrive(qdo_empty.index(s), count=1)  # Q, dO of stage s consumed
             fence_async_shared()
             if q_spatial:
                 _tma_reduce_add(desc_dqa, [bz, h, q_row0, 0], dq_w)

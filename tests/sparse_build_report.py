@@ -86,6 +86,8 @@ def usage(compiled) -> dict:
         spill_stores=int(spills.group(1)) if spills else None,
         spill_loads=int(spills.group(2)) if spills else None,
         shared=compiled.metadata.shared,
+        # ptxas C7512: too few registers to keep wgmmas in flight, so it waits after each one.
+        wgmma_serialized="C7512" in report,
     )
 
 
