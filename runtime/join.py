@@ -39,13 +39,9 @@ def join_pairs(pairs, private=frozenset()) -> list[torch.Tensor]:
         return launch_join(pairs, private)
     joined = []
     for i, (a, b, ra, rb) in enumerate(pairs):
-        if i in private:
-            out = empty_joined(a, ra + rb, private=True)
-            out[:, :, :ra].copy_(first(a, ra))
-            out[:, :, ra:].copy_(first(b, rb))
-            joined.append(out)
-        else:
-            joined.append(torch.cat([first(a, ra), first(b, rb)], dim=2))
+        # torch.cat into a tensor of the right size keeps its strides (no resize, no restride)
+        out = empty_joined(a, ra + rb, private=True) if i in private else None
+        joined.append(torch.cat([first(a, ra), first(b, rb)], dim=2, out=out))
     return joined
 
 
