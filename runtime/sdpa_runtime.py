@@ -30,7 +30,6 @@ import torch
 
 from . import join
 from .call import JointCall
-from .join import join_pairs
 from .validation import host_lengths
 
 aten = torch.ops.aten
@@ -69,7 +68,7 @@ def _joined_valid_keys(call, n_valid: int, l_valid: int, *more, private=frozense
     further (spatial, joint) pair of `more` whole. One launch for all (`join.join_pairs`; `private`: the indices
     joined in the private layout)."""
     n, l = call.q.shape[2], call.joint_q.shape[2]  # noqa: E741
-    return join_pairs(
+    return join.join_pairs(
         [
             (call.q, call.joint_q, n, l),
             (call.k, call.joint_k, n_valid, l_valid),
