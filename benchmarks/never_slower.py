@@ -362,6 +362,24 @@ def plot(rows, path):
     fig.savefig(path, dpi=130)
 
 
+def other_gpu_processes() -> list[int] | None:
+    """Process ids of other compute processes on the GPUs (nvidia-smi), or None where it cannot tell. Why: the
+    fourteenth session's two outliers (Flux's step 2.35 ms against 1.73-1.86, the padded forward 0.67 against
+    0.38) came in the run that followed the GPU tests' eight workers directly."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return [int(x) for x in done.stdout.split() if x.strip().isdigit() and int(x) != os.getpid()]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results")
@@ -425,6 +443,9 @@ def main():
     )  # fmt: skip
     if args.shard:
         env["shard"] = args.shard
+    env["other_gpu_processes"] = other_gpu_processes()
+    if env["other_gpu_processes"]:  # e.g. a test run's workers still exiting: every time would be shared
+        print(f"warning: other processes on the GPU: {env['other_gpu_processes']}", file=sys.stderr)
     print(json.dumps(env))
     rows, table, t0 = [], [], time.time()
     points = coarse_grid() if args.coarse else grid(args.quick)

@@ -11,11 +11,20 @@ set -o pipefail
 mode=${1:-all}
 source benchmarks/device_env.sh
 t0=$SECONDS
+# Benchmarks after tests: wait (up to 30 s) until the test workers have left the GPU, or the first timings share it.
+wait_for_idle_gpu() {
+  for _ in $(seq 30); do
+    [ -z "$(nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null)" ] && return
+    sleep 1
+  done
+  echo "warning: other processes still on the GPU" >&2
+}
 if [ "$mode" = step ]; then
   pytest -q -n 8 -p no:cacheprovider tests/test_eager_sdpa.py tests/test_dispatch.py tests/test_sdpa_padded.py \
     tests/test_pytorch_path.py tests/test_join.py tests/test_cudnn_graph_cache.py 2>&1 | tee "$OUT/step_tests.log" | tail -6
   status=$?
   echo "step tests: $((SECONDS - t0)) s"
+  wait_for_idle_gpu
   python3 benchmarks/never_slower.py --no-paths --budget-ms 25 --limit-s 240 --out "$OUT" --points 2,38,4096,333,64 \
     1,24,4096,512,128 1,24,4096,512,128,77 2,24,4096,333,64,77 1,24,44520,256,128,100 2>"$OUT/never_slower.err" \
     | tee "$OUT/never_slower.log" | tail -14
@@ -39,6 +48,7 @@ if [ "$mode" != bench ]; then
   echo "gpu tests: $((SECONDS - t0)) s"
 fi
 if [ "$mode" != tests ]; then
+  wait_for_idle_gpu
   if [ "$mode" != proof ]; then
     python3 benchmarks/host_overhead.py --out "$OUT" 2>&1 | tee "$OUT/host_overhead.log" | grep -E "host|rror" | head -100
     echo "host overhead: $((SECONDS - t0)) s"

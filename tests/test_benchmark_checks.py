@@ -44,3 +44,25 @@ def test_training_flags_gradients_further_from_eager_than_inductors():
     assert training.gradient_suspect({"grad_rel_err_vs_eager": 0.0035}, inductor) is None  # the 512² run
     exact = {"grad_rel_err_vs_eager": 4.7e-7}
     assert training.gradient_suspect({"grad_rel_err_vs_eager": 9e-7}, exact) is None  # float32: both exact
+
+
+def test_other_gpu_processes_lists_everyone_but_this_process(monkeypatch):
+    """never_slower records who else was on the GPU while it timed (nvidia-smi's compute apps, itself left out);
+    None where nvidia-smi is missing or fails."""
+    import os
+    import subprocess
+    import types
+
+    listing = f"{os.getpid()}\n4242\n"
+    monkeypatch.setattr(
+        subprocess, "run", lambda *a, **k: types.SimpleNamespace(returncode=0, stdout=listing)
+    )
+    assert never_slower.other_gpu_processes() == [4242]
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: types.SimpleNamespace(returncode=9, stdout=""))
+    assert never_slower.other_gpu_processes() is None
+
+    def missing(*a, **k):
+        raise FileNotFoundError("nvidia-smi")
+
+    monkeypatch.setattr(subprocess, "run", missing)
+    assert never_slower.other_gpu_processes() is None
