@@ -6,7 +6,8 @@
 #   bash benchmarks/run_gpu_checks.sh sparse   (the sparse op's tests, then benchmarks/sparse.py --quick; SPARSE_ARGS
 #   replaces --quick, e.g. SPARSE_ARGS="--e2e" for the full run with real-size Mochi)
 #   bash benchmarks/run_gpu_checks.sh step     (the training step's rule: the eager shortcut's, the dispatcher's, the
-#   padded sdpa path's and the FX pass's GPU tests, then never_slower.py at the step points without per-path times)
+#   padded sdpa path's, the FX pass's and the cuDNN cache's GPU tests, compiled_backward_check.py, then
+#   never_slower.py at the step points without per-path times)
 set -o pipefail
 mode=${1:-all}
 source benchmarks/device_env.sh
@@ -24,6 +25,11 @@ if [ "$mode" = step ]; then
     tests/test_pytorch_path.py tests/test_join.py tests/test_cudnn_graph_cache.py 2>&1 | tee "$OUT/step_tests.log" | tail -6
   status=$?
   echo "step tests: $((SECONDS - t0)) s"
+  # Ours and PyTorch's own SDPA backwards at one shape, eager and compiled, each order in a fresh process.
+  python3 benchmarks/compiled_backward_check.py > "$OUT/compiled_backward_check.log" 2>&1
+  check=$?
+  tail -1 "$OUT/compiled_backward_check.log"
+  status=$(( status || check ))
   wait_for_idle_gpu
   python3 benchmarks/never_slower.py --no-paths --budget-ms 25 --limit-s 240 --out "$OUT" --points 2,38,4096,333,64 \
     1,24,4096,512,128 1,24,4096,512,128,77 2,24,4096,333,64,77 1,24,44520,256,128,100 2>"$OUT/never_slower.err" \
