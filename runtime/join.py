@@ -50,14 +50,18 @@ def empty_joined(like, rows: int, private: bool = False) -> torch.Tensor:
     b, nh, _, dh = like.shape
     if not private:
         return like.new_empty(b, nh, rows, dh)
-    batch = nh * rows * dh + PRIVATE_BATCH_PAD
-    return like.new_empty(b * batch).as_strided((b, nh, rows, dh), (batch, rows * dh, dh, 1))
+    strides = _private_strides(nh, rows, dh)
+    return like.new_empty(b * strides[0]).as_strided((b, nh, rows, dh), strides)
 
 
 def is_private(t) -> bool:
     """Whether t [b, nh, S, dh] is in the private layout (its strides exactly; size-1 dims included)."""
-    b, nh, s, dh = t.shape
-    return t.stride() == (nh * s * dh + PRIVATE_BATCH_PAD, s * dh, dh, 1)
+    return t.stride() == _private_strides(*t.shape[1:])
+
+
+def _private_strides(nh: int, rows: int, dh: int) -> tuple[int, int, int, int]:
+    """The private layout's strides: packed, the batch stride plus `PRIVATE_BATCH_PAD`."""
+    return (nh * rows * dh + PRIVATE_BATCH_PAD, rows * dh, dh, 1)
 
 
 def to_private(t) -> torch.Tensor:

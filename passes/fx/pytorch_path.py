@@ -33,7 +33,7 @@ def left_to_pytorch(tensors, padded: bool, runtime: str) -> str | None:
 
     The forward must pick "sdpa"; where any input requires grad, forward + backward must (`choose_training`),
     by measurements either way."""
-    if runtime != "auto":
+    if runtime != "auto" or padded:  # a padded original graph is not the sdpa path's unpad -> SDPA -> pad
         return None
     values = [tensor_val(t) for t in tensors]
     if any(v is None for v in values):
@@ -45,8 +45,6 @@ def left_to_pytorch(tensors, padded: bool, runtime: str) -> str | None:
     if problem is None:
         return None
     training = any(v.requires_grad for v in values)
-    if padded:  # a padded original graph is not the sdpa path's unpad -> SDPA -> pad
-        return None
     try:
         # A training graph runs both passes: the choice over the step (`choose_training`), which also sees
         # that the op's sdpa backward joins the token sets again where the original graph kept its joins. No
