@@ -3,6 +3,7 @@ not the GPU, decides the time, plus where the op's host time goes (cProfile of i
 
     python benchmarks/host_overhead.py --out benchmarks/results
     python benchmarks/host_overhead.py --sparse   # the block-sparse op at SD3.5's size instead (below)
+    python benchmarks/host_overhead.py --step     # the training step at small shapes: ours against the unfused graph
 
 Per shape and variant: host µs per call (perf_counter around `iters` back-to-back calls, no synchronization
 inside, so a call's time is what it takes the CPU to enqueue it) and the wall µs per call with the GPU work
@@ -195,16 +196,101 @@ def sparse(jointattn, iters, out_dir):
         json.dump(dict(torch=torch.__version__, gpu=torch.cuda.get_device_name(), rows=rows), f, indent=1)
 
 
+STEP_SHAPES = [(1, 8, 256, 77, 64), (2, 24, 1024, 333, 64)]
+
+
+def step(jointattn, iters, out_dir):
+    """The training step (forward with autograd recording, then gradients of all six inputs) at small shapes,
+    where it is host time: ours (the eager shortcut's `_TrainingSdpa`) against cat -> SDPA -> slice, host and wall
+    µs, the forward alone too, and where the host time goes (aten ops by own CPU time, torch.profiler; Python by
+    cProfile)."""
+    rows = []
+    for shape in STEP_SHAPES:
+        rows += _step_at(jointattn, shape, iters)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "host_overhead-step.json"), "w") as f:
+        json.dump(dict(torch=torch.__version__, gpu=torch.cuda.get_device_name(), rows=rows), f, indent=1)
+
+
+def _layout_copies(fn) -> list:
+    """(shape, strides) of each operand `sdpa_runtime._packed` or `join.to_private` copied during one fn()
+    (the operands our cuDNN backward must get in fixed layouts: each copy is a launch and an allocation)."""
+    from jointattn.runtime import join, sdpa_runtime
+
+    copies, packed, private = [], sdpa_runtime._packed, join.to_private
+
+    def watch(real, kind):
+        def wrapper(t):
+            result = real(t)
+            if result is not t:
+                copies.append((kind, tuple(t.shape), t.stride()))
+            return result
+
+        return wrapper
+
+    sdpa_runtime._packed, join.to_private = watch(packed, "packed"), watch(private, "private")
+    try:
+        fn()
+        torch.cuda.synchronize()
+    finally:
+        sdpa_runtime._packed, join.to_private = packed, private
+    return copies
+
+
+def _step_at(jointattn, shape, iters):
+    from torch.profiler import ProfilerActivity, profile
+
+    b, nh, n, l, dh = shape  # noqa: E741
+    g = torch.Generator(device="cuda").manual_seed(0)
+    leaves = [
+        torch.randn(b, s, nh, dh, device="cuda", dtype=torch.bfloat16, generator=g).transpose(1, 2).detach()
+        .requires_grad_()
+        for s in (n, n, n, l, l, l)
+    ]  # fmt: skip
+    grads = (torch.randn_like(leaves[0]), torch.randn_like(leaves[3]))
+
+    def unfused():
+        o = F.scaled_dot_product_attention(*(torch.cat([a, c], 2) for a, c in zip(leaves[:3], leaves[3:])))
+        return o[:, :, :n], o[:, :, n:]
+
+    def ours():
+        return jointattn.joint_attention(*leaves)[:2]
+
+    rows = []
+    for name, forward in (("unfused", unfused), ("ours", ours)):
+
+        def whole(forward=forward):
+            torch.autograd.grad(forward(), leaves, grads)
+
+        for variant, fn in ((f"{name} forward (autograd recording)", forward), (f"{name} fwd+bwd", whole)):
+            host, wall = measure(fn, iters)
+            rows.append(dict(shape=list(shape), variant=variant, host_us=host, wall_us=wall))
+            print(f"{str(shape):24s} {variant:40s} host {host:8.1f} us  wall {wall:8.1f} us", flush=True)
+        print(f"{shape} {name}: layout copies before cuDNN's backward in one step: {_layout_copies(whole)}")
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(50):
+                whole()
+            torch.cuda.synchronize()
+        print(f"{shape} {name} fwd+bwd, 50 calls, aten ops by own CPU time:")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30), flush=True)
+        print(_profile(whole, calls=50, top=25)[:8000], flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--iters", type=int, default=300)
     parser.add_argument("--sparse", action="store_true", help="the block-sparse op at SD3.5's size only")
+    parser.add_argument("--step", action="store_true", help="the training step at small shapes only")
     args = parser.parse_args()
     import jointattn
 
     if args.sparse:
         sparse(jointattn, args.iters, args.out)
+        return
+    if args.step:
+        step(jointattn, args.iters, args.out)
         return
 
     rows = []

@@ -40,6 +40,7 @@ _CHOICE = {1: "flash", 2: "efficient", 3: "cudnn"}
 _GPU_ORDER = ("cudnn", "flash", "efficient")
 # PyTorch's choice -> the kernels to try, its choice first (a choice without a fused kernel: ours, in order).
 _ORDERS = {value: (first, *(b for b in _GPU_ORDER if b != first)) for value, first in _CHOICE.items()}
+_CHOICE_OF = {name: value for value, name in _CHOICE.items()}
 _BROKEN: set = set()  # (backend, pass, dtype, dh) that raised here: skipped from then on
 
 
@@ -121,6 +122,14 @@ def _gpu_backends(q, k, v, scale: float, pass_: str) -> tuple[str, ...]:
     return tuple(b for b in order if _key(b, pass_, q) not in _BROKEN)
 
 
+def _backward_order(first: str | None, q, k, v, scale: float) -> tuple[str, ...]:
+    """The kernels a backward tries, in order: `first` (the forward's) and then the others, without asking
+    PyTorch's choice again; or, without `first` or once a kernel has refused something, `_gpu_backends`."""
+    if first in _CHOICE_OF and not _BROKEN:
+        return _ORDERS[_CHOICE_OF[first]]
+    return _gpu_backends(q, k, v, scale, "backward")
+
+
 def _key(backend: str, pass_: str, q) -> tuple:
     return (backend, pass_, q.dtype, q.shape[-1])
 
@@ -136,8 +145,15 @@ def _refused(backend: str, pass_: str, q, error: RuntimeError) -> None:
 def attention(q, k, v, scale: float):
     """(out [b, nh, S, dh], lse [b, nh, S] float32, natural log). The kernels through their `torch.*` bindings:
     ~1 µs less host time a call than through `torch.ops.aten` (the eager shortcut's small calls are host time)."""
+    return attention_on(q, k, v, scale)[:2]
+
+
+def attention_on(q, k, v, scale: float):
+    """`attention`'s (out, lse), and the kernel that ran ("cudnn", "flash", "efficient"; "cpu_flash"), which a
+    backward of the same tensors can take again (`attention_backward(..., first=)`) instead of asking PyTorch's
+    choice a second time (~12 µs of an H200 host's time)."""
     if q.device.type == "cpu":
-        return torch._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)
+        return (*torch._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale), "cpu_flash")
     s = q.shape[2]
     for backend in _gpu_backends(q, k, v, scale, "forward"):
         try:
@@ -155,21 +171,22 @@ def attention(q, k, v, scale: float):
                 )[:2]
             if lse.dim() != 3:  # cuDNN's [b, nh, S, 1]
                 lse = lse.reshape(*lse.shape[:2], -1)
-            return out, lse if lse.shape[2] == s else lse[:, :, :s]  # the efficient kernel's rows come in 32s
+            return out, lse if lse.shape[2] == s else lse[:, :, :s], backend  # efficient: lse rows in 32s
         except RuntimeError as error:  # a refusal: the next kernel computes the same function
             _refused(backend, "forward", q, error)
     raise RuntimeError("joint_attention: no PyTorch SDPA kernel took this call")
 
 
-def attention_backward(grad, q, k, v, out, lse, scale: float):
-    """(dq, dk, dv) of SDPA on the joined tensors, from its output and the op's natural-log lse."""
+def attention_backward(grad, q, k, v, out, lse, scale: float, first: str | None = None):
+    """(dq, dk, dv) of SDPA on the joined tensors, from its output and the op's natural-log lse. `first`: the
+    kernel to try first (the one the forward of these tensors ran, `attention_on`), else PyTorch's choice."""
     if q.device.type == "cpu":
         return aten._scaled_dot_product_flash_attention_for_cpu_backward(
             grad, q, k, v, out, lse, 0.0, False, scale=scale
         )
     b, nh, s, _ = q.shape
     s_k = k.shape[2]
-    for backend in _gpu_backends(q, k, v, scale, "backward"):
+    for backend in _backward_order(first, q, k, v, scale):
         try:
             if backend == "cudnn":
                 return _cudnn_backward(grad, q, k, v, out, lse.reshape(b, nh, s, 1), s_k, scale)

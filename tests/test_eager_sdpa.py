@@ -14,6 +14,7 @@ from helpers import joint_inputs, rel_err, unfused_float64
 from jointattn.runtime import dispatch
 from jointattn.runtime.ops import eager_sdpa
 from jointattn.runtime.ops.contract import op_is_watched
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import jointattn
 
@@ -227,6 +228,62 @@ def test_a_training_call_takes_the_shortcut_where_the_unfused_step_is_measured_f
         dispatch.reload_measurements()
 
 
+def _flash_step_ran(out) -> bool:
+    """Whether `out` came from `_flash_step`: PyTorch's flash kernel's own backward node under the slice."""
+    return "FlashAttention" in type(out.grad_fn.next_functions[0][0]).__name__
+
+
+def test_small_training_calls_run_the_flash_kernel_under_pytorchs_autograd(sdpa_chosen, monkeypatch):
+    """A training call takes `_flash_step` (PyTorch's flash kernel and its C++ backward, no Python node but lse's);
+    where the kernel refuses the tensors, `_TrainingSdpa` runs it instead, with the same gradients."""
+    inputs = joint_inputs(2, 2, 11, 6, 16, requires_grad=True, seed=12)
+    doubles = [t.detach().double().requires_grad_() for t in inputs]
+    want = torch.autograd.grad(
+        unfused_float64(*doubles)[:2], doubles, [torch.ones(2, 2, s, 16).double() for s in (11, 6)]
+    )
+    out, joint_out, _ = jointattn.joint_attention(*inputs)
+    assert _shortcut_ran(out, joint_out) and _flash_step_ran(out)
+    for a, w in zip(
+        torch.autograd.grad((out, joint_out), inputs, [torch.ones_like(out), torch.ones_like(joint_out)]),
+        want,
+    ):
+        assert rel_err(a, w) < 1e-5
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no kernel for these tensors")
+
+    monkeypatch.setattr(eager_sdpa, "_flash_kernel", refuse)
+    out, joint_out, _ = jointattn.joint_attention(*inputs)
+    assert _shortcut_ran(out, joint_out) and not _flash_step_ran(out)
+    assert "_TrainingSdpa" in type(out.grad_fn.next_functions[0][0]).__name__
+    for a, w in zip(
+        torch.autograd.grad((out, joint_out), inputs, [torch.ones_like(out), torch.ones_like(joint_out)]),
+        want,
+    ):
+        assert rel_err(a, w) < 1e-5
+
+
+def _problem(device="cuda", dtype=torch.bfloat16, b=2, nh=24, n=1024, l=333, dh=64):  # noqa: E741
+    return dispatch.Problem(
+        device=device, arch="sm_90" if device == "cuda" else None, interpreting=False, dtype=dtype, b=b, nh=nh,
+        n=n, l=l, dh=dh, padded=False, positive_scale=True, tma_ok=device == "cuda", backward=False,
+    )  # fmt: skip
+
+
+def test_the_flash_step_is_for_small_steps_and_the_kernels_dtypes_and_head_sizes():
+    """`_flash_step_fits`: on the CPU always; on a GPU for float16 / bfloat16, dh a multiple of 8 up to 256, and at
+    most `FLASH_STEP_MAX_FLOPS` of work (SD3.5's and Flux's 1024^2 layers are above it: cuDNN's step is faster
+    there)."""
+    fits = eager_sdpa._flash_step_fits
+    assert fits(_problem()) and fits(_problem(n=512, dh=96)) and fits(_problem(dtype=torch.float16, dh=256, n=256))
+    assert fits(_problem(device="cpu", dtype=torch.float32, dh=12))
+    assert (
+        not fits(_problem(dtype=torch.float32)) and not fits(_problem(dh=12)) and not fits(_problem(dh=264))
+    )
+    assert not fits(_problem(nh=38, n=4096, l=333))  # SD3.5 at 1024^2
+    assert not fits(_problem(b=1, nh=24, n=4096, l=512, dh=128))  # Flux at 1024^2
+
+
 def test_compiled_graphs_keep_the_op(sdpa_chosen):
     from helpers import count_op_calls
 
@@ -249,9 +306,20 @@ def test_on_the_gpu_the_shortcut_runs_pytorchs_own_kernel(sdpa_chosen, dh):
         .requires_grad_()
         for s in (77, 77, 77, 19, 19, 19)
     ]
+    with torch.no_grad():
+        out, joint_out, lse = jointattn.joint_attention(*inputs)
+        assert _shortcut_ran(out, joint_out)
+        joined = F.scaled_dot_product_attention(
+            *(torch.cat([a, c], 2) for a, c in zip(inputs[:3], inputs[3:]))
+        )
+        assert torch.equal(out, joined[:, :, :77]) and torch.equal(joint_out, joined[:, :, 77:])
+    # A training call this small runs PyTorch's flash kernel under PyTorch's autograd (`_flash_step`).
     out, joint_out, lse = jointattn.joint_attention(*inputs)
-    assert _shortcut_ran(out, joint_out)
-    joined = F.scaled_dot_product_attention(*(torch.cat([a, c], 2) for a, c in zip(inputs[:3], inputs[3:])))
+    assert _shortcut_ran(out, joint_out) and _flash_step_ran(out)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        joined = F.scaled_dot_product_attention(
+            *(torch.cat([a, c], 2) for a, c in zip(inputs[:3], inputs[3:]))
+        )
     assert torch.equal(out, joined[:, :, :77]) and torch.equal(joint_out, joined[:, :, 77:])
     doubles = [t.detach().double().requires_grad_() for t in inputs]
     ref = unfused_float64(*doubles)

@@ -220,3 +220,20 @@ def test_large_gpu_joins_take_the_kernel_and_match_cat():
     assert join.kernel_takes(pairs)
     for out, (x, y, ra, rb) in zip(join.join_pairs(pairs), pairs, strict=True):
         assert torch.equal(out, torch.cat([x[:, :, :ra], y[:, :, :rb]], dim=2))
+
+
+def test_a_backward_takes_the_forwards_kernel_without_asking_pytorchs_choice_again(monkeypatch):
+    """`attention_backward(..., first=)`: the forward's kernel first, then the others; PyTorch's choice is asked
+    only without one, or once a kernel has refused a call (then the refused one is left out)."""
+    from jointattn.runtime import sdpa_runtime
+
+    asked = []
+    monkeypatch.setattr(torch, "_fused_sdp_choice", lambda *a, **k: asked.append(1) or 1)  # 1: flash
+    q = torch.empty(1, 1, 4, 8)
+    assert sdpa_runtime._backward_order("cudnn", q, q, q, 1.0) == ("cudnn", "flash", "efficient")
+    assert sdpa_runtime._backward_order("efficient", q, q, q, 1.0)[0] == "efficient"
+    assert not asked
+    assert sdpa_runtime._backward_order(None, q, q, q, 1.0) == ("flash", "cudnn", "efficient")
+    assert asked == [1]
+    monkeypatch.setattr(sdpa_runtime, "_BROKEN", {("cudnn", "backward", q.dtype, 8)})
+    assert sdpa_runtime._backward_order("cudnn", q, q, q, 1.0) == ("flash", "efficient")

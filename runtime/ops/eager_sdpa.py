@@ -44,12 +44,22 @@ _MAX_PLANS = 1024
 _PLANS: dict = {}
 
 
+# Training steps of at most this much work (forward + backward, 3.5 * 4 * b * nh * S * S_keys * dh FLOPs) run on
+# PyTorch's flash kernel under PyTorch's own autograd (`_flash_step`). On the H200 such a step is host time: the
+# unfused graph's takes 0.4-0.8 ms there, the GPU's part of it far less, and PyTorch's flash and cuDNN kernels
+# measured alike up to ~1.2e11 (0.93-1.0x each other; from 1.3e11 on cuDNN's was 1.4-1.8x faster;
+# `benchmarks/results/never_slower.json`, fifteenth session).
+FLASH_STEP_MAX_FLOPS = 1e11
+
+
 @dataclass(frozen=True)
 class Plan:
-    """What one call signature needs at run time: the resolved scale and N."""
+    """What one call signature needs at run time: the resolved scale and N, and whether a training call takes
+    `_flash_step`."""
 
     scale: float
     n: int
+    flash_step: bool = False
 
 
 def try_joint_attention(
@@ -143,7 +153,25 @@ def _plan(tensors, scale, grad: bool, logical_n=None, logical_l=None) -> Plan | 
         return None
     if path != "sdpa":
         return None
-    return Plan(float(scale) if scale is not None else shape.dh**-0.5, shape.n)
+    return Plan(
+        float(scale) if scale is not None else shape.dh**-0.5, shape.n, grad and _flash_step_fits(problem)
+    )
+
+
+def _flash_step_fits(p: dispatch.Problem) -> bool:
+    """Whether a training call of this problem takes `_flash_step`: on the CPU always (its flash kernel is the one
+    `_TrainingSdpa` runs too); on a GPU where PyTorch's flash kernel takes the dtype and head size and the step is
+    small enough that its host time, not the kernel, decides (`FLASH_STEP_MAX_FLOPS`)."""
+    if p.device == "cpu":
+        return True
+    s = p.n + p.l
+    return (
+        p.device == "cuda"
+        and p.dtype in (torch.float16, torch.bfloat16)
+        and p.dh % 8 == 0
+        and p.dh <= 256
+        and 3.5 * 4 * p.b * p.nh * s * s * p.dh <= FLASH_STEP_MAX_FLOPS
+    )
 
 
 def _run(tensors, plan: Plan, grad: bool, cut: tuple[int, int] | None = None):
@@ -152,12 +180,59 @@ def _run(tensors, plan: Plan, grad: bool, cut: tuple[int, int] | None = None):
         k, v, jk, jv = (
             join.first(t, size) for t, size in ((k, cut[0]), (v, cut[0]), (jk, cut[1]), (jv, cut[1]))
         )
-    if grad:
+    step = _flash_step(q, jq, k, jk, v, jv, plan.scale) if grad and plan.flash_step else None
+    if step is not None:
+        o, lse = step
+    elif grad:
         o, lse = _TrainingSdpa.apply(q, jq, k, jk, v, jv, plan.scale)
     else:
         qq, kk, vv = join.join_pairs([(a, c, a.shape[2], c.shape[2]) for a, c in ((q, jq), (k, jk), (v, jv))])
         o, lse = sdpa_runtime.attention(qq, kk, vv, plan.scale)
     return o.narrow(2, 0, plan.n), o.narrow(2, plan.n, o.shape[2] - plan.n), lse
+
+
+def _flash_step(q, jq, k, jk, v, jv, scale: float):
+    """(out, lse) of a small training call as the unfused graph runs it, under PyTorch's own autograd: torch.cat,
+    PyTorch's flash kernel (its backward a C++ autograd node: no Python in the backward of a step whose time is
+    the host's), and `_LseGradient` for lse, which that kernel returns non-differentiable. None where the kernel
+    refuses the tensors (then `_TrainingSdpa` runs the call).
+
+    Why flash and not cuDNN: flash's backward has no graph cache, so it needs neither `_TrainingSdpa`'s private
+    layout nor its Python backward (`join.py`: torch 2.11's cuDNN backward-graph cache). Not where the caller's
+    `sdpa_kernel` context disabled flash (PyTorch's own choice would not run it either)."""
+    if q.is_cuda and not torch.backends.cuda.flash_sdp_enabled():  # the caller's `sdpa_kernel` left it out
+        return None
+    qq, kk, vv = torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
+    try:
+        o, lse = _flash_kernel(qq, kk, vv, scale)
+    except RuntimeError:  # a size or layout the kernel does not take
+        return None
+    return o, _LseGradient.apply(lse, qq, kk, vv, scale)
+
+
+def _flash_kernel(q, k, v, scale: float):
+    """(out, lse) of PyTorch's flash kernel for the device, recorded by PyTorch's autograd."""
+    if q.device.type == "cpu":
+        return torch._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)
+    return torch._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)[:2]
+
+
+class _LseGradient(torch.autograd.Function):
+    """lse as PyTorch's flash kernel returns it (non-differentiable), made differentiable in the joined q and k by
+    `_lse_gradient`; v gets zeros, as from the op, whose gradients always cover all six inputs. Autograd reaches
+    its backward only when a loss reads lse."""
+
+    @staticmethod
+    def forward(ctx, lse, qq, kk, vv, scale):
+        ctx.save_for_backward(qq, kk)
+        ctx.v_shape, ctx.scale = vv.shape, scale
+        return lse
+
+    @staticmethod
+    def backward(ctx, grad_lse):
+        qq, kk = ctx.saved_tensors
+        dq, dk = _lse_gradient(grad_lse, qq, kk, ctx.scale)
+        return None, dq, dk, kk.new_zeros(ctx.v_shape), None
 
 
 class _TrainingSdpa(torch.autograd.Function):
@@ -182,26 +257,23 @@ class _TrainingSdpa(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         pairs = [(a, c, a.shape[2], c.shape[2]) for a, c in ((q, jq), (k, jk), (v, jv))]
         qq, kk, vv = join.join_pairs(pairs, private=frozenset({0, 1, 2}))
-        o, lse = sdpa_runtime.attention(qq, kk, vv, scale)
+        o, lse, ctx.backend = sdpa_runtime.attention_on(qq, kk, vv, scale)
         ctx.save_for_backward(qq, kk, vv, o, lse)
-        ctx.scale, ctx.rows = scale, (q.shape[2], k.shape[2])
+        ctx.scale, ctx.rows = scale, ((q.shape[2], jq.shape[2]), (k.shape[2], jk.shape[2]))
         return o, lse
 
     @staticmethod
     def backward(ctx, grad_o, grad_lse):
         qq, kk, vv, o, lse = ctx.saved_tensors
         if grad_o is not None:
-            dq, dk, dv = sdpa_runtime.attention_backward(grad_o, qq, kk, vv, o, lse, ctx.scale)
+            dq, dk, dv = sdpa_runtime.attention_backward(grad_o, qq, kk, vv, o, lse, ctx.scale, ctx.backend)
         else:
             dq, dk, dv = torch.zeros_like(qq), torch.zeros_like(kk), torch.zeros_like(vv)
         if grad_lse is not None:
             lse_dq, lse_dk = _lse_gradient(grad_lse, qq, kk, ctx.scale)
             dq, dk = dq + lse_dq, dk + lse_dk
-        n, n_keys = ctx.rows
-        return (
-            dq[:, :, :n], dq[:, :, n:], dk[:, :, :n_keys], dk[:, :, n_keys:], dv[:, :, :n_keys], dv[:, :, n_keys:],
-            None,
-        )  # fmt: skip
+        queries, keys = ctx.rows
+        return (*dq.split(queries, 2), *dk.split(keys, 2), *dv.split(keys, 2), None)
 
 
 def _lse_gradient(grad_lse, qq, kk, scale: float):
