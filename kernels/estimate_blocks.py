@@ -4,12 +4,13 @@ torch launches; at small sizes a call costs its launches, not its bytes).
 - `block_means_kernel`, one program per (query or key block, b * nh): the block's mean over its valid rows in
   float32 (rows at or past the valid length left out; a block with none has mean 0).
 - `select_blocks_kernel`, one program per QT query blocks of one (batch, head): their pooled scores against
-  every key block (`tl.dot`, QT x CHUNK at a time; each key block weighted by its valid token count, in log
-  space: -inf for a block with none, and for a NaN score), kept in a scratch row; then, row by row, the top
-  key blocks: a fixed count (`keep`, known on the host) or the fewest whose softmax mass reaches `cdf`. A row's
+  every key block (`tl.dot`; each key block weighted by its valid token count, in log space: -inf for a block
+  with none, and for a NaN score), in registers where one product covers every key block, else through a
+  scratch row CHUNK at a time; then the top key blocks of several rows at once (one sort of a [rows, KBN_PAD]
+  tile: all QT rows in registers, ~2048 values from the scratch): a fixed count (`keep`, known on the host) or the fewest whose softmax mass reaches `cdf`. A row's
   threshold is its sorted scores' value at the count; blocks above it are kept, and ties at it by lowest index.
   Output: the count, and a permutation of the key blocks with the kept ones first, ascending, then the rest,
-  ascending.
+  ascending. (The first version sorted the QT rows one after another: slower on the H200 than the torch path.)
 """
 
 from __future__ import annotations
@@ -68,15 +69,64 @@ def block_means_kernel(
 
 
 @triton.jit
+def _pooled_scores(
+    QM, KM, bh, rows, kb, QBN, KBN, limit, scale, KV_BLOCK: tl.constexpr, BLOCK_D: tl.constexpr
+):
+    """[QT, len(kb)] scores of query blocks `rows` against key blocks `kb`, each key block weighted by its valid
+    token count in log space; -inf for a block without one, for a NaN score, and past KBN."""
+    d = tl.arange(0, BLOCK_D)
+    qm = tl.load(
+        QM + (bh * QBN + rows[:, None]) * BLOCK_D + d[None, :], mask=(rows < QBN)[:, None], other=0.0
+    )
+    km = tl.load(KM + (bh * KBN + kb[:, None]) * BLOCK_D + d[None, :], mask=(kb < KBN)[:, None], other=0.0)
+    scores = tl.dot(qm, tl.trans(km), input_precision="ieee") * scale
+    count = tl.minimum(tl.maximum(limit - kb * KV_BLOCK, 0), KV_BLOCK).to(tl.float32)
+    weight = tl.where(count > 0, tl.log(tl.maximum(count, 1.0)), float("-inf"))  # no valid key: -inf
+    scores = scores + weight[None, :]
+    return tl.where((kb < KBN)[None, :] & (scores == scores), scores, float("-inf"))
+
+
+@triton.jit
+def _select_rows(s, rows, bh, QBN, KBN, kept, share, COUNT, INDICES, R: tl.constexpr, KBN_PAD: tl.constexpr,
+                 BY_MASS: tl.constexpr):  # fmt: skip
+    """The kept key blocks of R query blocks `rows` from their scores s [R, KBN_PAD] (-inf past KBN): their count,
+    and each row's permutation of the key blocks with the kept ones first, ascending, then the rest."""
+    kb = tl.arange(0, KBN_PAD)
+    ordered = tl.sort(s, 1, descending=True)
+    if BY_MASS:
+        top = tl.max(ordered, 1)
+        top = tl.where(top > float("-inf"), top, 0.0)
+        p = tl.where(ordered > float("-inf"), tl.exp(ordered - top[:, None]), 0.0)
+        total = tl.sum(p, 1)
+        # A row without a valid key keeps one block, as the torch path's softmax of all -inf does.
+        mass = tl.where(total[:, None] > 0, tl.cumsum(p, 1) / tl.maximum(total, 1e-30)[:, None], 1.0)
+        n_keep = tl.minimum(tl.sum((mass < share).to(tl.int32), 1) + 1, KBN)
+    else:
+        n_keep = tl.zeros([R], tl.int32) + kept
+    threshold = tl.max(tl.where(kb[None, :] == n_keep[:, None] - 1, ordered, float("-inf")), 1)
+    real = (kb < KBN)[None, :]
+    above = (s > threshold[:, None]) & real
+    tied = (s == threshold[:, None]) & real
+    room = n_keep - tl.sum(above.to(tl.int32), 1)
+    chosen = above | (tied & (tl.cumsum(tied.to(tl.int32), 1) <= room[:, None]))
+    picked = chosen.to(tl.int32)
+    slot = tl.where(chosen, tl.cumsum(picked, 1) - 1, n_keep[:, None] + tl.cumsum(1 - picked, 1) - 1)
+    kbs = tl.zeros([R, KBN_PAD], tl.int32) + kb[None, :]
+    tl.store(INDICES + (bh * QBN + rows[:, None]) * KBN + slot, kbs, mask=(rows < QBN)[:, None] & real)
+    tl.store(COUNT + bh * QBN + rows, n_keep, mask=rows < QBN)
+
+
+@triton.jit
 def select_blocks_kernel(
     QM, KM, SCRATCH, COUNT, INDICES, VALID,
     N, H, QBN, KBN, kept, share, scale,
     KV_BLOCK: tl.constexpr, QT: tl.constexpr, CHUNK: tl.constexpr, KBN_PAD: tl.constexpr,
-    BLOCK_D: tl.constexpr, HAS_VALID: tl.constexpr, BY_MASS: tl.constexpr,
+    BLOCK_D: tl.constexpr, HAS_VALID: tl.constexpr, BY_MASS: tl.constexpr, SEL_ROWS: tl.constexpr,
 ):  # fmt: skip
-    """SCRATCH [b * nh, QBn, KBN_PAD] float32; COUNT [b * nh, QBn] int32; INDICES [b * nh, QBn, KBn] int32.
-    `kept`: the count for every row (keep); with BY_MASS, each row's count is the fewest blocks whose softmax
-    mass reaches `share` (cdf)."""
+    """SCRATCH [b * nh, QBn, KBN_PAD] float32 (used only when KBN_PAD > CHUNK); COUNT [b * nh, QBn] int32;
+    INDICES [b * nh, QBn, KBn] int32. `kept`: the count for every row (keep); with BY_MASS, each row's count is
+    the fewest blocks whose softmax mass reaches `share` (cdf). Rows are selected SEL_ROWS at a time (all QT at
+    once where every key block fits one product)."""
     pid_q = tl.program_id(0)
     pid_bh = tl.program_id(1)
     bz = pid_bh // H
@@ -84,54 +134,39 @@ def select_blocks_kernel(
     if HAS_VALID:
         limit = tl.minimum(tl.maximum(tl.load(VALID + bz).to(tl.int32), 0), N)
     rows = pid_q * QT + tl.arange(0, QT)
-    d = tl.arange(0, BLOCK_D)
     bh = pid_bh.to(tl.int64)
-    qm = tl.load(
-        QM + (bh * QBN + rows[:, None]) * BLOCK_D + d[None, :], mask=(rows < QBN)[:, None], other=0.0
-    )
-    scratch = SCRATCH + (bh * QBN + rows[:, None]) * KBN_PAD
-    for c0 in tl.range(0, KBN_PAD, CHUNK):
-        kb = c0 + tl.arange(0, CHUNK)
-        km = tl.load(
-            KM + (bh * KBN + kb[:, None]) * BLOCK_D + d[None, :], mask=(kb < KBN)[:, None], other=0.0
-        )
-        scores = tl.dot(qm, tl.trans(km), input_precision="ieee") * scale
-        count = tl.minimum(tl.maximum(limit - kb * KV_BLOCK, 0), KV_BLOCK).to(tl.float32)
-        weight = tl.where(count > 0, tl.log(tl.maximum(count, 1.0)), float("-inf"))  # no valid key: -inf
-        scores = scores + weight[None, :]
-        scores = tl.where((kb < KBN)[None, :] & (scores == scores), scores, float("-inf"))
-        tl.store(scratch + kb[None, :], scores, mask=(rows < QBN)[:, None])
-    tl.debug_barrier()
     kb = tl.arange(0, KBN_PAD)
-    for r in range(0, QT):
-        row = pid_q * QT + r
-        if row < QBN:
-            s = tl.load(SCRATCH + (bh * QBN + row) * KBN_PAD + kb)
-            ordered = tl.sort(s, 0, descending=True)
-            n_keep = kept
-            if BY_MASS:
-                top = tl.max(ordered, 0)
-                top = tl.where(top > float("-inf"), top, 0.0)
-                p = tl.where(ordered > float("-inf"), tl.exp(ordered - top), 0.0)
-                total = tl.sum(p, 0)
-                # A row without a valid key keeps one block, as the torch path's softmax of all -inf does.
-                mass = tl.where(total > 0, tl.cumsum(p, 0) / tl.maximum(total, 1e-30), 1.0)
-                n_keep = tl.minimum(tl.sum((mass < share).to(tl.int32), 0) + 1, KBN)
-            threshold = tl.max(tl.where(kb == n_keep - 1, ordered, float("-inf")), 0)
-            above = (s > threshold) & (kb < KBN)
-            tied = (s == threshold) & (kb < KBN)
-            room = n_keep - tl.sum(above.to(tl.int32), 0)
-            chosen = above | (tied & (tl.cumsum(tied.to(tl.int32), 0) <= room))
-            picked = chosen.to(tl.int32)
-            slot = tl.where(chosen, tl.cumsum(picked, 0) - 1, n_keep + tl.cumsum(1 - picked, 0) - 1)
-            tl.store(INDICES + (bh * QBN + row) * KBN + slot, kb, mask=kb < KBN)
-            tl.store(COUNT + bh * QBN + row, n_keep)
+    if (
+        KBN_PAD == CHUNK
+    ):  # every key block in one product: selected in registers, no round trip through memory
+        s = _pooled_scores(QM, KM, bh, rows, kb, QBN, KBN, limit, scale, KV_BLOCK, BLOCK_D)
+        _select_rows(s, rows, bh, QBN, KBN, kept, share, COUNT, INDICES, QT, KBN_PAD, BY_MASS)
+    else:
+        scratch = SCRATCH + (bh * QBN + rows[:, None]) * KBN_PAD
+        for c0 in tl.range(0, KBN_PAD, CHUNK):
+            part = c0 + tl.arange(0, CHUNK)
+            scores = _pooled_scores(QM, KM, bh, rows, part, QBN, KBN, limit, scale, KV_BLOCK, BLOCK_D)
+            tl.store(scratch + part[None, :], scores, mask=(rows < QBN)[:, None])
+        tl.debug_barrier()
+        for r0 in tl.range(0, QT, SEL_ROWS):
+            sub = pid_q * QT + r0 + tl.arange(0, SEL_ROWS)
+            s = tl.load(
+                SCRATCH + (bh * QBN + sub[:, None]) * KBN_PAD + kb[None, :],
+                mask=(sub < QBN)[:, None], other=float("-inf"),
+            )  # fmt: skip
+            _select_rows(s, sub, bh, QBN, KBN, kept, share, COUNT, INDICES, SEL_ROWS, KBN_PAD, BY_MASS)
 
 
 def grid_and_tiles(qbn: int, kbn: int, b_nh: int, dh: int):
-    """(pooling grid, selection grid, QT, CHUNK, KBN_PAD, BLOCK_D) for the launcher."""
+    """(pooling grid, selection grid, QT, CHUNK, KBN_PAD, BLOCK_D, pooled rows per load, rows selected at once)
+    for the launcher: every key block in one product up to 128 of them (64 at dh > 64), and all QT rows selected
+    together then; past that, through the scratch rows, as many rows at once as keep the tile near 2048 values."""
     kbn_pad = triton.next_power_of_2(max(kbn, 16))
     qt = 16  # tl.dot's smallest M
-    chunk = min(64, kbn_pad)
     block_d = triton.next_power_of_2(max(dh, 16))
-    return (qbn + kbn, b_nh), (triton.cdiv(qbn, qt), b_nh), qt, chunk, kbn_pad, block_d
+    chunk = min(128 if block_d <= 64 else 64, kbn_pad)
+    rows = max(16, 4096 // block_d)
+    select_rows = (
+        qt if kbn_pad == chunk else max(1, 2048 // kbn_pad)
+    )  # a [rows, KBN_PAD] tile of ~2048 values
+    return (qbn + kbn, b_nh), (triton.cdiv(qbn, qt), b_nh), qt, chunk, kbn_pad, block_d, rows, select_rows

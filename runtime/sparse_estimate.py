@@ -129,19 +129,23 @@ def estimate_kv_blocks_triton(q, k, keep, cdf, q_block: int, kv_block: int, scal
     indices = torch.empty((b, nh, qbn, kbn), dtype=torch.int32, device=device)
     if b * nh * qbn == 0:
         return count, indices
-    pool_grid, select_grid, qt, chunk, kbn_pad, block_d = grid_and_tiles(qbn, kbn, b * nh, dh)
+    pool_grid, select_grid, qt, chunk, kbn_pad, block_d, rows, select_rows = grid_and_tiles(
+        qbn, kbn, b * nh, dh
+    )
     qm = torch.empty((b * nh, qbn, block_d), dtype=torch.float32, device=device)
     km = torch.empty((b * nh, kbn, block_d), dtype=torch.float32, device=device)
-    scratch = torch.empty((b * nh, qbn, kbn_pad), dtype=torch.float32, device=device)
+    scratch = (
+        qm if kbn_pad == chunk else torch.empty((b * nh, qbn, kbn_pad), dtype=torch.float32, device=device)
+    )
     valid = valid_n.to(device=device, dtype=torch.int32) if valid_n is not None else count
     kept = min(kbn, max(1, math.ceil(keep * kbn))) if keep is not None else 0
     block_means_kernel[pool_grid](
         q, k, qm, km, valid, *q.stride(), *k.stride(), n, nh, qbn,
-        Q_BLOCK=q_block, KV_BLOCK=kv_block, ROWS=16, BLOCK_D=block_d, HEAD_DIM=dh, HAS_VALID=valid_n is not None,
+        Q_BLOCK=q_block, KV_BLOCK=kv_block, ROWS=rows, BLOCK_D=block_d, HEAD_DIM=dh, HAS_VALID=valid_n is not None,
     )  # fmt: skip
     select_blocks_kernel[select_grid](
         qm, km, scratch, count, indices, valid, n, nh, qbn, kbn, kept, float(cdf or 0.0), float(scale),
         KV_BLOCK=kv_block, QT=qt, CHUNK=chunk, KBN_PAD=kbn_pad, BLOCK_D=block_d, HAS_VALID=valid_n is not None,
-        BY_MASS=keep is None,
+        BY_MASS=keep is None, SEL_ROWS=select_rows,
     )  # fmt: skip
     return count, indices

@@ -32,8 +32,8 @@ def test_the_runtimes_sparse_configs_compile_for_sm90_within_registers_and_share
     assert run.returncode == 0, run.stderr[-3000:]
     builds = json.loads(run.stdout.splitlines()[-1])["builds"]
     # Triton: 3 kernels x 2 head sizes x 3 key blocks; Gluon: the forward at 2 head sizes x 4 key blocks, the
-    # backward at 2 x 2, with and without partial blocks; the estimator's 2 kernels at 3 shapes.
-    assert len(builds) == 40
+    # backward at 2 x 2, with and without partial blocks; the estimator's 2 kernels at 4 shapes.
+    assert len(builds) == 42
     for config, found in builds.items():
         assert found["shared"] <= SHARED_MEMORY_BYTES, (config, found)
         allowance = SPILL_ALLOWANCE

@@ -83,6 +83,14 @@ def test_kept_blocks_are_the_top_ones(b, nh, n, dh, q_block, kv_block, share):
     _check(q, k, keep, cdf, q_block, kv_block)
 
 
+def test_past_128_key_blocks_the_scores_go_through_the_scratch_rows():
+    """130 key blocks: more than one product covers, so the scores go through the scratch rows and are selected
+    8 rows at a time (all 16 of a program at once below 128 blocks)."""
+    gen = torch.Generator().manual_seed(12)
+    q, k = (torch.randn(1, 1, 1040, 16, generator=gen) for _ in range(2))
+    _check(q + 0.5 * k, k, None, 0.8, 128, 8)
+
+
 @pytest.mark.parametrize("share", ["keep=0.5", "cdf=0.9"])
 def test_padded_keys_weigh_nothing(share):
     """Keys and queries past each batch element's valid length are left out; a block of padding only scores
