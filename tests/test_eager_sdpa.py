@@ -275,7 +275,11 @@ def test_the_flash_step_is_for_small_steps_and_the_kernels_dtypes_and_head_sizes
     most `FLASH_STEP_MAX_FLOPS` of work (SD3.5's and Flux's 1024^2 layers are above it: cuDNN's step is faster
     there)."""
     fits = eager_sdpa._flash_step_fits
-    assert fits(_problem()) and fits(_problem(n=512, dh=96)) and fits(_problem(dtype=torch.float16, dh=256, n=256))
+    assert (
+        fits(_problem())
+        and fits(_problem(n=512, dh=96))
+        and fits(_problem(dtype=torch.float16, dh=256, n=256))
+    )
     assert fits(_problem(device="cpu", dtype=torch.float32, dh=12))
     assert (
         not fits(_problem(dtype=torch.float32)) and not fits(_problem(dh=12)) and not fits(_problem(dh=264))
