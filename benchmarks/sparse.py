@@ -200,7 +200,6 @@ def _kernels(tensors, layout, logical_l) -> tuple[str, str]:
 
 def run_shape(name, spec, args, rows, timer, cuda):
     from jointattn.runtime.ops.sparse import estimate_kv_blocks
-    from jointattn.runtime.sparse_estimate import estimate_kv_blocks_triton
     from jointattn.runtime.sparse_layout import spatial_layout
     from jointattn.sparse import estimate_block_mask
 
@@ -273,14 +272,19 @@ def run_shape(name, spec, args, rows, timer, cuda):
         record(variant=variant, kept=None, tile=list(TILE), fwd_ms=ms, share_of_dense_fwd=share(ms),
                gpu_ms=gpu_ms, gpu_share_of_dense_fwd=share(gpu_ms), error=err or gpu_err)  # fmt: skip
 
-    estimator_row(
-        "estimator (estimate_kv_blocks, keep=0.3)", lambda: estimate_kv_blocks(q, k, 0.3, None, *TILE, None)
-    )
-    if cuda:  # the estimator's two Triton kernels (JOINTATTN_ESTIMATOR=triton), not yet the default
-        estimator_row(
-            "estimator, Triton kernels (keep=0.3)",
-            lambda: estimate_kv_blocks_triton(q, k, 0.3, None, *TILE, q.shape[3] ** -0.5),
+    from jointattn.runtime.sparse_estimate import ESTIMATOR_ENV
+
+    for kernels in (
+        ("torch", "triton") if cuda else ("torch",)
+    ):  # each implementation forced, whatever the default
+        os.environ[ESTIMATOR_ENV] = kernels
+        label = (
+            "estimator (estimate_kv_blocks, keep=0.3)"
+            if kernels == "torch"
+            else "estimator, Triton kernels (keep=0.3)"
         )
+        estimator_row(label, lambda: estimate_kv_blocks(q, k, 0.3, None, *TILE, None))
+    os.environ.pop(ESTIMATOR_ENV)
 
     if args.estimator_only:
         return

@@ -157,6 +157,17 @@ def select_blocks_kernel(
             _select_rows(s, sub, bh, QBN, KBN, kept, share, COUNT, INDICES, SEL_ROWS, KBN_PAD, BY_MASS)
 
 
+def _chunk(kbn_pad: int, block_d: int) -> int:
+    return min(128 if block_d <= 64 else 64, kbn_pad)
+
+
+def one_product(kbn: int, dh: int) -> bool:
+    """Whether the selection computes every key block's score in one product and selects in registers (the fast
+    case: no scratch rows)."""
+    kbn_pad = triton.next_power_of_2(max(kbn, 16))
+    return kbn_pad == _chunk(kbn_pad, triton.next_power_of_2(max(dh, 16)))
+
+
 def grid_and_tiles(qbn: int, kbn: int, b_nh: int, dh: int):
     """(pooling grid, selection grid, QT, CHUNK, KBN_PAD, BLOCK_D, pooled rows per load, rows selected at once)
     for the launcher: every key block in one product up to 128 of them (64 at dh > 64), and all QT rows selected
@@ -164,7 +175,7 @@ def grid_and_tiles(qbn: int, kbn: int, b_nh: int, dh: int):
     kbn_pad = triton.next_power_of_2(max(kbn, 16))
     qt = 16  # tl.dot's smallest M
     block_d = triton.next_power_of_2(max(dh, 16))
-    chunk = min(128 if block_d <= 64 else 64, kbn_pad)
+    chunk = _chunk(kbn_pad, block_d)
     rows = max(16, 4096 // block_d)
     select_rows = (
         qt if kbn_pad == chunk else max(1, 2048 // kbn_pad)

@@ -2,7 +2,7 @@
 interpreter: the blocks each query block keeps are the top ones by the float64 pooled scores (ties within
 float32 noise either way), the count is the torch path's (keep) or the fewest blocks reaching the mass (cdf),
 each row is a permutation with the kept blocks first, ascending; padding on the keys, NaN, and through
-`estimate_block_mask`. Not yet run on a GPU, so not the default (`sparse_estimate.estimator_kernels`)."""
+`estimate_block_mask`; which implementation runs unset (`sparse_estimate.estimator_kernels`)."""
 
 import math
 
@@ -149,11 +149,30 @@ def test_on_the_gpu_bf16(dh, tile, share, padded):
 def test_the_switch_refuses_other_values_and_keeps_torch_off_the_kernels(monkeypatch):
     q = torch.zeros(1, 1, 8, 8)
     monkeypatch.setenv("JOINTATTN_ESTIMATOR", "cuda")
-    with pytest.raises(ValueError, match="JOINTATTN_ESTIMATOR must be 'torch' or 'triton'; got 'cuda'"):
+    with pytest.raises(
+        ValueError, match=r"JOINTATTN_ESTIMATOR must be 'torch' or 'triton' \(or unset\); got 'cuda'"
+    ):
         estimator_kernels(q)
     monkeypatch.delenv("JOINTATTN_ESTIMATOR")
-    assert estimator_kernels(q) == "torch"  # the default
+    assert estimator_kernels(q) == "torch"  # unset: CPU tensors take the torch path
     monkeypatch.setenv("JOINTATTN_ESTIMATOR", "triton")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert estimator_kernels(q) == "torch"  # CPU tensors without the interpreter: the torch path
     assert sparse_estimate.ESTIMATOR_ENV == "JOINTATTN_ESTIMATOR"
+
+
+def test_unset_the_kernels_run_where_one_product_covers_every_key_block(monkeypatch):
+    """JOINTATTN_ESTIMATOR unset: CUDA tensors whose key blocks fit the selection's one product (up to 128 at
+    dh <= 64, 64 above; SD3.5's 1024^2 layer: 64 blocks of 64 keys) take the kernels, larger counts (Mochi's 696)
+    the torch path, which measured faster there."""
+    from types import SimpleNamespace
+
+    from jointattn.kernels.estimate_blocks import one_product
+
+    monkeypatch.delenv("JOINTATTN_ESTIMATOR", raising=False)
+    assert one_product(64, 64) and one_product(128, 64) and one_product(5, 16) and one_product(64, 128)
+    assert not one_product(129, 64) and not one_product(65, 128) and not one_product(696, 128)
+    sd35 = SimpleNamespace(is_cuda=True, shape=(2, 38, 4096, 64))
+    mochi = SimpleNamespace(is_cuda=True, shape=(1, 24, 44520, 128))
+    assert estimator_kernels(sd35, 64) == "triton" and estimator_kernels(sd35, 16) == "torch"
+    assert estimator_kernels(mochi, 64) == "torch" and estimator_kernels(sd35) == "torch"
