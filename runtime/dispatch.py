@@ -444,6 +444,19 @@ def _dtype_name(dtype: torch.dtype) -> str:
 # bound, rounded down. The per-pass table cannot see it: it times each pass through the op.
 EAGER_OP_AUTOGRAD_MS = 0.15
 
+# Eager training steps of at most this much work (`step_flops`) run as the unfused graph whatever the per-pass
+# table says: they are host time, and the op's layers cost more of it than the whole unfused step. In the H200's
+# full grid (fifteenth session, `benchmarks/results/never_slower.json`) every step at or below it that the table
+# sent to the op took 1.24-2.0 ms against PyTorch's best 0.27-0.68 (9 points, ratio 0.21-0.44), where the eager
+# shortcut's steps took 0.55-1.2 ms; above ~5e11 the op's kernels win steps (SD3.5, Mochi).
+HOST_BOUND_STEP_FLOPS = 3e11
+
+
+def step_flops(p: Problem) -> float:
+    """A training step's attention work: forward and backward, 3.5 x the forward's 4 * b * nh * S^2 * dh."""
+    s = p.n + p.l
+    return 3.5 * 4 * p.b * p.nh * s * s * p.dh
+
 
 def measured_times(p: Problem) -> dict[str, float]:
     """Each path's time (ms) at the measured point nearest `p`, estimates included; empty where none applies."""
@@ -478,6 +491,9 @@ def choose_training(p: Problem, op_layers_ms: float = EAGER_OP_AUTOGRAD_MS) -> C
     picks it or is measured within `op_layers_ms` of it. A pass forced by `JOINTATTN_DISPATCH` to another path
     than sdpa keeps the op; one forced to sdpa is weighed as chosen.
 
+    Eager steps of at most `HOST_BOUND_STEP_FLOPS` on a GPU run the unfused graph without an estimate (host
+    time: the table's per-pass rows there are host time too, and noisy).
+
     Not seen by the estimate: a loss that reads lse (ring attention's merges), which costs the unfused graph one
     more SDPA forward and backward (`eager_sdpa._lse_gradient`), where our kernels take it in the same backward."""
     back = dataclasses.replace(p, backward=True)
@@ -492,6 +508,13 @@ def choose_training(p: Problem, op_layers_ms: float = EAGER_OP_AUTOGRAD_MS) -> C
     if any(path not in (None, "sdpa") for path in forced.values()):
         said = ", ".join(f"the {name} to {path}" for name, path in forced.items() if path is not None)
         return Choice("op", f"{DISPATCH_ENV} forces {said}")
+    if op_layers_ms > 0 and p.device == "cuda" and step_flops(p) <= HOST_BOUND_STEP_FLOPS:
+        return Choice(
+            "sdpa",
+            f"an eager step of {step_flops(p):.3g} FLOPs (at most {HOST_BOUND_STEP_FLOPS:.0e}) is host time, where "
+            "the op's layers cost more than the unfused step",
+            measured=True,
+        )
     f_times, b_times = _times_here(p), _times_here(back)
     joins = _unrepeated_joins_ms(p)
     if (

@@ -148,14 +148,33 @@ def test_training_without_a_step_measurement_needs_sdpa_for_both_passes(
 ):
     """No "fwd+bwd" row: the unfused graph runs a step only where the forward picks sdpa and the backward picks it
     or is measured within what the op's autograd layers cost (`EAGER_OP_AUTOGRAD_MS`), which the per-pass table
-    cannot see."""
-    table += [_row(b_nh=8, n=256, l=77, dh=64, triton=0.2, sdpa=0.1)]
-    table += [_row(pass_="backward", b_nh=8, n=256, l=77, dh=64, **backward_ms)]
+    cannot see. (A step of Flux's size: smaller ones are host time, `test_host_bound_eager_steps_...`.)"""
+    table += [_row(triton=0.2, sdpa=0.1)]
+    table += [_row(pass_="backward", **backward_ms)]
     if forced:
         monkeypatch.setenv(dispatch.DISPATCH_ENV, forced)
-    choice = dispatch.choose_training(_problem(nh=8, n=256, l=77, dh=64))
+    choice = dispatch.choose_training(_problem())
     assert choice.path == path
     assert choice.measured == (path == "sdpa")
+
+
+def test_host_bound_eager_steps_run_the_unfused_graph_whatever_the_table_says(table, monkeypatch):
+    """An eager step of at most `HOST_BOUND_STEP_FLOPS` runs the unfused graph even where the per-pass rows favour
+    a kernel of ours (on the H200 every such step the table sent to the op took 2-5x PyTorch's); a compiled graph
+    (no op layers to pay) and a forced pass still go by the table."""
+    small = dict(b_nh=8, n=256, l=77, dh=64)
+    table += [_row(**small, triton=0.2, sdpa=0.1), _row(pass_="backward", **small, triton=0.30, sdpa=0.60)]
+    problem = _problem(nh=8, n=256, l=77, dh=64)
+    assert dispatch.step_flops(problem) == 3.5 * 4 * 8 * 333**2 * 64
+    choice = dispatch.choose_training(problem)
+    assert choice.path == "sdpa" and "is host time" in choice.reason
+    assert dispatch.choose_training(problem, op_layers_ms=0.0).path == "op"  # compiled: by the table
+    monkeypatch.setenv(dispatch.DISPATCH_ENV, "backward=triton")
+    assert dispatch.choose_training(problem).path == "op"
+    monkeypatch.delenv(dispatch.DISPATCH_ENV)
+    big = _problem(nh=8, n=4096, l=512, dh=128)  # 3.04e11: just above, by the table (no rows there: the op)
+    assert dispatch.step_flops(big) > dispatch.HOST_BOUND_STEP_FLOPS
+    assert "is host time" not in dispatch.choose_training(big).reason
 
 
 def test_training_weighs_the_unfused_step_against_the_ops_passes(table):

@@ -45,10 +45,10 @@ _PLANS: dict = {}
 
 
 # Training steps of at most this much work (forward + backward, 3.5 * 4 * b * nh * S * S_keys * dh FLOPs) run on
-# PyTorch's flash kernel under PyTorch's own autograd (`_flash_step`). On the H200 such a step is host time: the
-# unfused graph's takes 0.4-0.8 ms there, the GPU's part of it far less, and PyTorch's flash and cuDNN kernels
-# measured alike up to ~1.2e11 (0.93-1.0x each other; from 1.3e11 on cuDNN's was 1.4-1.8x faster;
-# `benchmarks/results/never_slower.json`, fifteenth session).
+# PyTorch's flash kernel under PyTorch's own autograd (`_flash_step`). On the H200 such a step is host time (the
+# unfused graph's takes 0.3-0.9 ms there), and PyTorch's flash and cuDNN steps measured alike up to 1.2e11 (flash /
+# cuDNN median 1.01 over 58 points); above, cuDNN's was faster (median 1.48 over 50;
+# `benchmarks/results/never_slower.json`, fifteenth session; `benchmarks/NOTES-dispatch.md`).
 FLASH_STEP_MAX_FLOPS = 1e11
 
 
@@ -164,13 +164,12 @@ def _flash_step_fits(p: dispatch.Problem) -> bool:
     small enough that its host time, not the kernel, decides (`FLASH_STEP_MAX_FLOPS`)."""
     if p.device == "cpu":
         return True
-    s = p.n + p.l
     return (
         p.device == "cuda"
         and p.dtype in (torch.float16, torch.bfloat16)
         and p.dh % 8 == 0
         and p.dh <= 256
-        and 3.5 * 4 * p.b * p.nh * s * s * p.dh <= FLASH_STEP_MAX_FLOPS
+        and dispatch.step_flops(p) <= FLASH_STEP_MAX_FLOPS
     )
 
 
