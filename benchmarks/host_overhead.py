@@ -201,8 +201,8 @@ STEP_SHAPES = [(1, 8, 256, 77, 64), (2, 24, 1024, 333, 64)]
 
 def step(jointattn, iters, out_dir):
     """The training step (forward with autograd recording, then gradients of all six inputs) at small shapes,
-    where it is host time: ours (the eager shortcut's `_TrainingSdpa`) against cat -> SDPA -> slice, host and wall
-    µs, the forward alone too, and where the host time goes (aten ops by own CPU time, torch.profiler; Python by
+    where it is host time: ours (the eager shortcut's step) against cat -> SDPA -> slice, host and wall µs, the
+    forward alone too, and where the host time goes (aten ops by own CPU time, torch.profiler; Python by
     cProfile)."""
     rows = []
     for shape in STEP_SHAPES:

@@ -274,17 +274,19 @@ def run_shape(name, spec, args, rows, timer, cuda):
 
     from jointattn.runtime.sparse_estimate import ESTIMATOR_ENV
 
-    for kernels in (
-        ("torch", "triton") if cuda else ("torch",)
-    ):  # each implementation forced, whatever the default
+    # Each implementation forced (JOINTATTN_ESTIMATOR), whatever the default picks at this size.
+    labels = {
+        "torch": "estimator (estimate_kv_blocks, keep=0.3)",
+        "triton": "estimator, Triton kernels (keep=0.3)",
+    }
+    before = os.environ.get(ESTIMATOR_ENV)
+    for kernels in ("torch", "triton") if cuda else ("torch",):
         os.environ[ESTIMATOR_ENV] = kernels
-        label = (
-            "estimator (estimate_kv_blocks, keep=0.3)"
-            if kernels == "torch"
-            else "estimator, Triton kernels (keep=0.3)"
-        )
-        estimator_row(label, lambda: estimate_kv_blocks(q, k, 0.3, None, *TILE, None))
-    os.environ.pop(ESTIMATOR_ENV)
+        estimator_row(labels[kernels], lambda: estimate_kv_blocks(q, k, 0.3, None, *TILE, None))
+    if before is None:
+        os.environ.pop(ESTIMATOR_ENV)
+    else:
+        os.environ[ESTIMATOR_ENV] = before
 
     if args.estimator_only:
         return

@@ -7,8 +7,9 @@ torch launches; at small sizes a call costs its launches, not its bytes).
   every key block (`tl.dot`; each key block weighted by its valid token count, in log space: -inf for a block
   with none, and for a NaN score), in registers where one product covers every key block, else through a
   scratch row CHUNK at a time; then the top key blocks of several rows at once (one sort of a [rows, KBN_PAD]
-  tile: all QT rows in registers, ~2048 values from the scratch): a fixed count (`keep`, known on the host) or the fewest whose softmax mass reaches `cdf`. A row's
-  threshold is its sorted scores' value at the count; blocks above it are kept, and ties at it by lowest index.
+  tile: all QT rows in registers, ~2048 values from the scratch): a fixed count (`keep`, known on the host) or
+  the fewest whose softmax mass reaches `cdf`. A row's threshold is its sorted scores' value at the count;
+  blocks above it are kept, and ties at it by lowest index.
   Output: the count, and a permutation of the key blocks with the kept ones first, ascending, then the rest,
   ascending. (The first version sorted the QT rows one after another: slower on the H200 than the torch path.)
 """
@@ -136,9 +137,8 @@ def select_blocks_kernel(
     rows = pid_q * QT + tl.arange(0, QT)
     bh = pid_bh.to(tl.int64)
     kb = tl.arange(0, KBN_PAD)
-    if (
-        KBN_PAD == CHUNK
-    ):  # every key block in one product: selected in registers, no round trip through memory
+    if KBN_PAD == CHUNK:
+        # Every key block in one product: selected in registers, no round trip through memory.
         s = _pooled_scores(QM, KM, bh, rows, kb, QBN, KBN, limit, scale, KV_BLOCK, BLOCK_D)
         _select_rows(s, rows, bh, QBN, KBN, kept, share, COUNT, INDICES, QT, KBN_PAD, BY_MASS)
     else:
@@ -177,7 +177,5 @@ def grid_and_tiles(qbn: int, kbn: int, b_nh: int, dh: int):
     block_d = triton.next_power_of_2(max(dh, 16))
     chunk = _chunk(kbn_pad, block_d)
     rows = max(16, 4096 // block_d)
-    select_rows = (
-        qt if kbn_pad == chunk else max(1, 2048 // kbn_pad)
-    )  # a [rows, KBN_PAD] tile of ~2048 values
+    select_rows = qt if kbn_pad == chunk else max(1, 2048 // kbn_pad)  # a tile of ~2048 values
     return (qbn + kbn, b_nh), (triton.cdiv(qbn, qt), b_nh), qt, chunk, kbn_pad, block_d, rows, select_rows

@@ -145,6 +145,7 @@ def estimate_kv_blocks_triton(q, k, keep, cdf, q_block: int, kv_block: int, scal
     )
     qm = torch.empty((b * nh, qbn, block_d), dtype=torch.float32, device=device)
     km = torch.empty((b * nh, kbn, block_d), dtype=torch.float32, device=device)
+    # The scratch rows are read only past one product's key blocks; otherwise any tensor stands in, unread.
     scratch = (
         qm if kbn_pad == chunk else torch.empty((b * nh, qbn, kbn_pad), dtype=torch.float32, device=device)
     )
