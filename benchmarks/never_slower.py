@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 
@@ -515,6 +516,11 @@ def write_results(env, rows, out):
     plot(rows, os.path.join(out, "never_slower.png"))
     slower = [r for r in rows if r["ratio"] is not None and r["ratio"] < 0.97]
     print(f"points: {len(rows)}; slower than the best PyTorch path by more than 3%: {len(slower)}")
+    print(
+        "| N | pass | rows | slower by > 3% | median ratio | lowest |\n| --- | --- | ---: | ---: | ---: | ---: |"
+    )
+    for (n, pass_), (count, slow, median, lowest) in summary(rows).items():
+        print(f"| {n} | {pass_} | {count} | {slow} | {median:.2f} | {lowest:.2f} |")
     for r in slower:
         print(f"  SLOWER {_point_name(r)} {r['pass']}: ratio {r['ratio']:.2f} vs {r['best_name']}")
     different = [r for r in rows if r["pass"] == "forward" and r.get("rel_diff_vs_pytorch", 0.0) > DIFFERENT]
@@ -523,6 +529,19 @@ def write_results(env, rows, out):
     )
     for r in different:
         print(f"  DIFFERENT {_point_name(r)}: {r['rel_diff_vs_pytorch']:.3g} (the step ran {r['chosen']})")
+
+
+def summary(rows) -> dict:
+    """(N, pass) -> (rows, rows slower than the best PyTorch path by more than 3%, median ratio, lowest ratio),
+    over the rows with a ratio: where the grid holds and where it does not, by size."""
+    groups: dict = {}
+    for r in rows:
+        if r["ratio"] is not None:
+            groups.setdefault((r["n"], r["pass"]), []).append(r["ratio"])
+    return {
+        key: (len(ratios), sum(x < 0.97 for x in ratios), statistics.median(ratios), min(ratios))
+        for key, ratios in sorted(groups.items())
+    }
 
 
 def _point_name(r) -> str:

@@ -66,3 +66,17 @@ def test_other_gpu_processes_lists_everyone_but_this_process(monkeypatch):
 
     monkeypatch.setattr(subprocess, "run", missing)
     assert never_slower.other_gpu_processes() is None
+
+
+def test_the_summary_counts_the_slower_rows_per_size_and_pass():
+    rows = [
+        dict(n=256, **{"pass": "forward"}, ratio=0.5),
+        dict(n=256, **{"pass": "forward"}, ratio=1.2),
+        dict(n=256, **{"pass": "forward"}, ratio=0.97),  # within 3%: not slower
+        dict(n=256, **{"pass": "fwd+bwd"}, ratio=None),  # no baseline ran: left out
+        dict(n=4096, **{"pass": "fwd+bwd"}, ratio=1.1),
+    ]
+    assert never_slower.summary(rows) == {
+        (256, "forward"): (3, 1, 0.97, 0.5),
+        (4096, "fwd+bwd"): (1, 0, 1.1, 1.1),
+    }
