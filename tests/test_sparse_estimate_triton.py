@@ -1,8 +1,9 @@
 """The estimator's two Triton kernels (`kernels/estimate_blocks.py`, `JOINTATTN_ESTIMATOR=triton`) in Triton's
-interpreter: the blocks each query block keeps are the top ones by the float64 pooled scores (ties within
-float32 noise either way), the count is the torch path's (keep) or the fewest blocks reaching the mass (cdf),
-each row is a permutation with the kept blocks first, ascending; padding on the keys, NaN, and through
-`estimate_block_mask`; which implementation runs unset (`sparse_estimate.estimator_kernels`)."""
+interpreter (on a machine with CUDA: compiled, on the device; checked on CPU either way): the blocks each query
+block keeps are the top ones by the float64 pooled scores (ties within float32 noise either way), the count is
+the torch path's (keep) or the fewest blocks reaching the mass (cdf), each row is a permutation with the kept
+blocks first, ascending; padding on the keys, NaN, and through `estimate_block_mask`; which implementation runs
+unset (`sparse_estimate.estimator_kernels`)."""
 
 import math
 
@@ -11,6 +12,18 @@ import torch
 from jointattn.runtime import sparse_estimate
 from jointattn.runtime.sparse_estimate import estimate_kv_blocks, estimate_kv_blocks_triton, estimator_kernels
 from jointattn.sparse import estimate_block_mask
+
+# Where the kernels run: CUDA where there is a device (conftest sets TRITON_INTERPRET only where there is none),
+# else Triton's interpreter on CPU tensors. The checks themselves run on CPU in float64.
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _kernels(q, k, keep, cdf, q_block, kv_block, scale, valid=None):
+    """`estimate_kv_blocks_triton` on KERNEL_DEVICE for CPU q, k (and lengths); (count, indices) on CPU."""
+    to = lambda t: None if t is None else t.to(KERNEL_DEVICE)  # noqa: E731
+    got = estimate_kv_blocks_triton(to(q), to(k), keep, cdf, q_block, kv_block, scale, to(valid))
+    return tuple(t.cpu() for t in got)
+
 
 TIE = 1e-4  # float32 rounding of pooled scores of size ~10, relative to float64
 
@@ -40,7 +53,7 @@ def _check(q, k, keep, cdf, q_block, kv_block, valid=None, got=None):
     """Checks the kernels' (count, indices) on CPU float q, k; `got`: those computed elsewhere (on a GPU)."""
     dh = q.shape[3]
     scale = dh**-0.5
-    count, indices = got or estimate_kv_blocks_triton(q, k, keep, cdf, q_block, kv_block, scale, valid)
+    count, indices = got or _kernels(q, k, keep, cdf, q_block, kv_block, scale, valid)
     want_count, _ = estimate_kv_blocks(q, k, keep, cdf, q_block, kv_block, scale, valid)  # the torch path
     exact = _exact_scores(q, k, q_block, kv_block, scale, valid)
     kbn = exact.shape[-1]
@@ -108,14 +121,14 @@ def test_a_nan_block_is_never_preferred():
     gen = torch.Generator().manual_seed(6)
     q, k = (torch.randn(1, 1, 256, 32, generator=gen) for _ in range(2))
     k[0, 0, 40] = float("nan")  # key block 1 (keys 32..63)
-    count, indices = estimate_kv_blocks_triton(q, k, 0.5, None, 64, 32, 32**-0.5)
+    count, indices = _kernels(q, k, 0.5, None, 64, 32, 32**-0.5)
     for r in range(count.shape[2]):
         assert 1 not in indices[0, 0, r, : count[0, 0, r]].tolist()
 
 
 def test_estimate_block_mask_through_the_switch(monkeypatch):
     gen = torch.Generator().manual_seed(7)
-    q, k = (torch.randn(2, 2, 500, 32, generator=gen) for _ in range(2))
+    q, k = (torch.randn(2, 2, 500, 32, generator=gen).to(KERNEL_DEVICE) for _ in range(2))
     q = q + 0.5 * k
     monkeypatch.setenv("JOINTATTN_ESTIMATOR", "torch")
     want = estimate_block_mask(q, k, keep=0.25, block_size=(128, 32))
