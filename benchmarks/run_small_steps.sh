@@ -7,7 +7,7 @@ set -o pipefail
 source benchmarks/device_env.sh
 t0=$SECONDS
 pytest -q -n 8 -p no:cacheprovider tests/test_eager_sdpa.py tests/test_cudnn_graph_cache.py tests/test_join.py \
-  tests/test_sdpa_padded.py 2>&1 | tee "$OUT/tests.log" | tail -4
+  tests/test_sdpa_padded.py tests/test_sparse_estimate_triton.py 2>&1 | tee "$OUT/tests.log" | tail -4
 status=$?
 echo "tests: $((SECONDS - t0)) s"
 for _ in $(seq 30); do [ -z "$(nvidia-smi --query-compute-apps=pid --format=csv,noheader)" ] && break; sleep 1; done
