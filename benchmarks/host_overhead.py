@@ -237,6 +237,37 @@ def _layout_copies(fn) -> list:
     return copies
 
 
+def _forward_parts(jointattn, shape, leaves, iters) -> list:
+    """Host µs of each piece of the shortcut's training forward (autograd recording), each timed alone: where its
+    lead over the unfused graph's forward goes (the flash step's joins, kernel, lse function and slices, and the
+    layers above them)."""
+    from jointattn.runtime import sdpa_runtime
+    from jointattn.runtime.ops import eager_sdpa
+
+    q, k, v, jq, jk, jv = leaves
+    scale = q.shape[-1] ** -0.5
+    qq, kk, vv = torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
+    o, lse = eager_sdpa._flash_kernel(qq, kk, vv, scale)
+    plan = eager_sdpa.Plan(scale, q.shape[2], flash_step=True)
+    parts = {
+        "joint_attention (the whole forward)": lambda: jointattn.joint_attention(*leaves),
+        "try_joint_attention": lambda: eager_sdpa.try_joint_attention(leaves, None),
+        "_run (flash step)": lambda: eager_sdpa._run(leaves, plan, True),
+        "three torch.cat": lambda: (torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)),
+        "flash kernel with lse": lambda: eager_sdpa._flash_kernel(qq, kk, vv, scale),
+        "PyTorch's choice with lse (attention)": lambda: sdpa_runtime.attention(qq, kk, vv, scale),
+        "F.scaled_dot_product_attention": lambda: F.scaled_dot_product_attention(qq, kk, vv),
+        "_LseGradient.apply": lambda: eager_sdpa._LseGradient.apply(lse, qq, kk, vv, scale),
+        "two narrows": lambda: (o.narrow(2, 0, q.shape[2]), o.narrow(2, q.shape[2], jq.shape[2])),
+    }
+    rows = []
+    for name, fn in parts.items():
+        host, wall = measure(fn, iters)
+        rows.append(dict(shape=list(shape), variant=f"ours forward part: {name}", host_us=host, wall_us=wall))
+        print(f"{str(shape):24s} part {name:46s} host {host:8.1f} us  wall {wall:8.1f} us", flush=True)
+    return rows
+
+
 def _step_at(jointattn, shape, iters):
     from torch.profiler import ProfilerActivity, profile
 
@@ -267,6 +298,8 @@ def _step_at(jointattn, shape, iters):
             rows.append(dict(shape=list(shape), variant=variant, host_us=host, wall_us=wall))
             print(f"{str(shape):24s} {variant:40s} host {host:8.1f} us  wall {wall:8.1f} us", flush=True)
         print(f"{shape} {name}: layout copies before cuDNN's backward in one step: {_layout_copies(whole)}")
+        if name == "ours":
+            rows += _forward_parts(jointattn, shape, leaves, iters)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(50):
                 whole()
