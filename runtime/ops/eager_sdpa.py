@@ -1,7 +1,8 @@
 """The eager SDPA shortcut: a plain eager call that the dispatcher sends to PyTorch's SDPA (the forward; with
 autograd recording, the step as the unfused graph runs it, `dispatch.choose_training`) skips the op's layers and
-runs cat -> SDPA -> slice itself; with autograd, as one autograd node of its own (`_TrainingSdpa`, whose backward
-keeps our cuDNN graphs apart from the model's own: `join.py`).
+runs cat -> SDPA -> slice itself. With autograd: a small step (`FLASH_STEP_MAX_FLOPS`) as PyTorch's flash kernel
+under PyTorch's own autograd (`_flash_step`: no Python in its backward); a larger one as one autograd node of its
+own (`_TrainingSdpa`, whose backward keeps our cuDNN graphs apart from the model's own: `join.py`).
 
 Why: at small sizes a call is host time, and the op's layers (argument checks, the dispatcher's description,
 torch.library's Python autograd wrapper, the backward op, output and gradient copies) cost 3-5x what the unfused
