@@ -153,7 +153,7 @@ def attention_on(q, k, v, scale: float):
     backward of the same tensors can take again (`attention_backward(..., first=)`) instead of asking PyTorch's
     choice a second time (~12 µs of an H200 host's time)."""
     if q.device.type == "cpu":
-        return (*torch._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale), "cpu_flash")
+        return (*flash_attention(q, k, v, scale), "cpu_flash")
     s = q.shape[2]
     for backend in _gpu_backends(q, k, v, scale, "forward"):
         try:
@@ -162,9 +162,7 @@ def attention_on(q, k, v, scale: float):
                     q, k, v, None, True, 0.0, False, False, scale=scale
                 )[:2]
             elif backend == "flash":
-                out, lse = torch._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)[
-                    :2
-                ]
+                out, lse = flash_attention(q, k, v, scale)
             else:
                 out, lse = torch._scaled_dot_product_efficient_attention(
                     q, k, v, None, True, 0.0, False, scale=scale
@@ -175,6 +173,13 @@ def attention_on(q, k, v, scale: float):
         except RuntimeError as error:  # a refusal: the next kernel computes the same function
             _refused(backend, "forward", q, error)
     raise RuntimeError("joint_attention: no PyTorch SDPA kernel took this call")
+
+
+def flash_attention(q, k, v, scale: float):
+    """(out, lse) of PyTorch's flash kernel for the device (its CPU one on CPU tensors), as autograd records it."""
+    if q.device.type == "cpu":
+        return torch._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)
+    return torch._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)[:2]
 
 
 def attention_backward(grad, q, k, v, out, lse, scale: float, first: str | None = None):

@@ -5,6 +5,7 @@ where both run one kernel, NaN as the unfused graph has it, the op's argument er
 op itself must run instead (padding that differs across the batch, another path, tracing, profiling, fake
 tensors, a forced path). Padded calls that take it: `tests/test_sdpa_padded.py`."""
 
+import dataclasses
 import os
 
 import pytest
@@ -265,10 +266,7 @@ def test_small_training_calls_run_the_flash_kernel_under_pytorchs_autograd(sdpa_
 
 
 def _problem(device="cuda", dtype=torch.bfloat16, b=2, nh=24, n=1024, l=333, dh=64):  # noqa: E741
-    return dispatch.Problem(
-        device=device, arch="sm_90" if device == "cuda" else None, interpreting=False, dtype=dtype, b=b, nh=nh,
-        n=n, l=l, dh=dh, padded=False, positive_scale=True, tma_ok=device == "cuda", backward=False,
-    )  # fmt: skip
+    return dataclasses.replace(dispatch.planned_problem(dtype, b, nh, n, l, dh), device=device)
 
 
 def test_the_flash_step_is_for_small_steps_and_the_kernels_dtypes_and_head_sizes():

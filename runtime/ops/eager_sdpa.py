@@ -210,11 +210,8 @@ def _flash_step(q, jq, k, jk, v, jv, scale: float):
     return o, _LseGradient.apply(lse, qq, kk, vv, scale)
 
 
-def _flash_kernel(q, k, v, scale: float):
-    """(out, lse) of PyTorch's flash kernel for the device, recorded by PyTorch's autograd."""
-    if q.device.type == "cpu":
-        return torch._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)
-    return torch._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)[:2]
+# The flash step's kernel under a name of its own: a test refuses it here without touching `_TrainingSdpa`'s.
+_flash_kernel = sdpa_runtime.flash_attention
 
 
 class _LseGradient(torch.autograd.Function):
