@@ -16,6 +16,8 @@ torch launches; at small sizes a call costs its launches, not its bytes).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import triton
 import triton.language as tl
 
@@ -161,21 +163,44 @@ def _chunk(kbn_pad: int, block_d: int) -> int:
     return min(128 if block_d <= 64 else 64, kbn_pad)
 
 
-def one_product(kbn: int, dh: int) -> bool:
-    """Whether the selection computes every key block's score in one product and selects in registers (the fast
-    case: no scratch rows)."""
-    kbn_pad = triton.next_power_of_2(max(kbn, 16))
-    return kbn_pad == _chunk(kbn_pad, triton.next_power_of_2(max(dh, 16)))
+@dataclass(frozen=True)
+class Tiles:
+    """One estimate's launch settings. Measured on the H200 (`benchmarks/estimator_tune.py`, sixteenth session,
+    GPU time from CUDA graphs): pooling 128 rows per load with 2 warps took SD3.5's q and k (80 MB) in 22.5 us,
+    3.5 TB/s (64 rows and 4 warps: 35.2; more warps cost the row sum's exchange between warps), Mochi's in 133 us
+    (was 328); the scratch rows' selection with 32 query blocks and 8 warps a program 656 us at Mochi's size
+    (16 and 4: 811), the one product's with 16 and 4 warps 10.4 us at SD3.5's (32 blocks: 12.2)."""
+
+    pool_grid: tuple[int, int]
+    select_grid: tuple[int, int]
+    qt: int  # query blocks per selection program (tl.dot's M: at least 16)
+    chunk: int  # key blocks per product
+    kbn_pad: int  # key blocks, a power of two
+    block_d: int
+    rows: int  # rows per pooling load
+    select_rows: int  # rows selected at once
+    pool_warps: int
+    select_warps: int
 
 
-def grid_and_tiles(qbn: int, kbn: int, b_nh: int, dh: int):
-    """(pooling grid, selection grid, QT, CHUNK, KBN_PAD, BLOCK_D, pooled rows per load, rows selected at once)
-    for the launcher: every key block in one product up to 128 of them (64 at dh > 64), and all QT rows selected
-    together then; past that, through the scratch rows, as many rows at once as keep the tile near 2048 values."""
+def grid_and_tiles(qbn: int, kbn: int, b_nh: int, dh: int) -> Tiles:
+    """The launch settings of one estimate: every key block in one product up to 128 of them (64 at dh > 64),
+    all QT rows selected together then; past that, through the scratch rows, as many rows at once as keep the
+    tile near 2048 values. Pooling loads stop at 16384 values (dh 256: 64 rows), which keeps them in registers."""
     kbn_pad = triton.next_power_of_2(max(kbn, 16))
-    qt = 16  # tl.dot's smallest M
     block_d = triton.next_power_of_2(max(dh, 16))
     chunk = _chunk(kbn_pad, block_d)
-    rows = max(16, 4096 // block_d)
-    select_rows = qt if kbn_pad == chunk else max(1, 2048 // kbn_pad)  # a tile of ~2048 values
-    return (qbn + kbn, b_nh), (triton.cdiv(qbn, qt), b_nh), qt, chunk, kbn_pad, block_d, rows, select_rows
+    single = kbn_pad == chunk
+    qt = 16 if single else 32
+    return Tiles(
+        pool_grid=(qbn + kbn, b_nh),
+        select_grid=(triton.cdiv(qbn, qt), b_nh),
+        qt=qt,
+        chunk=chunk,
+        kbn_pad=kbn_pad,
+        block_d=block_d,
+        rows=min(128, max(16, 16384 // block_d)),
+        select_rows=qt if single else max(1, 2048 // kbn_pad),  # a tile of ~2048 values
+        pool_warps=2,
+        select_warps=4 if single else 8,
+    )

@@ -79,24 +79,25 @@ def _logits(q, k, q_block: int, kv_block: int, scale: float, valid_n) -> torch.T
 ESTIMATOR_ENV = "JOINTATTN_ESTIMATOR"
 
 
+# Unset, the kernels estimate on CUDA tensors of at most this many key blocks. Measured on the H200 (sixteenth
+# session, GPU time replayed from CUDA graphs, `benchmarks/sparse.py --estimator-only` and `estimator_tune.py`):
+# SD3.5's 1024^2 layer (64 key blocks) 0.041 ms against the torch path's 0.097 (4.8% of the dense forward);
+# Mochi's (696, through the scratch rows) 0.80 against 0.93; Mochi's with 16-key blocks (2783) 5.6 against 2.1.
+KERNELS_MAX_KEY_BLOCKS = 1024
+
+
 def estimator_kernels(q, kv_block: int | None = None) -> str:
     """Which implementation estimates: "torch" (a dozen torch launches) or "triton" (two launches,
     `kernels/estimate_blocks.py`). JOINTATTN_ESTIMATOR=torch or =triton forces one (Triton on CUDA tensors, or CPU
-    ones under TRITON_INTERPRET=1); unset ("auto"), CUDA tensors whose key blocks all fit the selection's one
-    product (`estimate_blocks.one_product`: up to 128 blocks at dh <= 64, 64 above) take the kernels. Measured on
-    the H200 (fifteenth session, GPU time from CUDA graphs): SD3.5's 1024^2 layer 0.052 ms against 0.098; at Mochi's
-    size (696 blocks, through the scratch rows) the torch path stays faster, 0.93 against 1.15 ms."""
+    ones under TRITON_INTERPRET=1); unset ("auto"), CUDA tensors with at most `KERNELS_MAX_KEY_BLOCKS` key blocks
+    take the kernels, where they measured faster."""
     value = os.environ.get(ESTIMATOR_ENV, "auto")
     if value not in ("auto", "torch", "triton"):
         raise ValueError(f"{ESTIMATOR_ENV} must be 'torch' or 'triton' (or unset); got {value!r}")
     if value == "auto":
         if not (q.is_cuda and kv_block is not None):
             return "torch"
-        try:
-            from ..kernels.estimate_blocks import one_product
-        except ImportError:  # pragma: no cover - no Triton on this machine
-            return "torch"
-        return "triton" if one_product(-(-q.shape[2] // kv_block), q.shape[3]) else "torch"
+        return "triton" if -(-q.shape[2] // kv_block) <= KERNELS_MAX_KEY_BLOCKS else "torch"
     runs_triton = q.is_cuda or os.environ.get("TRITON_INTERPRET", "0") == "1"
     return "triton" if value == "triton" and runs_triton else "torch"
 
@@ -140,24 +141,25 @@ def estimate_kv_blocks_triton(q, k, keep, cdf, q_block: int, kv_block: int, scal
     indices = torch.empty((b, nh, qbn, kbn), dtype=torch.int32, device=device)
     if b * nh * qbn == 0:
         return count, indices
-    pool_grid, select_grid, qt, chunk, kbn_pad, block_d, rows, select_rows = grid_and_tiles(
-        qbn, kbn, b * nh, dh
-    )
-    qm = torch.empty((b * nh, qbn, block_d), dtype=torch.float32, device=device)
-    km = torch.empty((b * nh, kbn, block_d), dtype=torch.float32, device=device)
+    t = grid_and_tiles(qbn, kbn, b * nh, dh)
+    qm = torch.empty((b * nh, qbn, t.block_d), dtype=torch.float32, device=device)
+    km = torch.empty((b * nh, kbn, t.block_d), dtype=torch.float32, device=device)
     # The scratch rows are read only past one product's key blocks; otherwise any tensor stands in, unread.
     scratch = (
-        qm if kbn_pad == chunk else torch.empty((b * nh, qbn, kbn_pad), dtype=torch.float32, device=device)
+        qm
+        if t.kbn_pad == t.chunk
+        else torch.empty((b * nh, qbn, t.kbn_pad), dtype=torch.float32, device=device)
     )
     valid = valid_n.to(device=device, dtype=torch.int32) if valid_n is not None else count
     kept = min(kbn, max(1, math.ceil(keep * kbn))) if keep is not None else 0
-    block_means_kernel[pool_grid](
+    block_means_kernel[t.pool_grid](
         q, k, qm, km, valid, *q.stride(), *k.stride(), n, nh, qbn,
-        Q_BLOCK=q_block, KV_BLOCK=kv_block, ROWS=rows, BLOCK_D=block_d, HEAD_DIM=dh, HAS_VALID=valid_n is not None,
+        Q_BLOCK=q_block, KV_BLOCK=kv_block, ROWS=t.rows, BLOCK_D=t.block_d, HEAD_DIM=dh,
+        HAS_VALID=valid_n is not None, num_warps=t.pool_warps,
     )  # fmt: skip
-    select_blocks_kernel[select_grid](
+    select_blocks_kernel[t.select_grid](
         qm, km, scratch, count, indices, valid, n, nh, qbn, kbn, kept, float(cdf or 0.0), float(scale),
-        KV_BLOCK=kv_block, QT=qt, CHUNK=chunk, KBN_PAD=kbn_pad, BLOCK_D=block_d, HAS_VALID=valid_n is not None,
-        BY_MASS=keep is None, SEL_ROWS=select_rows,
+        KV_BLOCK=kv_block, QT=t.qt, CHUNK=t.chunk, KBN_PAD=t.kbn_pad, BLOCK_D=t.block_d,
+        HAS_VALID=valid_n is not None, BY_MASS=keep is None, SEL_ROWS=t.select_rows, num_warps=t.select_warps,
     )  # fmt: skip
     return count, indices

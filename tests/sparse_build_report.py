@@ -217,15 +217,17 @@ def estimator_builds():
         (128, 44520, 128, 64), (64, 4096, 128, 64), (64, 4096, 128, 128), (128, 44520, 128, 16)
     ):  # fmt: skip
         qbn, kbn = -(-n // q_block), -(-n // kv_block)
-        _, _, qt, chunk, kbn_pad, block_d, rows, select_rows = est.grid_and_tiles(qbn, kbn, 1, dh)
+        t = est.grid_and_tiles(qbn, kbn, 1, dh)
         means = dict(
-            Q_BLOCK=q_block, KV_BLOCK=kv_block, ROWS=rows, BLOCK_D=block_d, HEAD_DIM=dh, HAS_VALID=True
+            Q_BLOCK=q_block, KV_BLOCK=kv_block, ROWS=t.rows, BLOCK_D=t.block_d, HEAD_DIM=dh, HAS_VALID=True
         )
-        select = dict(KV_BLOCK=kv_block, QT=qt, CHUNK=chunk, KBN_PAD=kbn_pad, BLOCK_D=block_d, HAS_VALID=True,
-                      BY_MASS=True, SEL_ROWS=select_rows)  # fmt: skip
+        select = dict(KV_BLOCK=kv_block, QT=t.qt, CHUNK=t.chunk, KBN_PAD=t.kbn_pad, BLOCK_D=t.block_d,
+                      HAS_VALID=True, BY_MASS=True, SEL_ROWS=t.select_rows)  # fmt: skip
         tag = f"dh{dh} mask {q_block}x{kv_block} N {n}"
-        found[f"estimator-means {tag}"] = usage(compile_sm90(est.block_means_kernel, means, 4, 2))
-        found[f"estimator-select {tag}"] = usage(compile_sm90(est.select_blocks_kernel, select, 4, 2))
+        found[f"estimator-means {tag}"] = usage(compile_sm90(est.block_means_kernel, means, t.pool_warps, 2))
+        found[f"estimator-select {tag}"] = usage(
+            compile_sm90(est.select_blocks_kernel, select, t.select_warps, 2)
+        )
     return found
 
 

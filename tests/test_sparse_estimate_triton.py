@@ -3,7 +3,7 @@ interpreter (on a machine with CUDA: compiled, on the device; checked on CPU eit
 block keeps are the top ones by the float64 pooled scores (ties within float32 noise either way), the count is
 the torch path's (keep) or the fewest blocks reaching the mass (cdf), each row is a permutation with the kept
 blocks first, ascending; padding on the keys, NaN, and through `estimate_block_mask`; which implementation runs
-unset (`sparse_estimate.estimator_kernels`)."""
+unset (`sparse_estimate.estimator_kernels`) and with which launch settings."""
 
 import math
 
@@ -174,18 +174,38 @@ def test_the_switch_refuses_other_values_and_keeps_torch_off_the_kernels(monkeyp
     assert sparse_estimate.ESTIMATOR_ENV == "JOINTATTN_ESTIMATOR"
 
 
-def test_unset_the_kernels_run_where_one_product_covers_every_key_block(monkeypatch):
-    """JOINTATTN_ESTIMATOR unset: CUDA tensors whose key blocks fit the selection's one product (up to 128 at
-    dh <= 64, 64 above; SD3.5's 1024^2 layer: 64 blocks of 64 keys) take the kernels, larger counts (Mochi's 696)
-    the torch path, which measured faster there."""
+def test_unset_the_kernels_run_up_to_1024_key_blocks_on_cuda(monkeypatch):
+    """JOINTATTN_ESTIMATOR unset: CUDA tensors with at most 1024 key blocks take the kernels (SD3.5's 1024^2
+    layer: 64 blocks of 64 keys; Mochi's: 696), where they measured faster than the torch path; more blocks
+    (Mochi's 2783 of 16 keys) and CPU tensors the torch path."""
     from types import SimpleNamespace
 
-    from jointattn.kernels.estimate_blocks import one_product
-
     monkeypatch.delenv("JOINTATTN_ESTIMATOR", raising=False)
-    assert one_product(64, 64) and one_product(128, 64) and one_product(5, 16) and one_product(64, 128)
-    assert not one_product(129, 64) and not one_product(65, 128) and not one_product(696, 128)
     sd35 = SimpleNamespace(is_cuda=True, shape=(2, 38, 4096, 64))
     mochi = SimpleNamespace(is_cuda=True, shape=(1, 24, 44520, 128))
-    assert estimator_kernels(sd35, 64) == "triton" and estimator_kernels(sd35, 16) == "torch"
-    assert estimator_kernels(mochi, 64) == "torch" and estimator_kernels(sd35) == "torch"
+    assert estimator_kernels(sd35, 64) == "triton" and estimator_kernels(sd35, 2) == "torch"
+    assert estimator_kernels(mochi, 64) == "triton" and estimator_kernels(mochi, 16) == "torch"
+    assert estimator_kernels(sd35) == "torch"  # no key block size: the torch path
+    assert sparse_estimate.KERNELS_MAX_KEY_BLOCKS == 1024
+
+
+def test_launch_settings_one_product_or_scratch_rows():
+    """Every key block in one product (up to 128 at dh <= 64, 64 above): 16 query blocks a program, all selected
+    at once; past that the scratch rows, 32 query blocks and ~2048 values selected at a time. Pooling loads stop at
+    16384 values."""
+    from jointattn.kernels.estimate_blocks import grid_and_tiles
+
+    sd35 = grid_and_tiles(32, 64, 76, 64)
+    assert (sd35.kbn_pad, sd35.chunk, sd35.qt, sd35.select_rows, sd35.select_warps) == (64, 64, 16, 16, 4)
+    assert sd35.select_grid == (2, 76) and sd35.pool_grid == (96, 76) and sd35.rows == 128
+    mochi = grid_and_tiles(348, 696, 24, 128)
+    assert (mochi.kbn_pad, mochi.chunk, mochi.qt, mochi.select_rows, mochi.select_warps) == (
+        1024,
+        64,
+        32,
+        2,
+        8,
+    )
+    assert mochi.select_grid == (11, 24) and mochi.rows == 128 and mochi.pool_warps == 2
+    assert grid_and_tiles(4, 128, 1, 64).qt == 16 and grid_and_tiles(4, 129, 1, 64).qt == 32
+    assert grid_and_tiles(4, 65, 1, 128).qt == 32 and grid_and_tiles(4, 8, 1, 256).rows == 64
