@@ -1,8 +1,8 @@
 """Times the block-mask estimator's two Triton kernels apart, per launch setting (pooled rows per load, warps, query
-blocks per selection program), on the GPU alone: each variant launched 20 times inside one CUDA graph, the replay
+blocks per selection program, the threshold by sort or bisection), on the GPU alone: each variant launched 20 times inside one CUDA graph, the replay
 timed. Where the estimate's GPU time goes, and which settings `kernels/estimate_blocks.grid_and_tiles` should pick.
 
-    python benchmarks/estimator_tune.py [--out DIR]     # a CUDA GPU; prints a table, writes estimator_tune.json
+    python benchmarks/estimator_tune.py [--out DIR] [--select-only]   # a CUDA GPU; a table, estimator_tune.json
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def gpu_ms(fn) -> float:
     return do_bench(graph.replay, warmup=10, rep=100, return_mode="median") / REPEATS
 
 
-def tune(name, rows_out):
+def tune(name, rows_out, select_only=False):
     import triton
     from jointattn.kernels.estimate_blocks import block_means_kernel, grid_and_tiles, select_blocks_kernel
     from jointattn.runtime.sparse_estimate import estimate_kv_blocks
@@ -64,56 +64,73 @@ def tune(name, rows_out):
 
     for env in ("torch", "triton"):
         os.environ["JOINTATTN_ESTIMATOR"] = env
-        record(
-            "whole",
-            {"estimator": env},
-            gpu_ms(lambda: estimate_kv_blocks(q, k, 0.3, None, q_block, kv_block)),
-        )
+        for keep, cdf in ((0.3, None), (None, 0.9)):
+            record(
+                "whole",
+                {"estimator": env, "keep": keep, "cdf": cdf},
+                gpu_ms(lambda keep=keep, cdf=cdf: estimate_kv_blocks(q, k, keep, cdf, q_block, kv_block)),
+            )
     os.environ.pop("JOINTATTN_ESTIMATOR")
-    record("whole", {"settings": dict(rows=t.rows, pool_warps=t.pool_warps, qt=t.qt, select_warps=t.select_warps)},
-           float("nan"))  # fmt: skip
+    print(f"  settings: {t}", flush=True)
 
-    for pooled_rows in (32, 64, 128, 256):
+    for pooled_rows in () if select_only else (32, 64, 128, 256):
         for warps in (1, 2, 4):
-            for stages in (1,):
 
-                def pool(pooled_rows=pooled_rows, warps=warps, stages=stages):
-                    block_means_kernel[pool_grid](
-                        q, k, qm, km, count, *q.stride(), *k.stride(), n, nh, qbn,
-                        Q_BLOCK=q_block, KV_BLOCK=kv_block, ROWS=pooled_rows, BLOCK_D=block_d, HEAD_DIM=dh,
-                        HAS_VALID=False, num_warps=warps, num_stages=stages,
-                    )  # fmt: skip
-
-                try:
-                    record("block_means", dict(rows=pooled_rows, warps=warps, stages=stages), gpu_ms(pool))
-                except Exception as e:  # a setting that does not compile: named, not fatal
-                    print(f"  rows={pooled_rows} warps={warps}: {type(e).__name__}", flush=True)
-
-    for q_tile in (16, 32, 64):
-        for warps in (2, 4, 8, 16):
-            grid = (triton.cdiv(qbn, q_tile), b * nh)
-            sel = q_tile if kbn_pad == chunk else max(1, 2048 // kbn_pad)
-
-            def select(q_tile=q_tile, warps=warps, grid=grid, sel=sel):
-                select_blocks_kernel[grid](
-                    qm, km, scratch, count, indices, count, n, nh, qbn, kbn, kept, 0.0, dh**-0.5,
-                    KV_BLOCK=kv_block, QT=q_tile, CHUNK=chunk, KBN_PAD=kbn_pad, BLOCK_D=block_d, HAS_VALID=False,
-                    BY_MASS=False, SEL_ROWS=sel, num_warps=warps,
+            def pool(pooled_rows=pooled_rows, warps=warps):
+                block_means_kernel[pool_grid](
+                    q, k, qm, km, count, *q.stride(), *k.stride(), n, nh, qbn,
+                    Q_BLOCK=q_block, KV_BLOCK=kv_block, ROWS=pooled_rows, BLOCK_D=block_d, HEAD_DIM=dh,
+                    HAS_VALID=False, num_warps=warps,
                 )  # fmt: skip
 
             try:
-                record("select", dict(qt=q_tile, warps=warps, programs=grid[0] * grid[1]), gpu_ms(select))
-            except Exception as e:
-                print(f"  qt={q_tile} warps={warps}: {type(e).__name__}: {str(e)[:80]}", flush=True)
+                record("block_means", dict(rows=pooled_rows, warps=warps), gpu_ms(pool))
+            except Exception as e:  # a setting that does not compile: named, not fatal
+                print(f"  rows={pooled_rows} warps={warps}: {type(e).__name__}", flush=True)
+
+    # The selection: a sort of each row (one product: every setting; scratch rows: the launcher's setting only,
+    # a sort of wide rows is slow) or the bisection (scratch rows), per query blocks a program, warps and rows
+    # selected at once.
+    single = kbn_pad == chunk
+    variants = []
+    for by_mass in (False, True):
+        if single:
+            variants += [(False, by_mass, qt, w, qt) for qt in (16, 32) for w in (2, 4, 8)]
+            continue
+        variants.append((False, by_mass, t.qt, t.select_warps, t.select_rows))
+        variants += [
+            (True, by_mass, qt, w, max(1, tile // kbn_pad))
+            for qt in (16, 32)
+            for w in (4, 8, 16)
+            for tile in (2048, 4096)
+        ]
+    for search, by_mass, q_tile, warps, sel in variants:
+        grid = (triton.cdiv(qbn, q_tile), b * nh)
+
+        def select(search=search, by_mass=by_mass, q_tile=q_tile, warps=warps, grid=grid, sel=sel):
+            select_blocks_kernel[grid](
+                qm, km, scratch, count, indices, count, n, nh, qbn, kbn, kept, 0.9, dh**-0.5,
+                KV_BLOCK=kv_block, QT=q_tile, CHUNK=chunk, KBN_PAD=kbn_pad, BLOCK_D=block_d, HAS_VALID=False,
+                BY_MASS=by_mass, SEL_ROWS=sel, SEARCH=search, num_warps=warps,
+            )  # fmt: skip
+
+        setting = dict(search=search, by_mass=by_mass, qt=q_tile, warps=warps, rows_at_once=sel)
+        try:
+            record("select", setting, gpu_ms(select))
+        except Exception as e:
+            print(f"  {setting}: {type(e).__name__}: {str(e)[:80]}", flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument(
+        "--select-only", action="store_true", help="the whole estimate and the selection only"
+    )
     args = parser.parse_args()
     rows = []
     for name in SHAPES:
-        tune(name, rows)
+        tune(name, rows, args.select_only)
     env = dict(device=torch.cuda.get_device_name(), torch=torch.__version__)
     path = os.path.join(args.out, "estimator_tune.json")
     with open(path, "w") as f:

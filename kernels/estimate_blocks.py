@@ -6,10 +6,11 @@ torch launches; at small sizes a call costs its launches, not its bytes).
 - `select_blocks_kernel`, one program per QT query blocks of one (batch, head): their pooled scores against
   every key block (`tl.dot`; each key block weighted by its valid token count, in log space: -inf for a block
   with none, and for a NaN score), in registers where one product covers every key block, else through a
-  scratch row CHUNK at a time; then the top key blocks of several rows at once (one sort of a [rows, KBN_PAD]
-  tile: all QT rows in registers, ~2048 values from the scratch): a fixed count (`keep`, known on the host) or
-  the fewest whose softmax mass reaches `cdf`. A row's threshold is its sorted scores' value at the count;
-  blocks above it are kept, and ties at it by lowest index.
+  scratch row CHUNK at a time; then the top key blocks of several rows at once: a fixed count (`keep`, known on
+  the host) or the fewest whose softmax mass reaches `cdf`. A row's threshold is the score at that count: from a
+  sort of the [rows, KBN_PAD] tile where one product covers the key blocks, by bisection over the scores' bits
+  past that (a bitonic sort of rows 1024 and 4096 wide cost 1.3x and 3.1x as much on the H200). Blocks above it are kept, and
+  ties at it by lowest index.
   Output: the count, and a permutation of the key blocks with the kept ones first, ascending, then the rest,
   ascending. (The first version sorted the QT rows one after another: slower on the H200 than the torch path.)
 """
@@ -90,10 +91,9 @@ def _pooled_scores(
 
 
 @triton.jit
-def _select_rows(s, rows, bh, QBN, KBN, kept, share, COUNT, INDICES, R: tl.constexpr, KBN_PAD: tl.constexpr,
-                 BY_MASS: tl.constexpr):  # fmt: skip
-    """The kept key blocks of R query blocks `rows` from their scores s [R, KBN_PAD] (-inf past KBN): their count,
-    and each row's permutation of the key blocks with the kept ones first, ascending, then the rest."""
+def _sorted_threshold(s, KBN, kept, share, R: tl.constexpr, KBN_PAD: tl.constexpr, BY_MASS: tl.constexpr):
+    """(count, threshold) of R rows of scores s [R, KBN_PAD] from one sort of the tile: a fixed count (`kept`) or
+    the fewest blocks whose softmax mass reaches `share`; the threshold is the sorted scores' value at the count."""
     kb = tl.arange(0, KBN_PAD)
     ordered = tl.sort(s, 1, descending=True)
     if BY_MASS:
@@ -107,6 +107,70 @@ def _select_rows(s, rows, bh, QBN, KBN, kept, share, COUNT, INDICES, R: tl.const
     else:
         n_keep = tl.zeros([R], tl.int32) + kept
     threshold = tl.max(tl.where(kb[None, :] == n_keep[:, None] - 1, ordered, float("-inf")), 1)
+    return n_keep, threshold
+
+
+@triton.jit
+def _ordered_key(x):
+    """float32 -> int32 of the same order (negative floats' magnitude bits flipped); its own inverse."""
+    bits = x.to(tl.int32, bitcast=True)
+    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+
+
+@triton.jit
+def _searched_threshold(s, KBN, kept, share, R: tl.constexpr, BY_MASS: tl.constexpr):
+    """`_sorted_threshold` without the sort, for wide rows (a bitonic sort of 1024-4096 values per row cost more
+    than everything else): the threshold is the largest score t whose blocks at or above it number at least
+    `kept` (or hold at least `share` of the mass), found by bisection over the scores' ordered 32-bit keys, 32
+    steps of one compare and one row sum each. With the mass, the count is the blocks above t plus as many tied at
+    t as reach the share."""
+    key = _ordered_key(s)
+    lo = tl.min(key, 1).to(tl.int64)  # every block is at or above the row's lowest score: it qualifies
+    hi = tl.max(key, 1).to(tl.int64)
+    if BY_MASS:
+        top = tl.max(s, 1)
+        top = tl.where(top > float("-inf"), top, 0.0)
+        p = tl.where(s > float("-inf"), tl.exp(s - top[:, None]), 0.0)
+        total = tl.sum(p, 1)
+        target = share * total
+    for _ in tl.static_range(32):
+        mid = lo + (hi - lo + 1) // 2  # in [lo, hi]: an int32 again
+        at_or_above = key >= mid.to(tl.int32)[:, None]
+        if BY_MASS:
+            qualifies = tl.sum(tl.where(at_or_above, p, 0.0), 1) >= target
+        else:
+            qualifies = tl.sum(at_or_above.to(tl.int32), 1) >= kept
+        lo = tl.where(qualifies, mid, lo)
+        hi = tl.where(qualifies, hi, mid - 1)
+    t_key = lo.to(tl.int32)
+    threshold = _ordered_key(t_key).to(tl.float32, bitcast=True)
+    if BY_MASS:
+        above = key > t_key[:, None]
+        n_above = tl.sum(above.to(tl.int32), 1)
+        n_tied = tl.sum((key == t_key[:, None]).to(tl.int32), 1)
+        mass_above = tl.sum(tl.where(above, p, 0.0), 1)
+        p_t = tl.where(threshold > float("-inf"), tl.exp(threshold - top), 0.0)
+        needed = tl.where(
+            p_t > 0, tl.ceil((target - mass_above) / tl.maximum(p_t, 1e-30)), n_tied.to(tl.float32)
+        )
+        needed = tl.minimum(tl.maximum(needed, 1.0), n_tied.to(tl.float32)).to(tl.int32)
+        n_keep = tl.where(total > 0, tl.minimum(n_above + needed, KBN), 1)
+    else:
+        n_keep = tl.zeros([R], tl.int32) + kept
+    return n_keep, threshold
+
+
+@triton.jit
+def _select_rows(s, rows, bh, QBN, KBN, kept, share, COUNT, INDICES, R: tl.constexpr, KBN_PAD: tl.constexpr,
+                 BY_MASS: tl.constexpr, SEARCH: tl.constexpr):  # fmt: skip
+    """The kept key blocks of R query blocks `rows` from their scores s [R, KBN_PAD] (-inf past KBN): their count,
+    and each row's permutation of the key blocks with the kept ones first, ascending, then the rest. Blocks above
+    the row's threshold are kept, and ties at it by lowest index."""
+    kb = tl.arange(0, KBN_PAD)
+    if SEARCH:
+        n_keep, threshold = _searched_threshold(s, KBN, kept, share, R, BY_MASS)
+    else:
+        n_keep, threshold = _sorted_threshold(s, KBN, kept, share, R, KBN_PAD, BY_MASS)
     real = (kb < KBN)[None, :]
     above = (s > threshold[:, None]) & real
     tied = (s == threshold[:, None]) & real
@@ -125,6 +189,7 @@ def select_blocks_kernel(
     N, H, QBN, KBN, kept, share, scale,
     KV_BLOCK: tl.constexpr, QT: tl.constexpr, CHUNK: tl.constexpr, KBN_PAD: tl.constexpr,
     BLOCK_D: tl.constexpr, HAS_VALID: tl.constexpr, BY_MASS: tl.constexpr, SEL_ROWS: tl.constexpr,
+    SEARCH: tl.constexpr = False,
 ):  # fmt: skip
     """SCRATCH [b * nh, QBn, KBN_PAD] float32 (used only when KBN_PAD > CHUNK); COUNT [b * nh, QBn] int32;
     INDICES [b * nh, QBn, KBn] int32. `kept`: the count for every row (keep); with BY_MASS, each row's count is
@@ -142,7 +207,7 @@ def select_blocks_kernel(
     if KBN_PAD == CHUNK:
         # Every key block in one product: selected in registers, no round trip through memory.
         s = _pooled_scores(QM, KM, bh, rows, kb, QBN, KBN, limit, scale, KV_BLOCK, BLOCK_D)
-        _select_rows(s, rows, bh, QBN, KBN, kept, share, COUNT, INDICES, QT, KBN_PAD, BY_MASS)
+        _select_rows(s, rows, bh, QBN, KBN, kept, share, COUNT, INDICES, QT, KBN_PAD, BY_MASS, False)
     else:
         scratch = SCRATCH + (bh * QBN + rows[:, None]) * KBN_PAD
         for c0 in tl.range(0, KBN_PAD, CHUNK):
@@ -156,7 +221,9 @@ def select_blocks_kernel(
                 SCRATCH + (bh * QBN + sub[:, None]) * KBN_PAD + kb[None, :],
                 mask=(sub < QBN)[:, None], other=float("-inf"),
             )  # fmt: skip
-            _select_rows(s, sub, bh, QBN, KBN, kept, share, COUNT, INDICES, SEL_ROWS, KBN_PAD, BY_MASS)
+            _select_rows(
+                s, sub, bh, QBN, KBN, kept, share, COUNT, INDICES, SEL_ROWS, KBN_PAD, BY_MASS, SEARCH
+            )
 
 
 def _chunk(kbn_pad: int, block_d: int) -> int:
@@ -168,8 +235,9 @@ class Tiles:
     """One estimate's launch settings. Measured on the H200 (`benchmarks/estimator_tune.py`, sixteenth session,
     GPU time from CUDA graphs): pooling 128 rows per load with 2 warps took SD3.5's q and k (80 MB) in 22.5 us,
     3.5 TB/s (64 rows and 4 warps: 35.2; more warps cost the row sum's exchange between warps), Mochi's in 133 us
-    (was 328); the scratch rows' selection with 32 query blocks and 8 warps a program 656 us at Mochi's size
-    (16 and 4: 811), the one product's with 16 and 4 warps 10.4 us at SD3.5's (32 blocks: 12.2)."""
+    (was 328); the one product's selection with 16 query blocks and 4 warps 10.4 us at SD3.5's size (32: 12.2);
+    the scratch rows' with 32 query blocks and 8 warps, by bisection, 519 us at Mochi's (sorted: 656; 16 query
+    blocks and 4 warps, sorted: 811) and 1727 us with its 16-key blocks (sorted: 5436)."""
 
     pool_grid: tuple[int, int]
     select_grid: tuple[int, int]
@@ -179,6 +247,7 @@ class Tiles:
     block_d: int
     rows: int  # rows per pooling load
     select_rows: int  # rows selected at once
+    search: bool  # the threshold by bisection, not by sorting the rows (`_searched_threshold`)
     pool_warps: int
     select_warps: int
 
@@ -201,6 +270,7 @@ def grid_and_tiles(qbn: int, kbn: int, b_nh: int, dh: int) -> Tiles:
         block_d=block_d,
         rows=min(128, max(16, 16384 // block_d)),
         select_rows=qt if single else max(1, 2048 // kbn_pad),  # a tile of ~2048 values
+        search=not single,
         pool_warps=2,
         select_warps=4 if single else 8,
     )

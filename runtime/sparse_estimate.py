@@ -79,11 +79,12 @@ def _logits(q, k, q_block: int, kv_block: int, scale: float, valid_n) -> torch.T
 ESTIMATOR_ENV = "JOINTATTN_ESTIMATOR"
 
 
-# Unset, the kernels estimate on CUDA tensors of at most this many key blocks. Measured on the H200 (sixteenth
-# session, GPU time replayed from CUDA graphs, `benchmarks/sparse.py --estimator-only` and `estimator_tune.py`):
-# SD3.5's 1024^2 layer (64 key blocks) 0.041 ms against the torch path's 0.097 (4.8% of the dense forward);
-# Mochi's (696, through the scratch rows) 0.80 against 0.93; Mochi's with 16-key blocks (2783) 5.6 against 2.1.
-KERNELS_MAX_KEY_BLOCKS = 1024
+# Unset, the kernels estimate on CUDA tensors of at most this many key blocks (the most measured, padded to a power
+# of two). On the H200 (sixteenth session, GPU time replayed from CUDA graphs, `benchmarks/estimator_tune.py` and
+# `sparse.py --estimator-only`), keep=0.3 / cdf=0.9, ms: SD3.5's 1024^2 layer (64 key blocks) 0.032 / 0.033
+# against the torch path's 0.082 / 0.133; Mochi's (696, the scratch rows' bisection) 0.66 / 0.69 against 0.93 /
+# 1.17; Mochi's with 16-key blocks (2783) 1.88 / 2.25 against 2.13 / 4.05.
+KERNELS_MAX_KEY_BLOCKS = 4096
 
 
 def estimator_kernels(q, kv_block: int | None = None) -> str:
@@ -160,6 +161,7 @@ def estimate_kv_blocks_triton(q, k, keep, cdf, q_block: int, kv_block: int, scal
     select_blocks_kernel[t.select_grid](
         qm, km, scratch, count, indices, valid, n, nh, qbn, kbn, kept, float(cdf or 0.0), float(scale),
         KV_BLOCK=kv_block, QT=t.qt, CHUNK=t.chunk, KBN_PAD=t.kbn_pad, BLOCK_D=t.block_d,
-        HAS_VALID=valid_n is not None, BY_MASS=keep is None, SEL_ROWS=t.select_rows, num_warps=t.select_warps,
+        HAS_VALID=valid_n is not None, BY_MASS=keep is None, SEL_ROWS=t.select_rows, SEARCH=t.search,
+        num_warps=t.select_warps,
     )  # fmt: skip
     return count, indices

@@ -222,7 +222,7 @@ def estimator_builds():
             Q_BLOCK=q_block, KV_BLOCK=kv_block, ROWS=t.rows, BLOCK_D=t.block_d, HEAD_DIM=dh, HAS_VALID=True
         )
         select = dict(KV_BLOCK=kv_block, QT=t.qt, CHUNK=t.chunk, KBN_PAD=t.kbn_pad, BLOCK_D=t.block_d,
-                      HAS_VALID=True, BY_MASS=True, SEL_ROWS=t.select_rows)  # fmt: skip
+                      HAS_VALID=True, BY_MASS=True, SEL_ROWS=t.select_rows, SEARCH=t.search)  # fmt: skip
         tag = f"dh{dh} mask {q_block}x{kv_block} N {n}"
         found[f"estimator-means {tag}"] = usage(compile_sm90(est.block_means_kernel, means, t.pool_warps, 2))
         found[f"estimator-select {tag}"] = usage(

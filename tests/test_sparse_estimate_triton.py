@@ -96,12 +96,80 @@ def test_kept_blocks_are_the_top_ones(b, nh, n, dh, q_block, kv_block, share):
     _check(q, k, keep, cdf, q_block, kv_block)
 
 
-def test_past_128_key_blocks_the_scores_go_through_the_scratch_rows():
-    """130 key blocks: more than one product covers, so the scores go through the scratch rows and are selected
-    8 rows at a time (all 16 of a program at once below 128 blocks)."""
+def _threshold_by(monkeypatch, search: bool):
+    """The scratch rows' threshold by bisection (`search`, their default) or by sorting the rows."""
+    import dataclasses
+
+    from jointattn.kernels import estimate_blocks
+
+    tiles = estimate_blocks.grid_and_tiles
+    monkeypatch.setattr(
+        estimate_blocks, "grid_and_tiles", lambda *a: dataclasses.replace(tiles(*a), search=search)
+    )
+
+
+# (search, share, key block): every share by bisection at 130 and 260 key blocks (rows of 256 and 512); the sort,
+# which Triton's interpreter runs slowly (~13 s a case), at two.
+SCRATCH_CASES = [
+    (True, share, kv) for share in ("keep=0.3", "keep=1.0", "cdf=0.8", "cdf=1.0") for kv in (8, 4)
+]
+SCRATCH_CASES += [(False, "keep=0.3", 8), (False, "cdf=0.8", 8)]
+
+
+@pytest.mark.parametrize("search, share, kv_block", SCRATCH_CASES)
+def test_past_128_key_blocks_the_scores_go_through_the_scratch_rows(monkeypatch, search, share, kv_block):
+    """More key blocks than one product covers: the scores go through the scratch rows, 32 query blocks a
+    program, selected 8 or 4 rows at a time, each row's threshold by bisection (or, as before, a sort)."""
+    _threshold_by(monkeypatch, search)
     gen = torch.Generator().manual_seed(12)
+    q, k = (torch.randn(1, 2, 1040, 16, generator=gen) for _ in range(2))
+    name, value = share.split("=")
+    keep, cdf = (float(value), None) if name == "keep" else (None, float(value))
+    _check(q + 0.5 * k, k, keep, cdf, 128, kv_block)
+
+
+@pytest.mark.parametrize("share", ["keep=0.3", "cdf=0.5"])
+def test_bisection_breaks_exact_ties_by_lowest_index(monkeypatch, share):
+    """Key blocks repeated exactly (equal pooled scores): the count is still the asked one (keep) or the mass's,
+    and the kept blocks among the tied ones are the lowest-indexed."""
+    _threshold_by(monkeypatch, True)
+    gen = torch.Generator().manual_seed(13)
     q, k = (torch.randn(1, 1, 1040, 16, generator=gen) for _ in range(2))
-    _check(q + 0.5 * k, k, None, 0.8, 128, 8)
+    k = k[:, :, :80].repeat(1, 1, 13, 1)  # 130 blocks of 8 keys, 10 distinct, each 13 times
+    name, value = share.split("=")
+    keep, cdf = (float(value), None) if name == "keep" else (None, float(value))
+    count, indices = _kernels(q + 0.5 * k, k, keep, cdf, 128, 8, 16**-0.5)
+    _check(q + 0.5 * k, k, keep, cdf, 128, 8, got=(count, indices))
+    distinct = 10
+    for r in range(count.shape[2]):
+        kept = indices[0, 0, r, : count[0, 0, r]].tolist()
+        by_value = {}
+        for block in kept:
+            by_value.setdefault(block % distinct, []).append(block)
+        for value_blocks in by_value.values():  # per tied value, the lowest-indexed copies
+            copies = [c for c in range(130) if c % distinct == value_blocks[0] % distinct]
+            assert value_blocks == copies[: len(value_blocks)], (r, value_blocks)
+
+
+@pytest.mark.parametrize("search, share", [(True, "keep=0.5"), (True, "cdf=0.9"), (False, "cdf=0.9")])
+def test_scratch_rows_with_padded_keys_and_nan(monkeypatch, search, share):
+    """The scratch rows' selection with keys past each element's valid length (blocks of padding only score
+    -inf), a NaN in a valid block (never preferred), and an element without any valid key (one block kept)."""
+    _threshold_by(monkeypatch, search)
+    gen = torch.Generator().manual_seed(14)
+    q, k = (torch.randn(3, 1, 1040, 16, generator=gen) for _ in range(2))
+    q[:, :, 700:] = float("nan")
+    k[:, :, 700:] = float("nan")
+    k[0, 0, 21] = float("nan")  # key block 2 of element 0
+    name, value = share.split("=")
+    keep, cdf = (float(value), None) if name == "keep" else (None, float(value))
+    valid = torch.tensor([700, 333, 0])
+    count, indices = _kernels(q, k, keep, cdf, 128, 8, 16**-0.5, valid)
+    _check(q, k, keep, cdf, 128, 8, valid=valid, got=(count, indices))
+    for r in range(count.shape[2]):
+        assert 2 not in indices[0, 0, r, : count[0, 0, r]].tolist()
+    if cdf is not None:
+        assert (count[2] == 1).all()  # no valid key: one block, as the torch path's softmax of all -inf
 
 
 @pytest.mark.parametrize("share", ["keep=0.5", "cdf=0.9"])
@@ -174,25 +242,26 @@ def test_the_switch_refuses_other_values_and_keeps_torch_off_the_kernels(monkeyp
     assert sparse_estimate.ESTIMATOR_ENV == "JOINTATTN_ESTIMATOR"
 
 
-def test_unset_the_kernels_run_up_to_1024_key_blocks_on_cuda(monkeypatch):
-    """JOINTATTN_ESTIMATOR unset: CUDA tensors with at most 1024 key blocks take the kernels (SD3.5's 1024^2
-    layer: 64 blocks of 64 keys; Mochi's: 696), where they measured faster than the torch path; more blocks
-    (Mochi's 2783 of 16 keys) and CPU tensors the torch path."""
+def test_unset_the_kernels_run_up_to_4096_key_blocks_on_cuda(monkeypatch):
+    """JOINTATTN_ESTIMATOR unset: CUDA tensors with at most 4096 key blocks take the kernels (SD3.5's 1024^2
+    layer: 64 blocks of 64 keys; Mochi's: 696 and, of 16 keys, 2783), where they measured faster than the torch
+    path; more blocks (unmeasured) and CPU tensors the torch path."""
     from types import SimpleNamespace
 
     monkeypatch.delenv("JOINTATTN_ESTIMATOR", raising=False)
     sd35 = SimpleNamespace(is_cuda=True, shape=(2, 38, 4096, 64))
     mochi = SimpleNamespace(is_cuda=True, shape=(1, 24, 44520, 128))
-    assert estimator_kernels(sd35, 64) == "triton" and estimator_kernels(sd35, 2) == "torch"
-    assert estimator_kernels(mochi, 64) == "triton" and estimator_kernels(mochi, 16) == "torch"
+    assert estimator_kernels(sd35, 64) == "triton" and estimator_kernels(sd35, 1) == "triton"
+    assert estimator_kernels(mochi, 64) == "triton" and estimator_kernels(mochi, 16) == "triton"
+    assert estimator_kernels(mochi, 8) == "torch"  # 5565 blocks
     assert estimator_kernels(sd35) == "torch"  # no key block size: the torch path
-    assert sparse_estimate.KERNELS_MAX_KEY_BLOCKS == 1024
+    assert sparse_estimate.KERNELS_MAX_KEY_BLOCKS == 4096
 
 
 def test_launch_settings_one_product_or_scratch_rows():
     """Every key block in one product (up to 128 at dh <= 64, 64 above): 16 query blocks a program, all selected
-    at once; past that the scratch rows, 32 query blocks and ~2048 values selected at a time. Pooling loads stop at
-    16384 values."""
+    at once by a sort; past that the scratch rows, 32 query blocks and ~2048 values selected at a time by
+    bisection. Pooling loads stop at 16384 values."""
     from jointattn.kernels.estimate_blocks import grid_and_tiles
 
     sd35 = grid_and_tiles(32, 64, 76, 64)
@@ -207,5 +276,8 @@ def test_launch_settings_one_product_or_scratch_rows():
         8,
     )
     assert mochi.select_grid == (11, 24) and mochi.rows == 128 and mochi.pool_warps == 2
+    assert (
+        mochi.search and not sd35.search
+    )  # the scratch rows' threshold by bisection, one product's by a sort
     assert grid_and_tiles(4, 128, 1, 64).qt == 16 and grid_and_tiles(4, 129, 1, 64).qt == 32
     assert grid_and_tiles(4, 65, 1, 128).qt == 32 and grid_and_tiles(4, 8, 1, 256).rows == 64
