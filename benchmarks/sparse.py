@@ -116,16 +116,21 @@ def _flex_setup(layout, n, l, lv, cuda):  # noqa: E741
     bm_, hm = (max(t.shape[i] for t in layout.tensors) for i in (0, 1))
     full, slot = block_maps(layout.expanded(bm_, hm), n)
     bits = layout.expanded(bm_, hm).partial_bits
+    # A layout of full blocks only (the estimator's) has no partial slots: no bits to read (indexing their empty
+    # dimension failed flex's compile with an IndexError).
+    has_partial = bits.shape[3] > 0
     qb_size, kb_size = layout.q_block, layout.kv_block
 
     def mask_mod(b, h, qi, ki):
         bb, hh = (b if bm_ > 1 else 0), (h if hm > 1 else 0)
         qs, ks = qi.clamp(max=n - 1), ki.clamp(max=n - 1)
         qb, kb = qs // qb_size, ks // kb_size
-        s = slot[bb, hh, qb, kb]
-        c = ks % kb_size
-        word = bits[bb, hh, qb, s.clamp(min=0), qs % qb_size, c // 32]
-        spatial = full[bb, hh, qb, kb] | ((s >= 0) & (((word >> (c % 32)) & 1) == 1))
+        spatial = full[bb, hh, qb, kb]
+        if has_partial:
+            s = slot[bb, hh, qb, kb]
+            c = ks % kb_size
+            word = bits[bb, hh, qb, s.clamp(min=0), qs % qb_size, c // 32]
+            spatial = spatial | ((s >= 0) & (((word >> (c % 32)) & 1) == 1))
         text_key_valid = (ki - n) < lv
         return torch.where(ki < n, torch.where(qi < n, spatial, True), text_key_valid)
 

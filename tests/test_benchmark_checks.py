@@ -1,6 +1,7 @@
 """The correctness checks the GPU benchmarks make while they time: never_slower's agreement of ours with PyTorch's
-path per point, and training.py's flag for gradients that differ from eager by more than inductor's do. Run here
-on CPU against functions known right and known wrong."""
+path per point, and training.py's flag for gradients that differ from eager by more than inductor's do; and that
+sparse.py's flex baseline computes the sparse op's function. Run here on CPU against functions known right and
+known wrong."""
 
 from __future__ import annotations
 
@@ -80,3 +81,38 @@ def test_the_summary_counts_the_slower_rows_per_size_and_pass():
         (256, "forward"): (3, 1, 0.97, 0.5),
         (4096, "fwd+bwd"): (1, 0, 1.1, 1.1),
     }
+
+
+def _load_sparse_benchmark():
+    """benchmarks/sparse.py under a name of its own (the repo's `sparse/` folder is jointattn.sparse)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sparse.py"
+    spec = importlib.util.spec_from_file_location("sparse_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dynamo, under flex_attention, looks the mask_mod's module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_flex_baseline_computes_the_ops_function_with_and_without_partial_blocks():
+    """sparse.py times flex_attention on the joined sequence with the layout's mask: it must compute what the
+    sparse op computes, for the estimator's layouts (full blocks only: no partial slots, whose empty bits once
+    failed flex's compile) and a frame window's (partial blocks), with padded text keys."""
+    from jointattn.runtime.sparse_layout import spatial_layout
+    from jointattn.sparse import estimate_block_mask, frame_window
+
+    bench = _load_sparse_benchmark()
+    n, l, lv = 333, 21, 17  # noqa: E741
+    ts = joint_inputs(2, 2, n, l, 16, seed=3, dtype=torch.float64)
+    for mask, partial in (
+        (estimate_block_mask(ts[0] + 0.5 * ts[1], ts[1], keep=0.3, block_size=(64, 64)), False),
+        (frame_window(50, 2), True),
+    ):
+        layout = spatial_layout(mask, n, ts[0].device)
+        assert (layout.partial_bits.shape[3] > 0) == partial
+        flex, flex_mask = bench._flex_setup(layout, n, l, lv, cuda=False)
+        joined = (torch.cat([a, c], 2) for a, c in zip(ts[:3], ts[3:]))
+        got = flex(*joined, block_mask=flex_mask)
+        out, joint_out, _ = jointattn.joint_attention(*ts, block_mask=mask, logical_l=lv, runtime="reference")
+        torch.testing.assert_close(got, torch.cat([out, joint_out], 2), rtol=1e-10, atol=1e-10)
