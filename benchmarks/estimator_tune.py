@@ -1,8 +1,10 @@
 """Times the block-mask estimator's two Triton kernels apart, per launch setting (pooled rows per load, warps, query
-blocks per selection program, the threshold by sort or bisection), on the GPU alone: each variant launched 20 times inside one CUDA graph, the replay
-timed. Where the estimate's GPU time goes, and which settings `kernels/estimate_blocks.grid_and_tiles` should pick.
+blocks per selection program, the threshold by sort or bisection), on the GPU alone: each variant launched 20
+times inside one CUDA graph, the replay timed. Where the estimate's GPU time goes, and which settings
+`kernels/estimate_blocks.grid_and_tiles` should pick.
 
-    python benchmarks/estimator_tune.py [--out DIR] [--select-only]   # a CUDA GPU; a table, estimator_tune.json
+    python benchmarks/estimator_tune.py [--out DIR] [--select-only]   # a CUDA GPU; a table, estimator_tune.{json,png}
+    python benchmarks/estimator_tune.py --plot-only benchmarks/results/estimator_tune-h200.json   # redraw a plot
 """
 
 from __future__ import annotations
@@ -121,21 +123,55 @@ def tune(name, rows_out, select_only=False):
             print(f"  {setting}: {type(e).__name__}: {str(e)[:80]}", flush=True)
 
 
+def plot(rows, path):
+    """One panel per shape: each variant's GPU µs (log scale), the whole estimate's rows first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    fig, axes = plt.subplots(1, len(shapes), figsize=(7 * len(shapes), 9), squeeze=False)
+    colors = {"whole": "tab:blue", "block_means": "tab:green", "select": "tab:orange"}
+    for ax, shape in zip(axes[0], shapes):
+        mine = [r for r in rows if r["shape"] == shape and r["gpu_ms"] == r["gpu_ms"]]  # NaN rows left out
+        y = range(len(mine))
+        ax.barh(list(y), [r["gpu_ms"] * 1e3 for r in mine], color=[colors[r["kernel"]] for r in mine])
+        ax.set_yticks(list(y))
+        labels = [f"{r['kernel']} " + " ".join(f"{k}={v}" for k, v in r["setting"].items()) for r in mine]
+        ax.set_yticklabels(labels, fontsize=5)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("GPU µs per estimate or launch")
+        ax.set_title(shape)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument(
         "--select-only", action="store_true", help="the whole estimate and the selection only"
     )
+    parser.add_argument(
+        "--plot-only", metavar="JSON", help="redraw the plot of an earlier run's JSON (no GPU)"
+    )
     args = parser.parse_args()
+    if args.plot_only:
+        plot(json.load(open(args.plot_only))["rows"], args.plot_only.removesuffix(".json") + ".png")
+        return
     rows = []
     for name in SHAPES:
         tune(name, rows, args.select_only)
-    env = dict(device=torch.cuda.get_device_name(), torch=torch.__version__)
+    import triton
+
+    env = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__)
     path = os.path.join(args.out, "estimator_tune.json")
     with open(path, "w") as f:
         json.dump(dict(env=env, rows=rows), f, indent=1)
-    print(f"wrote {path}")
+    plot(rows, path.removesuffix(".json") + ".png")
+    print(f"wrote {path} and its plot")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ torch launches; at small sizes a call costs its launches, not its bytes).
   scratch row CHUNK at a time; then the top key blocks of several rows at once: a fixed count (`keep`, known on
   the host) or the fewest whose softmax mass reaches `cdf`. A row's threshold is the score at that count: from a
   sort of the [rows, KBN_PAD] tile where one product covers the key blocks, by bisection over the scores' bits
-  past that (a bitonic sort of rows 1024 and 4096 wide cost 1.3x and 3.1x as much on the H200). Blocks above it are kept, and
-  ties at it by lowest index.
+  past that (on the H200 a bitonic sort of rows 1024 and 4096 wide took 1.3x and 3.1x the bisection's time).
+  Blocks above it are kept, and ties at it by lowest index.
   Output: the count, and a permutation of the key blocks with the kept ones first, ascending, then the rest,
   ascending. (The first version sorted the QT rows one after another: slower on the H200 than the torch path.)
 """
@@ -119,11 +119,11 @@ def _ordered_key(x):
 
 @triton.jit
 def _searched_threshold(s, KBN, kept, share, R: tl.constexpr, BY_MASS: tl.constexpr):
-    """`_sorted_threshold` without the sort, for wide rows (a bitonic sort of 1024-4096 values per row cost more
-    than everything else): the threshold is the largest score t whose blocks at or above it number at least
-    `kept` (or hold at least `share` of the mass), found by bisection over the scores' ordered 32-bit keys, 32
-    steps of one compare and one row sum each. With the mass, the count is the blocks above t plus as many tied at
-    t as reach the share."""
+    """`_sorted_threshold` without the sort, for the scratch rows' wide tiles (a bitonic sort of 1024-4096 values
+    per row was most of the estimate's time): the threshold is the largest score t whose blocks at or above it
+    number at least `kept` (or hold at least `share` of the mass), found by bisection over the scores' ordered
+    32-bit keys, 32 steps of one compare and one row sum each. With the mass, the count is the blocks above t
+    plus as many tied at t as reach the share."""
     key = _ordered_key(s)
     lo = tl.min(key, 1).to(tl.int64)  # every block is at or above the row's lowest score: it qualifies
     hi = tl.max(key, 1).to(tl.int64)
