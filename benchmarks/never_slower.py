@@ -21,6 +21,8 @@ Per point it times, with CUDA events (triton.testing.do_bench, median):
   text; for padded text, SDPA with a [b,1,1,S] key mask and "unpad": the valid text keys cut out before a
   single SDPA (every query row kept, as the op computes them, so it is the same function);
 - forward+backward: the outputs' backward with fixed random gradients, after the forward, per iteration.
+PyTorch's ways and ours are timed one after another; with `--rounds R`, R times each in rotated order, keeping
+each one's median (at host-bound points one timing of the same kernels moves 3-6x from the next).
 Writes `never_slower.json` (rows: shape, pass, ours_ms, best_ms, best_name, ratio = best/ours, TFLOP/s, every
 path's ms) and `never_slower.png` under --out, and prints the table; the last line counts the points slower than
 the best PyTorch path by more than 3%.
@@ -132,8 +134,21 @@ def _backend(name):
     )  # fmt: skip
 
 
-def run_point(point, budget_ms, measure_paths=True, baselines_too=True, valid=None):
-    """Times one point; a padded point's valid text length is `valid` (default 30% of L)."""
+def timed_in_rounds(variants: dict, rounds: int, bench) -> dict:
+    """{name: median ms} of each variant timed `rounds` times, the order rotated each round so that no variant
+    always runs first or right after another (at host-bound points baselines that run the same kernels moved 3-6x
+    between consecutive timings); a variant that fails any round (bench returns None) has no time."""
+    names = list(variants)
+    samples = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)] if names else ():
+            samples[name].append(bench(variants[name]))
+    return {name: None if not got or None in got else statistics.median(got) for name, got in samples.items()}
+
+
+def run_point(point, budget_ms, measure_paths=True, baselines_too=True, valid=None, rounds=1):
+    """Times one point; a padded point's valid text length is `valid` (default 30% of L). PyTorch's ways and ours
+    are timed together, `rounds` times in rotated order (`timed_in_rounds`)."""
     import jointattn
 
     b, nh, n, l, dh, dtype, padded = point  # noqa: E741
@@ -202,8 +217,8 @@ def run_point(point, budget_ms, measure_paths=True, baselines_too=True, valid=No
                 o, jo = cat_sdpa(ts, backend)
                 _gradients((o, jo), ts, (go, gjo))
 
-            baselines["forward"][f"cat_sdpa[{backend}]"] = _bench(cat_sdpa, budget_ms)
-            baselines["fwd+bwd"][f"cat_sdpa[{backend}]"] = _bench(cat_sdpa_bwd, budget_ms)
+            baselines["forward"][f"cat_sdpa[{backend}]"] = cat_sdpa
+            baselines["fwd+bwd"][f"cat_sdpa[{backend}]"] = cat_sdpa_bwd
     else:
         mask = torch.cat([torch.ones(b, n, dtype=torch.bool, device="cuda"),
                           torch.arange(l, device="cuda")[None, :] < logical_l[:, None]], 1)[:, None, None, :]  # fmt: skip
@@ -228,10 +243,15 @@ def run_point(point, budget_ms, measure_paths=True, baselines_too=True, valid=No
                 o, jo = fn(ts)
                 _gradients((o, jo), ts, (go, gjo))
 
-            baselines["forward"][name] = _bench(fn, budget_ms)
-            baselines["fwd+bwd"][name] = _bench(fwd_bwd, budget_ms)
+            baselines["forward"][name] = fn
+            baselines["fwd+bwd"][name] = fwd_bwd
 
-    ours = {"forward": _bench(ours_fwd, budget_ms), "fwd+bwd": _bench(ours_fwd_bwd, budget_ms)}
+    ours = {"forward": ours_fwd, "fwd+bwd": ours_fwd_bwd}
+    variants = {(pass_, name): fn for pass_, fns in baselines.items() for name, fn in fns.items()}
+    variants |= {(pass_, "ours"): fn for pass_, fn in ours.items()}
+    times = timed_in_rounds(variants, rounds, lambda fn: _bench(fn, budget_ms))
+    baselines = {pass_: {name: times[pass_, name] for name in fns} for pass_, fns in baselines.items()}
+    ours = {pass_: times[pass_, "ours"] for pass_ in ours}
     chosen = _chosen_paths(inputs, padded)
     # What ours computed, against PyTorch's exact form of the same function (after the timings: whatever state
     # they left, a cuDNN graph cache included, is what a user's later call meets).
@@ -406,6 +426,10 @@ def main():
     )  # fmt: skip
     parser.add_argument("--max-n", type=int, default=None, help="only points with N at most this")
     parser.add_argument("--no-paths", action="store_true", help="skip timing each of our paths alone")
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="time PyTorch's ways and ours this many times each, in rotated order, and keep the medians",
+    )  # fmt: skip
     parser.add_argument("--coarse", action="store_true", help="the dispatcher's coarse grid, paths only")
     parser.add_argument(
         "--shard", default=None, help="i/k: only every k-th point from the i-th (the grid over several calls)"
@@ -444,6 +468,7 @@ def main():
     )  # fmt: skip
     if args.shard:
         env["shard"] = args.shard
+    env["rounds"] = args.rounds
     env["other_gpu_processes"] = other_gpu_processes()
     if env["other_gpu_processes"]:  # e.g. a test run's workers still exiting: every time would be shared
         print(f"warning: other processes on the GPU: {env['other_gpu_processes']}", file=sys.stderr)
@@ -475,7 +500,7 @@ def main():
             break
         results, paths = run_point(
             point, args.budget_ms, measure_paths=not args.no_paths, baselines_too=not args.coarse,
-            valid=valid.get(point),
+            valid=valid.get(point), rounds=args.rounds,
         )  # fmt: skip
         rows += results
         if not args.no_paths:

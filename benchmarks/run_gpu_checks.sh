@@ -7,7 +7,7 @@
 #   replaces --quick, e.g. SPARSE_ARGS="--e2e" for the full run with real-size Mochi)
 #   bash benchmarks/run_gpu_checks.sh small    (the eager shortcut's, the cuDNN cache's, the joins', padded sdpa
 #   calls' and the estimator's GPU tests; the estimator's cost per implementation; the training step's host time
-#   and its forward's pieces; never_slower.py at small points and SD3.5's)
+#   and its forward's pieces; never_slower.py at small points and SD3.5's, three rounds each)
 #   bash benchmarks/run_gpu_checks.sh step     (the training step's rule: the eager shortcut's, the dispatcher's, the
 #   padded sdpa path's, the FX pass's and the cuDNN cache's GPU tests, compiled_backward_check.py, then
 #   never_slower.py at the step points without per-path times)
@@ -52,7 +52,7 @@ if [ "$mode" = small ]; then
   grep -E '"variant": "estimator' "$OUT/estimator.log" | cut -c1-260
   python3 benchmarks/host_overhead.py --step --out "$OUT" > "$OUT/host_step.log" 2>&1
   grep -E "host .* us|copies" "$OUT/host_step.log"
-  python3 benchmarks/never_slower.py --no-paths --budget-ms 25 --limit-s ${NS_LIMIT:-120} --out "$OUT" --points \
+  python3 benchmarks/never_slower.py --no-paths --rounds 3 --budget-ms 25 --limit-s ${NS_LIMIT:-180} --out "$OUT" --points \
     1,8,256,0,64 1,8,256,77,64 2,24,256,77,64 1,8,1024,77,64 2,24,1024,333,64 2,24,1024,512,64 1,8,1024,256,128 \
     2,24,1024,77,128 1,8,1024,77,96 1,8,256,512,256 2,24,1024,333,64,100 1,8,4096,77,64 2,38,4096,333,64 \
     2>"$OUT/never_slower.err" | tee "$OUT/never_slower.log" | grep -v "^{" | tail -40

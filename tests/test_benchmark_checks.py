@@ -116,3 +116,16 @@ def test_the_flex_baseline_computes_the_ops_function_with_and_without_partial_bl
         got = flex(*joined, block_mask=flex_mask)
         out, joint_out, _ = jointattn.joint_attention(*ts, block_mask=mask, logical_l=lv, runtime="reference")
         torch.testing.assert_close(got, torch.cat([out, joint_out], 2), rtol=1e-10, atol=1e-10)
+
+
+def test_timed_in_rounds_rotates_the_order_and_keeps_each_variants_median():
+    order, times = [], {"a": iter([5.0, 1.0, 3.0]), "b": iter([2.0, 2.0, 9.0]), "c": iter([1.0, None, 1.0])}
+
+    def bench(name):
+        order.append(name)
+        return next(times[name])
+
+    got = never_slower.timed_in_rounds({n: n for n in "abc"}, 3, bench)
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert got == {"a": 3.0, "b": 2.0, "c": None}  # a variant that failed a round has no time
+    assert never_slower.timed_in_rounds({}, 3, bench) == {}
