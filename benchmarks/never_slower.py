@@ -137,12 +137,14 @@ def _backend(name):
 def timed_in_rounds(variants: dict, rounds: int, bench) -> dict:
     """{name: median ms} of each variant timed `rounds` times, the order rotated each round so that no variant
     always runs first or right after another (at host-bound points baselines that run the same kernels moved 3-6x
-    between consecutive timings); a variant that fails any round (bench returns None) has no time."""
+    between consecutive timings); a variant that fails a round (bench returns None) has no time and is not
+    timed again."""
     names = list(variants)
     samples = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)] if names else ():
-            samples[name].append(bench(variants[name]))
+            if None not in samples[name]:
+                samples[name].append(bench(variants[name]))
     return {name: None if not got or None in got else statistics.median(got) for name, got in samples.items()}
 
 
