@@ -10,6 +10,7 @@ times inside one CUDA graph, the replay timed. Where the estimate's GPU time goe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -35,6 +36,22 @@ def gpu_ms(fn) -> float:
         for _ in range(REPEATS):
             fn()
     return do_bench(graph.replay, warmup=10, rep=100, return_mode="median") / REPEATS
+
+
+@contextlib.contextmanager
+def _estimator(value: str):
+    """JOINTATTN_ESTIMATOR set to `value` inside, the caller's setting restored after."""
+    from jointattn.runtime.sparse_estimate import ESTIMATOR_ENV
+
+    before = os.environ.get(ESTIMATOR_ENV)
+    os.environ[ESTIMATOR_ENV] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ESTIMATOR_ENV)
+        else:
+            os.environ[ESTIMATOR_ENV] = before
 
 
 def tune(name, rows_out, select_only=False):
@@ -64,15 +81,14 @@ def tune(name, rows_out, select_only=False):
         rows_out.append(row)
         print(f"{name:20s} {kernel:12s} {json.dumps(setting):48s} {ms * 1e3:8.1f} us", flush=True)
 
-    for env in ("torch", "triton"):
-        os.environ["JOINTATTN_ESTIMATOR"] = env
-        for keep, cdf in ((0.3, None), (None, 0.9)):
-            record(
-                "whole",
-                {"estimator": env, "keep": keep, "cdf": cdf},
-                gpu_ms(lambda keep=keep, cdf=cdf: estimate_kv_blocks(q, k, keep, cdf, q_block, kv_block)),
-            )
-    os.environ.pop("JOINTATTN_ESTIMATOR")
+    for env in ("torch", "triton"):  # each implementation forced (`sparse_estimate.estimator_kernels`)
+        with _estimator(env):
+            for keep, cdf in ((0.3, None), (None, 0.9)):
+                record(
+                    "whole",
+                    {"estimator": env, "keep": keep, "cdf": cdf},
+                    gpu_ms(lambda keep=keep, cdf=cdf: estimate_kv_blocks(q, k, keep, cdf, q_block, kv_block)),
+                )
     print(f"  settings: {t}", flush=True)
 
     for pooled_rows in () if select_only else (32, 64, 128, 256):
