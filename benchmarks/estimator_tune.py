@@ -10,10 +10,10 @@ times inside one CUDA graph, the replay timed. Where the estimate's GPU time goe
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
+from unittest import mock
 
 import torch
 
@@ -36,22 +36,6 @@ def gpu_ms(fn) -> float:
         for _ in range(REPEATS):
             fn()
     return do_bench(graph.replay, warmup=10, rep=100, return_mode="median") / REPEATS
-
-
-@contextlib.contextmanager
-def _estimator(value: str):
-    """JOINTATTN_ESTIMATOR set to `value` inside, the caller's setting restored after."""
-    from jointattn.runtime.sparse_estimate import ESTIMATOR_ENV
-
-    before = os.environ.get(ESTIMATOR_ENV)
-    os.environ[ESTIMATOR_ENV] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(ESTIMATOR_ENV)
-        else:
-            os.environ[ESTIMATOR_ENV] = before
 
 
 def tune(name, rows_out, select_only=False):
@@ -82,7 +66,7 @@ def tune(name, rows_out, select_only=False):
         print(f"{name:20s} {kernel:12s} {json.dumps(setting):48s} {ms * 1e3:8.1f} us", flush=True)
 
     for env in ("torch", "triton"):  # each implementation forced (`sparse_estimate.estimator_kernels`)
-        with _estimator(env):
+        with mock.patch.dict(os.environ, {"JOINTATTN_ESTIMATOR": env}):
             for keep, cdf in ((0.3, None), (None, 0.9)):
                 record(
                     "whole",

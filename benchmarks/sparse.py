@@ -284,14 +284,9 @@ def run_shape(name, spec, args, rows, timer, cuda):
         "torch": "estimator (estimate_kv_blocks, keep=0.3)",
         "triton": "estimator, Triton kernels (keep=0.3)",
     }
-    before = os.environ.get(ESTIMATOR_ENV)
     for kernels in ("torch", "triton") if cuda else ("torch",):
-        os.environ[ESTIMATOR_ENV] = kernels
-        estimator_row(labels[kernels], lambda: estimate_kv_blocks(q, k, 0.3, None, *TILE, None))
-    if before is None:
-        os.environ.pop(ESTIMATOR_ENV)
-    else:
-        os.environ[ESTIMATOR_ENV] = before
+        with mock.patch.dict(os.environ, {ESTIMATOR_ENV: kernels}):  # the caller's setting back after
+            estimator_row(labels[kernels], lambda: estimate_kv_blocks(q, k, 0.3, None, *TILE, None))
 
     if args.estimator_only:
         return
