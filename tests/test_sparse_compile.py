@@ -275,11 +275,15 @@ def test_the_reused_estimate_op_refreshes_on_schedule_and_on_a_new_shape():
         estimate(keep=0.3, every=0)
 
 
-def test_explain_names_the_reuse():
-    report = jointattn.explain(
-        Stack(depth=1), *_inputs(), sparsity=estimate(keep=0.5, block_size=(16, 16), every=4)
-    )
+def test_explain_names_the_reuse_and_the_estimators_implementation(monkeypatch):
+    plan = estimate(keep=0.5, block_size=(16, 16), every=4)
+    report = jointattn.explain(Stack(depth=1), *_inputs(), sparsity=plan)
     assert "every=4" in report.sparsity[0] and "re-estimated every 4 calls" in report.sparsity[0]
+    assert "decided at run time by the torch path" in report.sparsity[0]  # CPU tensors
+    monkeypatch.setenv("JOINTATTN_ESTIMATOR", "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the kernels run on CPU tensors only in the interpreter
+    report = jointattn.explain(Stack(depth=1), *_inputs(), sparsity=plan)
+    assert "decided at run time by the Triton kernels" in report.sparsity[0]
 
 
 @pytest.mark.parametrize("inner", ["eager", "inductor"])

@@ -66,7 +66,7 @@ def apply_sparsity(gm: fx.GraphModule, sparsity) -> list[str]:
                 q, k, v, jq, jk, jv, _strategy, scale, valid_n, valid_l, runtime = node.args
             if isinstance(plan.mask, Estimate):
                 layout_args = _estimated_layout(build, node, plan.mask, valid_n)
-                kept = "decided at run time" + (
+                kept = f"decided at run time by {_estimator_name(q, plan.mask)}" + (
                     f", re-estimated every {plan.mask.every} calls" if plan.mask.every > 1 else ""
                 )
             else:
@@ -129,6 +129,18 @@ def _pattern_layout(build: GraphBuilder, node: fx.Node, plan, n: int):
     found = build.call(ops.LAYOUT_CONSTANT, (register_layout(layout), q))
     nodes = [build.call(operator.getitem, (found, i)) for i in range(5)]
     return (*nodes, layout.q_block, layout.kv_block), f"{layout.kept_fraction(n):.1%}"
+
+
+def _estimator_name(q: fx.Node, estimate) -> str:
+    """Which implementation estimates this layer's mask, as `sparse_estimate.estimator_kernels` picks it now (the
+    device and N of the traced q; JOINTATTN_ESTIMATOR as set at compile time)."""
+    from ...runtime.sparse_estimate import estimator_kernels
+
+    q_val = tensor_val(q)
+    if not isinstance(q_val.shape[2], int):
+        return "the torch path or the Triton kernels (N is symbolic)"
+    kernels = estimator_kernels(q_val, estimate.block_size[1])
+    return "the Triton kernels" if kernels == "triton" else "the torch path"
 
 
 def _estimated_layout(build: GraphBuilder, node: fx.Node, estimate, valid_n):
