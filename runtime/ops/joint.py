@@ -14,7 +14,9 @@ returns, so the `transpose(1, 2).reshape(b, N, nh * dh)` that model code applies
 
 Eager calls that the dispatcher sends to PyTorch's SDPA for every pass skip both custom ops
 (`eager_sdpa.py`: the unfused graph itself, under PyTorch's autograd; its outputs are slices of one SDPA
-output). Compiled and traced code always sees the op.
+output). Other eager calls run the op's implementation directly: without autograd to record, as is; with it,
+in the op's own autograd node without torch.library's layer (`eager_autograd.py`). Compiled and traced code
+always sees the op.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..registry import select_runtime
 from ..validation import as_length_tensor, assert_lengths_async
 from . import eager_sdpa
 from .contract import check_call, empty_outputs_of, make_call, op_is_watched, outputs_like_inputs
+from .eager_autograd import eager_autograd, takes_eager_autograd
 
 OP_NAME = "jointattn::joint_attention"
 BACKWARD_OP_NAME = "jointattn::joint_attention_backward"
@@ -47,6 +50,12 @@ def _joint_attention_op(
     logical_l: Tensor | None = None,
     runtime: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor]:
+    return _implementation(
+        q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
+    )
+
+
+def _implementation(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime):
     call = make_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime)
     return _forward(call, runtime)
 
@@ -207,6 +216,7 @@ def _backward(ctx, grad_out, grad_joint_out, grad_lse):
 
 
 _joint_attention_op.register_autograd(_backward, setup_context=_setup_context)
+_eager_op = eager_autograd("JointAttention", _implementation, _setup_context, _backward)
 
 
 def joint_attention(
@@ -272,6 +282,10 @@ def joint_attention(
         assert_lengths_async("logical_l", logical_l, shape.l)
         resolved = float(scale) if scale is not None else shape.dh**-0.5
         return _forward(JointCall(*tensors, resolved, logical_n, logical_l), runtime)
+    if takes_eager_autograd(tensors):  # the same node as the op's, without torch.library's autograd layer
+        return _eager_op(
+            q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
+        )
     return torch.ops.jointattn.joint_attention(
         q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
     )

@@ -23,6 +23,7 @@ from ..sparse_reference import sparse_reference_forward
 from ..sparse_runtime import SPARSE_RUNTIMES, select_sparse_runtime
 from ..validation import check_length_arg, check_options, check_tensors
 from .contract import empty_outputs_of, make_call, outputs_like_inputs
+from .eager_autograd import eager_autograd, takes_eager_autograd
 
 OP_NAME = "jointattn::block_sparse_joint_attention"
 BACKWARD_OP_NAME = "jointattn::block_sparse_joint_attention_backward"
@@ -100,6 +101,14 @@ def block_sparse_joint_attention(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """`dense`: None, or a CPU bool scalar (`dense_calls_flag`): when true this call ignores the mask and runs the
     dense op's runtime (a layer's first denoising steps dense, as the video methods run them)."""
+    return _implementation(
+        q, k, v, joint_q, joint_k, joint_v, kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices,
+        partial_bits, q_block, kv_block, scale, logical_n, logical_l, runtime, dense,
+    )  # fmt: skip
+
+
+def _implementation(q, k, v, joint_q, joint_k, joint_v, kv_num_blocks, kv_indices, full_kv_num_blocks,
+                    full_kv_indices, partial_bits, q_block, kv_block, scale, logical_n, logical_l, runtime, dense):  # fmt: skip
     layout = _layout(
         kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices, partial_bits, q_block, kv_block
     )
@@ -233,16 +242,19 @@ def _sparse_vjp(call, layout, cotangents, needs):
 
 
 block_sparse_joint_attention.register_autograd(_backward, setup_context=_setup_context)
+_eager_op = eager_autograd("BlockSparseJointAttention", _implementation, _setup_context, _backward)
 
 
 def sparse_joint_attention(
     q, k, v, joint_q, joint_k, joint_v, layout: SpatialLayout, *, scale, logical_n, logical_l, runtime
 ):
-    """The op called with a layout (what `jointattn.joint_attention(..., block_mask=...)` calls)."""
-    return torch.ops.jointattn.block_sparse_joint_attention(
-        q, k, v, joint_q, joint_k, joint_v, *layout.tensors, layout.q_block, layout.kv_block,
-        scale, logical_n, logical_l, runtime,
-    )  # fmt: skip
+    """The op called with a layout (what `jointattn.joint_attention(..., block_mask=...)` calls); an eager call
+    that records autograd as the op's own node without torch.library's autograd layer (`eager_autograd.py`)."""
+    args = (q, k, v, joint_q, joint_k, joint_v, *layout.tensors, layout.q_block, layout.kv_block, scale,
+            logical_n, logical_l, runtime)  # fmt: skip
+    if takes_eager_autograd((q, k, v, joint_q, joint_k, joint_v, *layout.tensors)):
+        return _eager_op(*args, None)
+    return torch.ops.jointattn.block_sparse_joint_attention(*args)
 
 
 @torch.library.custom_op("jointattn::estimate_kv_blocks", mutates_args=())
