@@ -28,13 +28,10 @@ def eager_autograd(name: str, implementation, setup_context, backward):
         setup_context(ctx, args, output)
         return output
 
-    def backward_(ctx, *grads):
-        return backward(ctx, *grads)
-
     node = type(
         name,
         (torch.autograd.Function,),
-        {"forward": staticmethod(forward), "backward": staticmethod(backward_)},
+        {"forward": staticmethod(forward), "backward": staticmethod(backward)},
     )
     return node.apply
 

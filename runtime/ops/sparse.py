@@ -107,8 +107,10 @@ def block_sparse_joint_attention(
     )  # fmt: skip
 
 
-def _implementation(q, k, v, joint_q, joint_k, joint_v, kv_num_blocks, kv_indices, full_kv_num_blocks,
-                    full_kv_indices, partial_bits, q_block, kv_block, scale, logical_n, logical_l, runtime, dense):  # fmt: skip
+def _implementation(
+    q, k, v, joint_q, joint_k, joint_v, kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices,
+    partial_bits, q_block, kv_block, scale, logical_n, logical_l, runtime, dense,
+):  # fmt: skip
     layout = _layout(
         kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices, partial_bits, q_block, kv_block
     )
