@@ -60,6 +60,24 @@ def _implementation(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, l
     return _forward(call, runtime)
 
 
+def _checked_implementation(
+    q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
+):
+    """`_implementation` of arguments `joint_attention` already checked (eager calls)."""
+    return _forward(_checked_call((q, k, v, joint_q, joint_k, joint_v), scale, logical_n, logical_l), runtime)
+
+
+def _checked_call(tensors, scale, logical_n, logical_l) -> JointCall:
+    """The call of arguments that passed `check_call` (their length tensors as `as_length_tensor` makes them):
+    the lengths' range assertions (cached per tensor version) and the resolved scale, without checking the
+    tensors again."""
+    q, joint_q = tensors[0], tensors[3]
+    assert_lengths_async("logical_n", logical_n, q.shape[2])
+    assert_lengths_async("logical_l", logical_l, joint_q.shape[2])
+    resolved = float(scale) if scale is not None else q.shape[3] ** -0.5
+    return JointCall(*tensors, resolved, logical_n, logical_l)
+
+
 def _forward(call: JointCall, runtime: str):
     out, joint_out, lse = empty_outputs_of(call.q, call.shape)
     select_runtime(runtime, call).forward(call, out, joint_out, lse)
@@ -121,16 +139,13 @@ def _joint_attention_backward_op(
     logical_l: Tensor | None,
     runtime: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    tensors = (q, k, v, joint_q, joint_k, joint_v)
-    grads = _runtime_backward(tensors, out, joint_out, lse, grad_out, grad_joint_out, grad_lse,
-                              scale, logical_n, logical_l, runtime)  # fmt: skip
-    return outputs_like_inputs(tensors, grads)
+    call = make_call(q, k, v, joint_q, joint_k, joint_v, "rear", scale, logical_n, logical_l, runtime)
+    grads = _runtime_backward(call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse, runtime)
+    return outputs_like_inputs(call.tensors, grads)
 
 
-def _runtime_backward(tensors, out, joint_out, lse, grad_out, grad_joint_out, grad_lse, scale, logical_n,
-                      logical_l, runtime):  # fmt: skip
+def _runtime_backward(call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse, runtime):
     """The six gradients from the runtime, as it returns them (the backward op makes them its contract's)."""
-    call = make_call(*tensors, "rear", scale, logical_n, logical_l, runtime)
     return select_runtime(runtime, call).backward(
         call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse
     )
@@ -191,8 +206,9 @@ def _backward(ctx, grad_out, grad_joint_out, grad_lse):
     if _plain_eager((q, out, grad_out, grad_joint_out), autograd=False):
         # Eager, nobody watching: the runtime's gradients as they come (the sdpa path's are slices of its joined
         # gradients), without the layout copies the backward op's contract needs for compiled graphs.
-        grads = _runtime_backward((q, k, v, joint_q, joint_k, joint_v), out, joint_out, lse, grad_out,
-                                  grad_joint_out, grad_lse, ctx.scale, logical_n, logical_l, ctx.runtime)  # fmt: skip
+        # The saved tensors passed the forward's checks: not checked again.
+        call = _checked_call((q, k, v, joint_q, joint_k, joint_v), ctx.scale, logical_n, logical_l)
+        grads = _runtime_backward(call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse, ctx.runtime)
         return (*grads, None, None, None, None, None)
     grads = _joint_attention_backward_op(
         grad_out,
@@ -216,7 +232,7 @@ def _backward(ctx, grad_out, grad_joint_out, grad_lse):
 
 
 _joint_attention_op.register_autograd(_backward, setup_context=_setup_context)
-_eager_op = eager_autograd("JointAttention", _implementation, _setup_context, _backward)
+_eager_op = eager_autograd("JointAttention", _checked_implementation, _setup_context, _backward)
 
 
 def joint_attention(
@@ -278,10 +294,7 @@ def joint_attention(
             scale=scale, logical_n=logical_n, logical_l=logical_l, runtime=runtime,
         )  # fmt: skip
     if _plain_eager(tensors):  # the op's own implementation, already checked: the same result, less host time
-        assert_lengths_async("logical_n", logical_n, shape.n)
-        assert_lengths_async("logical_l", logical_l, shape.l)
-        resolved = float(scale) if scale is not None else shape.dh**-0.5
-        return _forward(JointCall(*tensors, resolved, logical_n, logical_l), runtime)
+        return _forward(_checked_call(tensors, scale, logical_n, logical_l), runtime)
     if takes_eager_autograd(tensors):  # the same node as the op's, without torch.library's autograd layer
         return _eager_op(
             q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
