@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch._library.utils as library_utils
 from helpers import joint_inputs
+from jointattn.runtime.ops import sparse as sparse_ops
 from jointattn.runtime.sparse_layout import spatial_layout
 from jointattn.sparse import frame_window
 
@@ -70,6 +71,13 @@ def test_sparse_eager_node_equals_the_op_bit_for_bit(monkeypatch):
     want = torch.ops.jointattn.block_sparse_joint_attention(*leaves, *args)
     want_grads = _grads(want, leaves)
     _fill_defaults_forbidden(monkeypatch)
+
+    def backward_op(*args):
+        raise AssertionError("the backward op was dispatched")
+
+    monkeypatch.setattr(
+        sparse_ops, "block_sparse_joint_attention_backward", backward_op
+    )  # eager: its body only
     got = jointattn.joint_attention(
         *leaves, block_mask=layout, logical_l=torch.tensor([6, 4]), runtime="reference"
     )

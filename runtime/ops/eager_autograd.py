@@ -7,6 +7,7 @@ forward (`torch._library.utils.fill_defaults`, which rebuilds the schema's argum
 H200's host, before any work. An eager call that records autograd runs the same implementation, setup_context and
 backward as the registered formula, in a `torch.autograd.Function` of its own, with every argument given.
 
+Its backward likewise calls the backward op's implementation without the op's dispatch (`plain_and_unwatched`).
 Only where nobody must see the op as one op (`contract.op_is_watched`: compiling, tracing, profiling, dispatch or
 torch-function modes, torch.func transforms) and for plain tensors; everything else calls the op.
 """
@@ -37,11 +38,12 @@ def eager_autograd(name: str, implementation, setup_context, backward):
 
 
 def takes_eager_autograd(tensors) -> bool:
-    """Whether an eager call that records autograd can take `eager_autograd`'s node: plain tensors, one of them
-    requiring a gradient, grad mode on, nobody watching."""
-    return (
-        torch.is_grad_enabled()
-        and all(type(t) is torch.Tensor for t in tensors)
-        and any(t.requires_grad for t in tensors)
-        and not op_is_watched()
-    )
+    """Whether an eager call that records autograd can take `eager_autograd`'s node: grad mode on, one of the
+    tensors requiring a gradient, plain tensors, nobody watching."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors) and plain_and_unwatched(tensors)
+
+
+def plain_and_unwatched(tensors) -> bool:
+    """Plain tensors (no subclass) and nobody who must see the ops as ops (`contract.op_is_watched`): an eager
+    call may run an op's implementation directly (a backward: the backward op's)."""
+    return all(type(t) is torch.Tensor for t in tensors) and not op_is_watched()

@@ -29,8 +29,8 @@ from ..reference import reference_vjp
 from ..registry import select_runtime
 from ..validation import as_length_tensor, assert_lengths_async
 from . import eager_sdpa
-from .contract import check_call, empty_outputs_of, make_call, op_is_watched, outputs_like_inputs
-from .eager_autograd import eager_autograd, takes_eager_autograd
+from .contract import check_call, empty_outputs_of, make_call, outputs_like_inputs
+from .eager_autograd import eager_autograd, plain_and_unwatched, takes_eager_autograd
 
 OP_NAME = "jointattn::joint_attention"
 BACKWARD_OP_NAME = "jointattn::joint_attention_backward"
@@ -97,7 +97,7 @@ def _plain_eager(tensors, autograd: bool = True) -> bool:
     (`contract.op_is_watched`), who must see `jointattn::joint_attention` (and its backward) as one op."""
     if autograd and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
-    return not op_is_watched() and all(type(t) is torch.Tensor for t in tensors)
+    return plain_and_unwatched(tensors)
 
 
 @_joint_attention_op.register_fake

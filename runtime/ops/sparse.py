@@ -23,7 +23,7 @@ from ..sparse_reference import sparse_reference_forward
 from ..sparse_runtime import SPARSE_RUNTIMES, select_sparse_runtime
 from ..validation import check_length_arg, check_options, check_tensors
 from .contract import empty_outputs_of, make_call, outputs_like_inputs
-from .eager_autograd import eager_autograd, takes_eager_autograd
+from .eager_autograd import eager_autograd, plain_and_unwatched, takes_eager_autograd
 
 OP_NAME = "jointattn::block_sparse_joint_attention"
 BACKWARD_OP_NAME = "jointattn::block_sparse_joint_attention_backward"
@@ -170,6 +170,18 @@ def block_sparse_joint_attention_backward(
     runtime: str,
     dense: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _backward_implementation(
+        grad_out, grad_joint_out, grad_lse, q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse,
+        kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices, partial_bits, q_block, kv_block, scale,
+        logical_n, logical_l, runtime, dense,
+    )  # fmt: skip
+
+
+def _backward_implementation(
+    grad_out, grad_joint_out, grad_lse, q, k, v, joint_q, joint_k, joint_v, out, joint_out, lse, kv_num_blocks,
+    kv_indices, full_kv_num_blocks, full_kv_indices, partial_bits, q_block, kv_block, scale, logical_n,
+    logical_l, runtime, dense,
+):  # fmt: skip
     layout = _layout(
         kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices, partial_bits, q_block, kv_block
     )
@@ -215,7 +227,11 @@ def _backward(ctx, grad_out, grad_joint_out, grad_lse):
         return (*grads, *none_for_rest)
     grad_out = grad_out if grad_out is not None else torch.zeros_like(out)
     grad_joint_out = grad_joint_out if grad_joint_out is not None else torch.zeros_like(joint_out)
-    grads = block_sparse_joint_attention_backward(
+    # Eager and unwatched (`eager_autograd.py`): the backward op's implementation without its dispatch.
+    backward = (
+        _backward_implementation if plain_and_unwatched(tensors) else block_sparse_joint_attention_backward
+    )
+    grads = backward(
         grad_out, grad_joint_out, grad_lse, *tensors, out, joint_out, lse, *layout_tensors, *ctx.blocks,
         ctx.scale, logical_n, logical_l, ctx.runtime, dense,
     )  # fmt: skip
