@@ -7,8 +7,8 @@ forward (`torch._library.utils.fill_defaults`, which rebuilds the schema's argum
 H200's host, before any work. An eager call that records autograd runs the same implementation, setup_context and
 backward as the registered formula, in a `torch.autograd.Function` of its own, with every argument given.
 
-Its backward likewise calls the backward op's implementation without the op's dispatch (`plain_and_unwatched`).
-Only where nobody must see the op as one op (`contract.op_is_watched`: compiling, tracing, profiling, dispatch or
+Its backward likewise skips the backward op's dispatch (`plain_and_unwatched`): the dense op's calls its runtime,
+the sparse op's the backward op's implementation. Only where nobody must see the op as one op (`contract.op_is_watched`: compiling, tracing, profiling, dispatch or
 torch-function modes, torch.func transforms) and for plain tensors; everything else calls the op.
 """
 
