@@ -98,7 +98,16 @@ def test_whoever_watches_sees_the_op():
     assert type(out.grad_fn).__name__ != "JointAttentionBackward"
     with torch.no_grad():  # nothing to record: the plain eager path, no node at all
         assert jointattn.joint_attention(*leaves, runtime="reference")[0].grad_fn is None
+    traced = []
+
+    def backend(gm, example_inputs):  # what dynamo captured: the op, not the eager node's implementation
+        traced.extend(node.target for node in gm.graph.nodes if node.op == "call_function")
+        return gm.forward
+
     compiled = torch.compile(
-        lambda *ts: jointattn.joint_attention(*ts, runtime="reference")[0], backend="aot_eager"
+        lambda *ts: jointattn.joint_attention(*ts, runtime="reference")[0], backend=backend
     )
     torch.testing.assert_close(compiled(*leaves), jointattn.joint_attention(*leaves, runtime="reference")[0])
+    assert (
+        torch.ops.jointattn.joint_attention.default in traced or torch.ops.jointattn.joint_attention in traced
+    )

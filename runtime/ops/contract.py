@@ -27,13 +27,19 @@ def check_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logica
 
 
 def make_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime):
-    shape = check_call(
-        q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
-    )
-    assert_lengths_async("logical_n", logical_n, shape.n)
-    assert_lengths_async("logical_l", logical_l, shape.l)
-    resolved = float(scale) if scale is not None else shape.dh**-0.5
-    return JointCall(q, k, v, joint_q, joint_k, joint_v, resolved, logical_n, logical_l)
+    check_call(q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime)
+    return checked_call((q, k, v, joint_q, joint_k, joint_v), scale, logical_n, logical_l)
+
+
+def checked_call(tensors, scale, logical_n, logical_l) -> JointCall:
+    """The call of arguments that passed `check_call` (length tensors or None): the lengths' range assertions
+    (cached per tensor version) and the resolved scale, without checking the tensors again (eager calls checked
+    them on entry)."""
+    q, joint_q = tensors[0], tensors[3]
+    assert_lengths_async("logical_n", logical_n, q.shape[2])
+    assert_lengths_async("logical_l", logical_l, joint_q.shape[2])
+    resolved = float(scale) if scale is not None else q.shape[3] ** -0.5
+    return JointCall(*tensors, resolved, logical_n, logical_l)
 
 
 def empty_outputs(q: Tensor, joint_q: Tensor):

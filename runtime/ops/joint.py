@@ -27,9 +27,9 @@ from torch import Tensor
 from ..call import JointCall
 from ..reference import reference_vjp
 from ..registry import select_runtime
-from ..validation import as_length_tensor, assert_lengths_async
+from ..validation import as_length_tensor
 from . import eager_sdpa
-from .contract import check_call, empty_outputs_of, make_call, outputs_like_inputs
+from .contract import check_call, checked_call, empty_outputs_of, make_call, outputs_like_inputs
 from .eager_autograd import eager_autograd, plain_and_unwatched, takes_eager_autograd
 
 OP_NAME = "jointattn::joint_attention"
@@ -64,18 +64,7 @@ def _checked_implementation(
     q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
 ):
     """`_implementation` of arguments `joint_attention` already checked (eager calls)."""
-    return _forward(_checked_call((q, k, v, joint_q, joint_k, joint_v), scale, logical_n, logical_l), runtime)
-
-
-def _checked_call(tensors, scale, logical_n, logical_l) -> JointCall:
-    """The call of arguments that passed `check_call` (their length tensors as `as_length_tensor` makes them):
-    the lengths' range assertions (cached per tensor version) and the resolved scale, without checking the
-    tensors again."""
-    q, joint_q = tensors[0], tensors[3]
-    assert_lengths_async("logical_n", logical_n, q.shape[2])
-    assert_lengths_async("logical_l", logical_l, joint_q.shape[2])
-    resolved = float(scale) if scale is not None else q.shape[3] ** -0.5
-    return JointCall(*tensors, resolved, logical_n, logical_l)
+    return _forward(checked_call((q, k, v, joint_q, joint_k, joint_v), scale, logical_n, logical_l), runtime)
 
 
 def _forward(call: JointCall, runtime: str):
@@ -207,7 +196,7 @@ def _backward(ctx, grad_out, grad_joint_out, grad_lse):
         # Eager, nobody watching: the runtime's gradients as they come (the sdpa path's are slices of its joined
         # gradients), without the layout copies the backward op's contract needs for compiled graphs.
         # The saved tensors passed the forward's checks: not checked again.
-        call = _checked_call((q, k, v, joint_q, joint_k, joint_v), ctx.scale, logical_n, logical_l)
+        call = checked_call((q, k, v, joint_q, joint_k, joint_v), ctx.scale, logical_n, logical_l)
         grads = _runtime_backward(call, out, joint_out, lse, grad_out, grad_joint_out, grad_lse, ctx.runtime)
         return (*grads, None, None, None, None, None)
     grads = _joint_attention_backward_op(
@@ -294,7 +283,7 @@ def joint_attention(
             scale=scale, logical_n=logical_n, logical_l=logical_l, runtime=runtime,
         )  # fmt: skip
     if _plain_eager(tensors):  # the op's own implementation, already checked: the same result, less host time
-        return _forward(_checked_call(tensors, scale, logical_n, logical_l), runtime)
+        return _forward(checked_call(tensors, scale, logical_n, logical_l), runtime)
     if takes_eager_autograd(tensors):  # the same node as the op's, without torch.library's autograd layer
         return _eager_op(
             q, k, v, joint_q, joint_k, joint_v, joint_strategy, scale, logical_n, logical_l, runtime
