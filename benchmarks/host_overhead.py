@@ -239,27 +239,30 @@ def _layout_copies(fn) -> list:
 
 def _forward_parts(jointattn, shape, leaves, iters) -> list:
     """Host µs of each piece of the shortcut's training forward (autograd recording), each timed alone: where its
-    lead over the unfused graph's forward goes (the flash step's joins, kernel, lse function and slices, and the
+    lead over the unfused graph's forward goes (the library step's joins, kernel, lse function and slices, and the
     layers above them)."""
     from jointattn.runtime import sdpa_runtime
     from jointattn.runtime.ops import eager_sdpa
 
     q, k, v, jq, jk, jv = leaves
     scale = q.shape[-1] ** -0.5
-    qq, kk, vv = torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
-    o, lse = eager_sdpa._flash_kernel(qq, kk, vv, scale)
-    plan = eager_sdpa.Plan(scale, q.shape[2], flash_step=True)
+    pad = q.new_zeros(()).expand(q.shape[0], q.shape[1], eager_sdpa.QUERY_PAD_ROWS, q.shape[3])
+    qq, kk, vv = torch.cat([q, jq, pad], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
+    o, lse, _ = sdpa_runtime.attention_on(qq, kk, vv, scale)
+    plan = eager_sdpa.Plan(scale, q.shape[2])
     parts = {
         "joint_attention (the whole forward)": lambda: jointattn.joint_attention(*leaves),
         "try_joint_attention": lambda: eager_sdpa.try_joint_attention(leaves, None),
-        "_run (flash step)": lambda: eager_sdpa._run(leaves, plan, True),
-        "three torch.cat": lambda: (torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)),
-        "flash kernel with lse": lambda: eager_sdpa._flash_kernel(qq, kk, vv, scale),
-        "PyTorch's choice with lse (attention)": lambda: sdpa_runtime.attention(qq, kk, vv, scale),
+        "_run (library step)": lambda: eager_sdpa._run(leaves, plan, True),
+        "_library_step": lambda: eager_sdpa._library_step(q, jq, k, jk, v, jv, scale),
+        "three torch.cat (q padded)": lambda: (
+            torch.cat([q, jq, pad], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
+        ),
+        "PyTorch's choice with lse (attention_on)": lambda: sdpa_runtime.attention_on(qq, kk, vv, scale),
         "F.scaled_dot_product_attention": lambda: F.scaled_dot_product_attention(qq, kk, vv),
         "_LseGradient.apply": lambda: eager_sdpa._LseGradient.apply(lse, qq, kk, vv, scale),
         "two narrows": lambda: (o.narrow(2, 0, q.shape[2]), o.narrow(2, q.shape[2], jq.shape[2])),
-    }
+    }  # fmt: skip
     rows = []
     for name, fn in parts.items():
         host, wall = measure(fn, iters)

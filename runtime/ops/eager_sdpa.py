@@ -1,8 +1,9 @@
 """The eager SDPA shortcut: a plain eager call that the dispatcher sends to PyTorch's SDPA (the forward; with
 autograd recording, the step as the unfused graph runs it, `dispatch.choose_training`) skips the op's layers and
-runs cat -> SDPA -> slice itself. With autograd: a small step (`FLASH_STEP_MAX_FLOPS`) as PyTorch's flash kernel
-under PyTorch's own autograd (`_flash_step`: no Python in its backward); a larger one as one autograd node of its
-own (`_TrainingSdpa`, whose backward keeps our cuDNN graphs apart from the model's own: `join.py`).
+runs cat -> SDPA -> slice itself. With autograd: under PyTorch's own autograd (`_library_step`: the kernel PyTorch
+would pick and its C++ backward, no Python in the backward); a call large enough for the join kernel as one
+autograd node of its own (`_TrainingSdpa`, whose backward keeps our cuDNN graphs apart from the model's own:
+`join.py`).
 
 Why: at small sizes a call is host time, and the op's layers (argument checks, the dispatcher's description,
 torch.library's Python autograd wrapper, the backward op, output and gradient copies) cost 3-5x what the unfused
@@ -45,22 +46,23 @@ _MAX_PLANS = 1024
 _PLANS: dict = {}
 
 
-# Training steps of at most this much work (forward + backward, 3.5 * 4 * b * nh * S * S_keys * dh FLOPs) run on
-# PyTorch's flash kernel under PyTorch's own autograd (`_flash_step`). On the H200 such a step is host time (the
-# unfused graph's takes 0.3-0.9 ms there), and PyTorch's flash and cuDNN steps measured alike up to 1.2e11 (flash /
-# cuDNN median 1.01 over 58 points); above, cuDNN's was faster (median 1.48 over 50;
-# `benchmarks/results/never_slower.json`, fifteenth session; `benchmarks/NOTES-dispatch.md`).
-FLASH_STEP_MAX_FLOPS = 1e11
+# Rows of zero queries appended to the joined q of `_library_step` (their outputs and lse are cut off; a zero dO
+# gives them no share of dk or dv). Why: torch 2.11 caches cuDNN's SDPA backward graph by q, k and v's sizes and
+# strides and bakes the first call's O and dO strides into it (`join.py`); a q longer than k by this many rows is
+# a key of the shortcut's own, as `join.py`'s private layout is the op's, without a join into that layout (which
+# torch.cat cannot record for autograd).
+QUERY_PAD_ROWS = 8
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What one call signature needs at run time: the resolved scale and N, and whether a training call takes
-    `_flash_step`."""
+    """What one call signature needs at run time: the resolved scale and N, and whether a training call runs as
+    one autograd node of ours (`_TrainingSdpa`: large calls, whose joins the join kernel runs) rather than under
+    PyTorch's own autograd (`_library_step`)."""
 
     scale: float
     n: int
-    flash_step: bool = False
+    node_step: bool = False
 
 
 def try_joint_attention(
@@ -155,23 +157,16 @@ def _plan(tensors, scale, grad: bool, logical_n=None, logical_l=None) -> Plan | 
     if path != "sdpa":
         return None
     return Plan(
-        float(scale) if scale is not None else shape.dh**-0.5, shape.n, grad and _flash_step_fits(problem)
+        float(scale) if scale is not None else shape.dh**-0.5, shape.n, grad and _joins_by_kernel(tensors)
     )
 
 
-def _flash_step_fits(p: dispatch.Problem) -> bool:
-    """Whether a training call of this problem takes `_flash_step`: on the CPU always (its flash kernel is the one
-    `_TrainingSdpa` runs too); on a GPU where PyTorch's flash kernel takes the dtype and head size and the step is
-    small enough that its host time, not the kernel, decides (`FLASH_STEP_MAX_FLOPS`)."""
-    if p.device == "cpu":
-        return True
-    return (
-        p.device == "cuda"
-        and p.dtype in (torch.float16, torch.bfloat16)
-        and p.dh % 8 == 0
-        and p.dh <= 256
-        and dispatch.step_flops(p) <= FLASH_STEP_MAX_FLOPS
-    )
+def _joins_by_kernel(tensors) -> bool:
+    """Whether the join kernel runs this call's joins (`join.kernel_takes`: large calls on a GPU). Those take
+    `_TrainingSdpa`, whose joins are that one launch (4-5x torch.cat's speed there); smaller ones `_library_step`,
+    whose host time is less (no Python in its backward)."""
+    q, k, v, jq, jk, jv = tensors
+    return join.kernel_takes([(a, c, a.shape[2], c.shape[2]) for a, c in ((q, jq), (k, jk), (v, jv))])
 
 
 def _run(tensors, plan: Plan, grad: bool, cut: tuple[int, int] | None = None):
@@ -180,42 +175,32 @@ def _run(tensors, plan: Plan, grad: bool, cut: tuple[int, int] | None = None):
         k, v, jk, jv = (
             join.first(t, size) for t, size in ((k, cut[0]), (v, cut[0]), (jk, cut[1]), (jv, cut[1]))
         )
-    step = _flash_step(q, jq, k, jk, v, jv, plan.scale) if grad and plan.flash_step else None
-    if step is not None:
-        o, lse = step
-    elif grad:
+    if grad and plan.node_step:
         o, lse = _TrainingSdpa.apply(q, jq, k, jk, v, jv, plan.scale)
+    elif grad:
+        o, lse = _library_step(q, jq, k, jk, v, jv, plan.scale)
     else:
         qq, kk, vv = join.join_pairs([(a, c, a.shape[2], c.shape[2]) for a, c in ((q, jq), (k, jk), (v, jv))])
         o, lse = sdpa_runtime.attention(qq, kk, vv, plan.scale)
-    return o.narrow(2, 0, plan.n), o.narrow(2, plan.n, o.shape[2] - plan.n), lse
+    return o.narrow(2, 0, plan.n), o.narrow(2, plan.n, jq.shape[2]), lse
 
 
-def _flash_step(q, jq, k, jk, v, jv, scale: float):
-    """(out, lse) of a small training call as the unfused graph runs it, under PyTorch's own autograd: torch.cat,
-    PyTorch's flash kernel (its backward a C++ autograd node: no Python in the backward of a step whose time is
-    the host's), and `_LseGradient` for lse, which that kernel returns non-differentiable. None where the kernel
-    refuses the tensors (then `_TrainingSdpa` runs the call).
-
-    Why flash and not cuDNN: flash's backward has no graph cache, so it needs neither `_TrainingSdpa`'s private
-    layout nor its Python backward (`join.py`: torch 2.11's cuDNN backward-graph cache). Not where the caller's
-    `sdpa_kernel` context disabled flash (PyTorch's own choice would not run it either)."""
-    if q.is_cuda and not torch.backends.cuda.flash_sdp_enabled():  # the caller's `sdpa_kernel` left it out
-        return None
-    qq, kk, vv = torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
-    try:
-        o, lse = _flash_kernel(qq, kk, vv, scale)
-    except RuntimeError:  # a size or layout the kernel does not take
-        return None
-    return o, _LseGradient.apply(lse, qq, kk, vv, scale)
-
-
-# The flash step's kernel under a name of its own: a test refuses it here without touching `_TrainingSdpa`'s.
-_flash_kernel = sdpa_runtime.flash_attention
+def _library_step(q, jq, k, jk, v, jv, scale: float):
+    """(o, lse) of a training call as the unfused graph runs it, under PyTorch's own autograd: torch.cat, the
+    SDPA kernel PyTorch's own choice runs (`sdpa_runtime.attention_on`; its backward a C++ autograd node: no Python
+    in the backward of a step whose time is the host's), and `_LseGradient` for lse, which the kernels return
+    non-differentiable. The joined q has `QUERY_PAD_ROWS` zero rows more than k and v (cuDNN's backward graphs
+    keyed apart from a model's own calls); lse is cut back to the joined rows, o is not (`_run` slices it)."""
+    s = q.shape[2] + jq.shape[2]
+    pad = q.new_zeros(()).expand(q.shape[0], q.shape[1], QUERY_PAD_ROWS, q.shape[3])
+    qq, kk, vv = torch.cat([q, jq, pad], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
+    o, lse, _ = sdpa_runtime.attention_on(qq, kk, vv, scale)
+    lse = _LseGradient.apply(lse, qq, kk, vv, scale)
+    return o, lse.narrow(2, 0, s)
 
 
 class _LseGradient(torch.autograd.Function):
-    """lse as PyTorch's flash kernel returns it (non-differentiable), made differentiable in the joined q and k by
+    """lse as PyTorch's SDPA kernels return it (non-differentiable), made differentiable in the joined q and k by
     `_lse_gradient`; v gets zeros, as from the op, whose gradients always cover all six inputs. Autograd reaches
     its backward only when a loss reads lse."""
 
