@@ -246,21 +246,24 @@ def _forward_parts(jointattn, shape, leaves, iters) -> list:
 
     q, k, v, jq, jk, jv = leaves
     scale = q.shape[-1] ** -0.5
-    pad = q.new_zeros(()).expand(q.shape[0], q.shape[1], eager_sdpa.QUERY_PAD_ROWS, q.shape[3])
+    s = q.shape[2] + jq.shape[2]
+    pad = eager_sdpa._query_pad(q)
     qq, kk, vv = torch.cat([q, jq, pad], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
     o, lse, _ = sdpa_runtime.attention_on(qq, kk, vv, scale)
-    plan = eager_sdpa.Plan(scale, q.shape[2])
+    plan = eager_sdpa.Plan(scale, q.shape[2], pad=pad)
+    order = eager_sdpa._kernels(plan, qq, kk, vv)
     parts = {
         "joint_attention (the whole forward)": lambda: jointattn.joint_attention(*leaves),
         "try_joint_attention": lambda: eager_sdpa.try_joint_attention(leaves, None),
         "_run (library step)": lambda: eager_sdpa._run(leaves, plan, True),
-        "_library_step": lambda: eager_sdpa._library_step(q, jq, k, jk, v, jv, scale),
+        "_library_step": lambda: eager_sdpa._library_step(q, jq, k, jk, v, jv, plan),
         "three torch.cat (q padded)": lambda: (
             torch.cat([q, jq, pad], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
         ),
         "PyTorch's choice with lse (attention_on)": lambda: sdpa_runtime.attention_on(qq, kk, vv, scale),
+        "attention_on, the plan's kernel order": lambda: sdpa_runtime.attention_on(qq, kk, vv, scale, order),
         "F.scaled_dot_product_attention": lambda: F.scaled_dot_product_attention(qq, kk, vv),
-        "_LseGradient.apply": lambda: eager_sdpa._LseGradient.apply(lse, qq, kk, vv, scale),
+        "_LseGradient.apply": lambda: eager_sdpa._LseGradient.apply(lse, qq, kk, vv, scale, s),
         "two narrows": lambda: (o.narrow(2, 0, q.shape[2]), o.narrow(2, q.shape[2], jq.shape[2])),
     }  # fmt: skip
     rows = []

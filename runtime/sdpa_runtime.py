@@ -114,6 +114,23 @@ def _at(x, rows: slice | None):
     return x.rows(rows) if isinstance(x, JointCall) else x[rows]
 
 
+def switches() -> tuple:
+    """The global settings PyTorch's kernel choice reads (`sdpa_kernel`'s backends and priority, FA3,
+    deterministic algorithms): with the tensors' sizes, strides, dtype and device, what `kernel_order` depends
+    on. ~0.2 µs, against 12-15 µs for the choice itself on an H200 host."""
+    c = torch._C
+    return (
+        c._get_cudnn_sdp_enabled(), c._get_flash_sdp_enabled(), c._get_mem_efficient_sdp_enabled(),
+        c._get_math_sdp_enabled(), c._get_fa3_sdp_enabled(), tuple(c._get_sdp_priority_order()),
+        c._get_deterministic_algorithms(),
+    )  # fmt: skip
+
+
+def kernel_order(q, k, v, scale: float) -> tuple[str, ...] | None:
+    """The GPU kernels `attention_on` tries for these tensors, PyTorch's own choice first (None on CPU)."""
+    return None if q.device.type == "cpu" else _gpu_backends(q, k, v, scale, "forward")
+
+
 def _gpu_backends(q, k, v, scale: float, pass_: str) -> tuple[str, ...]:
     """PyTorch's own choice for these tensors first (what cat -> SDPA -> slice runs), then the others."""
     order = _ORDERS.get(int(torch._fused_sdp_choice(q, k, v, None, 0.0, False, scale=scale)), _GPU_ORDER)
@@ -142,20 +159,21 @@ def _refused(backend: str, pass_: str, q, error: RuntimeError) -> None:
     _BROKEN.add(_key(backend, pass_, q))
 
 
-def attention(q, k, v, scale: float):
+def attention(q, k, v, scale: float, order: tuple[str, ...] | None = None):
     """(out [b, nh, S, dh], lse [b, nh, S] float32, natural log). The kernels through their `torch.*` bindings:
     ~1 µs less host time a call than through `torch.ops.aten` (the eager shortcut's small calls are host time)."""
-    return attention_on(q, k, v, scale)[:2]
+    return attention_on(q, k, v, scale, order)[:2]
 
 
-def attention_on(q, k, v, scale: float):
+def attention_on(q, k, v, scale: float, order: tuple[str, ...] | None = None):
     """`attention`'s (out, lse), and the kernel that ran ("cudnn", "flash", "efficient"; "cpu_flash"), which a
     backward of the same tensors can take again (`attention_backward(..., first=)`) instead of asking PyTorch's
-    choice a second time (~12 µs of an H200 host's time)."""
+    choice a second time (~12-15 µs of an H200 host's time). `order`: the kernels to try, as `kernel_order`
+    gave them for tensors like these under the same `switches()` (a caller that repeats its shapes keeps it)."""
     if q.device.type == "cpu":
         return (*flash_attention(q, k, v, scale), "cpu_flash")
     s = q.shape[2]
-    for backend in _gpu_backends(q, k, v, scale, "forward"):
+    for backend in order if order is not None and not _BROKEN else _gpu_backends(q, k, v, scale, "forward"):
         try:
             if backend == "cudnn":
                 out, lse = torch._scaled_dot_product_cudnn_attention(

@@ -233,16 +233,17 @@ def _library_step_ran(out) -> bool:
     return "ScaledDotProduct" in type(out.grad_fn.next_functions[0][0]).__name__
 
 
-def test_small_training_calls_run_under_pytorchs_autograd_with_a_longer_q(sdpa_chosen, monkeypatch):
-    """A training call takes `_library_step` (PyTorch's kernel and its C++ backward, no Python node but lse's),
-    its joined q `QUERY_PAD_ROWS` longer than k and v (zero rows: a cuDNN graph key of its own); every gradient,
-    through lse too, is float64's."""
+@pytest.mark.parametrize("padded_q", [False, True])
+def test_small_training_calls_run_under_pytorchs_autograd(sdpa_chosen, monkeypatch, padded_q):
+    """A training call takes `_library_step` (PyTorch's kernel and its C++ backward, no Python node but lse's);
+    every gradient, through lse too, is float64's, also with the joined q `QUERY_PAD_ROWS` longer than k and v
+    (zero rows: a cuDNN graph key of its own, on a GPU; here forced on the CPU)."""
     seen = []
     attention_on = eager_sdpa.sdpa_runtime.attention_on
     monkeypatch.setattr(
         eager_sdpa.sdpa_runtime,
         "attention_on",
-        lambda q, k, v, s: seen.append((q, k)) or attention_on(q, k, v, s),
+        lambda q, k, v, s, order=None: seen.append((q, k)) or attention_on(q, k, v, s, order),
     )
     inputs = joint_inputs(2, 2, 11, 6, 16, requires_grad=True, seed=12)
     doubles = [t.detach().double().requires_grad_() for t in inputs]
@@ -253,16 +254,43 @@ def test_small_training_calls_run_under_pytorchs_autograd_with_a_longer_q(sdpa_c
     want = torch.autograd.grad(
         sum((o * w).sum() for o, w in zip(unfused_float64(*doubles), weights, strict=True)), doubles
     )
-    out, joint_out, lse = jointattn.joint_attention(*inputs)
+    if padded_q:
+        plan = eager_sdpa.Plan(2**-2, 11, pad=eager_sdpa._query_pad(inputs[0]))
+        out, joint_out, lse = eager_sdpa._run(inputs, plan, grad=True)
+    else:
+        out, joint_out, lse = jointattn.joint_attention(*inputs)
     assert _shortcut_ran(out, joint_out) and _library_step_ran(out)
     ((qq, kk),) = seen
-    assert qq.shape[2] == kk.shape[2] + eager_sdpa.QUERY_PAD_ROWS == 17 + eager_sdpa.QUERY_PAD_ROWS
+    assert qq.shape[2] == kk.shape[2] + padded_q * eager_sdpa.QUERY_PAD_ROWS
+    assert not qq[:, :, 17:].any()
     assert out.shape == (2, 2, 11, 16) and joint_out.shape == (2, 2, 6, 16) and lse.shape == (2, 2, 17)
     got = torch.autograd.grad(
         sum((o * w.float()).sum() for o, w in zip((out, joint_out, lse), weights, strict=True)), inputs
     )
     for a, w in zip(got, want, strict=True):
         assert rel_err(a, w) < 1e-5
+
+
+def test_the_kernel_choice_is_asked_once_per_signature_and_setting_of_pytorchs_switches(monkeypatch):
+    """`_kernels`: PyTorch's choice for a plan's joined tensors is asked once, and again under another
+    `sdpa_kernel` setting (its switches are part of the choice); CPU tensors take the CPU kernel, no choice."""
+    import types
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    asked = []
+    monkeypatch.setattr(
+        eager_sdpa.sdpa_runtime, "kernel_order", lambda *a: asked.append(1) or ("cudnn", "flash", "efficient")
+    )
+    plan, cuda = eager_sdpa.Plan(scale=0.5, n=4), types.SimpleNamespace(is_cuda=True)
+    assert eager_sdpa._kernels(plan, cuda, cuda, cuda) == ("cudnn", "flash", "efficient")
+    assert eager_sdpa._kernels(plan, cuda, cuda, cuda) == ("cudnn", "flash", "efficient") and len(asked) == 1
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        eager_sdpa._kernels(plan, cuda, cuda, cuda)
+    assert len(asked) == 2
+    eager_sdpa._kernels(plan, cuda, cuda, cuda)
+    assert len(asked) == 2
+    assert eager_sdpa._kernels(plan, *joint_inputs(1, 1, 4, 2, 8)[:3]) is None and len(asked) == 2
 
 
 def test_calls_whose_joins_the_join_kernel_runs_take_the_training_node(sdpa_chosen, monkeypatch):

@@ -34,7 +34,7 @@ choices against the unfused graph, which keeps its joins for the backward and ha
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -63,6 +63,11 @@ class Plan:
     scale: float
     n: int
     node_step: bool = False
+    # `_library_step`'s zero query rows, made once (None: none on CPU; on a GPU made per call, as where the plan
+    # was made while a CUDA graph was captured)
+    pad: Tensor | None = field(default=None, compare=False)
+    # `sdpa_runtime.kernel_order` of this signature's joined tensors per `sdpa_runtime.switches()`
+    kernels: dict = field(default_factory=dict, compare=False)
 
 
 def try_joint_attention(
@@ -156,9 +161,17 @@ def _plan(tensors, scale, grad: bool, logical_n=None, logical_l=None) -> Plan | 
         return None
     if path != "sdpa":
         return None
-    return Plan(
-        float(scale) if scale is not None else shape.dh**-0.5, shape.n, grad and _joins_by_kernel(tensors)
-    )
+    node_step = grad and _joins_by_kernel(tensors)
+    # The query pad is for cuDNN's graph cache (CUDA only), made once, but not while a CUDA graph is captured: a
+    # fill made there runs only on replay.
+    made_here = grad and not node_step and q.is_cuda and not torch.cuda.is_current_stream_capturing()
+    pad = _query_pad(q) if made_here else None
+    return Plan(float(scale) if scale is not None else shape.dh**-0.5, shape.n, node_step, pad)
+
+
+def _query_pad(q) -> Tensor:
+    """`QUERY_PAD_ROWS` zero query rows for `_library_step`'s joined q: one zero, expanded."""
+    return q.new_zeros(()).expand(q.shape[0], q.shape[1], QUERY_PAD_ROWS, q.shape[3])
 
 
 def _joins_by_kernel(tensors) -> bool:
@@ -178,43 +191,59 @@ def _run(tensors, plan: Plan, grad: bool, cut: tuple[int, int] | None = None):
     if grad and plan.node_step:
         o, lse = _TrainingSdpa.apply(q, jq, k, jk, v, jv, plan.scale)
     elif grad:
-        o, lse = _library_step(q, jq, k, jk, v, jv, plan.scale)
+        o, lse = _library_step(q, jq, k, jk, v, jv, plan)
     else:
         qq, kk, vv = join.join_pairs([(a, c, a.shape[2], c.shape[2]) for a, c in ((q, jq), (k, jk), (v, jv))])
-        o, lse = sdpa_runtime.attention(qq, kk, vv, plan.scale)
+        o, lse = sdpa_runtime.attention(qq, kk, vv, plan.scale, _kernels(plan, qq, kk, vv))
     return o.narrow(2, 0, plan.n), o.narrow(2, plan.n, jq.shape[2]), lse
 
 
-def _library_step(q, jq, k, jk, v, jv, scale: float):
+def _kernels(plan: Plan, qq, kk, vv) -> tuple[str, ...] | None:
+    """The kernels for this signature's joined tensors (`sdpa_runtime.kernel_order`), asked once per signature
+    and setting of PyTorch's switches: the joined tensors' strides follow from the signature."""
+    if not qq.is_cuda:
+        return None
+    switches = sdpa_runtime.switches()
+    order = plan.kernels.get(switches)
+    if order is None:
+        order = plan.kernels[switches] = sdpa_runtime.kernel_order(qq, kk, vv, plan.scale)
+    return order
+
+
+def _library_step(q, jq, k, jk, v, jv, plan: Plan):
     """(o, lse) of a training call as the unfused graph runs it, under PyTorch's own autograd: torch.cat, the
     SDPA kernel PyTorch's own choice runs (`sdpa_runtime.attention_on`; its backward a C++ autograd node: no Python
     in the backward of a step whose time is the host's), and `_LseGradient` for lse, which the kernels return
-    non-differentiable. The joined q has `QUERY_PAD_ROWS` zero rows more than k and v (cuDNN's backward graphs
-    keyed apart from a model's own calls); lse is cut back to the joined rows, o is not (`_run` slices it)."""
+    non-differentiable. On a GPU the joined q has `QUERY_PAD_ROWS` zero rows more than k and v (cuDNN's backward
+    graphs keyed apart from a model's own calls); lse is cut back to the joined rows, o is not (`_run` slices
+    it)."""
     s = q.shape[2] + jq.shape[2]
-    pad = q.new_zeros(()).expand(q.shape[0], q.shape[1], QUERY_PAD_ROWS, q.shape[3])
-    qq, kk, vv = torch.cat([q, jq, pad], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
-    o, lse, _ = sdpa_runtime.attention_on(qq, kk, vv, scale)
-    lse = _LseGradient.apply(lse, qq, kk, vv, scale)
-    return o, lse.narrow(2, 0, s)
+    pad = plan.pad if plan.pad is not None or not q.is_cuda else _query_pad(q)
+    qq = torch.cat([q, jq] if pad is None else [q, jq, pad], 2)
+    kk, vv = torch.cat([k, jk], 2), torch.cat([v, jv], 2)
+    o, lse, _ = sdpa_runtime.attention_on(qq, kk, vv, plan.scale, _kernels(plan, qq, kk, vv))
+    return o, _LseGradient.apply(lse, qq, kk, vv, plan.scale, s)
 
 
 class _LseGradient(torch.autograd.Function):
     """lse as PyTorch's SDPA kernels return it (non-differentiable), made differentiable in the joined q and k by
     `_lse_gradient`; v gets zeros, as from the op, whose gradients always cover all six inputs. Autograd reaches
-    its backward only when a loss reads lse."""
+    its backward only when a loss reads lse. `rows`: the rows of lse returned (the first; the rest are
+    `_library_step`'s query pad, whose gradient is zero), cut here where autograd records no view."""
 
     @staticmethod
-    def forward(ctx, lse, qq, kk, vv, scale):
+    def forward(ctx, lse, qq, kk, vv, scale, rows):
         ctx.save_for_backward(qq, kk)
         ctx.v_shape, ctx.scale = vv.shape, scale
-        return lse
+        return lse if rows == lse.shape[2] else lse.narrow(2, 0, rows)
 
     @staticmethod
     def backward(ctx, grad_lse):
         qq, kk = ctx.saved_tensors
+        if grad_lse.shape[2] < qq.shape[2]:  # the query pad's rows: no gradient
+            grad_lse = torch.nn.functional.pad(grad_lse, (0, qq.shape[2] - grad_lse.shape[2]))
         dq, dk = _lse_gradient(grad_lse, qq, kk, ctx.scale)
-        return None, dq, dk, kk.new_zeros(ctx.v_shape), None
+        return None, dq, dk, kk.new_zeros(ctx.v_shape), None, None
 
 
 class _TrainingSdpa(torch.autograd.Function):
