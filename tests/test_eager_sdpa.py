@@ -295,7 +295,8 @@ def test_the_kernel_choice_is_asked_once_per_signature_and_setting_of_pytorchs_s
 
 def test_calls_whose_joins_the_join_kernel_runs_take_the_training_node(sdpa_chosen, monkeypatch):
     """Where `join.kernel_takes` the joins (large calls on a GPU), the training call is `_TrainingSdpa` (its joins
-    one launch), with the same gradients; else `_library_step`."""
+    one launch), with the same gradients, and a forward without autograd joins by the kernel too; else
+    `_library_step` and torch.cat."""
     inputs = joint_inputs(1, 2, 9, 4, 8, requires_grad=True, seed=14)
     ones = lambda *ts: [torch.ones_like(t) for t in ts]  # noqa: E731
     out, joint_out, _ = jointattn.joint_attention(*inputs)
@@ -303,13 +304,17 @@ def test_calls_whose_joins_the_join_kernel_runs_take_the_training_node(sdpa_chos
     want = torch.autograd.grad((out, joint_out), inputs, ones(out, joint_out))
     monkeypatch.setattr(eager_sdpa, "_PLANS", {})  # plans are per signature: this one again, planned anew
     monkeypatch.setattr(eager_sdpa.join, "kernel_takes", lambda pairs: True)
-    monkeypatch.setattr(eager_sdpa.join, "launch_join", lambda pairs, private=frozenset(): [
+    launched = []
+    monkeypatch.setattr(eager_sdpa.join, "launch_join", lambda pairs, private=frozenset(): launched.append(1) or [
         torch.cat([a[:, :, :ra], c[:, :, :rc]], 2) for a, c, ra, rc in pairs
     ])  # fmt: skip
     out, joint_out, _ = jointattn.joint_attention(*inputs)
-    assert "_TrainingSdpa" in type(out.grad_fn.next_functions[0][0]).__name__
+    assert "_TrainingSdpa" in type(out.grad_fn.next_functions[0][0]).__name__ and launched == [1]
     for a, w in zip(torch.autograd.grad((out, joint_out), inputs, ones(out, joint_out)), want, strict=True):
         assert torch.allclose(a, w, atol=1e-6)
+    with torch.no_grad():
+        again = jointattn.joint_attention(*inputs)
+    assert launched == [1, 1] and torch.equal(again[0], out) and torch.equal(again[1], joint_out)
 
 
 def test_compiled_graphs_keep_the_op(sdpa_chosen):

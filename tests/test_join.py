@@ -147,13 +147,15 @@ def test_the_shortcuts_training_call_joins_in_the_private_layout(monkeypatch, ba
     if kernel:
         monkeypatch.setattr(join, "kernel_takes", lambda pairs: True)
     inputs = [t.requires_grad_() for t in joint_inputs(2, 2, 9, 5, 8, seed=6, device=DEVICE, dtype=DTYPE)]
-    out, joint_out, lse = eager_sdpa._run(inputs, eager_sdpa.Plan(scale=0.5, n=9, node_step=True), grad=True)
+    out, joint_out, lse = eager_sdpa._run(
+        inputs, eager_sdpa.Plan(scale=0.5, n=9, joins_by_kernel=True), grad=True
+    )
     clean = [t.detach().double().requires_grad_() for t in inputs]
     ref = unfused_float64(*clean, scale=0.5)
     _check_against_float64(out, joint_out, lse, inputs, clean, ref, TOL)
     assert backward_operands and _keyed_apart(backward_operands[0])
     _, _, lse = eager_sdpa._run(
-        inputs, eager_sdpa.Plan(scale=0.5, n=9, node_step=True), grad=True
+        inputs, eager_sdpa.Plan(scale=0.5, n=9, joins_by_kernel=True), grad=True
     )  # a fresh graph for lse
     want_lse = unfused_float64(*clean, scale=0.5)[2]
     g = torch.Generator().manual_seed(7)
@@ -207,7 +209,7 @@ def test_cudnn_backward_gets_private_keys_and_packed_operands_whatever_it_is_han
 def test_the_shortcuts_joined_sets_are_differentiable_as_cat(monkeypatch, kernel_forced):
     """The eager shortcut's training call (`_TrainingSdpa`): gradients are the slices of the joined ones."""
     inputs = [t.requires_grad_() for t in joint_inputs(2, 2, 9, 5, 8, seed=4, device=DEVICE, dtype=DTYPE)]
-    plan = eager_sdpa.Plan(scale=0.5, n=9, node_step=True)
+    plan = eager_sdpa.Plan(scale=0.5, n=9, joins_by_kernel=True)
     out, joint_out, lse = eager_sdpa._run(inputs, plan, grad=True)
     clean = [t.detach().double().requires_grad_() for t in inputs]
     ref = unfused_float64(*clean, scale=0.5)

@@ -56,13 +56,13 @@ QUERY_PAD_ROWS = 8
 
 @dataclass(frozen=True)
 class Plan:
-    """What one call signature needs at run time: the resolved scale and N, and whether a training call runs as
-    one autograd node of ours (`_TrainingSdpa`: large calls, whose joins the join kernel runs) rather than under
-    PyTorch's own autograd (`_library_step`)."""
+    """What one call signature needs at run time: the resolved scale and N, and whether the join kernel runs the
+    joins (`join.kernel_takes`: large calls on a GPU; then a training call is one autograd node of ours,
+    `_TrainingSdpa`, else it runs under PyTorch's own autograd, `_library_step`)."""
 
     scale: float
     n: int
-    node_step: bool = False
+    joins_by_kernel: bool = False
     # `_library_step`'s zero query rows, made once (None: none on CPU; on a GPU made per call, as where the plan
     # was made while a CUDA graph was captured)
     pad: Tensor | None = field(default=None, compare=False)
@@ -161,12 +161,12 @@ def _plan(tensors, scale, grad: bool, logical_n=None, logical_l=None) -> Plan | 
         return None
     if path != "sdpa":
         return None
-    node_step = grad and _joins_by_kernel(tensors)
+    by_kernel = _joins_by_kernel(tensors)
     # The query pad is for cuDNN's graph cache (CUDA only), made once, but not while a CUDA graph is captured: a
     # fill made there runs only on replay.
-    made_here = grad and not node_step and q.is_cuda and not torch.cuda.is_current_stream_capturing()
+    made_here = grad and not by_kernel and q.is_cuda and not torch.cuda.is_current_stream_capturing()
     pad = _query_pad(q) if made_here else None
-    return Plan(float(scale) if scale is not None else shape.dh**-0.5, shape.n, node_step, pad)
+    return Plan(float(scale) if scale is not None else shape.dh**-0.5, shape.n, by_kernel, pad)
 
 
 def _query_pad(q) -> Tensor:
@@ -175,9 +175,10 @@ def _query_pad(q) -> Tensor:
 
 
 def _joins_by_kernel(tensors) -> bool:
-    """Whether the join kernel runs this call's joins (`join.kernel_takes`: large calls on a GPU). Those take
-    `_TrainingSdpa`, whose joins are that one launch (4-5x torch.cat's speed there); smaller ones `_library_step`,
-    whose host time is less (no Python in its backward)."""
+    """Whether the join kernel runs this call's joins (`join.kernel_takes`: large calls on a GPU). Training calls
+    of those take `_TrainingSdpa`, whose joins are that one launch (4-5x torch.cat's speed there); smaller ones
+    `_library_step`, whose host time is less (no Python in its backward). Asked of the whole sets: the valid keys
+    of a padded call are fewer, which only makes the kernel's choice a closer one."""
     q, k, v, jq, jk, jv = tensors
     return join.kernel_takes([(a, c, a.shape[2], c.shape[2]) for a, c in ((q, jq), (k, jk), (v, jv))])
 
@@ -188,12 +189,17 @@ def _run(tensors, plan: Plan, grad: bool, cut: tuple[int, int] | None = None):
         k, v, jk, jv = (
             join.first(t, size) for t, size in ((k, cut[0]), (v, cut[0]), (jk, cut[1]), (jv, cut[1]))
         )
-    if grad and plan.node_step:
+    if grad and plan.joins_by_kernel:
         o, lse = _TrainingSdpa.apply(q, jq, k, jk, v, jv, plan.scale)
     elif grad:
         o, lse = _library_step(q, jq, k, jk, v, jv, plan)
     else:
-        qq, kk, vv = join.join_pairs([(a, c, a.shape[2], c.shape[2]) for a, c in ((q, jq), (k, jk), (v, jv))])
+        if plan.joins_by_kernel:
+            qq, kk, vv = join.launch_join(
+                [(a, c, a.shape[2], c.shape[2]) for a, c in ((q, jq), (k, jk), (v, jv))]
+            )
+        else:  # what `join.join_pairs` would run, without asking (a small call is host time)
+            qq, kk, vv = torch.cat([q, jq], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
         o, lse = sdpa_runtime.attention(qq, kk, vv, plan.scale, _kernels(plan, qq, kk, vv))
     return o.narrow(2, 0, plan.n), o.narrow(2, plan.n, jq.shape[2]), lse
 
