@@ -175,6 +175,7 @@ def run(size: str, resolution: int, repeats: int, device: str, model_name: str =
         print(f"training step: jointattn's gradients are suspect: {suspect}", flush=True)
     return dict(
         case=cases[model_name] if size == "real" else f"tiny {model_name} smoke run",
+        cudnn_sdpa=torch.backends.cuda.cudnn_sdp_enabled(),
         jointattn_version=getattr(jointattn, "__version__", None),
         gradient_suspect=suspect,
         speedup_vs_inductor=round(by["inductor"]["ms"] / by["jointattn"]["ms"], 3),
@@ -204,7 +205,13 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--model", choices=["sd3", "flux"], default="sd3")
     parser.add_argument("--layers", type=int, default=None, help="Flux: double-stream layers (single: twice)")
+    parser.add_argument(
+        "--no-cudnn-sdpa", action="store_true",
+        help="PyTorch's cuDNN SDPA off for every variant (Flux on torch 2.11: see NOTES-models.md)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.no_cudnn_sdpa:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     args.resolution = args.resolution or (1024 if args.model == "flux" else 512)
     result = run(args.size, args.resolution, args.repeats, args.device, args.model, args.layers)
     text = json.dumps(result, indent=1)
@@ -212,7 +219,7 @@ def main(argv=None):
         name = (
             f"training-{args.resolution}.json"
             if args.model == "sd3"
-            else f"training-flux-{args.resolution}.json"
+            else f"training-flux-{args.resolution}{'-no-cudnn' if args.no_cudnn_sdpa else ''}.json"
         )
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / name).write_text(text)
