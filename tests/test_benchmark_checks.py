@@ -47,6 +47,29 @@ def test_training_flags_gradients_further_from_eager_than_inductors():
     assert training.gradient_suspect({"grad_rel_err_vs_eager": 9e-7}, exact) is None  # float32: both exact
 
 
+def test_training_without_cudnn_sdpa_turns_it_off_for_every_variant_and_names_the_result(
+    monkeypatch, tmp_path
+):
+    """`training.py --no-cudnn-sdpa` (Flux on torch 2.11: the stock model's eager step fails with PyTorch's cuDNN
+    SDPA on): the switch is off while the variants run, and the result file says so in its name."""
+    seen = []
+
+    def run(*args):
+        seen.append(torch.backends.cuda.cudnn_sdp_enabled())
+        return dict(speedup_vs_inductor=1.0, speedup_vs_eager=1.0)
+
+    monkeypatch.setattr(training, "run", run)
+    monkeypatch.setattr(training, "RESULTS", tmp_path)
+    monkeypatch.delenv("OUT", raising=False)
+    enabled = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        training.main(["--model", "flux", "--no-cudnn-sdpa"])
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(enabled)
+    assert seen == [False]
+    assert [p.name for p in tmp_path.iterdir()] == ["training-flux-1024-no-cudnn.json"]
+
+
 def test_other_gpu_processes_lists_everyone_but_this_process(monkeypatch):
     """never_slower records who else was on the GPU while it timed (nvidia-smi's compute apps, itself left out);
     None where nvidia-smi is missing or fails."""
