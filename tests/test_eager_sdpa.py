@@ -273,7 +273,8 @@ def test_small_training_calls_run_under_pytorchs_autograd(sdpa_chosen, monkeypat
 
 def test_the_kernel_choice_is_asked_once_per_signature_and_setting_of_pytorchs_switches(monkeypatch):
     """`_kernels`: PyTorch's choice for a plan's joined tensors is asked once, and again under another
-    `sdpa_kernel` setting (its switches are part of the choice); CPU tensors take the CPU kernel, no choice."""
+    `sdpa_kernel` setting (its switches are part of the choice) or another number of keys (a padded call's valid
+    keys); CPU tensors take the CPU kernel, no choice."""
     import types
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -282,15 +283,19 @@ def test_the_kernel_choice_is_asked_once_per_signature_and_setting_of_pytorchs_s
     monkeypatch.setattr(
         eager_sdpa.sdpa_runtime, "kernel_order", lambda *a: asked.append(1) or ("cudnn", "flash", "efficient")
     )
-    plan, cuda = eager_sdpa.Plan(scale=0.5, n=4), types.SimpleNamespace(is_cuda=True)
-    assert eager_sdpa._kernels(plan, cuda, cuda, cuda) == ("cudnn", "flash", "efficient")
-    assert eager_sdpa._kernels(plan, cuda, cuda, cuda) == ("cudnn", "flash", "efficient") and len(asked) == 1
+    plan = eager_sdpa.Plan(scale=0.5, n=4)
+    q, k = types.SimpleNamespace(is_cuda=True), types.SimpleNamespace(is_cuda=True, shape=(1, 1, 6, 8))
+    assert eager_sdpa._kernels(plan, q, k, k) == ("cudnn", "flash", "efficient")
+    assert eager_sdpa._kernels(plan, q, k, k) == ("cudnn", "flash", "efficient") and len(asked) == 1
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        eager_sdpa._kernels(plan, cuda, cuda, cuda)
+        eager_sdpa._kernels(plan, q, k, k)
     assert len(asked) == 2
-    eager_sdpa._kernels(plan, cuda, cuda, cuda)
+    eager_sdpa._kernels(plan, q, k, k)
     assert len(asked) == 2
-    assert eager_sdpa._kernels(plan, *joint_inputs(1, 1, 4, 2, 8)[:3]) is None and len(asked) == 2
+    fewer = types.SimpleNamespace(is_cuda=True, shape=(1, 1, 5, 8))
+    eager_sdpa._kernels(plan, q, fewer, fewer)
+    assert len(asked) == 3
+    assert eager_sdpa._kernels(plan, *joint_inputs(1, 1, 4, 2, 8)[:3]) is None and len(asked) == 3
 
 
 def test_calls_whose_joins_the_join_kernel_runs_take_the_training_node(sdpa_chosen, monkeypatch):

@@ -66,7 +66,7 @@ class Plan:
     # `_library_step`'s zero query rows, made once (None: none on CPU; on a GPU made per call, as where the plan
     # was made while a CUDA graph was captured)
     pad: Tensor | None = field(default=None, compare=False)
-    # `sdpa_runtime.kernel_order` of this signature's joined tensors per `sdpa_runtime.switches()`
+    # `sdpa_runtime.kernel_order` of this signature's joined tensors per `sdpa_runtime.switches()` and key count
     kernels: dict = field(default_factory=dict, compare=False)
 
 
@@ -205,14 +205,15 @@ def _run(tensors, plan: Plan, grad: bool, cut: tuple[int, int] | None = None):
 
 
 def _kernels(plan: Plan, qq, kk, vv) -> tuple[str, ...] | None:
-    """The kernels for this signature's joined tensors (`sdpa_runtime.kernel_order`), asked once per signature
-    and setting of PyTorch's switches: the joined tensors' strides follow from the signature."""
+    """The kernels for this signature's joined tensors (`sdpa_runtime.kernel_order`), asked once per signature,
+    setting of PyTorch's switches and number of keys (a padded call's valid keys vary with its lengths' values):
+    the joined tensors' strides follow from those."""
     if not qq.is_cuda:
         return None
-    switches = sdpa_runtime.switches()
-    order = plan.kernels.get(switches)
+    key = (sdpa_runtime.switches(), kk.shape[2])
+    order = plan.kernels.get(key)
     if order is None:
-        order = plan.kernels[switches] = sdpa_runtime.kernel_order(qq, kk, vv, plan.scale)
+        order = plan.kernels[key] = sdpa_runtime.kernel_order(qq, kk, vv, plan.scale)
     return order
 
 
