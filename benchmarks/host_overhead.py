@@ -247,10 +247,10 @@ def _forward_parts(jointattn, shape, leaves, iters) -> list:
     q, k, v, jq, jk, jv = leaves
     scale = q.shape[-1] ** -0.5
     s = q.shape[2] + jq.shape[2]
-    pad = eager_sdpa._query_pad(q)
+    pad = eager_sdpa._query_pad(q, jq)
     qq, kk, vv = torch.cat([q, jq, pad], 2), torch.cat([k, jk], 2), torch.cat([v, jv], 2)
     o, lse, _ = sdpa_runtime.attention_on(qq, kk, vv, scale)
-    plan = eager_sdpa.Plan(scale, q.shape[2], pad=pad)
+    plan = eager_sdpa.Plan(scale, q.shape[2])
     order = eager_sdpa._kernels(plan, qq, kk, vv)
     parts = {
         "joint_attention (the whole forward)": lambda: jointattn.joint_attention(*leaves),

@@ -116,19 +116,32 @@ def _at(x, rows: slice | None):
 
 def switches() -> tuple:
     """The global settings PyTorch's kernel choice reads (`sdpa_kernel`'s backends and priority, FA3,
-    deterministic algorithms): with the tensors' sizes, strides, dtype and device, what `kernel_order` depends
-    on. ~0.2 µs, against 12-15 µs for the choice itself on an H200 host."""
+    deterministic algorithms, strict or warn-only): with the tensors' sizes, strides, dtype and device (and the
+    current GPU's properties), what `kernel_order` depends on. ~0.2 µs, against 12-15 µs for the choice itself
+    on an H200 host."""
     c = torch._C
     return (
         c._get_cudnn_sdp_enabled(), c._get_flash_sdp_enabled(), c._get_mem_efficient_sdp_enabled(),
         c._get_math_sdp_enabled(), c._get_fa3_sdp_enabled(), tuple(c._get_sdp_priority_order()),
-        c._get_deterministic_algorithms(),
+        c._get_deterministic_algorithms(), c._get_deterministic_algorithms_warn_only(),
     )  # fmt: skip
 
 
+_ENABLED = {
+    "cudnn": torch.backends.cuda.cudnn_sdp_enabled,
+    "flash": torch.backends.cuda.flash_sdp_enabled,
+    "efficient": torch.backends.cuda.mem_efficient_sdp_enabled,
+}
+
+
 def kernel_order(q, k, v, scale: float) -> tuple[str, ...] | None:
-    """The GPU kernels `attention_on` tries for these tensors, PyTorch's own choice first (None on CPU)."""
-    return None if q.device.type == "cpu" else _gpu_backends(q, k, v, scale, "forward")
+    """The GPU kernels `attention_on` tries for these tensors, PyTorch's own choice first, without those the
+    caller's `sdpa_kernel` (or `torch.backends.cuda`) turned off; all of them where that leaves none (the op
+    returns lse, which PyTorch's math kernel does not). None on CPU."""
+    if q.device.type == "cpu":
+        return None
+    order = _gpu_backends(q, k, v, scale, "forward")
+    return tuple(b for b in order if _ENABLED[b]()) or order
 
 
 def _gpu_backends(q, k, v, scale: float, pass_: str) -> tuple[str, ...]:
@@ -173,7 +186,11 @@ def attention_on(q, k, v, scale: float, order: tuple[str, ...] | None = None):
     if q.device.type == "cpu":
         return (*flash_attention(q, k, v, scale), "cpu_flash")
     s = q.shape[2]
-    for backend in order if order is not None and not _BROKEN else _gpu_backends(q, k, v, scale, "forward"):
+    if order is None:
+        order = _gpu_backends(q, k, v, scale, "forward")
+    elif _BROKEN:  # a kernel that refused such tensors is not tried again
+        order = tuple(b for b in order if _key(b, "forward", q) not in _BROKEN)
+    for backend in order:
         try:
             if backend == "cudnn":
                 out, lse = torch._scaled_dot_product_cudnn_attention(

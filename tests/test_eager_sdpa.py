@@ -237,7 +237,7 @@ def _library_step_ran(out) -> bool:
 def test_small_training_calls_run_under_pytorchs_autograd(sdpa_chosen, monkeypatch, padded_q):
     """A training call takes `_library_step` (PyTorch's kernel and its C++ backward, no Python node but lse's);
     every gradient, through lse too, is float64's, also with the joined q `QUERY_PAD_ROWS` longer than k and v
-    (zero rows: a cuDNN graph key of its own, on a GPU; here forced on the CPU)."""
+    (copies of its first row: a cuDNN graph key of its own, on a GPU; here forced on the CPU)."""
     seen = []
     attention_on = eager_sdpa.sdpa_runtime.attention_on
     monkeypatch.setattr(
@@ -254,15 +254,12 @@ def test_small_training_calls_run_under_pytorchs_autograd(sdpa_chosen, monkeypat
     want = torch.autograd.grad(
         sum((o * w).sum() for o, w in zip(unfused_float64(*doubles), weights, strict=True)), doubles
     )
-    if padded_q:
-        plan = eager_sdpa.Plan(2**-2, 11, pad=eager_sdpa._query_pad(inputs[0]))
-        out, joint_out, lse = eager_sdpa._run(inputs, plan, grad=True)
-    else:
-        out, joint_out, lse = jointattn.joint_attention(*inputs)
+    monkeypatch.setattr(eager_sdpa, "_pads_query", lambda q: padded_q)
+    out, joint_out, lse = jointattn.joint_attention(*inputs)
     assert _shortcut_ran(out, joint_out) and _library_step_ran(out)
     ((qq, kk),) = seen
     assert qq.shape[2] == kk.shape[2] + padded_q * eager_sdpa.QUERY_PAD_ROWS
-    assert not qq[:, :, 17:].any()
+    assert torch.equal(qq[:, :, 17:], qq[:, :, :1].expand_as(qq[:, :, 17:]))  # copies of the first row
     assert out.shape == (2, 2, 11, 16) and joint_out.shape == (2, 2, 6, 16) and lse.shape == (2, 2, 17)
     got = torch.autograd.grad(
         sum((o * w.float()).sum() for o, w in zip((out, joint_out, lse), weights, strict=True)), inputs
@@ -365,3 +362,53 @@ def test_on_the_gpu_the_shortcut_runs_pytorchs_own_kernel(sdpa_chosen, dh):
     want = torch.autograd.grad(sum((o * w).sum() for o, w in zip(ref, weights)), doubles)
     for a, w in zip(got, want):
         assert rel_err(a, w) < 2e-2
+
+
+def test_the_kernel_order_leaves_out_kernels_the_caller_turned_off(monkeypatch):
+    """`sdpa_runtime.kernel_order`: PyTorch's choice first, without the kernels an `sdpa_kernel` context turned
+    off (the cached order's fallbacks respect it too); every kernel where that leaves none (math only: the op's
+    lse needs a fused kernel). The switches tell strict from warn-only deterministic mode (cuDNN is refused in
+    the one, not the other)."""
+    import types
+
+    from jointattn.runtime import sdpa_runtime
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    monkeypatch.setattr(torch, "_fused_sdp_choice", lambda *a, **k: 3)  # 3: cuDNN
+    q = types.SimpleNamespace(device=torch.device("cuda"))
+    assert sdpa_runtime.kernel_order(q, q, q, 1.0) == ("cudnn", "flash", "efficient")
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
+        assert sdpa_runtime.kernel_order(q, q, q, 1.0) == ("cudnn", "efficient")
+    with sdpa_kernel(SDPBackend.MATH):
+        assert sdpa_runtime.kernel_order(q, q, q, 1.0) == ("cudnn", "flash", "efficient")
+    strict, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    try:
+        torch.use_deterministic_algorithms(True)
+        strict_switches = sdpa_runtime.switches()
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        assert sdpa_runtime.switches() != strict_switches
+    finally:
+        torch.use_deterministic_algorithms(strict, warn_only=warn_only)
+
+
+def test_the_query_pad_keeps_the_unfused_graphs_nan_where_a_key_is_minus_infinity(sdpa_chosen, monkeypatch):
+    """A key with a -inf component (all queries' component there positive: the key's score is -inf, P 0): the
+    pad copies a real query row, so the gradients are finite and NaN exactly where the unpadded step's are (zero
+    rows would score 0 * -inf = NaN and put NaN into every dk and dv)."""
+    inputs = joint_inputs(1, 2, 9, 5, 8, seed=21)
+    for t in (inputs[0], inputs[3]):
+        t[..., 0] = t[..., 0].abs() + 0.1
+    inputs[1][0, :, 3, 0] = float("-inf")
+    grads = {}
+    for padded in (False, True):
+        monkeypatch.setattr(eager_sdpa, "_pads_query", lambda q, padded=padded: padded)
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        out, joint_out, _ = jointattn.joint_attention(*leaves)
+        grads[padded] = torch.autograd.grad((out.sum() + joint_out.sum()), leaves)
+    for a, b in zip(grads[False], grads[True], strict=True):
+        assert torch.equal(a.isnan(), b.isnan())
+        assert torch.allclose(a.nan_to_num(), b.nan_to_num(), atol=1e-6)
+    assert all(g.isfinite().all() for g in (grads[True][1], grads[True][2], grads[True][4], grads[True][5]))

@@ -46,11 +46,12 @@ _MAX_PLANS = 1024
 _PLANS: dict = {}
 
 
-# Rows of zero queries appended to the joined q of `_library_step` (their outputs and lse are cut off; a zero dO
-# gives them no share of dk or dv). Why: torch 2.11 caches cuDNN's SDPA backward graph by q, k and v's sizes and
-# strides and bakes the first call's O and dO strides into it (`join.py`); a q longer than k by this many rows is
-# a key of the shortcut's own, as `join.py`'s private layout is the op's, without a join into that layout (which
-# torch.cat cannot record for autograd).
+# Query rows appended to the joined q of `_library_step` on a GPU: copies of its first row (`_query_pad`), whose
+# outputs and lse are cut off and whose zero output gradient gives them no share of dk or dv. Why: torch 2.11
+# caches cuDNN's SDPA backward graph by q, k and v's sizes and strides and bakes the first call's O and dO strides
+# into it (`join.py`); a q longer than k by this many rows is a key no self-attention has (a model's
+# cross-attention with s_q = s_kv + 8 and packed q, k, v would share it), without a join into `join.py`'s private
+# layout (which torch.cat cannot record for autograd).
 QUERY_PAD_ROWS = 8
 
 
@@ -63,9 +64,6 @@ class Plan:
     scale: float
     n: int
     joins_by_kernel: bool = False
-    # `_library_step`'s zero query rows, made once (None: none on CPU; on a GPU made per call, as where the plan
-    # was made while a CUDA graph was captured)
-    pad: Tensor | None = field(default=None, compare=False)
     # `sdpa_runtime.kernel_order` of this signature's joined tensors per `sdpa_runtime.switches()` and key count
     kernels: dict = field(default_factory=dict, compare=False)
 
@@ -161,17 +159,24 @@ def _plan(tensors, scale, grad: bool, logical_n=None, logical_l=None) -> Plan | 
         return None
     if path != "sdpa":
         return None
-    by_kernel = _joins_by_kernel(tensors)
-    # The query pad is for cuDNN's graph cache (CUDA only), made once, but not while a CUDA graph is captured: a
-    # fill made there runs only on replay.
-    made_here = grad and not by_kernel and q.is_cuda and not torch.cuda.is_current_stream_capturing()
-    pad = _query_pad(q) if made_here else None
-    return Plan(float(scale) if scale is not None else shape.dh**-0.5, shape.n, by_kernel, pad)
+    scale = float(scale) if scale is not None else shape.dh**-0.5
+    return Plan(scale, shape.n, _joins_by_kernel(tensors))
 
 
-def _query_pad(q) -> Tensor:
-    """`QUERY_PAD_ROWS` zero query rows for `_library_step`'s joined q: one zero, expanded."""
-    return q.new_zeros(()).expand(q.shape[0], q.shape[1], QUERY_PAD_ROWS, q.shape[3])
+def _pads_query(q) -> bool:
+    """Whether `_library_step` pads the joined q: on a GPU (cuDNN's cache), not on the CPU (no cuDNN there)."""
+    return q.is_cuda
+
+
+def _query_pad(q, jq) -> Tensor | None:
+    """`QUERY_PAD_ROWS` copies of the first joined query row, as views (no copy, no gradient), or None where there
+    is no row. Why a real row and not zeros: its scores are that row's, so the pad's dS is exactly 0 wherever that
+    row's P is finite, and NaN only where that row already puts NaN into dk and dv (zero rows would turn a key of
+    -inf into 0 * -inf = NaN where the unfused graph stays finite)."""
+    rows = q if q.shape[2] else jq
+    if rows.shape[2] == 0:
+        return None
+    return rows.detach().narrow(2, 0, 1).expand(q.shape[0], q.shape[1], QUERY_PAD_ROWS, q.shape[3])
 
 
 def _joins_by_kernel(tensors) -> bool:
@@ -206,14 +211,17 @@ def _run(tensors, plan: Plan, grad: bool, cut: tuple[int, int] | None = None):
 
 def _kernels(plan: Plan, qq, kk, vv) -> tuple[str, ...] | None:
     """The kernels for this signature's joined tensors (`sdpa_runtime.kernel_order`), asked once per signature,
-    setting of PyTorch's switches and number of keys (a padded call's valid keys vary with its lengths' values):
-    the joined tensors' strides follow from those."""
+    setting of PyTorch's switches and number of keys (a padded call's valid keys vary with its lengths' values).
+    The joined tensors' strides follow from those for the layouts models hand over; another layout (channels-last
+    sets, which torch.cat keeps) may get the order chosen for the first, which is only the first kernel tried.
+    Stored under the switches as they are after the choice (PyTorch sets its priority order on its first one)."""
     if not qq.is_cuda:
         return None
     key = (sdpa_runtime.switches(), kk.shape[2])
     order = plan.kernels.get(key)
     if order is None:
-        order = plan.kernels[key] = sdpa_runtime.kernel_order(qq, kk, vv, plan.scale)
+        order = sdpa_runtime.kernel_order(qq, kk, vv, plan.scale)
+        plan.kernels[sdpa_runtime.switches(), kk.shape[2]] = order
     return order
 
 
@@ -225,7 +233,7 @@ def _library_step(q, jq, k, jk, v, jv, plan: Plan):
     graphs keyed apart from a model's own calls); lse is cut back to the joined rows, o is not (`_run` slices
     it)."""
     s = q.shape[2] + jq.shape[2]
-    pad = plan.pad if plan.pad is not None or not q.is_cuda else _query_pad(q)
+    pad = _query_pad(q, jq) if _pads_query(q) else None
     qq = torch.cat([q, jq] if pad is None else [q, jq, pad], 2)
     kk, vv = torch.cat([k, jk], 2), torch.cat([v, jv], 2)
     o, lse, _ = sdpa_runtime.attention_on(qq, kk, vv, plan.scale, _kernels(plan, qq, kk, vv))
@@ -236,7 +244,9 @@ class _LseGradient(torch.autograd.Function):
     """lse as PyTorch's SDPA kernels return it (non-differentiable), made differentiable in the joined q and k by
     `_lse_gradient`; v gets zeros, as from the op, whose gradients always cover all six inputs. Autograd reaches
     its backward only when a loss reads lse. `rows`: the rows of lse returned (the first; the rest are
-    `_library_step`'s query pad, whose gradient is zero), cut here where autograd records no view."""
+    `_library_step`'s query pad, whose gradient is zero), cut here rather than by a narrow that autograd records
+    as a node of its own. Like any custom Function's output that views an input, lse may not be changed in
+    place (as before the pad)."""
 
     @staticmethod
     def forward(ctx, lse, qq, kk, vv, scale, rows):
