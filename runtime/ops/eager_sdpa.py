@@ -229,8 +229,8 @@ def _library_step(q, jq, k, jk, v, jv, plan: Plan):
     """(o, lse) of a training call as the unfused graph runs it, under PyTorch's own autograd: torch.cat, the
     SDPA kernel PyTorch's own choice runs (`sdpa_runtime.attention_on`; its backward a C++ autograd node: no Python
     in the backward of a step whose time is the host's), and `_LseGradient` for lse, which the kernels return
-    non-differentiable. On a GPU the joined q has `QUERY_PAD_ROWS` zero rows more than k and v (cuDNN's backward
-    graphs keyed apart from a model's own calls); lse is cut back to the joined rows, o is not (`_run` slices
+    non-differentiable. On a GPU the joined q has `QUERY_PAD_ROWS` rows more than k and v (`_query_pad`: cuDNN's
+    backward graphs keyed apart from a model's own calls); lse is cut back to the joined rows, o is not (`_run` slices
     it)."""
     s = q.shape[2] + jq.shape[2]
     pad = _query_pad(q, jq) if _pads_query(q) else None
