@@ -216,11 +216,8 @@ def main(argv=None):
     result = run(args.size, args.resolution, args.repeats, args.device, args.model, args.layers)
     text = json.dumps(result, indent=1)
     if args.size == "real":
-        name = (
-            f"training-{args.resolution}.json"
-            if args.model == "sd3"
-            else f"training-flux-{args.resolution}{'-no-cudnn' if args.no_cudnn_sdpa else ''}.json"
-        )
+        model = "" if args.model == "sd3" else f"{args.model}-"
+        name = f"training-{model}{args.resolution}{'-no-cudnn' if args.no_cudnn_sdpa else ''}.json"
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / name).write_text(text)
         if os.environ.get("OUT"):
