@@ -159,15 +159,36 @@ class HopperConfig:
 # - dh 64: correct, but slower than the Triton kernel on SD3.5: 0.91 ms against 0.87 (128-row warpgroup tiles
 #   with 64-key blocks: 1.05-1.07 ms; 4 stages: no gain; three consumer warpgroups, FA-3's dh-64 setup:
 #   0.864-0.925 ms, reverted). Runs only when asked for.
+# - dh 256: 64-key blocks (a 128-key K/V block at dh 256 leaves room for one stage: 508 bytes of spills offline),
+#   2 stages: 197 KB of shared memory, 16 bytes of spill stores offline (`tests/hopper_build_report.py 256`).
+#   Not the default: the dispatcher's table decides it against cuDNN's dh-256 kernel where it has measured it.
 _HOPPER_CONFIGS: dict[int, HopperConfig] = {
     64: HopperConfig(64, 128, 2, 240, default=False),
     128: HopperConfig(64, 128, 2, 240, default=True),
+    256: HopperConfig(64, 64, 2, 240, default=False),
 }
 
 
 def hopper_forward_config(dh: int) -> HopperConfig | None:
     """The Hopper forward config for head size `dh`, or None where that kernel has none (it then does not run)."""
     return _HOPPER_CONFIGS.get(dh)
+
+
+# The Gluon sparse forward (`sparse_joint_attention_fwd_hopper.py`) runs the dense forward's config at the head
+# sizes its GPU tests cover; dh 256 (the dense forward's since the eighteenth session) has not been built for it.
+_SPARSE_FORWARD_HEAD_DIMS = (64, 128)
+
+
+def hopper_sparse_forward_config(dh: int) -> HopperConfig | None:
+    """The Gluon sparse forward's config for head size `dh` (the dense forward's), or None where it has none."""
+    return _HOPPER_CONFIGS.get(dh) if dh in _SPARSE_FORWARD_HEAD_DIMS else None
+
+
+def hopper_head_dims(backward: bool = False, sparse: bool = False) -> tuple[int, ...]:
+    """The head sizes the Gluon Hopper kernels of a pass have configs for (for error messages)."""
+    if sparse:
+        return tuple(sorted(_HOPPER_SPARSE_BACKWARD_CONFIGS)) if backward else _SPARSE_FORWARD_HEAD_DIMS
+    return tuple(sorted(_HOPPER_BACKWARD_CONFIGS if backward else _HOPPER_CONFIGS))
 
 
 @dataclass(frozen=True)

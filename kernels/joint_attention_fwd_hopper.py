@@ -3,7 +3,7 @@
 Entry point: `joint_attention_fwd_hopper_kernel`, launched by `jointattn.runtime.hopper_launch` on a grid of
 (query tiles of the spatial set + query tiles of the joint set, b * nh). It computes what
 `joint_attention_fwd.py` computes (same arguments in, same out / joint_out / lse, padding from valid lengths)
-for bf16/fp16, dh 64 or 128 and a positive scale; every other case runs the Triton kernel. It exists because
+for bf16/fp16, dh 64, 128 or 256 and a positive scale; every other case runs the Triton kernel. It exists because
 Triton 3.6 waits on each q.kᵀ wgmma as soon as it is issued, so the softmax never overlaps the tensor cores
 (`benchmarks/NOTES-triton.md`); Gluon lets the schedule be written out.
 

@@ -48,7 +48,13 @@ from pathlib import Path
 
 import torch
 
-from ..kernels.configs import hopper_backward_config, hopper_forward_config, hopper_sparse_backward_config
+from ..kernels.configs import (
+    hopper_backward_config,
+    hopper_forward_config,
+    hopper_head_dims,
+    hopper_sparse_backward_config,
+    hopper_sparse_forward_config,
+)
 from . import sdpa_runtime
 
 PATHS = ("hopper", "triton", "sdpa", "reference")
@@ -218,7 +224,7 @@ def _triton_unsupported(p: Problem) -> str | None:
 def _hopper_unsupported(p: Problem) -> str | None:
     """The envelope of the Gluon Hopper kernels, forward (`joint_attention_fwd_hopper.py`) and backward
     (`joint_attention_bwd_hopper.py`): an NVIDIA GPU of compute capability 9.x, float16/bfloat16, a dh with a
-    config for the pass (64 or 128), a positive scale, every input TMA-addressable; any N and L (either may be
+    config for the pass (forward 64, 128, 256; backward 64, 128), a positive scale, every input TMA-addressable; any N and L (either may be
     0), padding on both sets, and (backward) a gradient through lse. The launchers also need the tensors the
     kernels move by TMA beside the inputs addressable (the forward's outputs, the backward's output
     gradients), checked at launch."""
@@ -236,7 +242,8 @@ def _hopper_unsupported(p: Problem) -> str | None:
         return f"the Hopper kernel takes float16 or bfloat16; got {p.dtype}"
     config = hopper_backward_config(p.dh) if p.backward else hopper_forward_config(p.dh)
     if config is None:
-        return f"the Hopper kernel has {p.pass_name} configs for dh 64 and 128; got dh={p.dh}"
+        dhs = ", ".join(map(str, hopper_head_dims(p.backward)))
+        return f"the Hopper kernel has {p.pass_name} configs for dh {dhs}; got dh={p.dh}"
     if not p.positive_scale:
         return "the Hopper kernel's softmax assumes a positive scale"
     if not p.tma_ok:
@@ -270,7 +277,10 @@ def sparse_hopper_unsupported(p: Problem, q_block: int, kv_block: int, spatial_p
         if p.n == 0:
             return "no spatial tokens: the Hopper sparse backward walks the spatial set's lists"
         return None
-    config = hopper_forward_config(p.dh)
+    config = hopper_sparse_forward_config(p.dh)
+    if config is None:
+        dhs = ", ".join(map(str, hopper_head_dims(sparse=True)))
+        return f"the Hopper sparse forward has configs for dh {dhs}; got dh={p.dh}"
     rows, tile = 2 * config.block_m, config.block_n
     if q_block % rows:
         return f"query blocks of {q_block} rows; the Hopper sparse kernel needs a multiple of {rows}"

@@ -5,7 +5,7 @@ Entry points:
   `triton_runtime.launch_forward` calls it where the dispatcher (`dispatch.py`) picks the Hopper kernel.
 - `hopper_unsupported(tensors, scale)`: why the kernel cannot take a call (None if it can), as `dispatch.py`
   states its envelope: a CUDA device of compute capability 9.x (wgmma and TMA, which Blackwell's sm_100 does
-  not run as sm_90a code), float16/bfloat16, dh 64 or 128, a positive scale, every tensor TMA-addressable.
+  not run as sm_90a code), float16/bfloat16, dh 64, 128 or 256, a positive scale, every tensor TMA-addressable.
   `JOINTATTN_HOPPER_KERNEL=0` turns it off.
 """
 

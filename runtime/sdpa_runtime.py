@@ -140,23 +140,32 @@ def kernel_order(q, k, v, scale: float) -> tuple[str, ...] | None:
     returns lse, which PyTorch's math kernel does not). None on CPU."""
     if q.device.type == "cpu":
         return None
-    order = _gpu_backends(q, k, v, scale, "forward")
+    return _gpu_backends(q, k, v, scale, "forward")
+
+
+def _enabled(order: tuple[str, ...]) -> tuple[str, ...]:
+    """`order` without the kernels the caller's `sdpa_kernel` (or `torch.backends.cuda`) turned off; all of
+    them where that leaves none (the op returns lse, which PyTorch's math kernel does not)."""
     return tuple(b for b in order if _ENABLED[b]()) or order
 
 
 def _gpu_backends(q, k, v, scale: float, pass_: str) -> tuple[str, ...]:
-    """PyTorch's own choice for these tensors first (what cat -> SDPA -> slice runs), then the others."""
-    order = _ORDERS.get(int(torch._fused_sdp_choice(q, k, v, None, 0.0, False, scale=scale)), _GPU_ORDER)
+    """PyTorch's own choice for these tensors first (what cat -> SDPA -> slice runs), then the others it
+    allows."""
+    order = _enabled(
+        _ORDERS.get(int(torch._fused_sdp_choice(q, k, v, None, 0.0, False, scale=scale)), _GPU_ORDER)
+    )
     if not _BROKEN:  # the common case, on the host's hot path
         return order
     return tuple(b for b in order if _key(b, pass_, q) not in _BROKEN)
 
 
 def _backward_order(first: str | None, q, k, v, scale: float) -> tuple[str, ...]:
-    """The kernels a backward tries, in order: `first` (the forward's) and then the others, without asking
-    PyTorch's choice again; or, without `first` or once a kernel has refused something, `_gpu_backends`."""
+    """The kernels a backward tries, in order: `first` (the forward's) and then the others the caller allows,
+    without asking PyTorch's choice again; or, without `first` or once a kernel has refused something,
+    `_gpu_backends`."""
     if first in _CHOICE_OF and not _BROKEN:
-        return _ORDERS[_CHOICE_OF[first]]
+        return _enabled(_ORDERS[_CHOICE_OF[first]])
     return _gpu_backends(q, k, v, scale, "backward")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels.configs import hopper_forward_config, hopper_sparse_backward_config
+from ..kernels.configs import hopper_sparse_backward_config, hopper_sparse_forward_config
 from . import fast_launch
 from .hopper_launch import LOG2E, _descriptor
 from .sparse_layout import kernel_bits
@@ -23,7 +23,7 @@ def launch_sparse_forward_hopper(call, layout, out, joint_out, lse) -> None:
     s = call.shape
     if s.b * s.nh == 0:
         return
-    config = hopper_forward_config(s.dh)
+    config = hopper_sparse_forward_config(s.dh)
     bm, bn = config.block_m, config.block_n
     box = min(layout.kv_block, bn)
     q, k, v, jq, jk, jv = call.with_stand_ins().tensors

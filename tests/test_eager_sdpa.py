@@ -394,6 +394,26 @@ def test_the_kernel_order_leaves_out_kernels_the_caller_turned_off(monkeypatch):
         torch.use_deterministic_algorithms(strict, warn_only=warn_only)
 
 
+def test_the_op_paths_kernel_orders_leave_out_kernels_the_caller_turned_off(monkeypatch):
+    """The op's own sdpa path (`attention_on` without a cached order, and the backward after a forward that ran
+    a kernel) tries only the kernels the caller's `sdpa_kernel` allows after PyTorch's choice, as the shortcut
+    does; every kernel where that leaves none."""
+    import types
+
+    from jointattn.runtime import sdpa_runtime
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    monkeypatch.setattr(torch, "_fused_sdp_choice", lambda *a, **k: 3)  # 3: cuDNN
+    q = types.SimpleNamespace(device=torch.device("cuda"))
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
+        assert sdpa_runtime._gpu_backends(q, q, q, 1.0, "forward") == ("cudnn", "efficient")
+        assert sdpa_runtime._backward_order("cudnn", q, q, q, 1.0) == ("cudnn", "efficient")
+        assert sdpa_runtime._backward_order("efficient", q, q, q, 1.0)[0] == "efficient"
+        assert "flash" not in sdpa_runtime._backward_order("efficient", q, q, q, 1.0)
+    with sdpa_kernel(SDPBackend.MATH):
+        assert set(sdpa_runtime._backward_order("cudnn", q, q, q, 1.0)) == {"cudnn", "flash", "efficient"}
+
+
 def test_the_query_pad_keeps_the_unfused_graphs_nan_where_a_key_is_minus_infinity(sdpa_chosen, monkeypatch):
     """A key with a -inf component (all queries' component there positive: the key's score is -inf, P 0): the
     pad copies a real query row, so the gradients are finite and NaN exactly where the unpadded step's are (zero

@@ -3,7 +3,7 @@
 Gluon has no CPU interpreter, so the suite has two halves:
 - Everywhere (CI included): the kernel compiled offline for sm_90a with the wheel's own ptxas. Asserts the
   properties its speed rests on, each of which an innocent-looking edit can lose: registers raised to the
-  config's budget with no spills, shared memory within Hopper's 227 KB, and the softmax scheduled between the
+  config's budget with no spills (dh 256: at most 16 bytes), shared memory within Hopper's 227 KB, and the softmax scheduled between the
   two wgmma waits (the overlap); and that every config's PTX is the one recorded in
   `hopper_fwd_fingerprints.json` (a refactor must not change the generated code unseen). Plus the launcher's envelope (what it refuses, and why) and `launch_forward`'s
   choice between the Hopper and the Triton kernel.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -64,14 +65,20 @@ def test_offline_build_keeps_its_fingerprints():
         assert got == want, f"{config}: generated code changed: {got} != {want}"
 
 
-@pytest.mark.parametrize("dh", [64, 128])
+# Bytes of spill stores each config's offline build may have: dh 256's O accumulator (64 x 256 floats, 128
+# registers a thread) leaves ptxas 16 bytes short.
+SPILL_STORES = {64: 0, 128: 0, 256: 16}
+
+
+@pytest.mark.parametrize("dh", [64, 128, 256])
 def test_offline_build_keeps_the_schedule(dh):
     config = hopper_forward_config(dh)
     build = _offline_build(dh)
     assert build["raised_regs"].get(str(config.consumer_regs)) == 2, f"consumers not raised: {build}"
     assert build["num_warps"] == 12  # producer warpgroup + two consumer warpgroups
     assert build["shared"] <= SHARED_MEMORY_BYTES
-    assert build["spill_free"], build["ptxas"]
+    stores = re.search(r"(\d+) bytes spill stores", build["ptxas"])
+    assert int(stores.group(1)) <= SPILL_STORES[dh], build["ptxas"]
     # The overlap, in the machine code ptxas produced (it hoists waits when it can): in each consumer the
     # softmax's exp2s (one per score a thread holds: 64 x BLOCK_N / 128 threads, plus the rescale factors) sit
     # between the wait for S_j and the wait for P V.
@@ -85,8 +92,8 @@ def test_envelope_refuses_with_reasons(monkeypatch):
     assert reason is not None and "CUDA" in reason
     monkeypatch.setenv("JOINTATTN_HOPPER_KERNEL", "0")
     assert hopper_unsupported((q,) * 8, 0.125) == "JOINTATTN_HOPPER_KERNEL=0"
-    assert hopper_forward_config(64) and hopper_forward_config(128)
-    assert hopper_forward_config(96) is None and hopper_forward_config(256) is None
+    assert hopper_forward_config(64) and hopper_forward_config(128) and hopper_forward_config(256)
+    assert hopper_forward_config(96) is None and hopper_forward_config(32) is None
 
 
 @pytest.fixture
@@ -144,6 +151,9 @@ CASES = {
     "short": (1, 1, 5, 3, 64, None, None),
     "int_length_out_of_range": (2, 2, 300, 90, 128, 250, [-3, 999]),  # an int, then clamped tensor values
     "long_padded": (1, 2, 2000, 300, 128, [1777], [101]),  # 18 key blocks
+    "dh256_tail": (1, 3, 300, 77, 256, None, None),
+    "dh256_pad_both": (3, 2, 333, 150, 256, [333, 129, 1], [150, 0, 77]),
+    "dh256_no_valid_key": (2, 1, 130, 40, 256, [0, 130], [0, 40]),
 }
 
 
@@ -213,7 +223,7 @@ def test_matches_float64(case, layout, dtype):
 @pytest.mark.skipif(not HOPPER, reason="the Hopper kernel needs compute capability 9.x")
 @pytest.mark.parametrize("hopper", [True, False], ids=["hopper_kernel", "triton_tma"])
 @pytest.mark.parametrize("case", ["pad_both_per_batch", "boundary_on_block", "dh64_sd3_like", "long_padded",
-                                  "int_length_out_of_range", "no_valid_key"])  # fmt: skip
+                                  "int_length_out_of_range", "no_valid_key", "dh256_pad_both"])  # fmt: skip
 def test_padded_rows_holding_nan_change_nothing(case, hopper):
     """Padded key/value rows hold NaN/inf (torch.empty padding). Both TMA kernels load a set's partial last
     block ending at its valid length, so no padded row reaches P V (where 0 * NaN would be NaN)."""
@@ -246,7 +256,7 @@ def test_outside_envelope_runs_triton_and_insisting_raises():
     launch_forward(JointCall.of(q, k, v, jq, jk, jv, -0.5), out, joint_out, lse)  # the Triton kernel takes it
     ref_out, _, _ = unfused_float64(q, k, v, jq, jk, jv, scale=-0.5)
     _check("out", out, ref_out, 1e-2)
-    with pytest.raises(ValueError, match="dh 64 and 128"):
+    with pytest.raises(ValueError, match="dh 64, 128, 256; got dh=32"):
         (q, k, v, jq, jk, jv) = (t[..., :32].contiguous() for t in (q, k, v, jq, jk, jv))
         launch_forward(
             JointCall.of(q, k, v, jq, jk, jv, 0.2), out[..., :32], joint_out[..., :32], lse, hopper=True

@@ -26,7 +26,8 @@ import jointattn
         (128, 128, 48, False, "16, 32, 64 or a multiple of 128"),
         (128, 128, 192, False, "16, 32, 64 or a multiple of 128"),
         (128, 128, 64, True, "padded spatial set"),
-        (96, 128, 64, False, "configs for dh 64 and 128"),
+        (96, 128, 64, False, "forward configs for dh 64, 128, 256"),
+        (256, 128, 64, False, "sparse forward has configs for dh 64, 128;"),  # the dense forward's only
     ],
 )
 def test_envelope(dh, q_block, kv_block, padded, reason):
@@ -44,7 +45,8 @@ def test_envelope(dh, q_block, kv_block, padded, reason):
         (128, 128, 16, False, "multiple of 64"),  # a CTA's 64 keys sit in one key block
         (128, 96, 64, False, "multiple of 64"),
         (128, 128, 64, True, "padded spatial set"),
-        (96, 128, 64, False, "configs for dh 64 and 128"),
+        (96, 128, 64, False, "backward configs for dh 64, 128;"),
+        (256, 128, 64, False, "backward configs for dh 64, 128;"),
     ],
 )
 def test_backward_envelope(dh, q_block, kv_block, padded, reason):
@@ -105,7 +107,8 @@ def test_envelope_refuses_other_gpus_and_fp32():
         (128, 64, False, True, "hopper", "Gluon block-sparse backward"),
         (128, 16, False, True, "triton", "the Hopper sparse backward needs a multiple of 64"),
         (128, 64, True, False, "triton", "padded spatial set"),
-        (96, 64, False, False, "triton", "configs for dh 64 and 128"),
+        (96, 64, False, False, "triton", "forward configs for dh 64, 128, 256"),
+        (256, 64, False, False, "triton", "sparse forward has configs for dh 64, 128;"),
         (128, 24, False, False, "reference", "the kernels need multiples of 16"),
     ],
 )
